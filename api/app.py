@@ -1,0 +1,155 @@
+"""The FastAPI application: built by `create_app`, its resources opened in `lifespan`."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import reads, writes
+from api.problems import (
+    install_problem_handlers,
+    install_unavailable_handlers,
+    problem_response,
+)
+from api.routing import LedgerRoute
+from api.schemas import Health, Readiness
+from ledger.context import request_id_cvar
+from ledger.logs import configure_logging
+from ledger.runtime import Settings, database_url, open_ledger
+from ledger.store import datastore_of
+from projections.worker import ProjectionWorker, tracked_position
+
+log = structlog.get_logger("api")
+
+MAX_BODY_BYTES = 1024 * 1024
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestContext:
+    """ASGI middleware: request id, body size limit, one log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id_cvar.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"].append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge
+            return message
+
+        try:
+            if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                raise BodyTooLarge
+            await self.app(scope, limited_receive, send_with_id)
+        except BodyTooLarge:
+            response = problem_response("payload_too_large", "the body is over 1 MiB")
+            await response(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", scope["path"]),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                actor=_actor(scope),
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+def _actor(scope: Scope) -> str | None:
+    principal = scope.get("state", {}).get("principal")
+    return getattr(principal, "name", None)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ledger = open_ledger(database_url(settings), settings)
+        app.state.ledger = ledger
+        worker = ProjectionWorker(ledger) if settings.projections_in_process else None
+        if worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker:
+                worker.stop()
+            ledger.close()
+
+    app = FastAPI(
+        title="Talent benefits ledger",
+        version="1",
+        description="Event-sourced ledger of a city's talent-attraction fund.",
+        lifespan=lifespan,
+    )
+    app.router.route_class = LedgerRoute
+    app.add_middleware(RequestContext)
+    install_problem_handlers(app)
+    install_unavailable_handlers(app)
+    app.include_router(writes.router)
+    app.include_router(reads.router)
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        """Liveness: the process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Readiness, tags=["operations"])
+    def readyz(request: Request) -> Any:
+        """Readiness: the database answers, and how far the read models lag behind."""
+        datastore = datastore_of(request.app.state.ledger)
+        head = request.app.state.ledger.recorder.max_notification_id() or 0
+        position = tracked_position(datastore)
+        return Readiness(
+            status="ready",
+            database=True,
+            head_position=head,
+            projection_position=position,
+            projection_lag=head - position,
+        )
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory of `ledger serve`: each worker process builds its own app."""
+    configure_logging()
+    return create_app(Settings.from_env())

@@ -1,0 +1,160 @@
+"""RFC 9457 problem details: every refusal has a status, a stable code and a detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from ledger.errors import LedgerError, ValidationFailed
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+TITLES = {
+    "unauthenticated": "Missing or unknown API key",
+    "forbidden": "Your roles do not allow this",
+    "not_found": "No such resource",
+    "method_not_allowed": "Method not allowed",
+    "idempotency_conflict": "Id reused with a different body",
+    "budget_exceeded": "Budget exceeded",
+    "overpayment": "Payment exceeds what is payable",
+    "invalid_state": "Not allowed in the current state",
+    "self_approval": "Maker-checker: you cannot approve your own proposal",
+    "duplicate_bank_reference": "Bank reference already recorded",
+    "fund_year_closed": "Fund year is closed",
+    "clawback_exceeds_paid": "Clawback exceeds the net paid",
+    "talent_departed": "Talent has departed",
+    "payload_too_large": "Request body too large",
+    "unsupported_media_type": "Unsupported media type",
+    "validation_error": "Invalid request",
+    "contended": "Too many concurrent writers",
+    "unavailable": "Service temporarily unavailable",
+    "internal_error": "Internal error",
+}
+
+STATUS = {
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "contended": 503,
+    "unavailable": 503,
+    "internal_error": 500,
+}
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raised by the HTTP layer itself (authentication, media types, waits)."""
+
+    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def problem_response(
+    code: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    status = STATUS.get(code, 409)
+    body: dict[str, Any] = {
+        "type": f"urn:talent-ledger:problem:{code}",
+        "title": TITLES[code],
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the problems a route can answer."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(STATUS.get(code, 409), []).append(code)
+    return {
+        status: {
+            "model": Problem,
+            "description": "Problem: " + ", ".join(f"`{c}`" for c in sorted(names)),
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for status, names in sorted(by_status.items())
+    }
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LedgerError)
+    def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
+        if isinstance(exc, ValidationFailed):
+            return problem_response(
+                exc.code, exc.detail, errors=[{"loc": ["body", exc.field], "msg": exc.detail}]
+            )
+        headers = {"Retry-After": "1"} if STATUS.get(exc.code) == 503 else None
+        return problem_response(exc.code, exc.detail, headers=headers)
+
+    @app.exception_handler(ProblemError)
+    def problem_error(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.code, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]], "msg": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        return problem_response("validation_error", detail, errors=errors)
+
+    @app.exception_handler(HTTPException)
+    def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_state")
+        return problem_response(code, str(exc.detail))
+
+
+def install_unavailable_handlers(app: FastAPI) -> None:
+    """The database is down or saturated: a clean 503 the client may retry."""
+
+    def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            "unavailable", "the database is unavailable; retry", headers={"Retry-After": "1"}
+        )
+
+    for exc_class in (PersistenceError, psycopg.OperationalError, PoolTimeout):
+        app.add_exception_handler(exc_class, unavailable)
+
+    def internal(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response("internal_error", "an unexpected error was logged")
+
+    app.add_exception_handler(Exception, internal)

@@ -1,0 +1,116 @@
+"""Who may call what, checked before the body is even read (CONTRACT §3).
+
+Each route declares its roles in `openapi_extra["x-roles"]` (readable by the docs and
+by the authorization test); `LedgerRoute` authenticates and authorizes first, then
+checks the media type, and only then lets FastAPI parse and validate the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.keys import ROLES, Principal, authenticate
+from api.problems import ProblemError
+from ledger.application import LedgerApplication
+from ledger.context import actor_cvar
+from ledger.store import datastore_of
+from projections.worker import wait_for_position
+
+ANY_ROLE = ROLES
+PUBLIC: tuple[str, ...] = ()
+
+
+def roles(*allowed: str) -> dict[str, Any]:
+    """The `openapi_extra` of a route open to `allowed` roles, with its bearer security."""
+    return {"x-roles": list(allowed), "security": [{"HTTPBearer": []}] if allowed else []}
+
+
+class LedgerRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        allowed: list[str] = (self.openapi_extra or {}).get("x-roles", [])
+        takes_body = self.body_field is not None
+
+        async def guarded(request: Request) -> Response:
+            if allowed:
+                principal = await run_in_threadpool(_authenticate, request)
+                if not principal.roles & set(allowed):
+                    raise ProblemError(
+                        "forbidden", f"this needs one of the roles: {', '.join(allowed)}"
+                    )
+                request.state.principal = principal
+                actor_cvar.set(principal.name)
+            if takes_body and request.headers.get("content-length", "0") != "0":
+                media_type = request.headers.get("content-type", "").split(";")[0].strip()
+                if media_type.lower() != "application/json":
+                    raise ProblemError(
+                        "unsupported_media_type", "send the body as application/json"
+                    )
+            return await handler(request)
+
+        return guarded
+
+
+def _authenticate(request: Request) -> Principal:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ProblemError(
+            "unauthenticated",
+            "send Authorization: Bearer <api key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = authenticate(datastore_of(ledger_of(request)), key.strip())
+    if principal is None:
+        raise ProblemError(
+            "unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+def ledger_of(request: Request) -> LedgerApplication:
+    ledger: LedgerApplication = request.app.state.ledger
+    return ledger
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+# Documents the bearer scheme in OpenAPI; the check itself is `LedgerRoute`'s.
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _principal(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    return principal_of(request)
+
+
+def _consistent(
+    request: Request,
+    min_position: Annotated[
+        int | None,
+        Query(ge=0, description="Wait (at most 5 s) until the read models include this position"),
+    ] = None,
+) -> None:
+    if min_position is not None and not wait_for_position(
+        datastore_of(ledger_of(request)), min_position
+    ):
+        raise ProblemError(
+            "unavailable",
+            f"the read models have not reached position {min_position} yet",
+            headers={"Retry-After": "1"},
+        )
+
+
+LedgerDep = Annotated[LedgerApplication, Depends(ledger_of)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+Consistent = Depends(_consistent)

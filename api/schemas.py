@@ -1,0 +1,336 @@
+"""Request and response models: the wire forms of CONTRACT §2, strict on the way in.
+
+Money, dates and ids are parsed by the same narrow rules everywhere; a JSON number
+where the contract says string, an unknown field or a blank text is a 422.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from ledger.money import MONEY_PATTERN, format_money, parse_money
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+
+
+def _day(value: object) -> date:
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+        raise ValueError("a date is a string YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+MoneyIn = Annotated[
+    Decimal,
+    BeforeValidator(parse_money),
+    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["3000.00"]}),
+]
+Money = Annotated[
+    Decimal,
+    PlainSerializer(format_money, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"}),
+]
+Day = Annotated[
+    date,
+    BeforeValidator(_day),
+    WithJsonSchema({"type": "string", "format": "date", "examples": ["2024-05-01"]}),
+]
+Identifier = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
+Slug = Annotated[str, StringConstraints(strict=True, pattern=SLUG_PATTERN)]
+Text = Annotated[
+    str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=1000)
+]
+Year = Annotated[int, Field(strict=True, ge=1900, le=2999)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- requests ---------------------------------------------------------------------
+
+
+class OpenFundYearIn(Body):
+    year: Year
+    currency: Literal["CNY"]
+
+
+class AppropriationIn(Body):
+    appropriation_id: Identifier
+    programme: Slug
+    kind: Literal["cash", "in_kind"]
+    amount: MoneyIn
+    reference: Text
+
+
+class CloseIn(Body):
+    reason: Text
+
+
+class TalentIn(Body):
+    talent_id: Identifier
+    name: Text
+    category: Slug
+    employer: Text
+    arrived_on: Day
+    service_commitment_until: Day
+
+
+class DepartureIn(Body):
+    departed_on: Day
+    reason: Text
+
+
+class GrantIn(Body):
+    grant_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
+    amount: MoneyIn
+    policy_reference: Text
+    reason: Text
+
+
+class ApproveIn(Body):
+    note: Text | None = None
+
+
+class ReasonIn(Body):
+    reason: Text
+
+
+class WaiverIn(Body):
+    waiver_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
+    apartment: Text
+    start_on: Day
+    end_on: Day
+    monthly_rent: MoneyIn
+
+
+class EndWaiverIn(Body):
+    ended_on: Day
+
+
+class PaymentIn(Body):
+    payment_id: Identifier
+    grant_id: Identifier
+    amount: MoneyIn
+    value_date: Day
+    bank_reference: Identifier
+
+
+class ReturnIn(Body):
+    returned_on: Day
+    reason: Text
+
+
+class ClawbackIn(Body):
+    clawback_id: Identifier
+    grant_id: Identifier
+    amount: MoneyIn
+    reason: Text
+
+
+class RecoveryIn(Body):
+    recovery_id: Identifier
+    amount: MoneyIn
+    value_date: Day
+    bank_reference: Identifier
+
+
+# --- responses --------------------------------------------------------------------
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class FundYearSummary(Out):
+    year: int
+    currency: str
+    status: Literal["open", "closed"]
+    close_reason: str | None
+
+
+class Amounts(Out):
+    appropriated: Money
+    committed: Money
+    available: Money
+    paid: Money
+    returned: Money
+    net_paid: Money
+    in_kind_value: Money
+    clawback_assessed: Money
+    clawback_recovered: Money
+
+
+class LineOut(Amounts):
+    programme: str
+    kind: Literal["cash", "in_kind"]
+
+
+class FundYearOut(Out):
+    year: int
+    currency: str
+    status: Literal["open", "closed"]
+    lines: list[LineOut]
+    totals: Amounts
+
+
+class AppropriationOut(Out):
+    appropriation_id: str
+    fund_year: int
+    programme: str
+    kind: str
+    amount: Money
+    reference: str
+
+
+class TalentProfile(Out):
+    talent_id: str
+    name: str
+    category: str
+    employer: str
+    arrived_on: date
+    service_commitment_until: date
+    status: Literal["active", "departed"]
+    departed_on: date | None
+    departure_reason: str | None
+
+
+class TalentBalance(Out):
+    fund_year: int
+    programme: str
+    granted: Money
+    approved: Money
+    paid: Money
+    returned: Money
+    outstanding: Money
+    in_kind_value: Money
+    clawback_assessed: Money
+    clawback_recovered: Money
+    clawback_due: Money
+
+
+class TalentOut(TalentProfile):
+    balances: list[TalentBalance]
+
+
+class GrantOut(Out):
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Money
+    policy_reference: str
+    reason: str
+    status: Literal["proposed", "approved", "rejected", "revoked"]
+    proposed_by: str
+    decision_by: str | None
+    decision_note: str | None
+    effective_amount: Money
+    paid: Money
+    returned: Money
+    net_paid: Money
+    payable: Money
+    clawed_back: Money
+
+
+class PaymentOut(Out):
+    payment_id: str
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Money
+    value_date: date
+    bank_reference: str
+    status: Literal["paid", "returned"]
+    returned_on: date | None
+    return_reason: str | None
+
+
+class WaiverOut(Out):
+    waiver_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    apartment: str
+    start_on: date
+    end_on: date
+    monthly_rent: Money
+    months: int
+    value: Money
+    status: Literal["active", "ended"]
+    ended_on: date | None
+
+
+class RecoveryOut(Out):
+    clawback_id: str
+    recovery_id: str
+    amount: Money
+    value_date: date
+    bank_reference: str
+
+
+class RecoveryItem(Out):
+    recovery_id: str
+    amount: Money
+    value_date: date
+    bank_reference: str
+
+
+class ClawbackOut(Out):
+    clawback_id: str
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Money
+    reason: str
+    status: Literal["open", "recovered"]
+    recovered: Money
+    due: Money
+    recoveries: list[RecoveryItem]
+
+    @classmethod
+    def of(cls, clawback: Any) -> ClawbackOut:
+        return cls.model_validate(
+            {
+                **{
+                    name: getattr(clawback, name)
+                    for name in cls.model_fields
+                    if name != "recoveries"
+                },
+                "recoveries": list(clawback.recoveries.values()),
+            }
+        )
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    database: bool
+    head_position: int
+    projection_position: int
+    projection_lag: int

@@ -1,0 +1,1 @@
+"""Talent benefits ledger: the event-sourced domain and its application service."""

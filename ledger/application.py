@@ -1,0 +1,459 @@
+"""The ledger application: one method per use case, each an atomic, race-free unit.
+
+Every use case runs as a unit of work: load what the rules need, decide, save all
+new events in one transaction. The store refuses the save if any aggregate read
+(or found missing) changed meanwhile, in this or any other process; the work is
+then run again on fresh state. So a rule checked here holds under any concurrency.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Generic, Protocol, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+
+from ledger import commands as c
+from ledger.domain import (
+    Appropriation,
+    BankReference,
+    Clawback,
+    FundYear,
+    Grant,
+    LedgerAggregate,
+    Payment,
+    Recovery,
+    RentWaiver,
+    Talent,
+    calendar_months,
+)
+from ledger.errors import (
+    DuplicateBankReference,
+    IdempotencyConflict,
+    InvalidState,
+    LedgerError,
+    NotFound,
+    TalentDeparted,
+    ValidationFailed,
+)
+
+T = TypeVar("T")
+A = TypeVar("A", bound=LedgerAggregate)
+
+CONFLICT_DEADLINE_SECONDS = 10.0
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class Contended(LedgerError):
+    """Conflicting writers kept winning for the whole deadline: try again later."""
+
+    code = "contended"
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a use case answers: the resource, the position to read after, and
+    whether it was a replay (nothing new recorded)."""
+
+    value: T
+    position: int
+    replayed: bool
+
+
+class UnitOfWork:
+    """The aggregates one attempt of a use case read and wrote, with their versions."""
+
+    def __init__(self, app: LedgerApplication) -> None:
+        self._app = app
+        self._versions: dict[UUID, int] = {}
+        self._aggregates: dict[UUID, LedgerAggregate] = {}
+
+    def find(self, cls: type[A], key: Any) -> A | None:
+        aggregate_id: UUID = cls.create_id(key)
+        if aggregate_id in self._aggregates:
+            found = self._aggregates[aggregate_id]
+            assert isinstance(found, cls)
+            return found
+        try:
+            aggregate: LedgerAggregate = self._app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            self._versions[aggregate_id] = 0
+            return None
+        if not isinstance(aggregate, cls):
+            raise InvalidState(f"{key!r} names a {type(aggregate).__name__}")
+        self._versions[aggregate_id] = aggregate.version
+        self._aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    def get(self, cls: type[A], key: Any, what: str) -> A:
+        """Load an aggregate named in the path: missing is `not_found`."""
+        found = self.find(cls, key)
+        if found is None:
+            raise NotFound(f"no {what} {key}")
+        return found
+
+    def refer(self, cls: type[A], key: Any, field: str, what: str) -> A:
+        """Load an aggregate a body field refers to: missing is a `validation_error`."""
+        found = self.find(cls, key)
+        if found is None:
+            raise ValidationFailed(field, f"no {what} {key}")
+        return found
+
+    def add(self, aggregate: LedgerAggregate) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    @property
+    def aggregates(self) -> list[LedgerAggregate]:
+        return list(self._aggregates.values())
+
+    @property
+    def read_versions(self) -> Mapping[UUID, int]:
+        return self._versions
+
+
+class PositionedRecorder(Protocol):
+    def position_of(self, versions: Mapping[UUID, int]) -> int: ...
+
+
+class LedgerApplication(Application[UUID]):
+    name = "Ledger"
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    # --- the unit of work ---------------------------------------------------
+
+    def _run(self, work: Callable[[UnitOfWork], T]) -> Outcome[T]:
+        deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
+        while True:
+            uow = UnitOfWork(self)
+            value = work(uow)
+            pending = [a for a in uow.aggregates if a.pending_events]
+            if not pending:
+                recorder = cast(PositionedRecorder, self.recorder)
+                position = recorder.position_of({a.id: a.version for a in uow.aggregates})
+                return Outcome(value, position, replayed=True)
+            try:
+                recordings = self.save(*pending, read_versions=uow.read_versions)
+            except RecordConflictError:
+                if time.monotonic() > deadline:
+                    raise Contended("too many concurrent writers; retry") from None
+                time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not crypto
+                continue
+            position = max(r.notification.id for r in recordings)
+            return Outcome(value, position, replayed=False)
+
+    def _create(
+        self,
+        uow: UnitOfWork,
+        cls: type[A],
+        key: Any,
+        command: object,
+        build: Callable[[str], A],
+    ) -> A:
+        """Create `cls` under `key`, or answer the original if this is a retry of it."""
+        fp = c.fingerprint(command)
+        existing = uow.find(cls, key)
+        if existing is not None:
+            if existing.fingerprint != fp:  # type: ignore[attr-defined]
+                raise IdempotencyConflict(f"{key} exists with a different body")
+            original: A = self.repository.get(existing.id, version=cls.INITIAL_VERSION)
+            assert isinstance(original, cls)
+            return original
+        created = build(fp)
+        uow.add(created)
+        return created
+
+    # --- fund years ---------------------------------------------------------
+
+    def open_fund_year(self, cmd: c.OpenFundYear) -> Outcome[FundYear]:
+        def work(uow: UnitOfWork) -> FundYear:
+            return self._create(
+                uow, FundYear, cmd.year, cmd, lambda fp: FundYear(cmd.year, cmd.currency, fp)
+            )
+
+        return self._run(work)
+
+    def appropriate(self, cmd: c.Appropriate) -> Outcome[Appropriation]:
+        def work(uow: UnitOfWork) -> Appropriation:
+            fund_year = uow.get(FundYear, cmd.year, "fund year")
+            fp = c.fingerprint(cmd)
+            existing = fund_year.appropriations.get(cmd.appropriation_id)
+            if existing is not None:
+                if existing.fingerprint != fp:
+                    raise IdempotencyConflict(
+                        f"appropriation {cmd.appropriation_id} exists with a different body"
+                    )
+                return existing
+            appropriation = Appropriation(
+                cmd.appropriation_id, cmd.programme, cmd.kind, cmd.amount, cmd.reference, fp
+            )
+            fund_year.appropriate(appropriation)
+            return appropriation
+
+        return self._run(work)
+
+    def close_fund_year(self, cmd: c.CloseFundYear) -> Outcome[FundYear]:
+        def work(uow: UnitOfWork) -> FundYear:
+            fund_year = uow.get(FundYear, cmd.year, "fund year")
+            fund_year.close(cmd.reason)
+            return fund_year
+
+        return self._run(work)
+
+    # --- talents ------------------------------------------------------------
+
+    def register_talent(self, cmd: c.RegisterTalent) -> Outcome[Talent]:
+        if cmd.service_commitment_until < cmd.arrived_on:
+            raise ValidationFailed(
+                "service_commitment_until", "the service commitment ends before arrival"
+            )
+
+        def work(uow: UnitOfWork) -> Talent:
+            return self._create(
+                uow,
+                Talent,
+                cmd.talent_id,
+                cmd,
+                lambda fp: Talent(
+                    cmd.talent_id,
+                    cmd.name,
+                    cmd.category,
+                    cmd.employer,
+                    cmd.arrived_on,
+                    cmd.service_commitment_until,
+                    fp,
+                ),
+            )
+
+        return self._run(work)
+
+    def depart_talent(self, cmd: c.DepartTalent) -> Outcome[Talent]:
+        def work(uow: UnitOfWork) -> Talent:
+            talent = uow.get(Talent, cmd.talent_id, "talent")
+            talent.depart(cmd.departed_on, cmd.reason)
+            return talent
+
+        return self._run(work)
+
+    # --- grants -------------------------------------------------------------
+
+    def propose_grant(self, cmd: c.ProposeGrant) -> Outcome[Grant]:
+        def build(uow: UnitOfWork, fp: str) -> Grant:
+            talent = uow.refer(Talent, cmd.talent_id, "talent_id", "talent")
+            if talent.departed_on is not None:
+                raise TalentDeparted(f"talent {cmd.talent_id} departed on {talent.departed_on}")
+            fund_year = uow.refer(FundYear, cmd.fund_year, "fund_year", "fund year")
+            fund_year.reserve(cmd.programme, "cash", cmd.amount, grant_id=cmd.grant_id)
+            return Grant(
+                cmd.grant_id,
+                cmd.talent_id,
+                cmd.fund_year,
+                cmd.programme,
+                cmd.amount,
+                cmd.policy_reference,
+                cmd.reason,
+                fp,
+            )
+
+        return self._run(
+            lambda uow: self._create(uow, Grant, cmd.grant_id, cmd, lambda fp: build(uow, fp))
+        )
+
+    def approve_grant(self, cmd: c.ApproveGrant, approver: str) -> Outcome[Grant]:
+        def work(uow: UnitOfWork) -> Grant:
+            grant = uow.get(Grant, cmd.grant_id, "grant")
+            grant.approve(cmd.note, approver)
+            return grant
+
+        return self._run(work)
+
+    def reject_grant(self, cmd: c.RejectGrant) -> Outcome[Grant]:
+        def work(uow: UnitOfWork) -> Grant:
+            grant = uow.get(Grant, cmd.grant_id, "grant")
+            if grant.reject(cmd.reason):
+                fund_year = uow.get(FundYear, grant.fund_year, "fund year")
+                fund_year.release(grant.programme, grant.amount, grant_id=grant.grant_id)
+            return grant
+
+        return self._run(work)
+
+    def revoke_grant(self, cmd: c.RevokeGrant) -> Outcome[Grant]:
+        def work(uow: UnitOfWork) -> Grant:
+            grant = uow.get(Grant, cmd.grant_id, "grant")
+            released = grant.revoke(cmd.reason)
+            fund_year = uow.get(FundYear, grant.fund_year, "fund year")
+            fund_year.release(grant.programme, released, grant_id=grant.grant_id)
+            return grant
+
+        return self._run(work)
+
+    # --- rent waivers -------------------------------------------------------
+
+    def grant_waiver(self, cmd: c.GrantWaiver) -> Outcome[RentWaiver]:
+        if cmd.end_on < cmd.start_on:
+            raise ValidationFailed("end_on", "end_on is before start_on")
+
+        def build(uow: UnitOfWork, fp: str) -> RentWaiver:
+            talent = uow.refer(Talent, cmd.talent_id, "talent_id", "talent")
+            if talent.departed_on is not None:
+                raise TalentDeparted(f"talent {cmd.talent_id} departed on {talent.departed_on}")
+            fund_year = uow.refer(FundYear, cmd.fund_year, "fund_year", "fund year")
+            fund_year.check_dates("start_on", cmd.start_on, cmd.end_on)
+            months = calendar_months(cmd.start_on, cmd.end_on)
+            value = cmd.monthly_rent * months
+            fund_year.reserve(cmd.programme, "in_kind", value, waiver_id=cmd.waiver_id)
+            return RentWaiver(
+                cmd.waiver_id,
+                cmd.talent_id,
+                cmd.fund_year,
+                cmd.programme,
+                cmd.apartment,
+                cmd.start_on,
+                cmd.end_on,
+                cmd.monthly_rent,
+                months,
+                value,
+                fp,
+            )
+
+        return self._run(
+            lambda uow: self._create(uow, RentWaiver, cmd.waiver_id, cmd, lambda fp: build(uow, fp))
+        )
+
+    def end_waiver(self, cmd: c.EndWaiver) -> Outcome[RentWaiver]:
+        def work(uow: UnitOfWork) -> RentWaiver:
+            waiver = uow.get(RentWaiver, cmd.waiver_id, "rent waiver")
+            released = waiver.end(cmd.ended_on)
+            fund_year = uow.get(FundYear, waiver.fund_year, "fund year")
+            fund_year.release(waiver.programme, released, waiver_id=waiver.waiver_id)
+            return waiver
+
+        return self._run(work)
+
+    # --- payments -----------------------------------------------------------
+
+    def _claim_bank_reference(
+        self,
+        uow: UnitOfWork,
+        bank_reference: str,
+        *,
+        payment_id: str | None = None,
+        clawback_id: str | None = None,
+        recovery_id: str | None = None,
+    ) -> None:
+        if uow.find(BankReference, bank_reference) is not None:
+            raise DuplicateBankReference(f"bank reference {bank_reference} is already recorded")
+        uow.add(BankReference(bank_reference, payment_id, clawback_id, recovery_id))
+
+    def record_payment(self, cmd: c.RecordPayment) -> Outcome[Payment]:
+        def build(uow: UnitOfWork, fp: str) -> Payment:
+            grant = uow.refer(Grant, cmd.grant_id, "grant_id", "grant")
+            talent = uow.get(Talent, grant.talent_id, "talent")
+            if talent.departed_on is not None and cmd.value_date > talent.departed_on:
+                raise TalentDeparted(
+                    f"talent {talent.talent_id} departed on {talent.departed_on}, "
+                    f"before value date {cmd.value_date}"
+                )
+            grant.pay(cmd.payment_id, cmd.amount)
+            self._claim_bank_reference(uow, cmd.bank_reference, payment_id=cmd.payment_id)
+            return Payment(
+                cmd.payment_id,
+                cmd.grant_id,
+                grant.talent_id,
+                grant.fund_year,
+                grant.programme,
+                cmd.amount,
+                cmd.value_date,
+                cmd.bank_reference,
+                fp,
+            )
+
+        return self._run(
+            lambda uow: self._create(uow, Payment, cmd.payment_id, cmd, lambda fp: build(uow, fp))
+        )
+
+    def return_payment(self, cmd: c.ReturnPayment) -> Outcome[Payment]:
+        def work(uow: UnitOfWork) -> Payment:
+            payment = uow.get(Payment, cmd.payment_id, "payment")
+            if payment.return_(cmd.returned_on, cmd.reason):
+                grant = uow.get(Grant, payment.grant_id, "grant")
+                released = grant.payment_returned(payment.payment_id, payment.amount)
+                fund_year = uow.get(FundYear, grant.fund_year, "fund year")
+                fund_year.release(grant.programme, released, grant_id=grant.grant_id)
+            return payment
+
+        return self._run(work)
+
+    # --- clawbacks ----------------------------------------------------------
+
+    def assess_clawback(self, cmd: c.AssessClawback) -> Outcome[Clawback]:
+        def build(uow: UnitOfWork, fp: str) -> Clawback:
+            grant = uow.refer(Grant, cmd.grant_id, "grant_id", "grant")
+            grant.assess_clawback(cmd.clawback_id, cmd.amount)
+            return Clawback(
+                cmd.clawback_id,
+                cmd.grant_id,
+                grant.talent_id,
+                grant.fund_year,
+                grant.programme,
+                cmd.amount,
+                cmd.reason,
+                fp,
+            )
+
+        return self._run(
+            lambda uow: self._create(uow, Clawback, cmd.clawback_id, cmd, lambda fp: build(uow, fp))
+        )
+
+    def record_recovery(self, cmd: c.RecordRecovery) -> Outcome[tuple[Clawback, Recovery]]:
+        def work(uow: UnitOfWork) -> tuple[Clawback, Recovery]:
+            clawback = uow.get(Clawback, cmd.clawback_id, "clawback")
+            fp = c.fingerprint(cmd)
+            existing = clawback.recoveries.get(cmd.recovery_id)
+            if existing is not None:
+                if existing.fingerprint != fp:
+                    raise IdempotencyConflict(
+                        f"recovery {cmd.recovery_id} exists with a different body"
+                    )
+                return clawback, existing
+            recovery = Recovery(cmd.recovery_id, cmd.amount, cmd.value_date, cmd.bank_reference, fp)
+            clawback.recover(recovery)
+            self._claim_bank_reference(
+                uow,
+                cmd.bank_reference,
+                clawback_id=cmd.clawback_id,
+                recovery_id=cmd.recovery_id,
+            )
+            return clawback, recovery
+
+        return self._run(work)
+
+    # --- reads of single resources -------------------------------------------
+
+    def load(self, cls: type[A], key: Any, what: str) -> A:
+        """The current state of one resource, straight from its events."""
+        try:
+            aggregate: LedgerAggregate = self.repository.get(cls.create_id(key))
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what} {key}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no {what} {key}")
+        return aggregate

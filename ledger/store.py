@@ -1,0 +1,145 @@
+"""The event store on PostgreSQL: eventsourcing's recorder, made stricter.
+
+`insert_events` appends under the library's table lock (so positions follow commit
+order) and, in the same transaction, re-checks the versions of every aggregate the
+command read. A command decided on stale state is refused, and its unit of work
+runs again: this is what makes budget, payment and bank-reference rules race-free
+across threads and processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import RecordConflictError, StoredEvent
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from psycopg import sql
+
+EVENTS_TABLE = "ledger_events"
+SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
+
+
+class StaleRead(RecordConflictError):
+    """An aggregate the command read has changed since: decide again."""
+
+
+class LedgerRecorder(PostgresApplicationRecorder):
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        read_versions: Mapping[UUID, int] | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self.lock_table_statements:
+                curs.execute(statement, prepare=True)
+            if read_versions:
+                self._check_read_versions(curs, read_versions)
+            curs.execute(sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)))
+            PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def _check_read_versions(self, curs: Any, read_versions: Mapping[UUID, int]) -> None:
+        curs.execute(
+            sql.SQL(
+                "SELECT originator_id, max(originator_version) AS version FROM {0}.{1} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+            ).format(sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)),
+            (list(read_versions),),
+            prepare=True,
+        )
+        current = {row["originator_id"]: row["version"] for row in curs.fetchall()}
+        for aggregate_id, version in read_versions.items():
+            if current.get(aggregate_id, 0) != version:
+                raise StaleRead(f"aggregate {aggregate_id} changed")
+
+    def position_of(self, versions: Mapping[UUID, int]) -> int:
+        """The global position of the latest of these aggregate versions."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                sql.SQL(
+                    "SELECT coalesce(max(e.notification_id), 0) AS position "
+                    "FROM {0}.{1} e JOIN unnest(%s::uuid[], %s::bigint[]) AS v(id, version) "
+                    "ON e.originator_id = v.id AND e.originator_version = v.version"
+                ).format(
+                    sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
+                ),
+                (list(versions), list(versions.values())),
+            )
+            row = curs.fetchone()
+            assert row is not None
+            return int(row["position"])
+
+
+# Each step runs once, recorded by name in ledger_schema; a step is never edited.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        # The event table carries the instant the database recorded each event
+        # (under the append lock, so it rises with the position), and refuses to
+        # change or lose a row.
+        "events-recorded-at-and-immutable",
+        f"""
+        ALTER TABLE {EVENTS_TABLE} ADD COLUMN IF NOT EXISTS
+            recorded_at timestamptz NOT NULL DEFAULT clock_timestamp();
+        CREATE OR REPLACE FUNCTION ledger_events_immutable() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'ledger events are immutable: % refused', TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
+            END $$;
+        CREATE TRIGGER ledger_events_no_update BEFORE UPDATE OR DELETE ON {EVENTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION ledger_events_immutable();
+        CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON {EVENTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
+        """,
+    ),
+    (
+        "api-keys",
+        """
+        CREATE TABLE api_keys (
+            key_hash text PRIMARY KEY,
+            name text NOT NULL CHECK (name <> ''),
+            roles text[] NOT NULL CHECK (cardinality(roles) > 0),
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+]
+
+
+def migrate(
+    datastore: PostgresDatastore, recorder: LedgerRecorder, more: Sequence[tuple[str, str]]
+) -> None:
+    """Create or upgrade the schema; safe when several processes start at once."""
+    with datastore.get_connection() as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            recorder.create_table()
+            with datastore.transaction(commit=True) as curs:
+                curs.execute(
+                    "CREATE TABLE IF NOT EXISTS ledger_schema (name text PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                curs.execute("SELECT name FROM ledger_schema")
+                done = {row["name"] for row in curs.fetchall()}
+                for name, statement in [*MIGRATIONS, *more]:
+                    if name not in done:
+                        curs.execute(statement)  # fixed DDL text
+                        curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def datastore_of(app: Application[Any]) -> PostgresDatastore:
+    """The connection pool behind an application, shared by read models and keys."""
+    recorder = app.recorder
+    assert isinstance(recorder, LedgerRecorder), "the ledger runs on PostgreSQL only"
+    return recorder.datastore

