@@ -114,3 +114,16 @@ def api(test_settings: Settings) -> Iterator[Callable[[str | None], TestClient]]
         for c in clients:
             c.close()
         assert base is not None
+
+
+@pytest.fixture
+def count_events(db_url: str) -> Callable[[], int]:
+    """`count_events()`: how many events the test database holds now."""
+
+    def count() -> int:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+            assert row is not None
+            return int(row[0])
+
+    return count
