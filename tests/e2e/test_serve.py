@@ -1,0 +1,149 @@
+"""`ledger keys create` and `ledger serve`, run as real processes over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+
+import httpx
+import psycopg
+
+from tests.e2e.conftest import Server
+
+
+def test_keys_create_prints_the_key_last_and_stores_only_its_hash(
+    cli: Callable[..., subprocess.CompletedProcess[str]], db_url: str
+) -> None:
+    done = cli("keys", "create", "--name", "wu", "--role", "clerk", "--role", "approver")
+
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    assert len(key) >= 40 and " " not in key
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT key_hash, name, roles FROM api_keys").fetchall()
+    assert [(name, sorted(roles)) for _, name, roles in rows] == [("wu", ["approver", "clerk"])]
+    assert key not in rows[0][0]
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", db_url], capture_output=True, text=True, check=False
+    )
+    assert dump.returncode != 0 or key not in dump.stdout
+
+
+def test_keys_create_refuses_an_unknown_role(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    done = cli("keys", "create", "--name", "x", "--role", "root")
+    assert done.returncode != 0
+    assert "root" in done.stderr
+
+
+def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
+    serve: Callable[..., Server], make_key: Callable[..., str]
+) -> None:
+    keys = {
+        r: make_key(f"e2e-{r}", r) for r in ("admin", "clerk", "approver", "treasury", "auditor")
+    }
+    server = serve()
+
+    def post(role: str, path: str, body: dict[str, object]) -> httpx.Response:
+        return httpx.post(
+            server.url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {keys[role]}", "X-Request-Id": "e2e-req-1"},
+        )
+
+    assert post("admin", "/v1/fund-years", {"year": 2025, "currency": "CNY"}).status_code == 201
+    assert (
+        post(
+            "admin",
+            "/v1/fund-years/2025/appropriations",
+            {
+                "appropriation_id": "A1",
+                "programme": "rent_subsidy",
+                "kind": "cash",
+                "amount": "36000",
+                "reference": "嘉财预〔2025〕1号",
+            },
+        ).status_code
+        == 201
+    )
+    assert (
+        post(
+            "clerk",
+            "/v1/talents",
+            {
+                "talent_id": "T1",
+                "name": "李四",
+                "category": "doctorate",
+                "employer": "某研究院",
+                "arrived_on": "2025-01-05",
+                "service_commitment_until": "2030-01-04",
+            },
+        ).status_code
+        == 201
+    )
+    assert (
+        post(
+            "clerk",
+            "/v1/grants",
+            {
+                "grant_id": "G1",
+                "talent_id": "T1",
+                "fund_year": 2025,
+                "programme": "rent_subsidy",
+                "amount": "18000.00",
+                "policy_reference": "租房补贴实施细则",
+                "reason": "12个月租房补贴",
+            },
+        ).status_code
+        == 201
+    )
+    assert post("approver", "/v1/grants/G1/approve", {"note": "符合条件"}).status_code == 200
+    paid = post(
+        "treasury",
+        "/v1/payments",
+        {
+            "payment_id": "P1",
+            "grant_id": "G1",
+            "amount": "1500.00",
+            "value_date": "2025-02-01",
+            "bank_reference": "BR-1",
+        },
+    )
+    assert paid.status_code == 201, paid.text
+    assert paid.headers["X-Request-Id"] == "e2e-req-1"
+
+    talent = httpx.get(
+        f"{server.url}/v1/talents/T1",
+        params={"min_position": paid.headers["Ledger-Position"]},
+        headers={"Authorization": f"Bearer {keys['auditor']}"},
+    )
+    assert talent.status_code == 200, talent.text
+    (balance,) = talent.json()["balances"]
+    assert (balance["approved"], balance["paid"], balance["outstanding"]) == (
+        "18000.00",
+        "1500.00",
+        "16500.00",
+    )
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["status"] == "ready" and ready["head_position"] >= int(
+        paid.headers["Ledger-Position"]
+    )
+
+    server.stop()
+    assert server.proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    assert "Application shutdown complete" in server.log.read_text()
+    lines = [
+        json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
+    ]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert {"method", "route", "status", "duration_ms", "actor", "request_id"} <= set(requests[-1])
+    assert any(
+        r["route"] == "/v1/grants/{grant_id}/approve" and r["actor"] == "e2e-approver"
+        for r in requests
+    )
+    text = server.log.read_text()
+    assert "李四" not in text
+    assert not any(key in text for key in keys.values())
