@@ -350,18 +350,11 @@ class LedgerApplication(Application[UUID]):
 
     # --- payments -----------------------------------------------------------
 
-    def _claim_bank_reference(
-        self,
-        uow: UnitOfWork,
-        bank_reference: str,
-        *,
-        payment_id: str | None = None,
-        clawback_id: str | None = None,
-        recovery_id: str | None = None,
-    ) -> None:
+    @staticmethod
+    def _check_bank_reference_unused(uow: UnitOfWork, bank_reference: str) -> None:
+        """Checked before any change, and again by the store at commit (the claim's id)."""
         if uow.find(BankReference, bank_reference) is not None:
             raise DuplicateBankReference(f"bank reference {bank_reference} is already recorded")
-        uow.add(BankReference(bank_reference, payment_id, clawback_id, recovery_id))
 
     def record_payment(self, cmd: c.RecordPayment) -> Outcome[Payment]:
         def build(uow: UnitOfWork, fp: str) -> Payment:
@@ -372,8 +365,9 @@ class LedgerApplication(Application[UUID]):
                     f"talent {talent.talent_id} departed on {talent.departed_on}, "
                     f"before value date {cmd.value_date}"
                 )
+            self._check_bank_reference_unused(uow, cmd.bank_reference)
             grant.pay(cmd.payment_id, cmd.amount)
-            self._claim_bank_reference(uow, cmd.bank_reference, payment_id=cmd.payment_id)
+            uow.add(BankReference(cmd.bank_reference, cmd.payment_id, None, None))
             return Payment(
                 cmd.payment_id,
                 cmd.grant_id,
@@ -434,14 +428,10 @@ class LedgerApplication(Application[UUID]):
                         f"recovery {cmd.recovery_id} exists with a different body"
                     )
                 return clawback, existing
+            self._check_bank_reference_unused(uow, cmd.bank_reference)
             recovery = Recovery(cmd.recovery_id, cmd.amount, cmd.value_date, cmd.bank_reference, fp)
             clawback.recover(recovery)
-            self._claim_bank_reference(
-                uow,
-                cmd.bank_reference,
-                clawback_id=cmd.clawback_id,
-                recovery_id=cmd.recovery_id,
-            )
+            uow.add(BankReference(cmd.bank_reference, None, cmd.clawback_id, cmd.recovery_id))
             return clawback, recovery
 
         return self._run(work)
