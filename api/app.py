@@ -37,6 +37,40 @@ class BodyTooLarge(Exception):
     pass
 
 
+async def _read_body(receive: Receive, declared: int) -> bytes:
+    """The whole body, refused past the limit whether or not its length was declared."""
+    if declared > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then the real channel."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class RequestContext:
     """ASGI middleware: request id, body size limit, one log line per request."""
 
@@ -64,23 +98,15 @@ class RequestContext:
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise BodyTooLarge
-            return message
-
         try:
-            if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                raise BodyTooLarge
-            await self.app(scope, limited_receive, send_with_id)
+            body = await _read_body(receive, int(headers.get("content-length") or 0))
         except BodyTooLarge:
             response = problem_response("payload_too_large", "the body is over 1 MiB")
             await response(scope, receive, send_with_id)
+            body = None
+        try:
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send_with_id)
         finally:
             route = scope.get("route")
             log.info(
@@ -105,13 +131,13 @@ def create_app(settings: Settings) -> FastAPI:
         ledger = open_ledger(database_url(settings), settings)
         app.state.ledger = ledger
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
-        if worker:
-            worker.start()
+        thread = worker.start() if worker else None
         try:
             yield
         finally:
-            if worker:
+            if worker and thread:
                 worker.stop()
+                thread.join(timeout=10)
             ledger.close()
 
     app = FastAPI(

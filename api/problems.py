@@ -139,7 +139,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_state")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "validation_error"
+        )
         return problem_response(code, str(exc.detail))
 
 

@@ -1,18 +1,29 @@
-"""Read routes of CONTRACT §5 that this version serves; every role may read."""
+"""Read routes of CONTRACT §5; every role may read.
+
+Balances and histories come from the read models (waiting for `min_position`, and
+for the as-of position, when asked); a single grant, payment, waiver or clawback
+is read from its own events, which are always current.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
 from api import schemas as s
-from api.problems import problem_responses
-from api.routing import ANY_ROLE, Consistent, LedgerDep, LedgerRoute, PrincipalDep, roles
-from ledger.domain import Clawback, Grant, Payment, RentWaiver, Talent
+from api.problems import ProblemError, problem_responses
+from api.routing import ANY_ROLE, Consistent, LedgerDep, LedgerRoute, PrincipalDep, ledger_of, roles
+from ledger.audit import verify_chain
+from ledger.domain import Clawback, Grant, Payment, RentWaiver
+from ledger.errors import NotFound, ValidationFailed
 from ledger.store import datastore_of
 from projections import reads
+from projections.export import audit_csv
+from projections.worker import wait_for_position
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,21 +36,56 @@ router = APIRouter(
 )
 
 
-def _get(path: str, model: type) -> Callable[[F], F]:
-    return router.get(path, response_model=model, openapi_extra=roles(*ANY_ROLE))
+def _get(path: str, model: type | None = None, **kwargs: Any) -> Callable[[F], F]:
+    return router.get(path, response_model=model, openapi_extra=roles(*ANY_ROLE), **kwargs)
+
+
+def _as_of_position(
+    request: Request,
+    as_of: Annotated[
+        datetime | None,
+        Query(description="Answer as of this instant (RFC 3339, events recorded at or before)"),
+    ] = None,
+    as_of_position: Annotated[
+        int | None, Query(ge=0, description="Answer as of this global position")
+    ] = None,
+) -> int:
+    """The position to read at, once the read models have reached it."""
+    if as_of is not None and as_of_position is not None:
+        raise ValidationFailed("as_of", "give as_of or as_of_position, not both")
+    if as_of is not None and as_of.tzinfo is None:
+        raise ValidationFailed("as_of", "an instant needs a time zone, e.g. 2024-05-01T08:00:00Z")
+    datastore = datastore_of(ledger_of(request))
+    if as_of is not None:
+        as_of_position = reads.position_at(datastore, as_of)
+    if as_of_position is None:
+        return reads.HEAD
+    if not wait_for_position(datastore, as_of_position):
+        raise ProblemError(
+            "unavailable",
+            f"the read models have not reached position {as_of_position} yet",
+            headers={"Retry-After": "1"},
+        )
+    return as_of_position
+
+
+AsOfPosition = Annotated[int, Depends(_as_of_position)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
+After = Annotated[str | None, Query(description="The `next` cursor of the previous page")]
 
 
 @_get("/fund-years/{year}", s.FundYearOut)
-def get_fund_year(year: int, ledger: LedgerDep, _: PrincipalDep) -> s.FundYearOut:
-    return s.FundYearOut.model_validate(reads.fund_year(datastore_of(ledger), year))
+def get_fund_year(
+    year: int, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+) -> s.FundYearOut:
+    return s.FundYearOut.model_validate(reads.fund_year(datastore_of(ledger), year, position))
 
 
 @_get("/talents/{talent_id}", s.TalentOut)
-def get_talent(talent_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.TalentOut:
-    talent = ledger.load(Talent, talent_id, "talent")
-    balances = reads.talent_balances(datastore_of(ledger), talent_id)
-    profile = s.TalentProfile.model_validate(talent).model_dump()
-    return s.TalentOut.model_validate({**profile, "balances": balances})
+def get_talent(
+    talent_id: str, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+) -> s.TalentOut:
+    return s.TalentOut.model_validate(reads.talent(datastore_of(ledger), talent_id, position))
 
 
 @_get("/grants/{grant_id}", s.GrantOut)
@@ -60,3 +106,68 @@ def get_waiver(waiver_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.WaiverOu
 @_get("/clawbacks/{clawback_id}", s.ClawbackOut)
 def get_clawback(clawback_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.ClawbackOut:
     return s.ClawbackOut.of(ledger.load(Clawback, clawback_id, "clawback"))
+
+
+def _page(items: list[dict[str, Any]], cursor: str | None) -> s.HistoryPage:
+    return s.HistoryPage(items=[s.HistoryEntry.model_validate(i) for i in items], next=cursor)
+
+
+@_get("/talents/{talent_id}/history", s.HistoryPage)
+def talent_history(
+    talent_id: str, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+) -> s.HistoryPage:
+    datastore = datastore_of(ledger)
+    if not reads.exists_talent(datastore, talent_id):
+        raise NotFound(f"no talent {talent_id}")
+    start = reads.decode_cursor(after) if after else 0
+    return _page(*reads.history(datastore, talent_id=talent_id, after=start, limit=limit))
+
+
+@_get("/fund-years/{year}/history", s.HistoryPage)
+def fund_year_history(
+    year: int, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+) -> s.HistoryPage:
+    datastore = datastore_of(ledger)
+    if not reads.exists_fund_year(datastore, year):
+        raise NotFound(f"no fund year {year}")
+    start = reads.decode_cursor(after) if after else 0
+    return _page(*reads.history(datastore, fund_year=year, after=start, limit=limit))
+
+
+@_get("/events", s.HistoryPage)
+def events(
+    ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+) -> s.HistoryPage:
+    start = reads.decode_cursor(after) if after else 0
+    return _page(*reads.history(datastore_of(ledger), after=start, limit=limit))
+
+
+@_get("/fund-years/{year}/trial-balance", s.TrialBalance)
+def trial_balance(year: int, ledger: LedgerDep, _: PrincipalDep) -> s.TrialBalance:
+    return s.TrialBalance.model_validate(reads.trial_balance(datastore_of(ledger), year))
+
+
+@_get("/audit/verify", s.VerificationOut)
+def audit_verify(ledger: LedgerDep, _: PrincipalDep) -> s.VerificationOut:
+    return s.VerificationOut.model_validate(verify_chain(datastore_of(ledger)))
+
+
+@_get(
+    "/exports/audit-trail.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "RFC 4180 CSV, UTF-8"}},
+)
+def export_audit_trail(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    fund_year: Annotated[int | None, Query(description="Only this fund year")] = None,
+) -> StreamingResponse:
+    datastore = datastore_of(ledger)
+    if fund_year is not None and not reads.exists_fund_year(datastore, fund_year):
+        raise NotFound(f"no fund year {fund_year}")
+    name = f"audit-trail-{fund_year or 'all'}.csv"
+    return StreamingResponse(
+        audit_csv(reads.audit_rows(datastore, fund_year)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -7,7 +7,7 @@ where the contract says string, an unknown field or a blank text is a 422.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -334,3 +334,50 @@ class Readiness(BaseModel):
     head_position: int
     projection_position: int
     projection_lag: int
+
+
+class HistoryEntry(Out):
+    position: int
+    recorded_at: datetime
+    event_type: str
+    talent_id: str | None
+    grant_id: str | None
+    payment_id: str | None
+    waiver_id: str | None
+    clawback_id: str | None
+    recovery_id: str | None
+    bank_reference: str | None
+    fund_year: int | None
+    programme: str | None
+    amount: Money | None
+    actor: str
+    reason: str | None
+    reference: str | None
+    request_id: str
+    hash: str
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    next: str | None = Field(description="Cursor of the next page (`after=`), null at the end")
+
+
+class TrialBalanceAccount(Out):
+    account: str = Field(description="`<account>:<programme>`, see the chart of accounts")
+    programme: str
+    debit: Money
+    credit: Money
+
+
+class TrialBalance(Out):
+    fund_year: int
+    accounts: list[TrialBalanceAccount]
+    total_debit: Money
+    total_credit: Money
+
+
+class VerificationOut(Out):
+    ok: bool
+    events_checked: int
+    head: str
+    first_bad_position: int | None

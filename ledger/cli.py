@@ -10,9 +10,12 @@ from collections.abc import Sequence
 import structlog
 
 from api.keys import ROLES, create_key
+from ledger.audit import verify_chain
 from ledger.logs import configure_logging
 from ledger.runtime import Settings, database_url, open_ledger
 from ledger.store import datastore_of
+from projections.export import audit_csv
+from projections.reads import audit_rows
 from projections.worker import ProjectionWorker
 
 log = structlog.get_logger("ledger")
@@ -75,6 +78,47 @@ def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        applied = ProjectionWorker(ledger).rebuild()
+    finally:
+        ledger.close()
+    print(f"rebuilt the read models from {applied} events")
+    return 0
+
+
+def _audit_verify(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        result = verify_chain(datastore_of(ledger))
+    finally:
+        ledger.close()
+    if result.ok:
+        print(f"intact: {result.events_checked} events, head {result.head}")
+        return 0
+    print(
+        f"TAMPERED: the hash chain breaks at position {result.first_bad_position} "
+        f"({result.events_checked} events before it are intact)"
+    )
+    return 1
+
+
+def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        ProjectionWorker(ledger).catch_up()
+        lines = audit_csv(audit_rows(datastore_of(ledger), args.fund_year))
+        if args.out:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                out.writelines(lines)
+        else:
+            sys.stdout.writelines(lines)
+    finally:
+        ledger.close()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +143,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = projections.add_parser("run", help="run projection workers in this process only")
     run.set_defaults(run=_projections_run)
+    rebuild = projections.add_parser("rebuild", help="drop and rebuild every read model")
+    rebuild.set_defaults(run=_projections_rebuild)
+
+    audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="check the hash chain over all events")
+    verify.set_defaults(run=_audit_verify)
+
+    export = commands.add_parser("export", help="exports").add_subparsers(
+        dest="export_command", required=True
+    )
+    trail = export.add_parser("audit-trail", help="the audit trail as CSV (RFC 4180)")
+    trail.add_argument("--fund-year", type=int, default=None)
+    trail.add_argument("--out", default=None, help="a file instead of standard output")
+    trail.set_defaults(run=_export_audit_trail)
     return parser
 
 

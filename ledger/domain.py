@@ -117,9 +117,9 @@ class FundYear(LedgerAggregate):
         if self.status == "closed":
             raise FundYearClosed(f"fund year {self.year} is closed")
 
-    def check_dates(self, field: str, *days: date) -> None:
-        if any(day.year != self.year for day in days):
-            raise ValidationFailed(field, f"dates must lie inside fund year {self.year}")
+    def check_date(self, field: str, day: date) -> None:
+        if day.year != self.year:
+            raise ValidationFailed(field, f"{field} must lie inside fund year {self.year}")
 
     def line(self, programme: str, kind: str) -> Line:
         """The line charged by a grant (`cash`) or a waiver (`in_kind`)."""

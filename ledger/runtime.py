@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ledger.application import LedgerApplication
 from ledger.store import LedgerRecorder, migrate
-from projections.balances import MIGRATIONS as PROJECTION_MIGRATIONS
+from projections.schema import MIGRATIONS as PROJECTION_MIGRATIONS
 
 EMBEDDED_DBNAME = "ledger"
 

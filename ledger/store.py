@@ -23,6 +23,8 @@ from eventsourcing.postgres import (
 from psycopg import sql
 
 EVENTS_TABLE = "ledger_events"
+GENESIS = bytes(32)  # the "previous hash" of the first event
+GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
@@ -61,23 +63,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
             if current.get(aggregate_id, 0) != version:
                 raise StaleRead(f"aggregate {aggregate_id} changed")
 
-    def position_of(self, versions: Mapping[UUID, int]) -> int:
-        """The global position of the latest of these aggregate versions."""
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                sql.SQL(
-                    "SELECT coalesce(max(e.notification_id), 0) AS position "
-                    "FROM {0}.{1} e JOIN unnest(%s::uuid[], %s::bigint[]) AS v(id, version) "
-                    "ON e.originator_id = v.id AND e.originator_version = v.version"
-                ).format(
-                    sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
-                ),
-                (list(versions), list(versions.values())),
-            )
-            row = curs.fetchone()
-            assert row is not None
-            return int(row["position"])
-
 
 # Each step runs once, recorded by name in ledger_schema; a step is never edited.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -111,6 +96,52 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at timestamptz NOT NULL DEFAULT now()
         );
         """,
+    ),
+    (
+        # Each event is chained by hash to the one before it in the global order,
+        # inside the appending transaction. `recorded_at` is made monotonic here, so
+        # "recorded at or before T" is always a prefix of the positions. Events
+        # recorded before this step are chained by the step itself.
+        "events-hash-chain",
+        f"""
+        ALTER TABLE {EVENTS_TABLE} ADD COLUMN hash bytea;
+        CREATE FUNCTION ledger_event_digest(prev bytea, e {EVENTS_TABLE}) RETURNS bytea
+            LANGUAGE sql IMMUTABLE AS $$
+            SELECT sha256(
+                prev
+                || convert_to(concat_ws('|', e.notification_id, e.originator_id,
+                                        e.originator_version, e.topic, ''), 'UTF8')
+                || e.state
+                || convert_to('|' || to_char(e.recorded_at AT TIME ZONE 'UTC',
+                                             'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'))
+            $$;
+        CREATE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE last record;
+            BEGIN
+                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
+                    ORDER BY notification_id DESC LIMIT 1;
+                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
+                NEW.hash := ledger_event_digest(coalesce(last.hash, '{GENESIS_SQL}'), NEW);
+                RETURN NEW;
+            END $$;
+        ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER ledger_events_no_update;
+        DO $$
+            DECLARE e record; prev bytea := '{GENESIS_SQL}';
+            BEGIN
+                FOR e IN SELECT * FROM {EVENTS_TABLE} ORDER BY notification_id LOOP
+                    prev := ledger_event_digest(prev, e::{EVENTS_TABLE});
+                    UPDATE {EVENTS_TABLE} SET hash = prev
+                        WHERE notification_id = e.notification_id;
+                END LOOP;
+            END $$;
+        ALTER TABLE {EVENTS_TABLE} ENABLE TRIGGER ledger_events_no_update;
+        ALTER TABLE {EVENTS_TABLE} ALTER COLUMN hash SET NOT NULL;
+        CREATE TRIGGER ledger_events_chain BEFORE INSERT ON {EVENTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION ledger_events_chain();
+        CREATE INDEX ledger_events_recorded_at_idx
+            ON {EVENTS_TABLE} (recorded_at, notification_id);
+        """,  # noqa: S608 - DDL from constants, no values
     ),
 ]
 

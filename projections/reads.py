@@ -1,55 +1,233 @@
-"""Queries of the balance read models, with the derived amounts of CONTRACT §5."""
+"""Queries of the read models: balances now or as of a position, histories, journal.
+
+An as-of read takes, for each line or talent balance, its latest version at or
+before the position: one index probe each, whatever the length of the history.
+"""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
+from psycopg import sql
 
-from ledger.errors import NotFound
+from ledger.errors import NotFound, ValidationFailed
 from ledger.money import ZERO
-from projections.balances import LINE_AMOUNTS, TALENT_AMOUNTS
+from ledger.store import EVENTS_TABLE
+from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
+
+HEAD = 2**62  # "no as-of": a position past any event
+
+
+def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
+    """The last position recorded at or before `instant` (recorded_at rises with it)."""
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            sql.SQL(
+                "SELECT notification_id FROM {} WHERE recorded_at <= %s "
+                "ORDER BY recorded_at DESC, notification_id DESC LIMIT 1"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (instant,),
+        )
+        row = curs.fetchone()
+    return int(row["notification_id"]) if row else 0
 
 
 def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
-    amounts = {name: Decimal(row[name]) for name in LINE_AMOUNTS}
+    amounts = {name: row[name] for name in LINE_AMOUNTS}
     amounts["available"] = amounts["appropriated"] - amounts["committed"]
     amounts["net_paid"] = amounts["paid"] - amounts["returned"]
     return amounts
 
 
-def fund_year(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
-    """A fund year with each programme line and the totals over its lines."""
+def fund_year(datastore: PostgresDatastore, year: int, position: int = HEAD) -> dict[str, Any]:
+    """A fund year with each programme line and the totals, as of `position`."""
     with datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT year, currency, status FROM rm_fund_years WHERE year = %s", (year,))
+        curs.execute(
+            "SELECT year, currency, opened_position, closed_position FROM rm_fund_years "
+            "WHERE year = %s AND opened_position <= %s",
+            (year, position),
+        )
         head = curs.fetchone()
         if head is None:
             raise NotFound(f"no fund year {year}")
-        curs.execute("SELECT * FROM rm_lines WHERE year = %s ORDER BY programme", (year,))
+        curs.execute(
+            "SELECT v.* FROM rm_lines k CROSS JOIN LATERAL ("
+            "  SELECT * FROM rm_line_versions v WHERE v.year = k.year"
+            "  AND v.programme = k.programme AND v.position <= %s"
+            "  ORDER BY v.position DESC LIMIT 1) v "
+            "WHERE k.year = %s ORDER BY k.programme",
+            (position, year),
+        )
         lines = [
             {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)}
             for row in curs.fetchall()
         ]
+    closed = head["closed_position"] is not None and head["closed_position"] <= position
     totals = {
         name: sum((line[name] for line in lines), ZERO)
         for name in (*LINE_AMOUNTS, "available", "net_paid")
     }
-    return {**head, "lines": lines, "totals": totals}
+    return {
+        "year": year,
+        "currency": head["currency"],
+        "status": "closed" if closed else "open",
+        "lines": lines,
+        "totals": totals,
+    }
 
 
-def talent_balances(datastore: PostgresDatastore, talent_id: str) -> list[dict[str, Any]]:
-    """A talent's amounts per fund year and programme line."""
+def talent_balances(
+    datastore: PostgresDatastore, talent_id: str, position: int = HEAD
+) -> list[dict[str, Any]]:
+    """A talent's amounts per fund-year line, as of `position`."""
     with datastore.transaction(commit=False) as curs:
         curs.execute(
-            "SELECT * FROM rm_talent_balances WHERE talent_id = %s ORDER BY year, programme",
-            (talent_id,),
+            "SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
+            "  SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
+            "  AND v.year = k.year AND v.programme = k.programme AND v.position <= %s"
+            "  ORDER BY v.position DESC LIMIT 1) v "
+            "WHERE k.talent_id = %s ORDER BY k.year, k.programme",
+            (position, talent_id),
         )
         rows = curs.fetchall()
     balances = []
     for row in rows:
-        amounts = {name: Decimal(row[name]) for name in TALENT_AMOUNTS}
+        amounts = {name: row[name] for name in TALENT_AMOUNTS}
         amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
         amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
         balances.append({"fund_year": row["year"], "programme": row["programme"], **amounts})
     return balances
+
+
+def talent(datastore: PostgresDatastore, talent_id: str, position: int = HEAD) -> dict[str, Any]:
+    """A talent's profile, status and balances, as of `position`."""
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            "SELECT * FROM rm_talents WHERE talent_id = %s AND registered_position <= %s",
+            (talent_id, position),
+        )
+        profile = curs.fetchone()
+    if profile is None:
+        raise NotFound(f"no talent {talent_id}")
+    departed = profile["departed_position"] is not None and profile["departed_position"] <= position
+    return {
+        "talent_id": talent_id,
+        "name": profile["name"],
+        "category": profile["category"],
+        "employer": profile["employer"],
+        "arrived_on": profile["arrived_on"],
+        "service_commitment_until": profile["service_commitment_until"],
+        "status": "departed" if departed else "active",
+        "departed_on": profile["departed_on"] if departed else None,
+        "departure_reason": profile["departure_reason"] if departed else None,
+        "balances": talent_balances(datastore, talent_id, position),
+    }
+
+
+# --- audit trail ------------------------------------------------------------------
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("p"):
+            raise ValueError(text)
+        return int(text[1:])
+    except ValueError:
+        raise ValidationFailed("after", "not a cursor this API gave out") from None
+
+
+def history(
+    datastore: PostgresDatastore,
+    *,
+    talent_id: str | None = None,
+    fund_year: int | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Audit-trail entries oldest first, optionally of one talent or one fund year."""
+    conditions = [sql.SQL("position > %s")]
+    params: list[Any] = [after]
+    if talent_id is not None:
+        conditions.append(sql.SQL("talent_id = %s"))
+        params.append(talent_id)
+    if fund_year is not None:
+        conditions.append(sql.SQL("fund_year = %s"))
+        params.append(fund_year)
+    query = sql.SQL("SELECT * FROM rm_audit_trail WHERE {} ORDER BY position LIMIT %s").format(
+        sql.SQL(" AND ").join(conditions)
+    )
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(query, [*params, limit + 1])
+        rows = curs.fetchall()
+    more = len(rows) > limit
+    items = rows[:limit]
+    return items, encode_cursor(items[-1]["position"]) if more else None
+
+
+def audit_rows(datastore: PostgresDatastore, fund_year: int | None) -> Iterator[dict[str, Any]]:
+    """Every audit-trail entry (of one fund year), streamed with a server-side cursor."""
+    where = sql.SQL("WHERE fund_year = %s") if fund_year is not None else sql.SQL("")
+    params = (fund_year,) if fund_year is not None else ()
+    with datastore.get_connection() as conn, conn.transaction():
+        cursor = conn.cursor(name="audit_export")
+        cursor.itersize = 2000
+        cursor.execute(
+            sql.SQL("SELECT * FROM rm_audit_trail {} ORDER BY position").format(where), params
+        )
+        yield from cursor
+
+
+def exists_talent(datastore: PostgresDatastore, talent_id: str) -> bool:
+    with datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT 1 FROM rm_talents WHERE talent_id = %s", (talent_id,))
+        return curs.fetchone() is not None
+
+
+def exists_fund_year(datastore: PostgresDatastore, year: int) -> bool:
+    with datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT 1 FROM rm_fund_years WHERE year = %s", (year,))
+        return curs.fetchone() is not None
+
+
+# --- journal ----------------------------------------------------------------------
+
+
+def trial_balance(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
+    """Each account's net balance on its side; total debits equal total credits."""
+    with datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT 1 FROM rm_fund_years WHERE year = %s", (year,))
+        if curs.fetchone() is None:
+            raise NotFound(f"no fund year {year}")
+        curs.execute(
+            "SELECT account, programme, debit, credit FROM rm_accounts WHERE year = %s "
+            "ORDER BY programme, account",
+            (year,),
+        )
+        rows = curs.fetchall()
+    accounts = []
+    for row in rows:
+        net = row["debit"] - row["credit"]
+        accounts.append(
+            {
+                "account": f"{row['account']}:{row['programme']}",
+                "programme": row["programme"],
+                "debit": max(net, ZERO),
+                "credit": max(-net, ZERO),
+            }
+        )
+    return {
+        "fund_year": year,
+        "accounts": accounts,
+        "total_debit": sum((a["debit"] for a in accounts), ZERO),
+        "total_credit": sum((a["credit"] for a in accounts), ZERO),
+    }

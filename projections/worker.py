@@ -1,24 +1,244 @@
-"""Follows the event store and keeps the read models, one transaction per batch."""
+"""Follows the event store and keeps the read models, one transaction per batch.
+
+A batch locks the tracking row, reads the next events, folds them in memory and
+writes every changed row plus the new position before committing: after a crash at
+any point the batch is wholly applied or not at all, and two workers never apply
+the same event. The in-memory image survives between batches only while this
+worker is the one advancing the position (same generation, same position).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import sql
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
 
 from ledger.application import LedgerApplication
 from ledger.store import EVENTS_TABLE, datastore_of
-from projections.balances import PROJECTION, apply_event
+from projections.fold import (
+    AccountKey,
+    BalanceKey,
+    Changes,
+    FundYearRow,
+    Line,
+    LineKey,
+    ReadModels,
+    Stream,
+    TalentRow,
+)
+from projections.schema import LINE_AMOUNTS, READ_MODEL_TABLES, TALENT_AMOUNTS
 
 log = structlog.get_logger(__name__)
 
-BATCH_SIZE = 1000
+PROJECTION = "ledger"
+BATCH_SIZE = 5000
 IDLE_POLL_SECONDS = 0.02
 MIN_POSITION_WAIT_SECONDS = 5.0
+
+Curs = Cursor[DictRow]
+
+
+class SqlLoader:
+    """Reads current rows through the batch's own transaction."""
+
+    def __init__(self) -> None:
+        self.curs: Curs | None = None
+
+    def _one(self, query: str, params: Sequence[Any]) -> DictRow | None:
+        assert self.curs is not None
+        self.curs.execute(query, params)
+        row: DictRow | None = self.curs.fetchone()
+        return row
+
+    def stream(self, stream_id: UUID) -> Stream | None:
+        row = self._one(
+            "SELECT kind, key, talent_id, year, programme, amount FROM rm_streams WHERE id = %s",
+            (stream_id,),
+        )
+        return Stream(**row) if row else None
+
+    def line(self, key: LineKey) -> Line | None:
+        row = self._one("SELECT * FROM rm_lines WHERE year = %s AND programme = %s", key)
+        return Line(row["kind"], {n: row[n] for n in LINE_AMOUNTS}) if row else None
+
+    def balance(self, key: BalanceKey) -> dict[str, Decimal] | None:
+        row = self._one(
+            "SELECT * FROM rm_talent_balances WHERE talent_id = %s AND year = %s "
+            "AND programme = %s",
+            key,
+        )
+        return {n: row[n] for n in TALENT_AMOUNTS} if row else None
+
+    def account(self, key: AccountKey) -> list[Decimal] | None:
+        row = self._one(
+            "SELECT debit, credit FROM rm_accounts WHERE year = %s AND account = %s "
+            "AND programme = %s",
+            key,
+        )
+        return [row["debit"], row["credit"]] if row else None
+
+    def fund_year(self, year: int) -> FundYearRow | None:
+        row = self._one(
+            "SELECT currency, opened_position, closed_position FROM rm_fund_years WHERE year = %s",
+            (year,),
+        )
+        return FundYearRow(**row) if row else None
+
+    def talent(self, talent_id: str) -> TalentRow | None:
+        row = self._one(
+            "SELECT name, category, employer, arrived_on, service_commitment_until, "
+            "registered_position, departed_on, departure_reason, departed_position "
+            "FROM rm_talents WHERE talent_id = %s",
+            (talent_id,),
+        )
+        return TalentRow(**row) if row else None
+
+
+def _copy(curs: Curs, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with curs.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _upsert(
+    curs: Curs, table: str, keys: Sequence[str], columns: Sequence[str], rows: list[Sequence[Any]]
+) -> None:
+    if not rows:
+        return
+    names = [*keys, *columns]
+    statement = sql.SQL(
+        "INSERT INTO {table} ({names}) VALUES ({values}) "
+        "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+    ).format(
+        table=sql.Identifier(table),
+        names=sql.SQL(", ").join(map(sql.Identifier, names)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
+        ),
+    )
+    curs.executemany(statement, rows)
+
+
+_TALENT_COLUMNS = (
+    "name",
+    "category",
+    "employer",
+    "arrived_on",
+    "service_commitment_until",
+    "registered_position",
+    "departed_on",
+    "departure_reason",
+    "departed_position",
+)
+_AUDIT_COLUMNS = (
+    "position",
+    "recorded_at",
+    "event_type",
+    "talent_id",
+    "grant_id",
+    "payment_id",
+    "waiver_id",
+    "clawback_id",
+    "recovery_id",
+    "bank_reference",
+    "fund_year",
+    "programme",
+    "amount",
+    "actor",
+    "reason",
+    "reference",
+    "request_id",
+    "hash",
+)
+
+
+def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
+    """Write every row a batch changed, in bulk."""
+    _copy(
+        curs,
+        "rm_streams",
+        ("id", "kind", "key", "talent_id", "year", "programme", "amount"),
+        (
+            (i, s.kind, s.key, s.talent_id, s.year, s.programme, s.amount)
+            for i, s in changes.streams.items()
+        ),
+    )
+    _upsert(
+        curs,
+        "rm_fund_years",
+        ("year",),
+        ("currency", "opened_position", "closed_position"),
+        [
+            (y, f.currency, f.opened_position, f.closed_position)
+            for y in changes.fund_years
+            for f in (models.fund_years[y],)
+        ],
+    )
+    _upsert(
+        curs,
+        "rm_lines",
+        ("year", "programme"),
+        ("kind", *LINE_AMOUNTS),
+        [
+            (*k, line.kind, *(line.amounts[n] for n in LINE_AMOUNTS))
+            for k in changes.lines
+            for line in (models.lines[k],)
+        ],
+    )
+    _copy(
+        curs,
+        "rm_line_versions",
+        ("year", "programme", "position", "kind", *LINE_AMOUNTS),
+        changes.line_versions.values(),
+    )
+    _upsert(
+        curs,
+        "rm_talents",
+        ("talent_id",),
+        _TALENT_COLUMNS,
+        [(t, *(getattr(models.talents[t], c) for c in _TALENT_COLUMNS)) for t in changes.talents],
+    )
+    _upsert(
+        curs,
+        "rm_talent_balances",
+        ("talent_id", "year", "programme"),
+        TALENT_AMOUNTS,
+        [(*k, *(models.balances[k][n] for n in TALENT_AMOUNTS)) for k in changes.balances],
+    )
+    _copy(
+        curs,
+        "rm_talent_balance_versions",
+        ("talent_id", "year", "programme", "position", *TALENT_AMOUNTS),
+        changes.balance_versions.values(),
+    )
+    _upsert(
+        curs,
+        "rm_accounts",
+        ("year", "account", "programme"),
+        ("debit", "credit"),
+        [(*k, *models.accounts[k]) for k in changes.accounts],
+    )
+    _copy(curs, "rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
+    _copy(
+        curs,
+        "rm_journal",
+        ("position", "seq", "year", "programme", "account", "debit", "credit"),
+        changes.journal,
+    )
 
 
 class ProjectionWorker:
@@ -26,44 +246,84 @@ class ProjectionWorker:
 
     def __init__(self, app: LedgerApplication) -> None:
         self.app = app
-        self.datastore: PostgresDatastore = datastore_of(app)
+        self.datastore = datastore_of(app)
+        self._loader = SqlLoader()
+        self._models = ReadModels(self._loader)
+        self._cached_at: tuple[int, int] | None = None
         self._stop = threading.Event()
 
     def run_batch(self, limit: int = BATCH_SIZE) -> int:
-        """Apply the next batch; the tracking row lock keeps other workers out meanwhile."""
+        """Apply the next batch; returns how many events it applied."""
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                return self._run_batch(curs, limit)
+        except BaseException:
+            self._cached_at = None  # the image may hold what was rolled back
+            raise
+
+    def _run_batch(self, curs: Curs, limit: int) -> int:
+        curs.execute(
+            "SELECT position, generation FROM projection_tracking WHERE name = %s FOR UPDATE",
+            (PROJECTION,),
+        )
+        tracking = curs.fetchone()
+        assert tracking is not None, "projection_tracking is not migrated"
+        at = (tracking["generation"], tracking["position"])
+        if at != self._cached_at:
+            self._models = ReadModels(self._loader)
+        self._loader.curs = curs
+        curs.execute(
+            sql.SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state, "
+                "recorded_at, hash FROM {} WHERE notification_id > %s "
+                "ORDER BY notification_id LIMIT %s"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (tracking["position"], limit),
+        )
+        rows = curs.fetchall()
+        if not rows:
+            self._cached_at = at
+            return 0
+        to_event = self.app.mapper.to_domain_event
+        for r in rows:
+            event = to_event(
+                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
+            )
+            self._models.apply(event, r["notification_id"], r["recorded_at"], r["hash"].hex())
+        write_changes(curs, self._models, self._models.take_changes())
+        position = rows[-1]["notification_id"]
+        curs.execute(
+            "UPDATE projection_tracking SET position = %s WHERE name = %s",
+            (position, PROJECTION),
+        )
+        self._cached_at = (tracking["generation"], position)
+        return len(rows)
+
+    def catch_up(self) -> int:
+        """Apply everything recorded so far; returns how many events were applied."""
+        total = 0
+        while applied := self.run_batch():
+            total += applied
+        return total
+
+    def rebuild(self) -> int:
+        """Empty every read model and apply all events again from the first."""
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
-                "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE",
+                "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", (PROJECTION,)
+            )
+            curs.execute(
+                sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, READ_MODEL_TABLES))
+                )
+            )
+            curs.execute(
+                "UPDATE projection_tracking SET position = 0, generation = generation + 1 "
+                "WHERE name = %s",
                 (PROJECTION,),
             )
-            row = curs.fetchone()
-            assert row is not None, "projection_tracking is not migrated"
-            curs.execute(
-                sql.SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state "
-                    "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-                ).format(sql.Identifier(EVENTS_TABLE)),
-                (row["position"], limit),
-            )
-            rows = curs.fetchall()
-            for r in rows:
-                stored = StoredEvent(
-                    originator_id=r["originator_id"],
-                    originator_version=r["originator_version"],
-                    topic=r["topic"],
-                    state=bytes(r["state"]),
-                )
-                apply_event(curs, self.app.mapper.to_domain_event(stored))
-            if rows:
-                curs.execute(
-                    "UPDATE projection_tracking SET position = %s WHERE name = %s",
-                    (rows[-1]["notification_id"], PROJECTION),
-                )
-            return len(rows)
-
-    def catch_up(self) -> None:
-        while self.run_batch():
-            pass
+        self._cached_at = None
+        return self.catch_up()
 
     def run_forever(self) -> None:
         log.info("projection_worker_started", projection=PROJECTION)

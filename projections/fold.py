@@ -1,0 +1,511 @@
+"""Folds events into read-model rows, in memory, a batch at a time.
+
+One pass over a batch produces every row the batch changes: the audit trail, the
+double-entry journal, current balances and one version of each balance per event
+that changed it. The worker writes them in bulk with the batch's tracking position,
+so a read model costs a few statements per batch instead of several per event.
+
+Chart of accounts (every account is per fund year and programme line):
+
+| account | normal side | balance |
+|---|---|---|
+| `appropriation` | debit | appropriated |
+| `available` | credit | appropriated - committed |
+| `commitment` | credit | committed (effective grant amounts + waiver values) |
+| `expense` | debit | approved cash grants, net of revocations |
+| `payable` | credit | approved - net paid (outstanding) |
+| `bank` | credit | net paid - clawback recovered (net cash out) |
+| `in_kind_expense` | debit | in-kind value of rent waivers |
+| `in_kind_provided` | credit | in-kind value of rent waivers |
+| `receivable` | debit | clawback assessed - recovered (due) |
+| `clawback_recovery` | credit | clawback assessed |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+from uuid import UUID
+
+from ledger.domain import (
+    BankReference,
+    Clawback,
+    FundYear,
+    Grant,
+    Payment,
+    RentWaiver,
+    Talent,
+)
+from ledger.money import ZERO
+from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
+
+LineKey = tuple[int, str]
+BalanceKey = tuple[str, int, str]
+AccountKey = tuple[int, str, str]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An aggregate as its later events need it: its key and where it is charged."""
+
+    kind: str
+    key: str
+    talent_id: str | None = None
+    year: int | None = None
+    programme: str | None = None
+    amount: Decimal | None = None
+
+
+@dataclass
+class Line:
+    kind: str
+    amounts: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(LINE_AMOUNTS, ZERO))
+
+
+@dataclass
+class FundYearRow:
+    currency: str
+    opened_position: int
+    closed_position: int | None = None
+
+
+@dataclass
+class TalentRow:
+    name: str
+    category: str
+    employer: str
+    arrived_on: date
+    service_commitment_until: date
+    registered_position: int
+    departed_on: date | None = None
+    departure_reason: str | None = None
+    departed_position: int | None = None
+
+
+class Loader(Protocol):
+    """Reads a current row on a cache miss (None when there is none yet)."""
+
+    def stream(self, stream_id: UUID) -> Stream | None: ...
+    def line(self, key: LineKey) -> Line | None: ...
+    def balance(self, key: BalanceKey) -> dict[str, Decimal] | None: ...
+    def account(self, key: AccountKey) -> list[Decimal] | None: ...
+    def fund_year(self, year: int) -> FundYearRow | None: ...
+    def talent(self, talent_id: str) -> TalentRow | None: ...
+
+
+@dataclass
+class Entry:
+    """The ids, amount and words of one audit-trail entry (CONTRACT §5 history)."""
+
+    talent_id: str | None = None
+    grant_id: str | None = None
+    payment_id: str | None = None
+    waiver_id: str | None = None
+    clawback_id: str | None = None
+    recovery_id: str | None = None
+    bank_reference: str | None = None
+    fund_year: int | None = None
+    programme: str | None = None
+    amount: Decimal | None = None
+    reason: str | None = None
+    reference: str | None = None
+
+
+@dataclass
+class Changes:
+    """Every row one batch adds or changes."""
+
+    streams: dict[UUID, Stream] = field(default_factory=dict)
+    fund_years: set[int] = field(default_factory=set)
+    lines: set[LineKey] = field(default_factory=set)
+    line_versions: dict[tuple[LineKey, int], tuple[Any, ...]] = field(default_factory=dict)
+    talents: set[str] = field(default_factory=set)
+    balances: set[BalanceKey] = field(default_factory=set)
+    balance_versions: dict[tuple[BalanceKey, int], tuple[Any, ...]] = field(default_factory=dict)
+    accounts: set[AccountKey] = field(default_factory=set)
+    audit: list[tuple[Any, ...]] = field(default_factory=list)
+    journal: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class ReadModels:
+    """The in-memory image of the rows being changed, loaded on demand and kept while
+    this worker is the one advancing the position."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.streams: dict[UUID, Stream] = {}
+        self.lines: dict[LineKey, Line] = {}
+        self.balances: dict[BalanceKey, dict[str, Decimal]] = {}
+        self.accounts: dict[AccountKey, list[Decimal]] = {}
+        self.fund_years: dict[int, FundYearRow] = {}
+        self.talents: dict[str, TalentRow] = {}
+        self.changes = Changes()
+        self._position = 0
+
+    # --- loading ---------------------------------------------------------------
+
+    def _stream(self, stream_id: UUID) -> Stream:
+        if stream_id not in self.streams:
+            found = self.loader.stream(stream_id)
+            assert found is not None, f"event of unknown stream {stream_id}"
+            self.streams[stream_id] = found
+        return self.streams[stream_id]
+
+    def _line(self, key: LineKey) -> Line:
+        if key not in self.lines:
+            found = self.loader.line(key)
+            assert found is not None, f"no programme line {key}"
+            self.lines[key] = found
+        return self.lines[key]
+
+    def _talent(self, talent_id: str) -> TalentRow:
+        if talent_id not in self.talents:
+            found = self.loader.talent(talent_id)
+            assert found is not None, f"no talent {talent_id}"
+            self.talents[talent_id] = found
+        return self.talents[talent_id]
+
+    def _fund_year(self, year: int) -> FundYearRow:
+        if year not in self.fund_years:
+            found = self.loader.fund_year(year)
+            assert found is not None, f"no fund year {year}"
+            self.fund_years[year] = found
+        return self.fund_years[year]
+
+    # --- changing ----------------------------------------------------------------
+
+    def _add_stream(self, stream_id: UUID, stream: Stream) -> None:
+        self.streams[stream_id] = stream
+        self.changes.streams[stream_id] = stream
+
+    def _add_line(self, key: LineKey, **deltas: Decimal) -> None:
+        line = self._line(key)
+        for name, delta in deltas.items():
+            line.amounts[name] += delta
+        self.changes.lines.add(key)
+        self.changes.line_versions[key, self._position] = (
+            *key,
+            self._position,
+            line.kind,
+            *(line.amounts[n] for n in LINE_AMOUNTS),
+        )
+
+    def _add_balance(self, key: BalanceKey, **deltas: Decimal) -> None:
+        if key not in self.balances:
+            self.balances[key] = self.loader.balance(key) or dict.fromkeys(TALENT_AMOUNTS, ZERO)
+        amounts = self.balances[key]
+        for name, delta in deltas.items():
+            amounts[name] += delta
+        self.changes.balances.add(key)
+        self.changes.balance_versions[key, self._position] = (
+            *key,
+            self._position,
+            *(amounts[n] for n in TALENT_AMOUNTS),
+        )
+
+    def _add_both(self, s: Stream, **deltas: Decimal) -> None:
+        assert s.year is not None and s.programme is not None and s.talent_id is not None
+        self._add_line((s.year, s.programme), **deltas)
+        self._add_balance((s.talent_id, s.year, s.programme), **deltas)
+
+    def _add_talent_balance(self, s: Stream, **deltas: Decimal) -> None:
+        assert s.year is not None and s.programme is not None and s.talent_id is not None
+        self._add_balance((s.talent_id, s.year, s.programme), **deltas)
+
+    def _post(self, year: int, programme: str, debit: str, credit: str, amount: Decimal) -> None:
+        """One balanced journal entry: `amount` debited to one account, credited to another."""
+        if amount == 0:
+            return
+        for account, dr, cr in ((debit, amount, ZERO), (credit, ZERO, amount)):
+            seq = len(self.changes.journal)
+            self.changes.journal.append((self._position, seq, year, programme, account, dr, cr))
+            key = (year, account, programme)
+            if key not in self.accounts:
+                self.accounts[key] = self.loader.account(key) or [ZERO, ZERO]
+            self.accounts[key][0] += dr
+            self.accounts[key][1] += cr
+            self.changes.accounts.add(key)
+
+    def _post_stream(self, s: Stream, debit: str, credit: str, amount: Decimal) -> None:
+        assert s.year is not None and s.programme is not None
+        self._post(s.year, s.programme, debit, credit, amount)
+
+    # --- applying ----------------------------------------------------------------
+
+    def apply(self, event: Any, position: int, recorded_at: datetime, hash_hex: str) -> None:
+        """Fold one event recorded at `position` into the rows it changes."""
+        self._position = position
+        handler = _HANDLERS.get(type(event))
+        entry = handler(self, event) if handler else Entry()
+        self.changes.audit.append(
+            (
+                position,
+                recorded_at,
+                type(event).__qualname__,
+                entry.talent_id,
+                entry.grant_id,
+                entry.payment_id,
+                entry.waiver_id,
+                entry.clawback_id,
+                entry.recovery_id,
+                entry.bank_reference,
+                entry.fund_year,
+                entry.programme,
+                entry.amount,
+                event.actor,
+                entry.reason,
+                entry.reference,
+                event.request_id,
+                hash_hex,
+            )
+        )
+
+    def take_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    # --- one method per event type -------------------------------------------------
+
+    def _fund_year_opened(self, e: FundYear.Opened) -> Entry:
+        self._add_stream(e.originator_id, Stream("fund_year", str(e.year), year=e.year))
+        self.fund_years[e.year] = FundYearRow(e.currency, self._position)
+        self.changes.fund_years.add(e.year)
+        return Entry(fund_year=e.year)
+
+    def _appropriated(self, e: FundYear.Appropriated) -> Entry:
+        year = self._stream(e.originator_id).year
+        assert year is not None
+        key = (year, e.programme)
+        if key not in self.lines:
+            self.lines[key] = self.loader.line(key) or Line(e.kind)
+        self._add_line(key, appropriated=e.amount)
+        self._post(year, e.programme, "appropriation", "available", e.amount)
+        return Entry(fund_year=year, programme=e.programme, amount=e.amount, reference=e.reference)
+
+    def _reserved(self, e: FundYear.Reserved) -> Entry:
+        year = self._stream(e.originator_id).year
+        assert year is not None
+        self._add_line((year, e.programme), committed=e.amount)
+        self._post(year, e.programme, "available", "commitment", e.amount)
+        return Entry(
+            grant_id=e.grant_id,
+            waiver_id=e.waiver_id,
+            fund_year=year,
+            programme=e.programme,
+            amount=e.amount,
+        )
+
+    def _released(self, e: FundYear.Released) -> Entry:
+        year = self._stream(e.originator_id).year
+        assert year is not None
+        self._add_line((year, e.programme), committed=-e.amount)
+        self._post(year, e.programme, "commitment", "available", e.amount)
+        return Entry(
+            grant_id=e.grant_id,
+            waiver_id=e.waiver_id,
+            fund_year=year,
+            programme=e.programme,
+            amount=e.amount,
+        )
+
+    def _fund_year_closed(self, e: FundYear.Closed) -> Entry:
+        year = self._stream(e.originator_id).year
+        assert year is not None
+        self._fund_year(year).closed_position = self._position
+        self.changes.fund_years.add(year)
+        return Entry(fund_year=year, reason=e.reason)
+
+    def _talent_registered(self, e: Talent.Registered) -> Entry:
+        self._add_stream(e.originator_id, Stream("talent", e.talent_id, talent_id=e.talent_id))
+        self.talents[e.talent_id] = TalentRow(
+            e.name,
+            e.category,
+            e.employer,
+            e.arrived_on,
+            e.service_commitment_until,
+            self._position,
+        )
+        self.changes.talents.add(e.talent_id)
+        return Entry(talent_id=e.talent_id)
+
+    def _talent_departed(self, e: Talent.Departed) -> Entry:
+        talent_id = self._stream(e.originator_id).key
+        talent = self._talent(talent_id)
+        talent.departed_on = e.departed_on
+        talent.departure_reason = e.reason
+        talent.departed_position = self._position
+        self.changes.talents.add(talent_id)
+        return Entry(talent_id=talent_id, reason=e.reason)
+
+    def _grant_proposed(self, e: Grant.Proposed) -> Entry:
+        s = Stream("grant", e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount)
+        self._add_stream(e.originator_id, s)
+        self._add_talent_balance(s, granted=e.amount)
+        return self._grant_entry(s, amount=e.amount, reason=e.reason, reference=e.policy_reference)
+
+    def _grant_approved(self, e: Grant.Approved) -> Entry:
+        s = self._stream(e.originator_id)
+        assert s.amount is not None
+        self._add_talent_balance(s, approved=s.amount)
+        self._post_stream(s, "expense", "payable", s.amount)
+        return self._grant_entry(s, amount=s.amount, reason=e.note)
+
+    def _grant_rejected(self, e: Grant.Rejected) -> Entry:
+        s = self._stream(e.originator_id)
+        assert s.amount is not None
+        self._add_talent_balance(s, granted=-s.amount)
+        return self._grant_entry(s, amount=s.amount, reason=e.reason)
+
+    def _grant_revoked(self, e: Grant.Revoked) -> Entry:
+        s = self._stream(e.originator_id)
+        self._add_talent_balance(s, granted=-e.released, approved=-e.released)
+        self._post_stream(s, "payable", "expense", e.released)
+        return self._grant_entry(s, amount=e.released, reason=e.reason)
+
+    def _grant_paid(self, e: Grant.Paid) -> Entry:
+        return self._grant_entry(
+            self._stream(e.originator_id), amount=e.amount, payment_id=e.payment_id
+        )
+
+    def _grant_payment_returned(self, e: Grant.PaymentReturned) -> Entry:
+        s = self._stream(e.originator_id)
+        if e.released:
+            self._add_talent_balance(s, granted=-e.released, approved=-e.released)
+            self._post_stream(s, "payable", "expense", e.released)
+        return self._grant_entry(s, amount=e.amount, payment_id=e.payment_id)
+
+    def _grant_clawback_assessed(self, e: Grant.ClawbackAssessed) -> Entry:
+        return self._grant_entry(
+            self._stream(e.originator_id), amount=e.amount, clawback_id=e.clawback_id
+        )
+
+    @staticmethod
+    def _grant_entry(s: Stream, **fields: Any) -> Entry:
+        return Entry(
+            talent_id=s.talent_id,
+            grant_id=s.key,
+            fund_year=s.year,
+            programme=s.programme,
+            **fields,
+        )
+
+    def _payment_recorded(self, e: Payment.Recorded) -> Entry:
+        s = Stream("payment", e.payment_id, e.talent_id, e.fund_year, e.programme, e.amount)
+        self._add_stream(e.originator_id, s)
+        self._add_both(s, paid=e.amount)
+        self._post_stream(s, "payable", "bank", e.amount)
+        return Entry(
+            talent_id=e.talent_id,
+            grant_id=e.grant_id,
+            payment_id=e.payment_id,
+            bank_reference=e.bank_reference,
+            fund_year=e.fund_year,
+            programme=e.programme,
+            amount=e.amount,
+        )
+
+    def _payment_returned(self, e: Payment.Returned) -> Entry:
+        s = self._stream(e.originator_id)
+        assert s.amount is not None
+        self._add_both(s, returned=s.amount)
+        self._post_stream(s, "bank", "payable", s.amount)
+        return Entry(
+            talent_id=s.talent_id,
+            payment_id=s.key,
+            fund_year=s.year,
+            programme=s.programme,
+            amount=s.amount,
+            reason=e.reason,
+        )
+
+    def _waiver_granted(self, e: RentWaiver.Granted) -> Entry:
+        s = Stream("waiver", e.waiver_id, e.talent_id, e.fund_year, e.programme, e.value)
+        self._add_stream(e.originator_id, s)
+        self._add_both(s, in_kind_value=e.value)
+        self._post_stream(s, "in_kind_expense", "in_kind_provided", e.value)
+        return Entry(
+            talent_id=e.talent_id,
+            waiver_id=e.waiver_id,
+            fund_year=e.fund_year,
+            programme=e.programme,
+            amount=e.value,
+            reference=e.apartment,
+        )
+
+    def _waiver_ended(self, e: RentWaiver.Ended) -> Entry:
+        s = self._stream(e.originator_id)
+        self._add_both(s, in_kind_value=-e.released)
+        self._post_stream(s, "in_kind_provided", "in_kind_expense", e.released)
+        return Entry(
+            talent_id=s.talent_id,
+            waiver_id=s.key,
+            fund_year=s.year,
+            programme=s.programme,
+            amount=e.released,
+        )
+
+    def _clawback_assessed(self, e: Clawback.Assessed) -> Entry:
+        s = Stream("clawback", e.clawback_id, e.talent_id, e.fund_year, e.programme, e.amount)
+        self._add_stream(e.originator_id, s)
+        self._add_both(s, clawback_assessed=e.amount)
+        self._post_stream(s, "receivable", "clawback_recovery", e.amount)
+        return Entry(
+            talent_id=e.talent_id,
+            grant_id=e.grant_id,
+            clawback_id=e.clawback_id,
+            fund_year=e.fund_year,
+            programme=e.programme,
+            amount=e.amount,
+            reason=e.reason,
+        )
+
+    def _clawback_recovered(self, e: Clawback.Recovered) -> Entry:
+        s = self._stream(e.originator_id)
+        self._add_both(s, clawback_recovered=e.amount)
+        self._post_stream(s, "bank", "receivable", e.amount)
+        return Entry(
+            talent_id=s.talent_id,
+            clawback_id=s.key,
+            recovery_id=e.recovery_id,
+            bank_reference=e.bank_reference,
+            fund_year=s.year,
+            programme=s.programme,
+            amount=e.amount,
+        )
+
+    def _bank_reference_claimed(self, e: BankReference.Claimed) -> Entry:
+        self._add_stream(e.originator_id, Stream("bank_reference", e.bank_reference))
+        return Entry(
+            payment_id=e.payment_id,
+            clawback_id=e.clawback_id,
+            recovery_id=e.recovery_id,
+            bank_reference=e.bank_reference,
+        )
+
+
+_HANDLERS: dict[type, Callable[[ReadModels, Any], Entry]] = {
+    FundYear.Opened: ReadModels._fund_year_opened,
+    FundYear.Appropriated: ReadModels._appropriated,
+    FundYear.Reserved: ReadModels._reserved,
+    FundYear.Released: ReadModels._released,
+    FundYear.Closed: ReadModels._fund_year_closed,
+    Talent.Registered: ReadModels._talent_registered,
+    Talent.Departed: ReadModels._talent_departed,
+    Grant.Proposed: ReadModels._grant_proposed,
+    Grant.Approved: ReadModels._grant_approved,
+    Grant.Rejected: ReadModels._grant_rejected,
+    Grant.Revoked: ReadModels._grant_revoked,
+    Grant.Paid: ReadModels._grant_paid,
+    Grant.PaymentReturned: ReadModels._grant_payment_returned,
+    Grant.ClawbackAssessed: ReadModels._grant_clawback_assessed,
+    Payment.Recorded: ReadModels._payment_recorded,
+    Payment.Returned: ReadModels._payment_returned,
+    RentWaiver.Granted: ReadModels._waiver_granted,
+    RentWaiver.Ended: ReadModels._waiver_ended,
+    Clawback.Assessed: ReadModels._clawback_assessed,
+    Clawback.Recovered: ReadModels._clawback_recovered,
+    BankReference.Claimed: ReadModels._bank_reference_claimed,
+}
