@@ -13,8 +13,14 @@ from ledger.money import MAXIMUM, MoneyFormatError, format_money, parse_money
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("3000.00", "3000.00"), ("12.5", "12.50"), ("200000", "200000.00"), ("0.01", "0.01"),
-     ("999999999999.99", "999999999999.99"), ("007", "7.00")],
+    [
+        ("3000.00", "3000.00"),
+        ("12.5", "12.50"),
+        ("200000", "200000.00"),
+        ("0.01", "0.01"),
+        ("999999999999.99", "999999999999.99"),
+        ("007", "7.00"),
+    ],
 )
 def test_accepts_the_contract_forms(text: str, expected: str) -> None:
     assert format_money(parse_money(text)) == expected
@@ -22,9 +28,33 @@ def test_accepts_the_contract_forms(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [1, 1.5, None, True, "0", "0.00", "-1", "+1", "1e3", "1E3", "NaN", "Infinity", "1.234",
-     "１００", "1 000", " 1", "1 ", "", "1.", ".5", "1,00", "1000000000000", "1\n",
-     "٣", "1_000"],
+    [
+        1,
+        1.5,
+        None,
+        True,
+        "0",
+        "0.00",
+        "-1",
+        "+1",
+        "1e3",
+        "1E3",
+        "NaN",
+        "Infinity",
+        "1.234",
+        "１００",
+        "1 000",
+        " 1",
+        "1 ",
+        "",
+        "1.",
+        ".5",
+        "1,00",
+        "1000000000000",
+        "1\n",
+        "٣",
+        "1_000",
+    ],
 )
 def test_refuses_everything_else(value: object) -> None:
     with pytest.raises(MoneyFormatError):
