@@ -75,6 +75,10 @@ def open_ledger(url: str, settings: Settings) -> LedgerApplication:
             "POSTGRES_POOL_SIZE": str(settings.pool_size),
             "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            # Hot streams (a fund year takes an event per grant) are kept in memory
+            # and fast-forwarded with only their new events on each load.
+            "AGGREGATE_CACHE_MAXSIZE": "10000",
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
         }
     )
     recorder = app.recorder

@@ -130,12 +130,36 @@ class Changes:
     journal: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+class _Empty:
+    """The loader of an image built from the first event: nothing exists before it."""
+
+    def stream(self, stream_id: UUID) -> Stream | None:
+        return None
+
+    def line(self, key: LineKey) -> Line | None:
+        return None
+
+    def balance(self, key: BalanceKey) -> dict[str, Decimal] | None:
+        return None
+
+    def account(self, key: AccountKey) -> list[Decimal] | None:
+        return None
+
+    def fund_year(self, year: int) -> FundYearRow | None:
+        return None
+
+    def talent(self, talent_id: str) -> TalentRow | None:
+        return None
+
+
 class ReadModels:
     """The in-memory image of the rows being changed, loaded on demand and kept while
-    this worker is the one advancing the position."""
+    this worker is the one advancing the position. An image started at position 0
+    is complete, so a miss means "new" and costs no query (what makes a rebuild fast).
+    """
 
-    def __init__(self, loader: Loader) -> None:
-        self.loader = loader
+    def __init__(self, loader: Loader, *, complete: bool = False) -> None:
+        self.loader: Loader = _Empty() if complete else loader
         self.streams: dict[UUID, Stream] = {}
         self.lines: dict[LineKey, Line] = {}
         self.balances: dict[BalanceKey, dict[str, Decimal]] = {}
@@ -476,8 +500,8 @@ class ReadModels:
             amount=e.amount,
         )
 
-    def _bank_reference_claimed(self, e: BankReference.Claimed) -> Entry:
-        self._add_stream(e.originator_id, Stream("bank_reference", e.bank_reference))
+    @staticmethod
+    def _bank_reference_claimed(e: BankReference.Claimed) -> Entry:
         return Entry(
             payment_id=e.payment_id,
             clawback_id=e.clawback_id,
@@ -507,5 +531,5 @@ _HANDLERS: dict[type, Callable[[ReadModels, Any], Entry]] = {
     RentWaiver.Ended: ReadModels._waiver_ended,
     Clawback.Assessed: ReadModels._clawback_assessed,
     Clawback.Recovered: ReadModels._clawback_recovered,
-    BankReference.Claimed: ReadModels._bank_reference_claimed,
+    BankReference.Claimed: lambda _, e: ReadModels._bank_reference_claimed(e),
 }

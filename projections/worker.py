@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 PROJECTION = "ledger"
 BATCH_SIZE = 5000
+MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on demand
 IDLE_POLL_SECONDS = 0.02
 MIN_POSITION_WAIT_SECONDS = 5.0
 
@@ -103,13 +104,25 @@ class SqlLoader:
         return TalentRow(**row) if row else None
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: Any) -> str:
+    """A value in COPY's text format: str() is right for numbers, dates, uuids."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    return str(value)
+
+
 def _copy(curs: Curs, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Append rows with COPY, formatted here: several times faster than row by row."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     with curs.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
+        copy.write("".join("\t".join(map(_text, row)) + "\n" for row in rows))
 
 
 def _upsert(
@@ -269,8 +282,8 @@ class ProjectionWorker:
         tracking = curs.fetchone()
         assert tracking is not None, "projection_tracking is not migrated"
         at = (tracking["generation"], tracking["position"])
-        if at != self._cached_at:
-            self._models = ReadModels(self._loader)
+        if at != self._cached_at or len(self._models.streams) > MAX_IMAGE_STREAMS:
+            self._models = ReadModels(self._loader, complete=tracking["position"] == 0)
         self._loader.curs = curs
         curs.execute(
             sql.SQL(

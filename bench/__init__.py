@@ -1,0 +1,1 @@
+"""`make bench`: speed goals measured against ceilings taken in the same run."""
