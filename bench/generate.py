@@ -16,7 +16,15 @@ from psycopg import sql
 
 from ledger.application import LedgerApplication
 from ledger.context import acting_as
-from ledger.domain import Appropriation, BankReference, FundYear, Grant, LedgerAggregate, Payment, Talent
+from ledger.domain import (
+    Appropriation,
+    BankReference,
+    FundYear,
+    Grant,
+    LedgerAggregate,
+    Payment,
+    Talent,
+)
 from ledger.store import EVENTS_TABLE, datastore_of
 
 YEARS = range(2019, 2029)
@@ -31,8 +39,15 @@ def _talent_events(
     year = rng.choice(YEARS)
     arrived = date(year, 1, 1) + timedelta(days=rng.randrange(300))
     with acting_as("bench-clerk", f"bench-{index}"):
-        talent = Talent(f"T{index:07d}", f"人才{index}", "master", "某单位", arrived,
-                        arrived + timedelta(days=5 * 365), "-")
+        talent = Talent(
+            f"T{index:07d}",
+            f"人才{index}",
+            "master",
+            "某单位",
+            arrived,
+            arrived + timedelta(days=5 * 365),
+            "-",
+        )
     yield talent
     for g in range(rng.randint(2, 5)):
         programme = rng.choice(CASH_LINES)
@@ -52,8 +67,17 @@ def _talent_events(
             with acting_as("bench-treasury", f"bench-{payment_id}"):
                 grant.pay(payment_id, part)
                 reference = BankReference(f"BR{payment_id}", payment_id, None, None)
-                payment = Payment(payment_id, grant.grant_id, talent.talent_id, year, programme,
-                                  part, date(year, 12, 1), reference.bank_reference, "-")
+                payment = Payment(
+                    payment_id,
+                    grant.grant_id,
+                    talent.talent_id,
+                    year,
+                    programme,
+                    part,
+                    date(year, 12, 1),
+                    reference.bank_reference,
+                    "-",
+                )
             yield reference
             yield payment
         yield grant
@@ -68,8 +92,14 @@ def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
             fund_years[year] = FundYear(year, "CNY", "-")
             for programme in CASH_LINES:
                 fund_years[year].appropriate(
-                    Appropriation(f"A{year}{programme}", programme, "cash",
-                                  Decimal("999999999999.00"), "bench", "-")
+                    Appropriation(
+                        f"A{year}{programme}",
+                        programme,
+                        "cash",
+                        Decimal("999999999999.00"),
+                        "bench",
+                        "-",
+                    )
                 )
     written = 0
     pending: list[LedgerAggregate] = []
@@ -87,7 +117,9 @@ def _append(app: LedgerApplication, aggregates: list[LedgerAggregate]) -> int:
     events = [e for a in aggregates for e in a.collect_events()]
     stored = [app.mapper.to_stored_event(e) for e in events]
     with datastore_of(app).transaction(commit=True) as curs:
-        curs.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE)))
+        curs.execute(
+            sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE))
+        )
         with curs.copy(
             sql.SQL("COPY {} (originator_id, originator_version, topic, state) FROM STDIN").format(
                 sql.Identifier(EVENTS_TABLE)
