@@ -1,0 +1,247 @@
+"""Red flags an auditor must see (CONTRACT §7), computed from plain facts.
+
+Pure functions: the read models gather the facts, this module judges them, so each
+rule can be tested firing and not firing without a database.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import pairwise
+from typing import Any
+
+from ledger.money import FEN, ZERO, format_money
+
+CLAWBACK_OVERDUE_DAYS = 90
+UNPAID_DAYS = 180
+DUPLICATE_WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class TalentFacts:
+    talent_id: str
+    arrived_on: date
+    service_commitment_until: date
+    departed_on: date | None
+
+
+@dataclass(frozen=True)
+class GrantFacts:
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Decimal
+    status: str
+    approved_on: date | None
+    net_paid: Decimal
+    clawed_back: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    payment_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Decimal
+    value_date: date
+    returned: bool
+
+
+@dataclass(frozen=True)
+class ClawbackFacts:
+    clawback_id: str
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    amount: Decimal
+    recovered: Decimal
+    assessed_on: date
+
+
+@dataclass(frozen=True)
+class UnmatchedLine:
+    reconciliation_id: str
+    bucket: str
+    bank_reference: str
+    amount: Decimal
+    value_date: date
+
+
+@dataclass(frozen=True)
+class Facts:
+    talents: list[TalentFacts] = field(default_factory=list)
+    grants: list[GrantFacts] = field(default_factory=list)
+    payments: list[PaymentFacts] = field(default_factory=list)
+    clawbacks: list[ClawbackFacts] = field(default_factory=list)
+    unmatched: list[UnmatchedLine] = field(default_factory=list)
+
+
+def whole_months(start: date, last_day: date) -> int:
+    """Whole months from `start` through `last_day` included (2024-01-05 to 2029-01-04
+    is 60): the months a talent served or promised to serve."""
+    end = last_day + timedelta(days=1)
+    months = (end.year - start.year) * 12 + end.month - start.month
+    if end.day < start.day:
+        months -= 1
+    return max(months, 0)
+
+
+def pro_rata_clawback(
+    net_paid: Decimal, amount: Decimal, months_served: int, commitment_months: int
+) -> Decimal:
+    """`max(0, net_paid - amount * served / committed)`, rounded half-up to the fen."""
+    if commitment_months <= 0:
+        return net_paid
+    kept = amount * Decimal(months_served) / Decimal(commitment_months)
+    return max(ZERO, (net_paid - kept).quantize(FEN, rounding=ROUND_HALF_UP))
+
+
+def _flag(code: str, detail: str, **ids: Any) -> dict[str, Any]:
+    return {"code": code, "detail": detail, **ids}
+
+
+def _departures(facts: Facts) -> list[dict[str, Any]]:
+    talents = {t.talent_id: t for t in facts.talents}
+    flags = []
+    for g in facts.grants:
+        t = talents.get(g.talent_id)
+        if t is None or t.departed_on is None or t.departed_on >= t.service_commitment_until:
+            continue
+        if g.net_paid <= 0 or g.clawed_back > 0:
+            continue
+        served = whole_months(t.arrived_on, t.departed_on)
+        committed = whole_months(t.arrived_on, t.service_commitment_until)
+        proposed = pro_rata_clawback(g.net_paid, g.amount, served, committed)
+        flags.append(
+            _flag(
+                "departed_without_clawback",
+                f"talent {t.talent_id} left on {t.departed_on}, before the commitment end "
+                f"{t.service_commitment_until}; grant {g.grant_id} has {format_money(g.net_paid)} "
+                f"net paid and no clawback; proposed clawback {format_money(proposed)}",
+                talent_id=t.talent_id,
+                grant_id=g.grant_id,
+                fund_year=g.fund_year,
+                programme=g.programme,
+                proposed_clawback=format_money(proposed),
+                inputs={
+                    "net_paid": format_money(g.net_paid),
+                    "amount": format_money(g.amount),
+                    "arrived_on": t.arrived_on.isoformat(),
+                    "departed_on": t.departed_on.isoformat(),
+                    "service_commitment_until": t.service_commitment_until.isoformat(),
+                    "months_served": served,
+                    "commitment_months": committed,
+                },
+            )
+        )
+    return flags
+
+
+def _overdue_clawbacks(facts: Facts, today: date) -> list[dict[str, Any]]:
+    return [
+        _flag(
+            "clawback_overdue",
+            f"clawback {c.clawback_id} assessed on {c.assessed_on} still has "
+            f"{format_money(c.amount - c.recovered)} due after {CLAWBACK_OVERDUE_DAYS} days",
+            clawback_id=c.clawback_id,
+            grant_id=c.grant_id,
+            talent_id=c.talent_id,
+            fund_year=c.fund_year,
+        )
+        for c in facts.clawbacks
+        if c.recovered < c.amount and today > c.assessed_on + timedelta(CLAWBACK_OVERDUE_DAYS)
+    ]
+
+
+def _duplicate_payments(facts: Facts) -> list[dict[str, Any]]:
+    """Same talent, line and amount within 7 days; a returned payment and its
+    re-payment are not suspicious, so returned payments are left out."""
+    groups: dict[tuple[str, int, str, Decimal], list[PaymentFacts]] = defaultdict(list)
+    for p in facts.payments:
+        if not p.returned:
+            groups[p.talent_id, p.fund_year, p.programme, p.amount].append(p)
+    flags = []
+    for (talent_id, year, programme, amount), payments in groups.items():
+        payments.sort(key=lambda p: (p.value_date, p.payment_id))
+        for first, second in pairwise(payments):
+            if (second.value_date - first.value_date).days <= DUPLICATE_WINDOW_DAYS:
+                flags.append(
+                    _flag(
+                        "duplicate_payment_suspected",
+                        f"payments {first.payment_id} and {second.payment_id} pay "
+                        f"{format_money(amount)} to talent {talent_id} on {programme} "
+                        f"{(second.value_date - first.value_date).days} days apart",
+                        talent_id=talent_id,
+                        fund_year=year,
+                        programme=programme,
+                        payment_ids=[first.payment_id, second.payment_id],
+                    )
+                )
+    return flags
+
+
+def _unpaid_grants(facts: Facts, today: date) -> list[dict[str, Any]]:
+    return [
+        _flag(
+            "approved_unpaid",
+            f"grant {g.grant_id} was approved on {g.approved_on} and is unpaid after "
+            f"{UNPAID_DAYS} days",
+            grant_id=g.grant_id,
+            talent_id=g.talent_id,
+            fund_year=g.fund_year,
+            programme=g.programme,
+        )
+        for g in facts.grants
+        if g.status == "approved"
+        and g.approved_on is not None
+        and g.net_paid == 0
+        and today > g.approved_on + timedelta(UNPAID_DAYS)
+    ]
+
+
+def _clawbacks_above_net_paid(facts: Facts) -> list[dict[str, Any]]:
+    """A bank return after a clawback can leave more assessed than was net paid."""
+    return [
+        _flag(
+            "clawback_exceeds_net_paid",
+            f"grant {g.grant_id} has {format_money(g.clawed_back)} clawed back but only "
+            f"{format_money(g.net_paid)} net paid",
+            grant_id=g.grant_id,
+            talent_id=g.talent_id,
+            fund_year=g.fund_year,
+            programme=g.programme,
+        )
+        for g in facts.grants
+        if g.clawed_back > g.net_paid
+    ]
+
+
+def _unmatched_lines(facts: Facts) -> list[dict[str, Any]]:
+    return [
+        _flag(
+            "reconciliation_unmatched",
+            f"{u.bucket}: bank reference {u.bank_reference}, {format_money(u.amount)} "
+            f"on {u.value_date} (reconciliation {u.reconciliation_id})",
+            reconciliation_id=u.reconciliation_id,
+            bank_reference=u.bank_reference,
+            bucket=u.bucket,
+        )
+        for u in facts.unmatched
+    ]
+
+
+def find_exceptions(facts: Facts, today: date) -> list[dict[str, Any]]:
+    """Every red flag of CONTRACT §7 in `facts`, as of `today`."""
+    return [
+        *_departures(facts),
+        *_overdue_clawbacks(facts, today),
+        *_duplicate_payments(facts),
+        *_unpaid_grants(facts, today),
+        *_clawbacks_above_net_paid(facts),
+        *_unmatched_lines(facts),
+    ]

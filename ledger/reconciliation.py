@@ -1,0 +1,108 @@
+"""Matching a bank statement against the ledger's bank movements (CONTRACT §6).
+
+Pure: given the statement lines and the movements the ledger expects, it answers
+the report. Each statement line lands in exactly one bucket; a ledger movement can
+be claimed by one line only, so a duplicated statement line is `unknown_in_ledger`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from ledger.money import format_money
+from ledger.statements import Statement, StatementLine
+
+DATE_TOLERANCE_DAYS = 3
+BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger", "missing_in_bank")
+
+
+@dataclass(frozen=True)
+class Movement:
+    """Money the ledger says crossed the bank: a payment (debit), its return or a
+    clawback recovery (credits)."""
+
+    kind: str  # payment | return | recovery
+    direction: str
+    bank_reference: str
+    amount: Decimal
+    value_date: date
+    payment_id: str | None = None
+    clawback_id: str | None = None
+    recovery_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "bank_reference": self.bank_reference,
+            "amount": format_money(self.amount),
+            "value_date": self.value_date.isoformat(),
+            "payment_id": self.payment_id,
+            "clawback_id": self.clawback_id,
+            "recovery_id": self.recovery_id,
+        }
+
+
+def reconciliation_id(statement: Statement) -> str:
+    """Named by the file's content: the same file always gets the same id."""
+    return "R-" + statement.sha256[:24]
+
+
+def _entry(line: StatementLine, movement: Movement | None) -> dict[str, Any]:
+    return {
+        "line": line.line,
+        "bank_reference": line.bank_reference,
+        "amount": format_money(line.amount),
+        "value_date": line.value_date.isoformat(),
+        "direction": line.direction,
+        "counterparty": line.counterparty,
+        "ledger": movement.as_dict() if movement else None,
+    }
+
+
+def _bucket(line: StatementLine, movement: Movement) -> str:
+    if line.amount != movement.amount:
+        return "amount_mismatch"
+    if abs((line.value_date - movement.value_date).days) > DATE_TOLERANCE_DAYS:
+        return "date_mismatch"
+    return "matched"
+
+
+def reconcile(statement: Statement, movements: list[Movement]) -> dict[str, Any]:
+    """The report of CONTRACT §6 for `statement` against the ledger's `movements`."""
+    unclaimed: dict[tuple[str, str], list[Movement]] = defaultdict(list)
+    for movement in movements:
+        unclaimed[movement.direction, movement.bank_reference].append(movement)
+    claimed: set[int] = set()
+    report: dict[str, Any] = {bucket: [] for bucket in BUCKETS}
+    for line in statement.lines:
+        candidates = unclaimed.get((line.direction, line.bank_reference))
+        if not candidates:
+            report["unknown_in_ledger"].append(_entry(line, None))
+            continue
+        # prefer the movement this line matches best, then the earliest
+        best = min(candidates, key=lambda m: BUCKETS.index(_bucket(line, m)))
+        candidates.remove(best)
+        claimed.add(id(best))
+        report[_bucket(line, best)].append(_entry(line, best))
+    first, last = statement.period
+    report["missing_in_bank"] = [
+        {
+            "bank_reference": m.bank_reference,
+            "amount": format_money(m.amount),
+            "value_date": m.value_date.isoformat(),
+            "ledger": m.as_dict(),
+        }
+        for m in movements
+        if m.kind == "payment" and first <= m.value_date <= last and id(m) not in claimed
+    ]
+    return {
+        "reconciliation_id": reconciliation_id(statement),
+        "sha256": statement.sha256,
+        "period": {"from": first.isoformat(), "to": last.isoformat()},
+        "line_count": len(statement.lines),
+        **report,
+    }
