@@ -757,3 +757,26 @@ class Clawback(LedgerAggregate):
         self.recoveries[recovery_id] = Recovery(
             recovery_id, amount, value_date, bank_reference, fingerprint
         )
+
+
+# --- reconciliations --------------------------------------------------------------
+
+
+class Reconciliation(LedgerAggregate):
+    """One imported bank statement and what it matched: the file is named by its
+    SHA-256, so importing it again finds this stream and records nothing."""
+
+    @staticmethod
+    def create_id(sha256: str) -> UUID:
+        return stream_id("reconciliations", sha256)
+
+    class Imported(LedgerAggregate.Created):
+        reconciliation_id: str
+        sha256: str
+        report: dict[str, Any]
+
+    @event(Imported)
+    def __init__(self, reconciliation_id: str, sha256: str, report: dict[str, Any]) -> None:
+        self.reconciliation_id = reconciliation_id
+        self.sha256 = sha256
+        self.report = report

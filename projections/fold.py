@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
@@ -36,10 +36,12 @@ from ledger.domain import (
     FundYear,
     Grant,
     Payment,
+    Reconciliation,
     RentWaiver,
     Talent,
 )
 from ledger.money import ZERO
+from ledger.reconciliation import BUCKETS
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
 
 LineKey = tuple[int, str]
@@ -85,6 +87,42 @@ class TalentRow:
     departed_position: int | None = None
 
 
+@dataclass
+class GrantRow:
+    talent_id: str
+    year: int
+    programme: str
+    amount: Decimal
+    status: str = "proposed"
+    approved_at: datetime | None = None
+    paid: Decimal = ZERO
+    returned: Decimal = ZERO
+    clawed_back: Decimal = ZERO
+
+
+@dataclass
+class PaymentRow:
+    grant_id: str
+    talent_id: str
+    year: int
+    programme: str
+    amount: Decimal
+    value_date: date
+    bank_reference: str
+    returned_on: date | None = None
+
+
+@dataclass
+class ClawbackRow:
+    grant_id: str
+    talent_id: str
+    year: int
+    programme: str
+    amount: Decimal
+    assessed_at: datetime
+    recovered: Decimal = ZERO
+
+
 class Loader(Protocol):
     """Reads a current row on a cache miss (None when there is none yet)."""
 
@@ -94,6 +132,9 @@ class Loader(Protocol):
     def account(self, key: AccountKey) -> list[Decimal] | None: ...
     def fund_year(self, year: int) -> FundYearRow | None: ...
     def talent(self, talent_id: str) -> TalentRow | None: ...
+    def grant(self, grant_id: str) -> GrantRow | None: ...
+    def payment(self, payment_id: str) -> PaymentRow | None: ...
+    def clawback(self, clawback_id: str) -> ClawbackRow | None: ...
 
 
 @dataclass
@@ -126,6 +167,11 @@ class Changes:
     balances: set[BalanceKey] = field(default_factory=set)
     balance_versions: dict[tuple[BalanceKey, int], tuple[Any, ...]] = field(default_factory=dict)
     accounts: set[AccountKey] = field(default_factory=set)
+    grants: set[str] = field(default_factory=set)
+    payments: set[str] = field(default_factory=set)
+    clawbacks: set[str] = field(default_factory=set)
+    recoveries: list[tuple[Any, ...]] = field(default_factory=list)
+    reconciliation_lines: list[tuple[Any, ...]] = field(default_factory=list)
     audit: list[tuple[Any, ...]] = field(default_factory=list)
     journal: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -151,6 +197,15 @@ class _Empty:
     def talent(self, talent_id: str) -> TalentRow | None:
         return None
 
+    def grant(self, grant_id: str) -> GrantRow | None:
+        return None
+
+    def payment(self, payment_id: str) -> PaymentRow | None:
+        return None
+
+    def clawback(self, clawback_id: str) -> ClawbackRow | None:
+        return None
+
 
 class ReadModels:
     """The in-memory image of the rows being changed, loaded on demand and kept while
@@ -166,8 +221,12 @@ class ReadModels:
         self.accounts: dict[AccountKey, list[Decimal]] = {}
         self.fund_years: dict[int, FundYearRow] = {}
         self.talents: dict[str, TalentRow] = {}
+        self.grants: dict[str, GrantRow] = {}
+        self.payments: dict[str, PaymentRow] = {}
+        self.clawbacks: dict[str, ClawbackRow] = {}
         self.changes = Changes()
         self._position = 0
+        self._recorded_at = datetime.min.replace(tzinfo=UTC)
 
     # --- loading ---------------------------------------------------------------
 
@@ -191,6 +250,30 @@ class ReadModels:
             assert found is not None, f"no talent {talent_id}"
             self.talents[talent_id] = found
         return self.talents[talent_id]
+
+    def _grant(self, grant_id: str) -> GrantRow:
+        if grant_id not in self.grants:
+            found = self.loader.grant(grant_id)
+            assert found is not None, f"no grant {grant_id}"
+            self.grants[grant_id] = found
+        self.changes.grants.add(grant_id)
+        return self.grants[grant_id]
+
+    def _payment(self, payment_id: str) -> PaymentRow:
+        if payment_id not in self.payments:
+            found = self.loader.payment(payment_id)
+            assert found is not None, f"no payment {payment_id}"
+            self.payments[payment_id] = found
+        self.changes.payments.add(payment_id)
+        return self.payments[payment_id]
+
+    def _clawback(self, clawback_id: str) -> ClawbackRow:
+        if clawback_id not in self.clawbacks:
+            found = self.loader.clawback(clawback_id)
+            assert found is not None, f"no clawback {clawback_id}"
+            self.clawbacks[clawback_id] = found
+        self.changes.clawbacks.add(clawback_id)
+        return self.clawbacks[clawback_id]
 
     def _fund_year(self, year: int) -> FundYearRow:
         if year not in self.fund_years:
@@ -262,6 +345,7 @@ class ReadModels:
     def apply(self, event: Any, position: int, recorded_at: datetime, hash_hex: str) -> None:
         """Fold one event recorded at `position` into the rows it changes."""
         self._position = position
+        self._recorded_at = recorded_at
         handler = _HANDLERS.get(type(event))
         entry = handler(self, event) if handler else Entry()
         self.changes.audit.append(
@@ -367,12 +451,16 @@ class ReadModels:
     def _grant_proposed(self, e: Grant.Proposed) -> Entry:
         s = Stream("grant", e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount)
         self._add_stream(e.originator_id, s)
+        self.grants[e.grant_id] = GrantRow(e.talent_id, e.fund_year, e.programme, e.amount)
+        self.changes.grants.add(e.grant_id)
         self._add_talent_balance(s, granted=e.amount)
         return self._grant_entry(s, amount=e.amount, reason=e.reason, reference=e.policy_reference)
 
     def _grant_approved(self, e: Grant.Approved) -> Entry:
         s = self._stream(e.originator_id)
         assert s.amount is not None
+        grant = self._grant(s.key)
+        grant.status, grant.approved_at = "approved", self._recorded_at
         self._add_talent_balance(s, approved=s.amount)
         self._post_stream(s, "expense", "payable", s.amount)
         return self._grant_entry(s, amount=s.amount, reason=e.note)
@@ -380,31 +468,34 @@ class ReadModels:
     def _grant_rejected(self, e: Grant.Rejected) -> Entry:
         s = self._stream(e.originator_id)
         assert s.amount is not None
+        self._grant(s.key).status = "rejected"
         self._add_talent_balance(s, granted=-s.amount)
         return self._grant_entry(s, amount=s.amount, reason=e.reason)
 
     def _grant_revoked(self, e: Grant.Revoked) -> Entry:
         s = self._stream(e.originator_id)
+        self._grant(s.key).status = "revoked"
         self._add_talent_balance(s, granted=-e.released, approved=-e.released)
         self._post_stream(s, "payable", "expense", e.released)
         return self._grant_entry(s, amount=e.released, reason=e.reason)
 
     def _grant_paid(self, e: Grant.Paid) -> Entry:
-        return self._grant_entry(
-            self._stream(e.originator_id), amount=e.amount, payment_id=e.payment_id
-        )
+        s = self._stream(e.originator_id)
+        self._grant(s.key).paid += e.amount
+        return self._grant_entry(s, amount=e.amount, payment_id=e.payment_id)
 
     def _grant_payment_returned(self, e: Grant.PaymentReturned) -> Entry:
         s = self._stream(e.originator_id)
+        self._grant(s.key).returned += e.amount
         if e.released:
             self._add_talent_balance(s, granted=-e.released, approved=-e.released)
             self._post_stream(s, "payable", "expense", e.released)
         return self._grant_entry(s, amount=e.amount, payment_id=e.payment_id)
 
     def _grant_clawback_assessed(self, e: Grant.ClawbackAssessed) -> Entry:
-        return self._grant_entry(
-            self._stream(e.originator_id), amount=e.amount, clawback_id=e.clawback_id
-        )
+        s = self._stream(e.originator_id)
+        self._grant(s.key).clawed_back += e.amount
+        return self._grant_entry(s, amount=e.amount, clawback_id=e.clawback_id)
 
     @staticmethod
     def _grant_entry(s: Stream, **fields: Any) -> Entry:
@@ -419,6 +510,16 @@ class ReadModels:
     def _payment_recorded(self, e: Payment.Recorded) -> Entry:
         s = Stream("payment", e.payment_id, e.talent_id, e.fund_year, e.programme, e.amount)
         self._add_stream(e.originator_id, s)
+        self.payments[e.payment_id] = PaymentRow(
+            e.grant_id,
+            e.talent_id,
+            e.fund_year,
+            e.programme,
+            e.amount,
+            e.value_date,
+            e.bank_reference,
+        )
+        self.changes.payments.add(e.payment_id)
         self._add_both(s, paid=e.amount)
         self._post_stream(s, "payable", "bank", e.amount)
         return Entry(
@@ -434,6 +535,7 @@ class ReadModels:
     def _payment_returned(self, e: Payment.Returned) -> Entry:
         s = self._stream(e.originator_id)
         assert s.amount is not None
+        self._payment(s.key).returned_on = e.returned_on
         self._add_both(s, returned=s.amount)
         self._post_stream(s, "bank", "payable", s.amount)
         return Entry(
@@ -474,6 +576,10 @@ class ReadModels:
     def _clawback_assessed(self, e: Clawback.Assessed) -> Entry:
         s = Stream("clawback", e.clawback_id, e.talent_id, e.fund_year, e.programme, e.amount)
         self._add_stream(e.originator_id, s)
+        self.clawbacks[e.clawback_id] = ClawbackRow(
+            e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount, self._recorded_at
+        )
+        self.changes.clawbacks.add(e.clawback_id)
         self._add_both(s, clawback_assessed=e.amount)
         self._post_stream(s, "receivable", "clawback_recovery", e.amount)
         return Entry(
@@ -488,6 +594,10 @@ class ReadModels:
 
     def _clawback_recovered(self, e: Clawback.Recovered) -> Entry:
         s = self._stream(e.originator_id)
+        self._clawback(s.key).recovered += e.amount
+        self.changes.recoveries.append(
+            (s.key, e.recovery_id, e.amount, e.value_date, e.bank_reference)
+        )
         self._add_both(s, clawback_recovered=e.amount)
         self._post_stream(s, "bank", "receivable", e.amount)
         return Entry(
@@ -508,6 +618,23 @@ class ReadModels:
             recovery_id=e.recovery_id,
             bank_reference=e.bank_reference,
         )
+
+    def _reconciliation_imported(self, e: Reconciliation.Imported) -> Entry:
+        report = e.report
+        for bucket in BUCKETS[1:]:  # all but "matched"
+            for item in report[bucket]:
+                self.changes.reconciliation_lines.append(
+                    (
+                        e.reconciliation_id,
+                        len(self.changes.reconciliation_lines),
+                        bucket,
+                        item["bank_reference"],
+                        Decimal(item["amount"]),
+                        date.fromisoformat(item["value_date"]),
+                    )
+                )
+        counts = ", ".join(f"{b} {len(report[b])}" for b in BUCKETS)
+        return Entry(reason=f"{report['line_count']} lines: {counts}", reference=e.sha256)
 
 
 _HANDLERS: dict[type, Callable[[ReadModels, Any], Entry]] = {
@@ -532,4 +659,5 @@ _HANDLERS: dict[type, Callable[[ReadModels, Any], Entry]] = {
     Clawback.Assessed: ReadModels._clawback_assessed,
     Clawback.Recovered: ReadModels._clawback_recovered,
     BankReference.Claimed: lambda _, e: ReadModels._bank_reference_claimed(e),
+    Reconciliation.Imported: ReadModels._reconciliation_imported,
 }

@@ -34,6 +34,11 @@ READ_MODEL_TABLES = (
     "rm_audit_trail",
     "rm_journal",
     "rm_accounts",
+    "rm_grants",
+    "rm_payments",
+    "rm_clawbacks",
+    "rm_recoveries",
+    "rm_reconciliation_lines",
 )
 
 
@@ -101,5 +106,37 @@ MIGRATIONS: list[tuple[str, str]] = [
             debit numeric(20,2) NOT NULL, credit numeric(20,2) NOT NULL,
             PRIMARY KEY (year, account, programme));
         """,  # noqa: S608
+    ),
+    (
+        # What treasury reconciles and the exceptions report judges.
+        "read-models-treasury",
+        """
+        CREATE TABLE rm_grants (
+            grant_id text PRIMARY KEY, talent_id text NOT NULL, year int NOT NULL,
+            programme text NOT NULL, amount numeric(20,2) NOT NULL, status text NOT NULL,
+            approved_at timestamptz, paid numeric(20,2) NOT NULL,
+            returned numeric(20,2) NOT NULL, clawed_back numeric(20,2) NOT NULL);
+        CREATE INDEX rm_grants_year ON rm_grants (year);
+        CREATE TABLE rm_payments (
+            payment_id text PRIMARY KEY, grant_id text NOT NULL, talent_id text NOT NULL,
+            year int NOT NULL, programme text NOT NULL, amount numeric(20,2) NOT NULL,
+            value_date date NOT NULL, bank_reference text NOT NULL, returned_on date);
+        CREATE INDEX rm_payments_reference ON rm_payments (bank_reference);
+        CREATE INDEX rm_payments_value_date ON rm_payments (value_date);
+        CREATE INDEX rm_payments_year ON rm_payments (year);
+        CREATE TABLE rm_clawbacks (
+            clawback_id text PRIMARY KEY, grant_id text NOT NULL, talent_id text NOT NULL,
+            year int NOT NULL, programme text NOT NULL, amount numeric(20,2) NOT NULL,
+            recovered numeric(20,2) NOT NULL, assessed_at timestamptz NOT NULL);
+        CREATE TABLE rm_recoveries (
+            clawback_id text NOT NULL, recovery_id text NOT NULL,
+            amount numeric(20,2) NOT NULL, value_date date NOT NULL,
+            bank_reference text NOT NULL, PRIMARY KEY (clawback_id, recovery_id));
+        CREATE INDEX rm_recoveries_reference ON rm_recoveries (bank_reference);
+        CREATE TABLE rm_reconciliation_lines (
+            reconciliation_id text NOT NULL, seq int NOT NULL, bucket text NOT NULL,
+            bank_reference text NOT NULL, amount numeric(20,2) NOT NULL,
+            value_date date NOT NULL, PRIMARY KEY (reconciliation_id, seq));
+        """,
     ),
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -28,9 +29,12 @@ from projections.fold import (
     AccountKey,
     BalanceKey,
     Changes,
+    ClawbackRow,
     FundYearRow,
+    GrantRow,
     Line,
     LineKey,
+    PaymentRow,
     ReadModels,
     Stream,
     TalentRow,
@@ -103,6 +107,30 @@ class SqlLoader:
         )
         return TalentRow(**row) if row else None
 
+    def grant(self, grant_id: str) -> GrantRow | None:
+        row = self._one(
+            "SELECT talent_id, year, programme, amount, status, approved_at, paid, returned, "
+            "clawed_back FROM rm_grants WHERE grant_id = %s",
+            (grant_id,),
+        )
+        return GrantRow(**row) if row else None
+
+    def payment(self, payment_id: str) -> PaymentRow | None:
+        row = self._one(
+            "SELECT grant_id, talent_id, year, programme, amount, value_date, bank_reference, "
+            "returned_on FROM rm_payments WHERE payment_id = %s",
+            (payment_id,),
+        )
+        return PaymentRow(**row) if row else None
+
+    def clawback(self, clawback_id: str) -> ClawbackRow | None:
+        row = self._one(
+            "SELECT grant_id, talent_id, year, programme, amount, assessed_at, recovered "
+            "FROM rm_clawbacks WHERE clawback_id = %s",
+            (clawback_id,),
+        )
+        return ClawbackRow(**row) if row else None
+
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -146,17 +174,22 @@ def _upsert(
     curs.executemany(statement, rows)
 
 
-_TALENT_COLUMNS = (
-    "name",
-    "category",
-    "employer",
-    "arrived_on",
-    "service_commitment_until",
-    "registered_position",
-    "departed_on",
-    "departure_reason",
-    "departed_position",
-)
+def _upsert_rows(
+    curs: Curs, table: str, key: str, rows: Mapping[Any, Any], changed: set[Any]
+) -> None:
+    """Upsert the changed dataclass rows of `rows`, their fields as the columns."""
+    if not changed:
+        return
+    columns = [f.name for f in fields(next(iter(rows.values())))]
+    _upsert(
+        curs,
+        table,
+        (key,),
+        columns,
+        [(k, *(getattr(rows[k], c) for c in columns)) for k in changed],
+    )
+
+
 _AUDIT_COLUMNS = (
     "position",
     "recorded_at",
@@ -190,17 +223,7 @@ def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
             for i, s in changes.streams.items()
         ),
     )
-    _upsert(
-        curs,
-        "rm_fund_years",
-        ("year",),
-        ("currency", "opened_position", "closed_position"),
-        [
-            (y, f.currency, f.opened_position, f.closed_position)
-            for y in changes.fund_years
-            for f in (models.fund_years[y],)
-        ],
-    )
+    _upsert_rows(curs, "rm_fund_years", "year", models.fund_years, changes.fund_years)
     _upsert(
         curs,
         "rm_lines",
@@ -218,13 +241,7 @@ def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
         ("year", "programme", "position", "kind", *LINE_AMOUNTS),
         changes.line_versions.values(),
     )
-    _upsert(
-        curs,
-        "rm_talents",
-        ("talent_id",),
-        _TALENT_COLUMNS,
-        [(t, *(getattr(models.talents[t], c) for c in _TALENT_COLUMNS)) for t in changes.talents],
-    )
+    _upsert_rows(curs, "rm_talents", "talent_id", models.talents, changes.talents)
     _upsert(
         curs,
         "rm_talent_balances",
@@ -244,6 +261,21 @@ def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
         ("year", "account", "programme"),
         ("debit", "credit"),
         [(*k, *models.accounts[k]) for k in changes.accounts],
+    )
+    _upsert_rows(curs, "rm_grants", "grant_id", models.grants, changes.grants)
+    _upsert_rows(curs, "rm_payments", "payment_id", models.payments, changes.payments)
+    _upsert_rows(curs, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
+    _copy(
+        curs,
+        "rm_recoveries",
+        ("clawback_id", "recovery_id", "amount", "value_date", "bank_reference"),
+        changes.recoveries,
+    )
+    _copy(
+        curs,
+        "rm_reconciliation_lines",
+        ("reconciliation_id", "seq", "bucket", "bank_reference", "amount", "value_date"),
+        changes.reconciliation_lines,
     )
     _copy(curs, "rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
     _copy(
