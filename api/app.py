@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import reads, writes
+from api import reads, treasury, writes
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -30,6 +30,8 @@ from projections.worker import ProjectionWorker, tracked_position
 log = structlog.get_logger("api")
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_STATEMENT_BYTES = 20 * 1024 * 1024
+STATEMENT_PATH = "/v1/reconciliations"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 
 
@@ -37,9 +39,9 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(receive: Receive, declared: int) -> bytes:
-    """The whole body, refused past the limit whether or not its length was declared."""
-    if declared > MAX_BODY_BYTES:
+async def _read_body(receive: Receive, declared: int, limit: int) -> bytes:
+    """The whole body, refused past `limit` whether or not its length was declared."""
+    if declared > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -49,7 +51,7 @@ async def _read_body(receive: Receive, declared: int) -> bytes:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -99,9 +101,12 @@ class RequestContext:
             await send(message)
 
         try:
-            body = await _read_body(receive, int(headers.get("content-length") or 0))
+            limit = MAX_STATEMENT_BYTES if scope["path"] == STATEMENT_PATH else MAX_BODY_BYTES
+            body = await _read_body(receive, int(headers.get("content-length") or 0), limit)
         except BodyTooLarge:
-            response = problem_response("payload_too_large", "the body is over 1 MiB")
+            response = problem_response(
+                "payload_too_large", f"the body is over {limit // (1024 * 1024)} MiB"
+            )
             await response(scope, receive, send_with_id)
             body = None
         try:
@@ -152,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_unavailable_handlers(app)
     app.include_router(writes.router)
     app.include_router(reads.router)
+    app.include_router(treasury.router)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

@@ -72,11 +72,18 @@ class Problem(BaseModel):
 class ProblemError(Exception):
     """Raised by the HTTP layer itself (authentication, media types, waits)."""
 
-    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.errors = errors
 
 
 def problem_response(
@@ -126,7 +133,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     def problem_error(_: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.code, exc.detail, headers=exc.headers)
+        return problem_response(exc.code, exc.detail, headers=exc.headers, errors=exc.errors)
 
     @app.exception_handler(RequestValidationError)
     def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

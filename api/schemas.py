@@ -381,3 +381,46 @@ class VerificationOut(Out):
     events_checked: int
     head: str
     first_bad_position: int | None
+
+
+class StatementEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    bank_reference: str
+    amount: str
+    value_date: date
+
+
+class Period(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+
+
+class ReconciliationReport(BaseModel):
+    reconciliation_id: str
+    sha256: str
+    period: Period
+    line_count: int
+    matched: list[StatementEntry]
+    amount_mismatch: list[StatementEntry]
+    date_mismatch: list[StatementEntry]
+    unknown_in_ledger: list[StatementEntry]
+    missing_in_bank: list[StatementEntry]
+
+
+class ExceptionItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: Literal[
+        "departed_without_clawback",
+        "clawback_overdue",
+        "duplicate_payment_suspected",
+        "approved_unpaid",
+        "clawback_exceeds_net_paid",
+        "reconciliation_unmatched",
+    ]
+    detail: str
+
+
+class ExceptionsReport(BaseModel):
+    fund_year: int | None
+    on: date
+    items: list[ExceptionItem]

@@ -28,6 +28,7 @@ from ledger.domain import (
     Grant,
     LedgerAggregate,
     Payment,
+    Reconciliation,
     Recovery,
     RentWaiver,
     Talent,
@@ -42,6 +43,8 @@ from ledger.errors import (
     TalentDeparted,
     ValidationFailed,
 )
+from ledger.reconciliation import Movement, reconcile, reconciliation_id
+from ledger.statements import Statement
 
 T = TypeVar("T")
 A = TypeVar("A", bound=LedgerAggregate)
@@ -430,6 +433,25 @@ class LedgerApplication(Application[UUID]):
             clawback.recover(recovery)
             uow.add(BankReference(cmd.bank_reference, None, cmd.clawback_id, cmd.recovery_id))
             return clawback, recovery
+
+        return self._run(work)
+
+    # --- reconciliations ------------------------------------------------------
+
+    def import_statement(
+        self, statement: Statement, movements: Callable[[Statement], list[Movement]]
+    ) -> Outcome[Reconciliation]:
+        """Reconcile and record a statement; the same file again answers its first report."""
+
+        def work(uow: UnitOfWork) -> Reconciliation:
+            key = reconciliation_id(statement)
+            existing = uow.find(Reconciliation, key)
+            if existing is not None:
+                return existing
+            report = reconcile(statement, movements(statement))
+            created = Reconciliation(key, statement.sha256, report)
+            uow.add(created)
+            return created
 
         return self._run(work)
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
 from api.keys import ROLES, create_key
 from ledger.audit import verify_chain
+from ledger.context import acting_as
 from ledger.logs import configure_logging
+from ledger.reconciliation import BUCKETS
 from ledger.runtime import Settings, database_url, open_ledger
+from ledger.statements import StatementRejected, parse_statement
 from ledger.store import datastore_of
 from projections.export import audit_csv
-from projections.reads import audit_rows
+from projections.reads import audit_rows, movements
 from projections.worker import ProjectionWorker
 
 log = structlog.get_logger("ledger")
@@ -119,6 +124,47 @@ def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    data = Path(args.file).read_bytes()
+
+    def bar(done: int, total: int) -> None:
+        filled = 30 * done // max(total, 1)
+        print(
+            f"\rreading  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} lines",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        statement = parse_statement(data, progress=bar)
+    except StatementRejected as e:
+        print(f"\nrefused: {e.detail}", file=sys.stderr)
+        return 2
+    print(f"\rreading  [{'#' * 30}] {len(statement.lines)} lines{' ' * 10}", file=sys.stderr)
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        with acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"):
+            ProjectionWorker(ledger).catch_up()
+            print("matching against the ledger...", file=sys.stderr, flush=True)
+            outcome = ledger.import_statement(
+                statement, lambda s: movements(datastore_of(ledger), s)
+            )
+    finally:
+        ledger.close()
+    report = outcome.value.report
+    counts = ", ".join(f"{bucket} {len(report[bucket])}" for bucket in BUCKETS)
+    print(
+        f"{report['reconciliation_id']}: {counts}"
+        + (" (already imported)" if outcome.replayed else "")
+    )
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify = audit.add_parser("verify", help="check the hash chain over all events")
     verify.set_defaults(run=_audit_verify)
+
+    rec = commands.add_parser("reconcile", help="reconcile a bank statement (CSV) and record it")
+    rec.add_argument("file")
+    rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
+    rec.add_argument("--out", default=None, help="also write the report as JSON to this file")
+    rec.set_defaults(run=_reconcile)
 
     export = commands.add_parser("export", help="exports").add_subparsers(
         dest="export_command", required=True

@@ -763,12 +763,12 @@ class Clawback(LedgerAggregate):
 
 
 class Reconciliation(LedgerAggregate):
-    """One imported bank statement and what it matched: the file is named by its
-    SHA-256, so importing it again finds this stream and records nothing."""
+    """One imported bank statement and what it matched. Its id comes from the file's
+    SHA-256, so importing the file again finds this stream and records nothing."""
 
     @staticmethod
-    def create_id(sha256: str) -> UUID:
-        return stream_id("reconciliations", sha256)
+    def create_id(reconciliation_id: str) -> UUID:
+        return stream_id("reconciliations", reconciliation_id)
 
     class Imported(LedgerAggregate.Created):
         reconciliation_id: str

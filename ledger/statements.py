@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -55,8 +56,9 @@ class Statement:
         return min(days), max(days)
 
 
-def parse_statement(data: bytes) -> Statement:
-    """Parse a UTF-8 (optionally BOM-prefixed) CSV statement, or refuse it whole."""
+def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = None) -> Statement:
+    """Parse a UTF-8 (optionally BOM-prefixed) CSV statement, or refuse it whole.
+    `progress(lines_done, lines_total)` is told every thousand lines."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -68,9 +70,14 @@ def parse_statement(data: bytes) -> Statement:
         header = next(rows, None)
         if header is None or tuple(h.strip() for h in header) != HEADER:
             raise StatementRejected(1, "header", f"the header must be {','.join(HEADER)}")
-        lines = tuple(
-            _line(rows.line_num, row) for row in rows if any(cell.strip() for cell in row)
-        )
+        total = text.count("\n") + 1
+        parsed = []
+        for row in rows:
+            if any(cell.strip() for cell in row):
+                parsed.append(_line(rows.line_num, row))
+            if progress and rows.line_num % 1000 == 0:
+                progress(rows.line_num, total)
+        lines = tuple(parsed)
     except csv.Error as e:
         raise StatementRejected(rows.line_num, "csv", f"malformed CSV: {e}") from None
     if not lines:

@@ -14,9 +14,20 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
+from psycopg.rows import DictRow
 
 from ledger.errors import NotFound, ValidationFailed
+from ledger.exceptions import (
+    ClawbackFacts,
+    Facts,
+    GrantFacts,
+    PaymentFacts,
+    TalentFacts,
+    UnmatchedLine,
+)
 from ledger.money import ZERO
+from ledger.reconciliation import Movement
+from ledger.statements import Statement
 from ledger.store import EVENTS_TABLE
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
 
@@ -231,3 +242,102 @@ def trial_balance(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
         "total_debit": sum((a["debit"] for a in accounts), ZERO),
         "total_credit": sum((a["credit"] for a in accounts), ZERO),
     }
+
+
+# --- treasury and exceptions --------------------------------------------------------
+
+
+def movements(datastore: PostgresDatastore, statement: Statement) -> list[Movement]:
+    """The ledger's bank movements a statement may match: those with its references,
+    and every payment inside its period (which the bank should show)."""
+    references = sorted({line.bank_reference for line in statement.lines})
+    first, last = statement.period
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            "SELECT 'payment' AS kind, 'debit' AS direction, bank_reference, amount, value_date,"
+            "       payment_id, NULL AS clawback_id, NULL AS recovery_id"
+            "  FROM rm_payments WHERE bank_reference = ANY(%(refs)s)"
+            "    OR value_date BETWEEN %(first)s AND %(last)s "
+            "UNION ALL "
+            "SELECT 'return', 'credit', bank_reference, amount, returned_on, payment_id, NULL, NULL"
+            "  FROM rm_payments WHERE returned_on IS NOT NULL AND bank_reference = ANY(%(refs)s) "
+            "UNION ALL "
+            "SELECT 'recovery', 'credit', bank_reference, amount, value_date, NULL, clawback_id,"
+            "       recovery_id FROM rm_recoveries WHERE bank_reference = ANY(%(refs)s) "
+            "ORDER BY value_date, bank_reference",
+            {"refs": references, "first": first, "last": last},
+        )
+        return [Movement(**row) for row in curs.fetchall()]
+
+
+def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Facts:
+    """What the exception rules judge, of one fund year (or all)."""
+    year_filter = sql.SQL("WHERE year = %(year)s") if fund_year is not None else sql.SQL("")
+    params = {"year": fund_year}
+    with datastore.transaction(commit=False) as curs:
+
+        def rows(query: str) -> list[DictRow]:
+            curs.execute(sql.SQL(query).format(where=year_filter), params)
+            return curs.fetchall()
+
+        grants = [
+            GrantFacts(
+                r["grant_id"],
+                r["talent_id"],
+                r["year"],
+                r["programme"],
+                r["amount"],
+                r["status"],
+                r["approved_at"].date() if r["approved_at"] else None,
+                r["paid"] - r["returned"],
+                r["clawed_back"],
+            )
+            for r in rows("SELECT * FROM rm_grants {where}")
+        ]
+        talents = [
+            TalentFacts(
+                r["talent_id"], r["arrived_on"], r["service_commitment_until"], r["departed_on"]
+            )
+            for r in rows(
+                "SELECT * FROM rm_talents WHERE talent_id IN "
+                "(SELECT talent_id FROM rm_grants {where})"
+            )
+        ]
+        payments = [
+            PaymentFacts(
+                r["payment_id"],
+                r["talent_id"],
+                r["year"],
+                r["programme"],
+                r["amount"],
+                r["value_date"],
+                r["returned_on"] is not None,
+            )
+            for r in rows("SELECT * FROM rm_payments {where}")
+        ]
+        clawbacks = [
+            ClawbackFacts(
+                r["clawback_id"],
+                r["grant_id"],
+                r["talent_id"],
+                r["year"],
+                r["amount"],
+                r["recovered"],
+                r["assessed_at"].date(),
+            )
+            for r in rows("SELECT * FROM rm_clawbacks {where}")
+        ]
+        line_filter = (
+            sql.SQL("WHERE extract(year FROM value_date) = %(year)s")
+            if fund_year is not None
+            else sql.SQL("")
+        )
+        curs.execute(
+            sql.SQL(
+                "SELECT reconciliation_id, bucket, bank_reference, amount, value_date "
+                "FROM rm_reconciliation_lines {} ORDER BY reconciliation_id, seq"
+            ).format(line_filter),
+            params,
+        )
+        unmatched = [UnmatchedLine(**r) for r in curs.fetchall()]
+    return Facts(talents, grants, payments, clawbacks, unmatched)

@@ -1,0 +1,113 @@
+"""Treasury and audit work (CONTRACT §6-§7): statements and the exceptions report."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.problems import ProblemError, problem_responses
+from api.routing import ANY_ROLE, Consistent, LedgerDep, LedgerRoute, PrincipalDep, ledger_of, roles
+from api.schemas import ExceptionsReport, ReconciliationReport
+from ledger.application import LedgerApplication, Outcome
+from ledger.domain import Reconciliation
+from ledger.exceptions import find_exceptions
+from ledger.statements import Statement, StatementRejected, parse_statement
+from ledger.store import datastore_of
+from projections import reads
+from projections.worker import wait_for_position
+
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and audit"])
+
+STATEMENT_MEDIA_TYPES = ("text/csv", "application/csv")
+
+
+def import_statement(ledger: LedgerApplication, statement: Statement) -> Outcome[Reconciliation]:
+    """Reconcile against read models that include every event recorded so far."""
+    datastore = datastore_of(ledger)
+    head = ledger.recorder.max_notification_id() or 0
+    if not wait_for_position(datastore, head):
+        raise ProblemError(
+            "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}
+        )
+    return ledger.import_statement(statement, lambda s: reads.movements(datastore, s))
+
+
+@router.post(
+    "/reconciliations",
+    status_code=201,
+    response_model=ReconciliationReport,
+    openapi_extra={
+        **roles("treasury"),
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "value_date,bank_reference,amount,direction,counterparty (UTF-8)",
+        },
+    },
+    responses=problem_responses(
+        "unauthenticated",
+        "forbidden",
+        "payload_too_large",
+        "unsupported_media_type",
+        "validation_error",
+        "unavailable",
+    ),
+)
+async def create_reconciliation(request: Request) -> JSONResponse:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in STATEMENT_MEDIA_TYPES:
+        raise ProblemError("unsupported_media_type", "send the statement as text/csv")
+    data = await request.body()
+    try:
+        statement = await run_in_threadpool(parse_statement, data)
+    except StatementRejected as e:
+        raise ProblemError(
+            "validation_error",
+            e.detail,
+            errors=[{"loc": ["body", e.line, e.field], "msg": e.detail}],
+        ) from None
+    outcome = await run_in_threadpool(import_statement, ledger_of(request), statement)
+    headers = {"Ledger-Position": str(outcome.position)}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(
+        outcome.value.report, status_code=200 if outcome.replayed else 201, headers=headers
+    )
+
+
+@router.get(
+    "/reconciliations/{reconciliation_id}",
+    response_model=ReconciliationReport,
+    openapi_extra=roles(*ANY_ROLE),
+    dependencies=[Consistent],
+    responses=problem_responses("unauthenticated", "not_found", "validation_error"),
+)
+def get_reconciliation(
+    reconciliation_id: str, ledger: LedgerDep, _: PrincipalDep
+) -> dict[str, Any]:
+    report: dict[str, Any] = ledger.load(Reconciliation, reconciliation_id, "reconciliation").report
+    return report
+
+
+@router.get(
+    "/reports/exceptions",
+    response_model=ExceptionsReport,
+    openapi_extra=roles(*ANY_ROLE),
+    dependencies=[Consistent],
+    responses=problem_responses("unauthenticated", "validation_error", "unavailable"),
+)
+def exceptions_report(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    fund_year: Annotated[int | None, Query(description="Only this fund year")] = None,
+    on: Annotated[
+        date | None, Query(description="Judge ages (90 and 180 days) as of this day; today")
+    ] = None,
+) -> dict[str, Any]:
+    today = on or datetime.now(UTC).date()
+    facts = reads.exception_facts(datastore_of(ledger), fund_year)
+    return {"fund_year": fund_year, "on": today, "items": find_exceptions(facts, today)}
