@@ -18,6 +18,7 @@ from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
     problem_response,
+    with_problem_schemas,
 )
 from api.routing import LedgerRoute
 from api.schemas import Health, Readiness
@@ -90,7 +91,7 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         request_id_cvar.set(request_id)
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -112,6 +113,11 @@ class RequestContext:
         try:
             if body is not None:
                 await self.app(scope, _replay(body, receive), send_with_id)
+        except Exception:
+            log.exception("unhandled_error")
+            if status is None:  # nothing sent yet: answer a problem, not a bare 500
+                response = problem_response("internal_error", "an unexpected error was logged")
+                await response(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             log.info(
@@ -128,6 +134,17 @@ class RequestContext:
 def _actor(scope: Scope) -> str | None:
     principal = scope.get("state", {}).get("principal")
     return getattr(principal, "name", None)
+
+
+def _document_problems(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_problem_schemas(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -158,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(writes.router)
     app.include_router(reads.router)
     app.include_router(treasury.router)
+    _document_problems(app)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

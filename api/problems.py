@@ -113,12 +113,22 @@ def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
         by_status.setdefault(STATUS.get(code, 409), []).append(code)
     return {
         status: {
-            "model": Problem,
             "description": "Problem: " + ", ".join(f"`{c}`" for c in sorted(names)),
-            "content": {PROBLEM_MEDIA_TYPE: {}},
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
         }
         for status, names in sorted(by_status.items())
     }
+
+
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+
+def with_problem_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Add the `Problem` schemas that the problem responses refer to."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schemas["Problem"].pop("$defs", {}))
+    return openapi
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -162,8 +172,3 @@ def install_unavailable_handlers(app: FastAPI) -> None:
 
     for exc_class in (PersistenceError, psycopg.OperationalError, PoolTimeout):
         app.add_exception_handler(exc_class, unavailable)
-
-    def internal(_: Request, exc: Exception) -> JSONResponse:
-        return problem_response("internal_error", "an unexpected error was logged")
-
-    app.add_exception_handler(Exception, internal)

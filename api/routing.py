@@ -41,12 +41,12 @@ class LedgerRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             if allowed:
                 principal = await run_in_threadpool(_authenticate, request)
+                request.state.principal = principal
+                actor_cvar.set(principal.name)
                 if not principal.roles & set(allowed):
                     raise ProblemError(
                         "forbidden", f"this needs one of the roles: {', '.join(allowed)}"
                     )
-                request.state.principal = principal
-                actor_cvar.set(principal.name)
             if takes_body and request.headers.get("content-length", "0") != "0":
                 media_type = request.headers.get("content-type", "").split(";")[0].strip()
                 if media_type.lower() != "application/json":

@@ -51,8 +51,16 @@ Day = Annotated[
 ]
 Identifier = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
 Slug = Annotated[str, StringConstraints(strict=True, pattern=SLUG_PATTERN)]
+# Free text: no control characters but tab and newlines (NUL cannot even be stored).
 Text = Annotated[
-    str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=1000)
+    str,
+    StringConstraints(
+        strict=True,
+        strip_whitespace=True,
+        min_length=1,
+        max_length=1000,
+        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+    ),
 ]
 Year = Annotated[int, Field(strict=True, ge=1900, le=2999)]
 
