@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import reads, treasury, writes
+from api import batch, reads, treasury, writes
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -173,6 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     install_unavailable_handlers(app)
     app.include_router(writes.router)
+    app.include_router(batch.router)
     app.include_router(reads.router)
     app.include_router(treasury.router)
     _document_problems(app)

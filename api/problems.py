@@ -86,6 +86,29 @@ class ProblemError(Exception):
         self.errors = errors
 
 
+def problem_body(
+    code: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:talent-ledger:problem:{code}",
+        "title": TITLES[code],
+        "status": STATUS.get(code, 409),
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def error_body(error: LedgerError) -> dict[str, Any]:
+    """The problem a domain refusal answers."""
+    if isinstance(error, ValidationFailed):
+        loc: list[str | int] = ["body", error.field]
+        return problem_body(error.code, error.detail, [{"loc": loc, "msg": error.detail}])
+    return problem_body(error.code, error.detail)
+
+
 def problem_response(
     code: str,
     detail: str,
@@ -93,17 +116,13 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    status = STATUS.get(code, 409)
-    body: dict[str, Any] = {
-        "type": f"urn:talent-ledger:problem:{code}",
-        "title": TITLES[code],
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return problem_json(problem_body(code, detail, errors), headers)
+
+
+def problem_json(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
 
 
 def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
@@ -134,12 +153,8 @@ def with_problem_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
-        if isinstance(exc, ValidationFailed):
-            return problem_response(
-                exc.code, exc.detail, errors=[{"loc": ["body", exc.field], "msg": exc.detail}]
-            )
         headers = {"Retry-After": "1"} if STATUS.get(exc.code) == 503 else None
-        return problem_response(exc.code, exc.detail, headers=headers)
+        return problem_json(error_body(exc), headers)
 
     @app.exception_handler(ProblemError)
     def problem_error(_: Request, exc: ProblemError) -> JSONResponse:

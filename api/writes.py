@@ -1,4 +1,4 @@
-"""Write routes of CONTRACT §4: map the body to a command, call the application once."""
+"""Write routes of CONTRACT §4: thin adapters over the operations table."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
 from api import schemas as s
+from api.keys import Principal
+from api.operations import OPERATIONS, Ids, answer
 from api.problems import problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
-from ledger import commands as c
-from ledger.application import Outcome
+from ledger.application import LedgerApplication
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["writes"])
 
-_ALWAYS = (
+ALWAYS = (
     "unauthenticated",
     "forbidden",
     "payload_too_large",
@@ -29,252 +29,148 @@ _ALWAYS = (
 )
 
 
-def _route(
-    path: str, role: str, model: type[BaseModel], *codes: str, created: bool
-) -> Callable[[F], F]:
+def _route(path: str, name: str, *codes: str) -> Callable[[F], F]:
+    op = OPERATIONS[name]
     return router.post(
         path,
-        response_model=model,
-        status_code=201 if created else 200,
-        openapi_extra=roles(role),
-        responses=problem_responses(*_ALWAYS, *codes),
+        response_model=op.out,
+        status_code=201 if op.created else 200,
+        openapi_extra=roles(op.role),
+        responses=problem_responses(*ALWAYS, *codes),
     )
 
 
-def _answer(outcome: Outcome[Any], body: BaseModel, *, created: bool) -> JSONResponse:
-    """201 for a new resource, 200 for an action or a replay; always the position."""
-    headers = {"Ledger-Position": str(outcome.position)}
-    if outcome.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    status = 201 if created and not outcome.replayed else 200
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+def _perform(
+    name: str, ledger: LedgerApplication, principal: Principal, ids: Ids, body: Any
+) -> JSONResponse:
+    op = OPERATIONS[name]
+    status, headers, content = answer(op, op.run(ledger, ids, body, principal), ids)
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
-# --- fund years -------------------------------------------------------------------
-
-
-@_route("/fund-years", "admin", s.FundYearSummary, "idempotency_conflict", created=True)
-def open_fund_year(body: s.OpenFundYearIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.open_fund_year(c.OpenFundYear(body.year, body.currency))
-    return _answer(outcome, s.FundYearSummary.model_validate(outcome.value), created=True)
+@_route("/fund-years", "fund_year.open", "idempotency_conflict")
+def open_fund_year(body: s.OpenFundYearIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("fund_year.open", ledger, p, {}, body)
 
 
 @_route(
     "/fund-years/{year}/appropriations",
-    "admin",
-    s.AppropriationOut,
+    "appropriation.add",
     "not_found",
     "idempotency_conflict",
     "fund_year_closed",
-    created=True,
 )
 def appropriate(
-    year: int, body: s.AppropriationIn, ledger: LedgerDep, _: PrincipalDep
+    year: int, body: s.AppropriationIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.appropriate(c.Appropriate(year, **body.model_dump()))
-    out = s.AppropriationOut.model_validate({**vars(outcome.value), "fund_year": year})
-    return _answer(outcome, out, created=True)
+    return _perform("appropriation.add", ledger, p, {"year": year}, body)
 
 
-@_route(
-    "/fund-years/{year}/close",
-    "admin",
-    s.FundYearSummary,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
-def close_fund_year(year: int, body: s.CloseIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.close_fund_year(c.CloseFundYear(year, body.reason))
-    return _answer(outcome, s.FundYearSummary.model_validate(outcome.value), created=False)
+@_route("/fund-years/{year}/close", "fund_year.close", "not_found", "invalid_state")
+def close_fund_year(year: int, body: s.CloseIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("fund_year.close", ledger, p, {"year": year}, body)
 
 
-# --- talents ----------------------------------------------------------------------
+@_route("/talents", "talent.register", "idempotency_conflict")
+def register_talent(body: s.TalentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("talent.register", ledger, p, {}, body)
 
 
-@_route("/talents", "clerk", s.TalentProfile, "idempotency_conflict", created=True)
-def register_talent(body: s.TalentIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.register_talent(c.RegisterTalent(**body.model_dump()))
-    return _answer(outcome, s.TalentProfile.model_validate(outcome.value), created=True)
-
-
-@_route(
-    "/talents/{talent_id}/departure",
-    "clerk",
-    s.TalentProfile,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
+@_route("/talents/{talent_id}/departure", "talent.depart", "not_found", "invalid_state")
 def depart_talent(
-    talent_id: str, body: s.DepartureIn, ledger: LedgerDep, _: PrincipalDep
+    talent_id: str, body: s.DepartureIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.depart_talent(c.DepartTalent(talent_id, **body.model_dump()))
-    return _answer(outcome, s.TalentProfile.model_validate(outcome.value), created=False)
-
-
-# --- grants -----------------------------------------------------------------------
+    return _perform("talent.depart", ledger, p, {"talent_id": talent_id}, body)
 
 
 @_route(
     "/grants",
-    "clerk",
-    s.GrantOut,
+    "grant.propose",
     "idempotency_conflict",
     "budget_exceeded",
     "fund_year_closed",
     "talent_departed",
-    created=True,
 )
-def propose_grant(body: s.GrantIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.propose_grant(c.ProposeGrant(**body.model_dump()))
-    return _answer(outcome, s.GrantOut.model_validate(outcome.value), created=True)
+def propose_grant(body: s.GrantIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("grant.propose", ledger, p, {}, body)
 
 
 @_route(
-    "/grants/{grant_id}/approve",
-    "approver",
-    s.GrantOut,
-    "not_found",
-    "invalid_state",
-    "self_approval",
-    created=False,
+    "/grants/{grant_id}/approve", "grant.approve", "not_found", "invalid_state", "self_approval"
 )
 def approve_grant(
-    grant_id: str, ledger: LedgerDep, principal: PrincipalDep, body: s.ApproveIn | None = None
+    grant_id: str, ledger: LedgerDep, p: PrincipalDep, body: s.ApproveIn | None = None
 ) -> JSONResponse:
-    note = body.note if body else None
-    outcome = ledger.approve_grant(c.ApproveGrant(grant_id, note), principal.name)
-    return _answer(outcome, s.GrantOut.model_validate(outcome.value), created=False)
+    return _perform("grant.approve", ledger, p, {"grant_id": grant_id}, body or s.ApproveIn())
 
 
-@_route(
-    "/grants/{grant_id}/reject",
-    "approver",
-    s.GrantOut,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
+@_route("/grants/{grant_id}/reject", "grant.reject", "not_found", "invalid_state")
 def reject_grant(
-    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, _: PrincipalDep
+    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.reject_grant(c.RejectGrant(grant_id, body.reason))
-    return _answer(outcome, s.GrantOut.model_validate(outcome.value), created=False)
+    return _perform("grant.reject", ledger, p, {"grant_id": grant_id}, body)
 
 
-@_route(
-    "/grants/{grant_id}/revoke",
-    "approver",
-    s.GrantOut,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
+@_route("/grants/{grant_id}/revoke", "grant.revoke", "not_found", "invalid_state")
 def revoke_grant(
-    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, _: PrincipalDep
+    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.revoke_grant(c.RevokeGrant(grant_id, body.reason))
-    return _answer(outcome, s.GrantOut.model_validate(outcome.value), created=False)
-
-
-# --- rent waivers -----------------------------------------------------------------
+    return _perform("grant.revoke", ledger, p, {"grant_id": grant_id}, body)
 
 
 @_route(
     "/rent-waivers",
-    "clerk",
-    s.WaiverOut,
+    "waiver.grant",
     "idempotency_conflict",
     "budget_exceeded",
     "fund_year_closed",
     "talent_departed",
-    created=True,
 )
-def grant_waiver(body: s.WaiverIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.grant_waiver(c.GrantWaiver(**body.model_dump()))
-    return _answer(outcome, s.WaiverOut.model_validate(outcome.value), created=True)
+def grant_waiver(body: s.WaiverIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("waiver.grant", ledger, p, {}, body)
 
 
-@_route(
-    "/rent-waivers/{waiver_id}/end",
-    "clerk",
-    s.WaiverOut,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
+@_route("/rent-waivers/{waiver_id}/end", "waiver.end", "not_found", "invalid_state")
 def end_waiver(
-    waiver_id: str, body: s.EndWaiverIn, ledger: LedgerDep, _: PrincipalDep
+    waiver_id: str, body: s.EndWaiverIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.end_waiver(c.EndWaiver(waiver_id, body.ended_on))
-    return _answer(outcome, s.WaiverOut.model_validate(outcome.value), created=False)
-
-
-# --- payments ---------------------------------------------------------------------
+    return _perform("waiver.end", ledger, p, {"waiver_id": waiver_id}, body)
 
 
 @_route(
     "/payments",
-    "treasury",
-    s.PaymentOut,
+    "payment.record",
     "idempotency_conflict",
     "invalid_state",
     "overpayment",
     "duplicate_bank_reference",
     "talent_departed",
-    created=True,
 )
-def record_payment(body: s.PaymentIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.record_payment(c.RecordPayment(**body.model_dump()))
-    return _answer(outcome, s.PaymentOut.model_validate(outcome.value), created=True)
+def record_payment(body: s.PaymentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("payment.record", ledger, p, {}, body)
 
 
-@_route(
-    "/payments/{payment_id}/return",
-    "treasury",
-    s.PaymentOut,
-    "not_found",
-    "invalid_state",
-    created=False,
-)
+@_route("/payments/{payment_id}/return", "payment.return", "not_found", "invalid_state")
 def return_payment(
-    payment_id: str, body: s.ReturnIn, ledger: LedgerDep, _: PrincipalDep
+    payment_id: str, body: s.ReturnIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.return_payment(c.ReturnPayment(payment_id, **body.model_dump()))
-    return _answer(outcome, s.PaymentOut.model_validate(outcome.value), created=False)
+    return _perform("payment.return", ledger, p, {"payment_id": payment_id}, body)
 
 
-# --- clawbacks --------------------------------------------------------------------
-
-
-@_route(
-    "/clawbacks",
-    "clerk",
-    s.ClawbackOut,
-    "idempotency_conflict",
-    "clawback_exceeds_paid",
-    created=True,
-)
-def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, _: PrincipalDep) -> JSONResponse:
-    outcome = ledger.assess_clawback(c.AssessClawback(**body.model_dump()))
-    return _answer(outcome, s.ClawbackOut.of(outcome.value), created=True)
+@_route("/clawbacks", "clawback.assess", "idempotency_conflict", "clawback_exceeds_paid")
+def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return _perform("clawback.assess", ledger, p, {}, body)
 
 
 @_route(
     "/clawbacks/{clawback_id}/recoveries",
-    "treasury",
-    s.RecoveryOut,
+    "clawback.recover",
     "not_found",
     "idempotency_conflict",
     "overpayment",
     "duplicate_bank_reference",
-    created=True,
 )
 def record_recovery(
-    clawback_id: str, body: s.RecoveryIn, ledger: LedgerDep, _: PrincipalDep
+    clawback_id: str, body: s.RecoveryIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    outcome = ledger.record_recovery(c.RecordRecovery(clawback_id, **body.model_dump()))
-    recovery = outcome.value[1]
-    out = s.RecoveryOut.model_validate({**vars(recovery), "clawback_id": clawback_id})
-    return _answer(outcome, out, created=True)
+    return _perform("clawback.recover", ledger, p, {"clawback_id": clawback_id}, body)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -51,6 +52,8 @@ A = TypeVar("A", bound=LedgerAggregate)
 
 CONFLICT_DEADLINE_SECONDS = 10.0
 
+_ambient_uow: ContextVar[UnitOfWork | None] = ContextVar("ambient_uow", default=None)
+
 
 class DateAsISO(Transcoding):
     type = date
@@ -77,6 +80,16 @@ class Outcome(Generic[T]):
     value: T
     position: int
     replayed: bool
+
+
+class AtomicRefusal(LedgerError):
+    """One call of an atomic run was refused, so none of them was recorded."""
+
+    def __init__(self, index: int, error: LedgerError) -> None:
+        super().__init__(f"operation {index} was refused: {error.detail}")
+        self.index = index
+        self.error = error
+        self.code = error.code
 
 
 class UnitOfWork:
@@ -125,6 +138,9 @@ class UnitOfWork:
     def aggregates(self) -> list[LedgerAggregate]:
         return list(self._aggregates.values())
 
+    def pending_count(self) -> int:
+        return sum(len(a.pending_events) for a in self._aggregates.values())
+
     @property
     def read_versions(self) -> Mapping[UUID, int]:
         return self._versions
@@ -140,6 +156,38 @@ class LedgerApplication(Application[UUID]):
     # --- the unit of work ---------------------------------------------------
 
     def _run(self, work: Callable[[UnitOfWork], T]) -> Outcome[T]:
+        """Run one use case in its own unit of work, or inside the ambient one of
+        `run_atomic` (which then saves everything at once)."""
+        ambient = _ambient_uow.get()
+        if ambient is not None:
+            before = ambient.pending_count()
+            value = work(ambient)
+            return Outcome(value, 0, replayed=ambient.pending_count() == before)
+        outcomes = self._commit(lambda uow: [work(uow)])
+        return Outcome(outcomes.value[0], outcomes.position, outcomes.replayed)
+
+    def run_atomic(self, calls: Sequence[Callable[[], Outcome[Any]]]) -> list[Outcome[Any]]:
+        """Run several use cases (calls of this application's methods) as one unit of
+        work: all are recorded in one transaction, or none is. A refusal raises
+        `AtomicRefusal` naming the call that failed."""
+
+        def work(uow: UnitOfWork) -> list[Outcome[Any]]:
+            token = _ambient_uow.set(uow)
+            try:
+                outcomes = []
+                for index, call in enumerate(calls):
+                    try:
+                        outcomes.append(call())
+                    except LedgerError as e:
+                        raise AtomicRefusal(index, e) from e
+                return outcomes
+            finally:
+                _ambient_uow.reset(token)
+
+        done = self._commit(work)
+        return [replace(o, position=done.position) for o in done.value]
+
+    def _commit(self, work: Callable[[UnitOfWork], T]) -> Outcome[T]:
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             uow = UnitOfWork(self)

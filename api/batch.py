@@ -1,0 +1,172 @@
+"""`POST /v1/batch`: up to 1000 operations, each answering what its single call would.
+
+`atomic: true` runs them as one unit of work (one transaction, all or nothing);
+`atomic: false` runs each on its own. Roles are checked per operation, and path ids
+travel in each operation's body (`grant_id`, `year`, ...).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from api import schemas as s
+from api.keys import ROLES, Principal
+from api.operations import OPERATIONS, Ids, Operation, answer
+from api.problems import error_body, problem_body, problem_json, problem_responses
+from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
+from api.writes import ALWAYS
+from ledger.application import AtomicRefusal, LedgerApplication
+from ledger.errors import LedgerError
+
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["writes"])
+
+MAX_OPERATIONS = 1000
+OpName = Literal[
+    "fund_year.open",
+    "appropriation.add",
+    "fund_year.close",
+    "talent.register",
+    "talent.depart",
+    "grant.propose",
+    "grant.approve",
+    "grant.reject",
+    "grant.revoke",
+    "waiver.grant",
+    "waiver.end",
+    "payment.record",
+    "payment.return",
+    "clawback.assess",
+    "clawback.recover",
+]
+assert set(OpName.__args__) == set(OPERATIONS)  # type: ignore[attr-defined]
+
+
+class BatchOperation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    op: OpName
+    body: dict[str, Any]
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    atomic: Annotated[bool, Field(strict=True)]
+    operations: Annotated[list[BatchOperation], Field(min_length=1, max_length=MAX_OPERATIONS)]
+
+
+class BatchResult(BaseModel):
+    status: int
+    body: dict[str, Any]
+    position: int | None = Field(default=None, description="The single call's Ledger-Position")
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+
+
+_YEAR: TypeAdapter[int] = TypeAdapter(s.Year)
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(s.Identifier)
+
+
+def _prepare(
+    item: BatchOperation, principal: Principal
+) -> tuple[Operation, Ids, Any] | dict[str, Any]:
+    """The operation ready to run, or the problem its single call would answer first."""
+    op = OPERATIONS[item.op]
+    if op.role not in principal.roles:
+        return problem_body("forbidden", f"{item.op} needs the {op.role} role")
+    raw = dict(item.body)
+    errors: list[dict[str, Any]] = []
+    ids: Ids = {}
+    for name in op.ids:
+        value = raw.pop(name, None)
+        adapter: TypeAdapter[Any] = _YEAR if name == "year" else _IDENTIFIER
+        try:
+            ids[name] = adapter.validate_python(value)
+        except ValidationError as e:
+            errors += [{"loc": ["body", name], "msg": err["msg"]} for err in e.errors()]
+    try:
+        body = op.body.model_validate(raw)
+    except ValidationError as e:
+        errors += [{"loc": ["body", *err["loc"]], "msg": err["msg"]} for err in e.errors()]
+    if errors:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return problem_body("validation_error", detail, errors)
+    return op, ids, body
+
+
+def _run_one(
+    ledger: LedgerApplication, principal: Principal, prepared: tuple[Operation, Ids, Any]
+) -> BatchResult:
+    op, ids, body = prepared
+    try:
+        outcome = op.run(ledger, ids, body, principal)
+    except LedgerError as e:
+        problem = error_body(e)
+        return BatchResult(status=problem["status"], body=problem)
+    status, _, content = answer(op, outcome, ids)
+    return BatchResult(status=status, body=content, position=outcome.position)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchOut,
+    openapi_extra=roles(*ROLES),
+    responses=problem_responses(
+        *ALWAYS,
+        "idempotency_conflict",
+        "budget_exceeded",
+        "overpayment",
+        "invalid_state",
+        "self_approval",
+        "duplicate_bank_reference",
+        "fund_year_closed",
+        "clawback_exceeds_paid",
+        "talent_departed",
+        "not_found",
+    ),
+)
+def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+    prepared = [_prepare(item, principal) for item in body.operations]
+    if not body.atomic:
+        results = [
+            BatchResult(status=p["status"], body=p)
+            if isinstance(p, dict)
+            else _run_one(ledger, principal, p)
+            for p in prepared
+        ]
+        positions = [r.position for r in results if r.position is not None]
+        headers = {"Ledger-Position": str(max(positions))} if positions else {}
+        return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)
+    for index, p in enumerate(prepared):
+        if isinstance(p, dict):
+            return _refused(index, p)
+    ready = [p for p in prepared if not isinstance(p, dict)]
+    try:
+        outcomes = ledger.run_atomic(
+            [partial(op.run, ledger, ids, b, principal) for op, ids, b in ready]
+        )
+    except AtomicRefusal as e:
+        return _refused(e.index, error_body(e.error))
+    results = []
+    for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
+        status, _, content = answer(op, outcome, ids)
+        results.append(BatchResult(status=status, body=content, position=outcome.position))
+    headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
+    return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)
+
+
+def _refused(index: int, problem: dict[str, Any]) -> JSONResponse:
+    """An atomic batch answers the first refusal, naming its operation; nothing is recorded."""
+    body = {
+        **problem,
+        "detail": f"operation {index}: {problem['detail']}; nothing was recorded",
+        "failed_operation": index,
+    }
+    if "errors" in body:
+        body["errors"] = [{**e, "loc": ["operations", index, *e["loc"]]} for e in body["errors"]]
+    return problem_json(body)
