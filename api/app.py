@@ -151,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ledger = open_ledger(database_url(settings), settings)
+        ledger.start_group_commit()
         app.state.ledger = ledger
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         thread = worker.start() if worker else None

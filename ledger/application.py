@@ -44,6 +44,7 @@ from ledger.errors import (
     TalentDeparted,
     ValidationFailed,
 )
+from ledger.group_commit import GroupCommitter
 from ledger.reconciliation import Movement, reconcile, reconciliation_id
 from ledger.statements import Statement
 
@@ -141,9 +142,21 @@ class UnitOfWork:
     def pending_count(self) -> int:
         return sum(len(a.pending_events) for a in self._aggregates.values())
 
+    def pending_events(self) -> list[Any]:
+        return [e for a in self._aggregates.values() for e in a.pending_events]
+
     @property
     def read_versions(self) -> Mapping[UUID, int]:
         return self._versions
+
+
+def run_in(uow: UnitOfWork, call: Callable[[], T]) -> T:
+    """Run `call` (use cases of the application) inside `uow`, saving nothing."""
+    token = _ambient_uow.set(uow)
+    try:
+        return call()
+    finally:
+        _ambient_uow.reset(token)
 
 
 class LedgerApplication(Application[UUID]):
@@ -155,14 +168,29 @@ class LedgerApplication(Application[UUID]):
 
     # --- the unit of work ---------------------------------------------------
 
+    _committer: GroupCommitter | None = None
+
+    def start_group_commit(self) -> None:
+        """From now on, concurrent use cases of this process share transactions."""
+        self._committer = GroupCommitter(self)
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        super().close()
+
     def _run(self, work: Callable[[UnitOfWork], T]) -> Outcome[T]:
-        """Run one use case in its own unit of work, or inside the ambient one of
-        `run_atomic` (which then saves everything at once)."""
+        """Run one use case: inside the ambient unit of work of a group or an atomic
+        run (which saves everything at once), through the group committer, or alone."""
         ambient = _ambient_uow.get()
         if ambient is not None:
             before = ambient.pending_count()
             value = work(ambient)
             return Outcome(value, 0, replayed=ambient.pending_count() == before)
+        committer = self._committer
+        if committer is not None and not committer.in_writer:
+            return committer.run(lambda: self._run(work))
         outcomes = self._commit(lambda uow: [work(uow)])
         return Outcome(outcomes.value[0], outcomes.position, outcomes.replayed)
 
@@ -172,17 +200,13 @@ class LedgerApplication(Application[UUID]):
         `AtomicRefusal` naming the call that failed."""
 
         def work(uow: UnitOfWork) -> list[Outcome[Any]]:
-            token = _ambient_uow.set(uow)
-            try:
-                outcomes = []
-                for index, call in enumerate(calls):
-                    try:
-                        outcomes.append(call())
-                    except LedgerError as e:
-                        raise AtomicRefusal(index, e) from e
-                return outcomes
-            finally:
-                _ambient_uow.reset(token)
+            outcomes = []
+            for index, call in enumerate(calls):
+                try:
+                    outcomes.append(run_in(uow, call))
+                except LedgerError as e:
+                    raise AtomicRefusal(index, e) from e
+            return outcomes
 
         done = self._commit(work)
         return [replace(o, position=done.position) for o in done.value]

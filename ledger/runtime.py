@@ -71,7 +71,6 @@ def open_ledger(url: str, settings: Settings) -> LedgerApplication:
             "POSTGRES_PASSWORD": str(params.get("password") or ""),
             "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
             "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
             "POSTGRES_POOL_SIZE": str(settings.pool_size),
             "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

@@ -1,0 +1,157 @@
+"""Group commit: the use cases that arrive while a transaction is in flight go together
+in the next one.
+
+The event store takes a table lock on every append, so one event per transaction caps
+writes whatever the concurrency. Here one writer thread per process runs the waiting
+commands one after another on a shared unit of work (so a hot fund year is loaded
+once and never conflicts with itself) and appends all their events in one
+transaction. Every rule still holds: each command decides on the state left by the
+ones before it, and the store re-checks everything read at commit, in which case the
+whole group runs again. Each caller gets its own result and position; a refused
+command records nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from eventsourcing.persistence import RecordConflictError
+
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    from ledger.application import LedgerApplication, Outcome, UnitOfWork
+
+T = TypeVar("T")
+
+MAX_GROUP = 128
+CONFLICT_DEADLINE_SECONDS = 10.0
+
+
+@dataclass
+class _Item:
+    call: Callable[[], Any]
+    context: contextvars.Context
+    future: Future[Any] = field(default_factory=Future)
+
+
+class _Leaked(Exception):
+    """A refused command had already changed the shared aggregates."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class GroupCommitter:
+    def __init__(self, app: LedgerApplication) -> None:
+        self._app = app
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+        self._thread.start()
+
+    @property
+    def in_writer(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, call: Callable[[], Outcome[T]]) -> Outcome[T]:
+        """Run `call` (a use case) in the next group; wait for its own outcome."""
+        item = _Item(call, contextvars.copy_context())
+        self._queue.put(item)
+        result: Outcome[T] = item.future.result()
+        return result
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while (first := self._queue.get()) is not None:
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(item)
+            self._commit(group)
+
+    def _commit(self, group: list[_Item]) -> None:
+        from ledger.application import UnitOfWork  # noqa: PLC0415 - import cycle
+
+        refused: dict[int, BaseException] = {}
+        deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
+        while True:
+            uow = UnitOfWork(self._app)
+            try:
+                done = self._run_all(uow, group, refused)
+            except _Leaked:
+                continue  # run the others again without the leaking one
+            pending = [a for a in uow.aggregates if a.pending_events]
+            try:
+                recordings = (
+                    self._app.save(*pending, read_versions=uow.read_versions) if pending else []
+                )
+            except RecordConflictError:
+                if time.monotonic() > deadline:
+                    from ledger.application import Contended  # noqa: PLC0415 - cycle
+
+                    self._fail(group, refused, Contended("too many concurrent writers; retry"))
+                    return
+                time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter
+                continue
+            except Exception as e:  # the database failed: every caller hears it
+                self._fail(group, refused, e)
+                return
+            positions = {id(r.domain_event): r.notification.id for r in recordings}
+            head = (
+                max(positions.values(), default=0) or self._app.recorder.max_notification_id() or 0
+            )
+            for index, item in enumerate(group):
+                if index in refused:
+                    item.future.set_exception(refused[index])
+                    continue
+                outcome, events = done[index]
+                own = [positions[id(e)] for e in events]
+                item.future.set_result(replace(outcome, position=max(own, default=head)))
+            return
+
+    def _run_all(
+        self, uow: UnitOfWork, group: list[_Item], refused: dict[int, BaseException]
+    ) -> dict[int, tuple[Outcome[Any], list[Any]]]:
+        """Each command on the shared unit of work, with the events it added."""
+        from ledger.application import run_in  # noqa: PLC0415 - import cycle
+
+        done: dict[int, tuple[Outcome[Any], list[Any]]] = {}
+        for index, item in enumerate(group):
+            if index in refused:
+                continue
+            before = {id(e) for e in uow.pending_events()}
+            try:
+                outcome = item.context.run(run_in, uow, item.call)
+            except LedgerError as e:
+                refused[index] = e
+                if len(uow.pending_events()) != len(before):
+                    raise _Leaked(index) from e
+                continue
+            except Exception as e:  # a bug in one command must not sink the others
+                refused[index] = e
+                raise _Leaked(index) from e
+            done[index] = (outcome, [e for e in uow.pending_events() if id(e) not in before])
+        return done
+
+    @staticmethod
+    def _fail(group: list[_Item], refused: dict[int, BaseException], error: BaseException) -> None:
+        """Nothing was recorded: the refused hear their refusal, the others `error`."""
+        for index, item in enumerate(group):
+            item.future.set_exception(refused.get(index, error))
