@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Generic, TypeVar
@@ -187,7 +188,8 @@ class LedgerApplication(Application[UUID]):
         if ambient is not None:
             before = ambient.pending_count()
             value = work(ambient)
-            return Outcome(value, 0, replayed=ambient.pending_count() == before)
+            # a snapshot: later commands of the same unit may change the same aggregate
+            return Outcome(deepcopy(value), 0, replayed=ambient.pending_count() == before)
         committer = self._committer
         if committer is not None and not committer.in_writer:
             return committer.run(lambda: self._run(work))
@@ -245,6 +247,8 @@ class LedgerApplication(Application[UUID]):
         if existing is not None:
             if existing.fingerprint != fp:  # type: ignore[attr-defined]
                 raise IdempotencyConflict(f"{key} exists with a different body")
+            if existing.pending_events and existing.pending_events[0].originator_version == 1:
+                return existing  # created earlier in this same unit of work
             original: A = self.repository.get(existing.id, version=cls.INITIAL_VERSION)
             assert isinstance(original, cls)
             return original

@@ -6,6 +6,7 @@ leave treasury believing lines were checked that never were.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -59,11 +60,12 @@ class Statement:
 def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = None) -> Statement:
     """Parse a UTF-8 (optionally BOM-prefixed) CSV statement, or refuse it whole.
     `progress(lines_done, lines_total)` is told every thousand lines."""
+    body = data.removeprefix(codecs.BOM_UTF8)
     try:
-        text = data.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise StatementRejected(
-            data[: e.start].count(b"\n") + 1, "encoding", "the file is not valid UTF-8"
+            body[: e.start].count(b"\n") + 1, "encoding", "the file is not valid UTF-8"
         ) from None
     rows = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -270,6 +270,11 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
         return [Movement(**row) for row in curs.fetchall()]
 
 
+def _utc_day(instant: datetime) -> date:
+    """The UTC calendar day of an instant, whatever the session's time zone."""
+    return instant.astimezone(UTC).date()
+
+
 def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Facts:
     """What the exception rules judge, of one fund year (or all)."""
     year_filter = sql.SQL("WHERE year = %(year)s") if fund_year is not None else sql.SQL("")
@@ -288,7 +293,7 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Fact
                 r["programme"],
                 r["amount"],
                 r["status"],
-                r["approved_at"].date() if r["approved_at"] else None,
+                _utc_day(r["approved_at"]) if r["approved_at"] else None,
                 r["paid"] - r["returned"],
                 r["clawed_back"],
             )

@@ -1,0 +1,154 @@
+"""`ledger reconcile FILE`, run as a real process on a real database: it prints the
+count per bucket (and a progress bar on stderr), records the import once, and refuses
+a bad file naming its line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ledger import commands as c
+from ledger.application import LedgerApplication
+from ledger.context import acting_as
+from ledger.domain import Reconciliation
+from ledger.store import datastore_of
+from projections.reads import history
+from projections.worker import ProjectionWorker
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+Counter = Callable[[], int]
+HEAD = "value_date,bank_reference,amount,direction,counterparty\n"
+STATEMENT = (
+    HEAD
+    + "2024-03-02,BR-1,10000.00,debit,张伟\n"  # P-1, a day later: matched
+    + "2024-03-04,BR-X,99.00,credit,某公司\n"  # no such reference
+)
+COUNTS = re.compile(
+    r"^(R-[0-9a-f]+): matched (\d+), amount_mismatch (\d+), date_mismatch (\d+), "
+    r"unknown_in_ledger (\d+), missing_in_bank (\d+)( \(already imported\))?$"
+)
+
+
+@pytest.fixture
+def paid(ledger: LedgerApplication) -> LedgerApplication:
+    """Fund year 2024; G-1 approved for T-1 and paid by P-1 (BR-1, 2024-03-01) and P-2
+    (BR-2, 2024-03-03), which the statement does not show."""
+    with acting_as("setup-admin", "e2e-setup"):
+        ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
+        ledger.appropriate(
+            c.Appropriate(
+                2024, "AP-1", "settling_in", "cash", Decimal("100000"), "财预〔2024〕12号"
+            )
+        )
+    with acting_as("setup-clerk", "e2e-setup"):
+        ledger.register_talent(
+            c.RegisterTalent(
+                "T-1", "张伟", "doctorate", "市第一人民医院", date(2023, 6, 1), date(2028, 5, 31)
+            )
+        )
+        ledger.propose_grant(
+            c.ProposeGrant("G-1", "T-1", 2024, "settling_in", Decimal("30000"), "第5条", "安家补贴")
+        )
+    with acting_as("setup-approver", "e2e-setup"):
+        ledger.approve_grant(c.ApproveGrant("G-1", None), "setup-approver")
+    with acting_as("setup-treasury", "e2e-setup"):
+        for payment_id, amount, day, ref in [
+            ("P-1", "10000", date(2024, 3, 1), "BR-1"),
+            ("P-2", "500", date(2024, 3, 3), "BR-2"),
+        ]:
+            ledger.record_payment(c.RecordPayment(payment_id, "G-1", Decimal(amount), day, ref))
+    return ledger
+
+
+def counts(done: subprocess.CompletedProcess[str]) -> tuple[str, list[int], bool]:
+    """The reconciliation id, the count per bucket and whether it was already imported."""
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr
+    found = COUNTS.fullmatch(lines[-1])
+    assert found, done.stdout
+    return found[1], [int(n) for n in found.groups()[1:6]], found[7] is not None
+
+
+def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
+    cli: Cli, paid: LedgerApplication, count_events: Counter, tmp_path: Path
+) -> None:
+    statement = tmp_path / "statement.csv"
+    statement.write_text(STATEMENT, encoding="utf-8")
+    out = tmp_path / "report.json"
+    events = count_events()
+
+    done = cli("reconcile", str(statement), "--out", str(out))
+
+    assert done.returncode == 0, done.stderr
+    rid, per_bucket, replayed = counts(done)
+    assert per_bucket == [1, 0, 0, 1, 1]
+    assert not replayed
+    assert re.search(r"\[#{30}\] 2 lines", done.stderr), done.stderr
+    assert count_events() == events + 1
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["reconciliation_id"] == rid
+    assert [e["bank_reference"] for e in report["matched"]] == ["BR-1"]
+    assert [e["bank_reference"] for e in report["unknown_in_ledger"]] == ["BR-X"]
+    assert [e["bank_reference"] for e in report["missing_in_bank"]] == ["BR-2"]
+    assert paid.load(Reconciliation, rid, "reconciliation").report == report
+    ProjectionWorker(paid).catch_up()
+    trail, _ = history(datastore_of(paid), limit=1000)
+    [imported] = [e for e in trail if e["event_type"] == "Reconciliation.Imported"]
+    assert imported["actor"] == "cli-treasury"
+    assert imported["reference"] == hashlib.sha256(STATEMENT.encode()).hexdigest()
+
+    again = cli("reconcile", str(statement))
+
+    assert again.returncode == 0, again.stderr
+    assert counts(again) == (rid, per_bucket, True)
+    assert "already imported" in again.stdout
+    assert count_events() == events + 1
+
+
+def test_reconcile_shows_its_progress_through_a_long_statement(
+    cli: Cli, paid: LedgerApplication, tmp_path: Path
+) -> None:
+    statement = tmp_path / "long.csv"
+    filler = "".join(f"2024-03-05,BX-{n},1.00,debit,x\n" for n in range(2500))
+    statement.write_text(STATEMENT + filler, encoding="utf-8")
+
+    done = cli("reconcile", str(statement))
+
+    assert done.returncode == 0, done.stderr
+    _, per_bucket, _ = counts(done)
+    assert per_bucket == [1, 0, 0, 2501, 1]
+    frames = [f for f in re.split(r"[\r\n]", done.stderr) if f.startswith("reading")]
+    assert any(re.search(r"\] 1000/\d+ lines", f) for f in frames), done.stderr
+    assert any(re.search(r"\] 2000/\d+ lines", f) for f in frames), done.stderr
+    assert re.search(r"\[#{30}\] 2502 lines", done.stderr), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (STATEMENT + "2024-03-05,BR-3,1e3,debit,x\n", 4),
+        (HEAD + "2024-02-30,BR-3,1.00,debit,x\n", 2),
+        ("date,ref,amount\n" + STATEMENT, 1),
+    ],
+    ids=["bad amount", "bad date", "bad header"],
+)
+def test_reconcile_refuses_a_bad_file_naming_the_line_and_records_nothing(
+    cli: Cli, paid: LedgerApplication, count_events: Counter, tmp_path: Path, text: str, line: int
+) -> None:
+    statement = tmp_path / "bad.csv"
+    statement.write_text(text, encoding="utf-8")
+    events = count_events()
+
+    done = cli("reconcile", str(statement))
+
+    assert done.returncode != 0
+    assert f"line {line}" in done.stderr, done.stderr
+    assert count_events() == events
