@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ledger.close()
     # Worker processes find the database the parent resolved (and keeps running).
     os.environ["LEDGER_DATABASE_URL"] = url
+    # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
+    # embedded PostgreSQL this process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,
