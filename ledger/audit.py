@@ -41,8 +41,11 @@ def verify_chain(datastore: PostgresDatastore) -> Verification:
     """Walk every event in order; report the first whose stored hash does not follow."""
     prev = GENESIS
     checked = 0
-    with datastore.get_connection() as conn, conn.transaction():
-        cursor = conn.cursor(name="verify_chain")
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="verify_chain") as cursor,
+    ):
         cursor.itersize = 5000
         cursor.execute(
             sql.SQL(

@@ -127,10 +127,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             END $$;
         ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER ledger_events_no_update;
         DO $$
-            DECLARE e record; prev bytea := '{GENESIS_SQL}';
+            DECLARE e {EVENTS_TABLE}; prev bytea := '{GENESIS_SQL}';
             BEGIN
                 FOR e IN SELECT * FROM {EVENTS_TABLE} ORDER BY notification_id LOOP
-                    prev := ledger_event_digest(prev, e::{EVENTS_TABLE});
+                    prev := ledger_event_digest(prev, e);
                     UPDATE {EVENTS_TABLE} SET hash = prev
                         WHERE notification_id = e.notification_id;
                 END LOOP;

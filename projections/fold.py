@@ -227,6 +227,7 @@ class ReadModels:
         self.changes = Changes()
         self._position = 0
         self._recorded_at = datetime.min.replace(tzinfo=UTC)
+        self._seq = 0
 
     # --- loading ---------------------------------------------------------------
 
@@ -327,8 +328,10 @@ class ReadModels:
         if amount == 0:
             return
         for account, dr, cr in ((debit, amount, ZERO), (credit, ZERO, amount)):
-            seq = len(self.changes.journal)
-            self.changes.journal.append((self._position, seq, year, programme, account, dr, cr))
+            self._seq += 1  # numbered within the event, so batch boundaries don't matter
+            self.changes.journal.append(
+                (self._position, self._seq, year, programme, account, dr, cr)
+            )
             key = (year, account, programme)
             if key not in self.accounts:
                 self.accounts[key] = self.loader.account(key) or [ZERO, ZERO]
@@ -346,6 +349,7 @@ class ReadModels:
         """Fold one event recorded at `position` into the rows it changes."""
         self._position = position
         self._recorded_at = recorded_at
+        self._seq = 0
         handler = _HANDLERS.get(type(event))
         entry = handler(self, event) if handler else Entry()
         self.changes.audit.append(
@@ -621,18 +625,18 @@ class ReadModels:
 
     def _reconciliation_imported(self, e: Reconciliation.Imported) -> Entry:
         report = e.report
-        for bucket in BUCKETS[1:]:  # all but "matched"
-            for item in report[bucket]:
-                self.changes.reconciliation_lines.append(
-                    (
-                        e.reconciliation_id,
-                        len(self.changes.reconciliation_lines),
-                        bucket,
-                        item["bank_reference"],
-                        Decimal(item["amount"]),
-                        date.fromisoformat(item["value_date"]),
-                    )
+        unmatched = [(b, item) for b in BUCKETS[1:] for item in report[b]]  # not "matched"
+        for seq, (bucket, item) in enumerate(unmatched):
+            self.changes.reconciliation_lines.append(
+                (
+                    e.reconciliation_id,
+                    seq,
+                    bucket,
+                    item["bank_reference"],
+                    Decimal(item["amount"]),
+                    date.fromisoformat(item["value_date"]),
                 )
+            )
         counts = ", ".join(f"{b} {len(report[b])}" for b in BUCKETS)
         return Entry(reason=f"{report['line_count']} lines: {counts}", reference=e.sha256)
 

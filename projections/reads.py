@@ -189,8 +189,11 @@ def audit_rows(datastore: PostgresDatastore, fund_year: int | None) -> Iterator[
     """Every audit-trail entry (of one fund year), streamed with a server-side cursor."""
     where = sql.SQL("WHERE fund_year = %s") if fund_year is not None else sql.SQL("")
     params = (fund_year,) if fund_year is not None else ()
-    with datastore.get_connection() as conn, conn.transaction():
-        cursor = conn.cursor(name="audit_export")
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="audit_export") as cursor,
+    ):
         cursor.itersize = 2000
         cursor.execute(
             sql.SQL("SELECT * FROM rm_audit_trail {} ORDER BY position").format(where), params
