@@ -116,30 +116,23 @@ def _page(items: list[dict[str, Any]], cursor: str | None) -> s.HistoryPage:
 def talent_history(
     talent_id: str, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> s.HistoryPage:
-    datastore = datastore_of(ledger)
-    if not reads.exists_talent(datastore, talent_id):
-        raise NotFound(f"no talent {talent_id}")
-    start = reads.decode_cursor(after) if after else 0
-    return _page(*reads.history(datastore, talent_id=talent_id, after=start, limit=limit))
+    return _page(
+        *reads.history(datastore_of(ledger), talent_id=talent_id, after=after, limit=limit)
+    )
 
 
 @_get("/fund-years/{year}/history", s.HistoryPage)
 def fund_year_history(
     year: int, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> s.HistoryPage:
-    datastore = datastore_of(ledger)
-    if not reads.exists_fund_year(datastore, year):
-        raise NotFound(f"no fund year {year}")
-    start = reads.decode_cursor(after) if after else 0
-    return _page(*reads.history(datastore, fund_year=year, after=start, limit=limit))
+    return _page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
 
 
 @_get("/events", s.HistoryPage)
 def events(
     ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> s.HistoryPage:
-    start = reads.decode_cursor(after) if after else 0
-    return _page(*reads.history(datastore_of(ledger), after=start, limit=limit))
+    return _page(*reads.history(datastore_of(ledger), after=after, limit=limit))
 
 
 @_get("/fund-years/{year}/trial-balance", s.TrialBalance)

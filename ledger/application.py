@@ -151,6 +151,16 @@ class UnitOfWork:
         return self._versions
 
 
+def _is_retry(existing: Any, fingerprint: str, what: str) -> bool:
+    """True when `existing` was created by this very request; another body under the
+    same id is an `idempotency_conflict`."""
+    if existing is None:
+        return False
+    if existing.fingerprint != fingerprint:
+        raise IdempotencyConflict(f"{what} exists with a different body")
+    return True
+
+
 def run_in(uow: UnitOfWork, call: Callable[[], T]) -> T:
     """Run `call` (use cases of the application) inside `uow`, saving nothing."""
     token = _ambient_uow.set(uow)
@@ -244,9 +254,8 @@ class LedgerApplication(Application[UUID]):
         """Create `cls` under `key`, or answer the original if this is a retry of it."""
         fp = c.fingerprint(command)
         existing = uow.find(cls, key)
-        if existing is not None:
-            if existing.fingerprint != fp:  # type: ignore[attr-defined]
-                raise IdempotencyConflict(f"{key} exists with a different body")
+        if _is_retry(existing, fp, str(key)):
+            assert existing is not None
             if existing.pending_events and existing.pending_events[0].originator_version == 1:
                 return existing  # created earlier in this same unit of work
             original: A = self.repository.get(existing.id, version=cls.INITIAL_VERSION)
@@ -271,11 +280,8 @@ class LedgerApplication(Application[UUID]):
             fund_year = uow.get(FundYear, cmd.year, "fund year")
             fp = c.fingerprint(cmd)
             existing = fund_year.appropriations.get(cmd.appropriation_id)
-            if existing is not None:
-                if existing.fingerprint != fp:
-                    raise IdempotencyConflict(
-                        f"appropriation {cmd.appropriation_id} exists with a different body"
-                    )
+            if _is_retry(existing, fp, f"appropriation {cmd.appropriation_id}"):
+                assert existing is not None
                 return existing
             appropriation = Appropriation(
                 cmd.appropriation_id, cmd.programme, cmd.kind, cmd.amount, cmd.reference, fp
@@ -498,11 +504,8 @@ class LedgerApplication(Application[UUID]):
             clawback = uow.get(Clawback, cmd.clawback_id, "clawback")
             fp = c.fingerprint(cmd)
             existing = clawback.recoveries.get(cmd.recovery_id)
-            if existing is not None:
-                if existing.fingerprint != fp:
-                    raise IdempotencyConflict(
-                        f"recovery {cmd.recovery_id} exists with a different body"
-                    )
+            if _is_retry(existing, fp, f"recovery {cmd.recovery_id}"):
+                assert existing is not None
                 return clawback, existing
             self._check_bank_reference_unused(uow, cmd.bank_reference)
             recovery = Recovery(cmd.recovery_id, cmd.amount, cmd.value_date, cmd.bank_reference, fp)

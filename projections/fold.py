@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from ledger.domain import (
@@ -44,6 +44,8 @@ from ledger.money import ZERO
 from ledger.reconciliation import BUCKETS
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
 
+K = TypeVar("K")
+R = TypeVar("R")
 LineKey = tuple[int, str]
 BalanceKey = tuple[str, int, str]
 AccountKey = tuple[int, str, str]
@@ -231,57 +233,39 @@ class ReadModels:
 
     # --- loading ---------------------------------------------------------------
 
+    @staticmethod
+    def _cached(cache: dict[K, R], key: K, load: Callable[[K], R | None]) -> R:
+        """The row under `key`, loaded on a miss; an event of a row never created is a
+        bug in the history, not a case to handle."""
+        if key not in cache:
+            found = load(key)
+            assert found is not None, f"no row {key!r} for an event that needs it"
+            cache[key] = found
+        return cache[key]
+
     def _stream(self, stream_id: UUID) -> Stream:
-        if stream_id not in self.streams:
-            found = self.loader.stream(stream_id)
-            assert found is not None, f"event of unknown stream {stream_id}"
-            self.streams[stream_id] = found
-        return self.streams[stream_id]
+        return self._cached(self.streams, stream_id, self.loader.stream)
 
     def _line(self, key: LineKey) -> Line:
-        if key not in self.lines:
-            found = self.loader.line(key)
-            assert found is not None, f"no programme line {key}"
-            self.lines[key] = found
-        return self.lines[key]
+        return self._cached(self.lines, key, self.loader.line)
 
     def _talent(self, talent_id: str) -> TalentRow:
-        if talent_id not in self.talents:
-            found = self.loader.talent(talent_id)
-            assert found is not None, f"no talent {talent_id}"
-            self.talents[talent_id] = found
-        return self.talents[talent_id]
-
-    def _grant(self, grant_id: str) -> GrantRow:
-        if grant_id not in self.grants:
-            found = self.loader.grant(grant_id)
-            assert found is not None, f"no grant {grant_id}"
-            self.grants[grant_id] = found
-        self.changes.grants.add(grant_id)
-        return self.grants[grant_id]
-
-    def _payment(self, payment_id: str) -> PaymentRow:
-        if payment_id not in self.payments:
-            found = self.loader.payment(payment_id)
-            assert found is not None, f"no payment {payment_id}"
-            self.payments[payment_id] = found
-        self.changes.payments.add(payment_id)
-        return self.payments[payment_id]
-
-    def _clawback(self, clawback_id: str) -> ClawbackRow:
-        if clawback_id not in self.clawbacks:
-            found = self.loader.clawback(clawback_id)
-            assert found is not None, f"no clawback {clawback_id}"
-            self.clawbacks[clawback_id] = found
-        self.changes.clawbacks.add(clawback_id)
-        return self.clawbacks[clawback_id]
+        return self._cached(self.talents, talent_id, self.loader.talent)
 
     def _fund_year(self, year: int) -> FundYearRow:
-        if year not in self.fund_years:
-            found = self.loader.fund_year(year)
-            assert found is not None, f"no fund year {year}"
-            self.fund_years[year] = found
-        return self.fund_years[year]
+        return self._cached(self.fund_years, year, self.loader.fund_year)
+
+    def _grant(self, grant_id: str) -> GrantRow:
+        self.changes.grants.add(grant_id)
+        return self._cached(self.grants, grant_id, self.loader.grant)
+
+    def _payment(self, payment_id: str) -> PaymentRow:
+        self.changes.payments.add(payment_id)
+        return self._cached(self.payments, payment_id, self.loader.payment)
+
+    def _clawback(self, clawback_id: str) -> ClawbackRow:
+        self.changes.clawbacks.add(clawback_id)
+        return self._cached(self.clawbacks, clawback_id, self.loader.clawback)
 
     # --- changing ----------------------------------------------------------------
 

@@ -162,12 +162,17 @@ def history(
     *,
     talent_id: str | None = None,
     fund_year: int | None = None,
-    after: int = 0,
+    after: str | None = None,
     limit: int = 100,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Audit-trail entries oldest first, optionally of one talent or one fund year."""
+    """Audit-trail entries oldest first, of one talent, one fund year or all, from the
+    `after` cursor; with the cursor of the next page, if any."""
+    if talent_id is not None and not exists_talent(datastore, talent_id):
+        raise NotFound(f"no talent {talent_id}")
+    if fund_year is not None and not exists_fund_year(datastore, fund_year):
+        raise NotFound(f"no fund year {fund_year}")
     conditions = [sql.SQL("position > %s")]
-    params: list[Any] = [after]
+    params: list[Any] = [decode_cursor(after) if after else 0]
     if talent_id is not None:
         conditions.append(sql.SQL("talent_id = %s"))
         params.append(talent_id)
