@@ -46,7 +46,7 @@ from ledger.errors import (
     ValidationFailed,
 )
 from ledger.group_commit import GroupCommitter
-from ledger.reconciliation import Movement, reconcile, reconciliation_id
+from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
 
 T = TypeVar("T")
@@ -520,15 +520,18 @@ class LedgerApplication(Application[UUID]):
     def import_statement(
         self, statement: Statement, movements: Callable[[Statement], list[Movement]]
     ) -> Outcome[Reconciliation]:
-        """Reconcile and record a statement; the same file again answers its first report."""
+        """Reconcile and record a statement; the same file again answers its first report.
+        The matching runs before the unit of work, so a large statement does not hold
+        up other writers."""
+        key = reconciliation_id(statement)
+        is_new = Reconciliation.create_id(key) not in self.repository
+        packed = pack(reconcile(statement, movements(statement))) if is_new else ""
 
         def work(uow: UnitOfWork) -> Reconciliation:
-            key = reconciliation_id(statement)
             existing = uow.find(Reconciliation, key)
             if existing is not None:
                 return existing
-            report = reconcile(statement, movements(statement))
-            created = Reconciliation(key, statement.sha256, report)
+            created = Reconciliation(key, statement.sha256, packed)
             uow.add(created)
             return created
 

@@ -27,6 +27,7 @@ from ledger.errors import (
     ValidationFailed,
 )
 from ledger.money import ZERO
+from ledger.reconciliation import unpack
 
 
 def stream_id(kind: str, key: str) -> UUID:
@@ -773,10 +774,14 @@ class Reconciliation(LedgerAggregate):
     class Imported(LedgerAggregate.Created):
         reconciliation_id: str
         sha256: str
-        report: dict[str, Any]
+        report_packed: str
 
     @event(Imported)
-    def __init__(self, reconciliation_id: str, sha256: str, report: dict[str, Any]) -> None:
+    def __init__(self, reconciliation_id: str, sha256: str, report_packed: str) -> None:
         self.reconciliation_id = reconciliation_id
         self.sha256 = sha256
-        self.report = report
+        self.report_packed = report_packed
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return unpack(self.report_packed)

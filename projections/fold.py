@@ -41,7 +41,7 @@ from ledger.domain import (
     Talent,
 )
 from ledger.money import ZERO
-from ledger.reconciliation import BUCKETS
+from ledger.reconciliation import BUCKETS, unpack
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
 
 K = TypeVar("K")
@@ -608,7 +608,7 @@ class ReadModels:
         )
 
     def _reconciliation_imported(self, e: Reconciliation.Imported) -> Entry:
-        report = e.report
+        report = unpack(e.report_packed)
         unmatched = [(b, item) for b in BUCKETS[1:] for item in report[b]]  # not "matched"
         for seq, (bucket, item) in enumerate(unmatched):
             self.changes.reconciliation_lines.append(
