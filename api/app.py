@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import batch, reads, treasury, writes
+from api.keys import KeyCache
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -153,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
         ledger = open_ledger(database_url(settings), settings)
         ledger.start_group_commit()
         app.state.ledger = ledger
+        app.state.keys = KeyCache(datastore_of(ledger))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         thread = worker.start() if worker else None
         try:

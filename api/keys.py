@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from eventsourcing.postgres import PostgresDatastore
@@ -47,3 +49,28 @@ def authenticate(datastore: PostgresDatastore, key: str) -> Principal | None:
         curs.execute("SELECT name, roles FROM api_keys WHERE key_hash = %s", (_digest(key),))
         row = curs.fetchone()
     return Principal(row["name"], frozenset(row["roles"])) if row else None
+
+
+class KeyCache:
+    """Known keys for a few seconds, so a busy client costs no lookup per request.
+    Unknown keys are never cached: a key created a moment ago works at once."""
+
+    TTL_SECONDS = 30.0
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+        self._known: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, key: str) -> Principal | None:
+        digest = _digest(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._known.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        principal = authenticate(self._datastore, key)
+        if principal is not None:
+            with self._lock:
+                self._known[digest] = (principal, now + self.TTL_SECONDS)
+        return principal

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.keys import ROLES, Principal, authenticate
+from api.keys import ROLES, KeyCache, Principal
 from api.problems import ProblemError
 from ledger.application import LedgerApplication
 from ledger.context import actor_cvar
@@ -66,7 +66,8 @@ def _authenticate(request: Request) -> Principal:
             "send Authorization: Bearer <api key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = authenticate(datastore_of(ledger_of(request)), key.strip())
+    keys: KeyCache = request.app.state.keys
+    principal = keys.authenticate(key.strip())
     if principal is None:
         raise ProblemError(
             "unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"}

@@ -164,27 +164,30 @@ def rebuild_rate(url: str) -> float:
 
 
 class Server:
+    """`ledger serve` (API workers only) and one `ledger projections run` beside it, as
+    the README's deployment runs them."""
+
     def __init__(self, url: str, workers: int) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-        env["LEDGER_DATABASE_URL"] = url
+        env.update(LEDGER_DATABASE_URL=url, LEDGER_PROJECTIONS="separate")
+        ledger = str(ROOT / ".venv" / "bin" / "ledger")
         self.log = open(ROOT / "var" / "bench-server.log", "wb")  # noqa: SIM115 - kept open
-        self.proc = subprocess.Popen(  # noqa: S603 - our own executable
-            [
-                str(ROOT / ".venv" / "bin" / "ledger"),
-                "serve",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.procs = [
+            subprocess.Popen(  # noqa: S603 - our own executable
+                command,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for command in (
+                [ledger, "serve", "--port", str(self.port), "--workers", str(workers)],
+                [ledger, "projections", "run"],
+            )
+        ]
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -196,8 +199,10 @@ class Server:
         raise RuntimeError("ledger serve did not start; see var/bench-server.log")
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(30)
+        for proc in self.procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            proc.wait(30)
         self.log.close()
 
 
