@@ -487,12 +487,15 @@ class ReadModels:
 
     @staticmethod
     def _grant_entry(s: Stream, **fields: Any) -> Entry:
+        return ReadModels._entry_of(s, "grant_id", **fields)
+
+    @staticmethod
+    def _entry_of(s: Stream, id_field: str, **fields: Any) -> Entry:
+        """The audit entry of a later event of `s`: its key under `id_field`, and where
+        it is charged."""
+        ids: dict[str, Any] = {id_field: s.key}
         return Entry(
-            talent_id=s.talent_id,
-            grant_id=s.key,
-            fund_year=s.year,
-            programme=s.programme,
-            **fields,
+            talent_id=s.talent_id, fund_year=s.year, programme=s.programme, **ids, **fields
         )
 
     def _payment_recorded(self, e: Payment.Recorded) -> Entry:
@@ -526,14 +529,7 @@ class ReadModels:
         self._payment(s.key).returned_on = e.returned_on
         self._add_both(s, returned=s.amount)
         self._post_stream(s, "bank", "payable", s.amount)
-        return Entry(
-            talent_id=s.talent_id,
-            payment_id=s.key,
-            fund_year=s.year,
-            programme=s.programme,
-            amount=s.amount,
-            reason=e.reason,
-        )
+        return self._entry_of(s, "payment_id", amount=s.amount, reason=e.reason)
 
     def _waiver_granted(self, e: RentWaiver.Granted) -> Entry:
         s = Stream("waiver", e.waiver_id, e.talent_id, e.fund_year, e.programme, e.value)
@@ -553,13 +549,7 @@ class ReadModels:
         s = self._stream(e.originator_id)
         self._add_both(s, in_kind_value=-e.released)
         self._post_stream(s, "in_kind_provided", "in_kind_expense", e.released)
-        return Entry(
-            talent_id=s.talent_id,
-            waiver_id=s.key,
-            fund_year=s.year,
-            programme=s.programme,
-            amount=e.released,
-        )
+        return self._entry_of(s, "waiver_id", amount=e.released)
 
     def _clawback_assessed(self, e: Clawback.Assessed) -> Entry:
         s = Stream("clawback", e.clawback_id, e.talent_id, e.fund_year, e.programme, e.amount)
@@ -588,13 +578,11 @@ class ReadModels:
         )
         self._add_both(s, clawback_recovered=e.amount)
         self._post_stream(s, "bank", "receivable", e.amount)
-        return Entry(
-            talent_id=s.talent_id,
-            clawback_id=s.key,
+        return self._entry_of(
+            s,
+            "clawback_id",
             recovery_id=e.recovery_id,
             bank_reference=e.bank_reference,
-            fund_year=s.year,
-            programme=s.programme,
             amount=e.amount,
         )
 
