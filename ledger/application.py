@@ -97,8 +97,9 @@ class AtomicRefusal(LedgerError):
 class UnitOfWork:
     """The aggregates one attempt of a use case read and wrote, with their versions."""
 
-    def __init__(self, app: LedgerApplication) -> None:
+    def __init__(self, app: LedgerApplication, *, optimistic: bool = False) -> None:
         self._app = app
+        self._optimistic = optimistic
         self._versions: dict[UUID, int] = {}
         self._aggregates: dict[UUID, LedgerAggregate] = {}
 
@@ -109,7 +110,11 @@ class UnitOfWork:
             assert isinstance(found, cls)
             return found
         try:
-            aggregate: LedgerAggregate = self._app.repository.get(aggregate_id)
+            aggregate: LedgerAggregate = (
+                self._cached(aggregate_id)
+                if self._optimistic
+                else self._app.repository.get(aggregate_id)
+            )
         except AggregateNotFoundError:
             self._versions[aggregate_id] = 0
             return None
@@ -118,6 +123,26 @@ class UnitOfWork:
         self._versions[aggregate_id] = aggregate.version
         self._aggregates[aggregate_id] = aggregate
         return aggregate
+
+    def _cached(self, aggregate_id: UUID) -> LedgerAggregate:
+        """Optimistic: this process's last copy, with no query; "missing" if it has none.
+        Sound because the store re-checks every version read at commit, and because a
+        refusal is never decided optimistically (the group runs again, pessimistic)."""
+        cache = self._app.repository.cache
+        try:
+            cached = cache.get(aggregate_id) if cache is not None else None
+        except KeyError:
+            cached = None
+        if not isinstance(cached, LedgerAggregate):
+            raise AggregateNotFoundError(aggregate_id)
+        return deepcopy(cached)
+
+    def remember(self) -> None:
+        """Keep what was just saved as this process's latest copies."""
+        cache = self._app.repository.cache
+        if cache is not None:
+            for aggregate in self._aggregates.values():
+                cache.put(aggregate.id, deepcopy(aggregate))
 
     def get(self, cls: type[A], key: Any, what: str) -> A:
         """Load an aggregate named in the path: missing is `not_found`."""

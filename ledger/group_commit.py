@@ -87,16 +87,22 @@ class GroupCommitter:
             self._commit(group)
 
     def _commit(self, group: list[_Item]) -> None:
-        from ledger.application import UnitOfWork  # noqa: PLC0415 - import cycle
+        from ledger.application import Contended, UnitOfWork  # noqa: PLC0415 - import cycle
 
-        refused: dict[int, BaseException] = {}
+        leaked: dict[int, BaseException] = {}
+        optimistic = True  # first try on this process's copies, without a query
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
-            uow = UnitOfWork(self._app)
+            refused = dict(leaked)
+            uow = UnitOfWork(self._app, optimistic=optimistic)
             try:
                 done = self._run_all(uow, group, refused)
-            except _Leaked:
+            except _Leaked as leak:
+                leaked[leak.index] = refused[leak.index]
                 continue  # run the others again without the leaking one
+            if optimistic and len(refused) > len(leaked):
+                optimistic = False  # a refusal must rest on state read from the database
+                continue
             pending = [a for a in uow.aggregates if a.pending_events]
             try:
                 recordings = (
@@ -104,15 +110,15 @@ class GroupCommitter:
                 )
             except RecordConflictError:
                 if time.monotonic() > deadline:
-                    from ledger.application import Contended  # noqa: PLC0415 - cycle
-
                     self._fail(group, refused, Contended("too many concurrent writers; retry"))
                     return
+                optimistic = False
                 time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter
                 continue
             except Exception as e:  # the database failed: every caller hears it
                 self._fail(group, refused, e)
                 return
+            uow.remember()
             positions = {id(r.domain_event): r.notification.id for r in recordings}
             head = (
                 max(positions.values(), default=0) or self._app.recorder.max_notification_id() or 0
