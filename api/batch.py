@@ -140,7 +140,8 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
             for p in prepared
         ]
         positions = [r.position for r in results if r.position is not None]
-        headers = {"Ledger-Position": str(max(positions))} if positions else {}
+        head = max(positions) if positions else ledger.recorder.max_notification_id() or 0
+        headers = {"Ledger-Position": str(head)}
         return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)
     for index, p in enumerate(prepared):
         if isinstance(p, dict):

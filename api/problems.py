@@ -104,7 +104,7 @@ def problem_body(
 def error_body(error: LedgerError) -> dict[str, Any]:
     """The problem a domain refusal answers."""
     if isinstance(error, ValidationFailed):
-        loc: list[str | int] = ["body", error.field]
+        loc: list[str | int] = [error.where, error.field]
         return problem_body(error.code, error.detail, [{"loc": loc, "msg": error.detail}])
     return problem_body(error.code, error.detail)
 

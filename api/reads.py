@@ -52,9 +52,11 @@ def _as_of_position(
 ) -> int:
     """The position to read at, once the read models have reached it."""
     if as_of is not None and as_of_position is not None:
-        raise ValidationFailed("as_of", "give as_of or as_of_position, not both")
+        raise ValidationFailed("as_of", "give as_of or as_of_position, not both", "query")
     if as_of is not None and as_of.tzinfo is None:
-        raise ValidationFailed("as_of", "an instant needs a time zone, e.g. 2024-05-01T08:00:00Z")
+        raise ValidationFailed(
+            "as_of", "an instant needs a time zone, e.g. 2024-05-01T08:00:00Z", "query"
+        )
     datastore = datastore_of(ledger_of(request))
     if as_of is not None:
         as_of_position = reads.position_at(datastore, as_of)

@@ -47,7 +47,10 @@ class LedgerRoute(APIRoute):
                     raise ProblemError(
                         "forbidden", f"this needs one of the roles: {', '.join(allowed)}"
                     )
-            if takes_body and request.headers.get("content-length", "0") != "0":
+            has_body = request.headers.get("content-length", "0") != "0" or (
+                "transfer-encoding" in request.headers
+            )
+            if takes_body and has_body:
                 media_type = request.headers.get("content-type", "").split(";")[0].strip()
                 if media_type.lower() != "application/json":
                     raise ProblemError(

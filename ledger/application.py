@@ -131,11 +131,12 @@ class UnitOfWork:
         cache = self._app.repository.cache
         try:
             cached = cache.get(aggregate_id) if cache is not None else None
-        except KeyError:
-            cached = None
-        if not isinstance(cached, LedgerAggregate):
+            copy = deepcopy(cached)  # may race a request thread fast-forwarding it
+        except (KeyError, RuntimeError):
+            copy = None
+        if not isinstance(copy, LedgerAggregate):
             raise AggregateNotFoundError(aggregate_id)
-        return deepcopy(cached)
+        return copy
 
     def remember(self) -> None:
         """Keep what was just saved as this process's latest copies."""
@@ -394,8 +395,8 @@ class LedgerApplication(Application[UUID]):
     def reject_grant(self, cmd: c.RejectGrant) -> Outcome[Grant]:
         def work(uow: UnitOfWork) -> Grant:
             grant = uow.get(Grant, cmd.grant_id, "grant")
+            fund_year = uow.get(FundYear, grant.fund_year, "fund year")  # loads before changes
             if grant.reject(cmd.reason):
-                fund_year = uow.get(FundYear, grant.fund_year, "fund year")
                 fund_year.release(grant.programme, grant.amount, grant_id=grant.grant_id)
             return grant
 
@@ -404,8 +405,8 @@ class LedgerApplication(Application[UUID]):
     def revoke_grant(self, cmd: c.RevokeGrant) -> Outcome[Grant]:
         def work(uow: UnitOfWork) -> Grant:
             grant = uow.get(Grant, cmd.grant_id, "grant")
-            released = grant.revoke(cmd.reason)
             fund_year = uow.get(FundYear, grant.fund_year, "fund year")
+            released = grant.revoke(cmd.reason)
             fund_year.release(grant.programme, released, grant_id=grant.grant_id)
             return grant
 
@@ -448,8 +449,8 @@ class LedgerApplication(Application[UUID]):
     def end_waiver(self, cmd: c.EndWaiver) -> Outcome[RentWaiver]:
         def work(uow: UnitOfWork) -> RentWaiver:
             waiver = uow.get(RentWaiver, cmd.waiver_id, "rent waiver")
-            released = waiver.end(cmd.ended_on)
             fund_year = uow.get(FundYear, waiver.fund_year, "fund year")
+            released = waiver.end(cmd.ended_on)
             fund_year.release(waiver.programme, released, waiver_id=waiver.waiver_id)
             return waiver
 
@@ -494,10 +495,10 @@ class LedgerApplication(Application[UUID]):
     def return_payment(self, cmd: c.ReturnPayment) -> Outcome[Payment]:
         def work(uow: UnitOfWork) -> Payment:
             payment = uow.get(Payment, cmd.payment_id, "payment")
+            grant = uow.get(Grant, payment.grant_id, "grant")
+            fund_year = uow.get(FundYear, grant.fund_year, "fund year")
             if payment.return_(cmd.returned_on, cmd.reason):
-                grant = uow.get(Grant, payment.grant_id, "grant")
                 released = grant.payment_returned(payment.payment_id, payment.amount)
-                fund_year = uow.get(FundYear, grant.fund_year, "fund year")
                 fund_year.release(grant.programme, released, grant_id=grant.grant_id)
             return payment
 

@@ -58,6 +58,7 @@ class ValidationFailed(LedgerError):
 
     code = "validation_error"
 
-    def __init__(self, field: str, detail: str) -> None:
+    def __init__(self, field: str, detail: str, where: str = "body") -> None:
         super().__init__(detail)
         self.field = field
+        self.where = where  # "body", or "query" for a query parameter

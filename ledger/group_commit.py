@@ -63,6 +63,8 @@ class GroupCommitter:
 
     def run(self, call: Callable[[], Outcome[T]]) -> Outcome[T]:
         """Run `call` (a use case) in the next group; wait for its own outcome."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the group-commit writer has stopped")
         item = _Item(call, contextvars.copy_context())
         self._queue.put(item)
         result: Outcome[T] = item.future.result()
@@ -84,7 +86,10 @@ class GroupCommitter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(item)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except BaseException as e:  # the writer must outlive any failure
+                self._fail(group, {}, e)
 
     def _commit(self, group: list[_Item]) -> None:
         from ledger.application import Contended, UnitOfWork  # noqa: PLC0415 - import cycle
@@ -98,31 +103,35 @@ class GroupCommitter:
             try:
                 done = self._run_all(uow, group, refused)
             except _Leaked as leak:
-                leaked[leak.index] = refused[leak.index]
-                continue  # run the others again without the leaking one
-            if optimistic and len(refused) > len(leaked):
-                optimistic = False  # a refusal must rest on state read from the database
-                continue
+                if not optimistic:
+                    leaked[leak.index] = refused[leak.index]
+                optimistic = False
+                continue  # run them again (without one that leaks for real)
             pending = [a for a in uow.aggregates if a.pending_events]
+            if optimistic and (len(refused) > len(leaked) or not pending):
+                # A refusal, or an answer that nothing will validate at commit, must
+                # rest on state read from the database: the group runs again.
+                optimistic = False
+                continue
             try:
                 recordings = (
                     self._app.save(*pending, read_versions=uow.read_versions) if pending else []
                 )
+                positions = {id(r.domain_event): r.notification.id for r in recordings}
+                head = max(positions.values(), default=0) or (
+                    self._app.recorder.max_notification_id() or 0
+                )
             except RecordConflictError:
                 if time.monotonic() > deadline:
-                    self._fail(group, refused, Contended("too many concurrent writers; retry"))
+                    self._fail(group, leaked, Contended("too many concurrent writers; retry"))
                     return
                 optimistic = False
                 time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter
                 continue
             except Exception as e:  # the database failed: every caller hears it
-                self._fail(group, refused, e)
+                self._fail(group, leaked, e)
                 return
             uow.remember()
-            positions = {id(r.domain_event): r.notification.id for r in recordings}
-            head = (
-                max(positions.values(), default=0) or self._app.recorder.max_notification_id() or 0
-            )
             for index, item in enumerate(group):
                 if index in refused:
                     item.future.set_exception(refused[index])
@@ -157,7 +166,9 @@ class GroupCommitter:
         return done
 
     @staticmethod
-    def _fail(group: list[_Item], refused: dict[int, BaseException], error: BaseException) -> None:
-        """Nothing was recorded: the refused hear their refusal, the others `error`."""
+    def _fail(group: list[_Item], leaked: dict[int, BaseException], error: BaseException) -> None:
+        """Nothing was recorded: every caller hears `error` (safe to retry), except one
+        whose own command failed whatever the others did."""
         for index, item in enumerate(group):
-            item.future.set_exception(refused.get(index, error))
+            if not item.future.done():
+                item.future.set_exception(leaked.get(index, error))

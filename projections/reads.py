@@ -154,7 +154,7 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(text)
         return int(text[1:])
     except ValueError:
-        raise ValidationFailed("after", "not a cursor this API gave out") from None
+        raise ValidationFailed("after", "not a cursor this API gave out", "query") from None
 
 
 def history(
@@ -186,7 +186,7 @@ def history(
         curs.execute(query, [*params, limit + 1])
         rows = curs.fetchall()
     more = len(rows) > limit
-    items = rows[:limit]
+    items = [_in_utc(row) for row in rows[:limit]]
     return items, encode_cursor(items[-1]["position"]) if more else None
 
 
@@ -203,7 +203,7 @@ def audit_rows(datastore: PostgresDatastore, fund_year: int | None) -> Iterator[
         cursor.execute(
             sql.SQL("SELECT * FROM rm_audit_trail {} ORDER BY position").format(where), params
         )
-        yield from cursor
+        yield from map(_in_utc, cursor)
 
 
 def exists_talent(datastore: PostgresDatastore, talent_id: str) -> bool:
@@ -278,6 +278,12 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
         return [Movement(**row) for row in curs.fetchall()]
 
 
+def _in_utc(row: DictRow) -> DictRow:
+    """An audit entry with its instant in UTC, whatever the session's time zone."""
+    row["recorded_at"] = row["recorded_at"].astimezone(UTC)
+    return row
+
+
 def _utc_day(instant: datetime) -> date:
     """The UTC calendar day of an instant, whatever the session's time zone."""
     return instant.astimezone(UTC).date()
@@ -336,7 +342,7 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Fact
                 r["year"],
                 r["amount"],
                 r["recovered"],
-                r["assessed_at"].date(),
+                _utc_day(r["assessed_at"]),
             )
             for r in rows("SELECT * FROM rm_clawbacks {where}")
         ]
