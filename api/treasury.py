@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import ProblemError, problem_responses
@@ -15,6 +15,7 @@ from api.schemas import ExceptionsReport, ReconciliationReport
 from ledger.application import LedgerApplication, Outcome
 from ledger.domain import Reconciliation
 from ledger.exceptions import find_exceptions
+from ledger.reconciliation import unpack_json
 from ledger.statements import Statement, StatementRejected, parse_statement
 from ledger.store import datastore_of
 from projections import reads
@@ -57,7 +58,7 @@ def import_statement(ledger: LedgerApplication, statement: Statement) -> Outcome
         "unavailable",
     ),
 )
-async def create_reconciliation(request: Request) -> JSONResponse:
+async def create_reconciliation(request: Request) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in STATEMENT_MEDIA_TYPES:
         raise ProblemError("unsupported_media_type", "send the statement as text/csv")
@@ -74,9 +75,7 @@ async def create_reconciliation(request: Request) -> JSONResponse:
     headers = {"Ledger-Position": str(outcome.position)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(
-        outcome.value.report, status_code=200 if outcome.replayed else 201, headers=headers
-    )
+    return _report(outcome.value, 200 if outcome.replayed else 201, headers)
 
 
 @router.get(
@@ -86,11 +85,19 @@ async def create_reconciliation(request: Request) -> JSONResponse:
     dependencies=[Consistent],
     responses=problem_responses("unauthenticated", "not_found", "validation_error"),
 )
-def get_reconciliation(
-    reconciliation_id: str, ledger: LedgerDep, _: PrincipalDep
-) -> dict[str, Any]:
-    report: dict[str, Any] = ledger.load(Reconciliation, reconciliation_id, "reconciliation").report
-    return report
+def get_reconciliation(reconciliation_id: str, ledger: LedgerDep, _: PrincipalDep) -> Response:
+    return _report(ledger.load(Reconciliation, reconciliation_id, "reconciliation"), 200, {})
+
+
+def _report(reconciliation: Reconciliation, status: int, headers: dict[str, str]) -> Response:
+    """The stored report as it was stored: a large statement's report is tens of
+    megabytes of JSON, not worth parsing only to serialise again."""
+    return Response(
+        unpack_json(reconciliation.report_packed),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 @router.get(

@@ -14,7 +14,7 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 
 from ledger.errors import NotFound, ValidationFailed
 from ledger.exceptions import (
@@ -260,7 +260,8 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
     and every payment inside its period (which the bank should show)."""
     references = sorted({line.bank_reference for line in statement.lines})
     first, last = statement.period
-    with datastore.transaction(commit=False) as curs:
+    with datastore.transaction(commit=False) as dict_curs:
+        curs = dict_curs.connection.cursor(row_factory=tuple_row)  # 200,000 rows: no dicts
         curs.execute(
             "SELECT 'payment' AS kind, 'debit' AS direction, bank_reference, amount, value_date,"
             "       payment_id, NULL AS clawback_id, NULL AS recovery_id"
@@ -275,7 +276,7 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
             "ORDER BY value_date, bank_reference",
             {"refs": references, "first": first, "last": last},
         )
-        return [Movement(**row) for row in curs.fetchall()]
+        return [Movement(*row) for row in curs.fetchall()]
 
 
 def _in_utc(row: DictRow) -> DictRow:
