@@ -491,8 +491,8 @@ class ReadModels:
 
     @staticmethod
     def _entry_of(s: Stream, id_field: str, **fields: Any) -> Entry:
-        """The audit entry of a later event of `s`: its key under `id_field`, and where
-        it is charged."""
+        """The audit entry of an event of `s`: its key under `id_field`, and where it
+        is charged."""
         ids: dict[str, Any] = {id_field: s.key}
         return Entry(
             talent_id=s.talent_id, fund_year=s.year, programme=s.programme, **ids, **fields
@@ -513,14 +513,8 @@ class ReadModels:
         self.changes.payments.add(e.payment_id)
         self._add_both(s, paid=e.amount)
         self._post_stream(s, "payable", "bank", e.amount)
-        return Entry(
-            talent_id=e.talent_id,
-            grant_id=e.grant_id,
-            payment_id=e.payment_id,
-            bank_reference=e.bank_reference,
-            fund_year=e.fund_year,
-            programme=e.programme,
-            amount=e.amount,
+        return self._entry_of(
+            s, "payment_id", grant_id=e.grant_id, bank_reference=e.bank_reference, amount=e.amount
         )
 
     def _payment_returned(self, e: Payment.Returned) -> Entry:
@@ -536,14 +530,7 @@ class ReadModels:
         self._add_stream(e.originator_id, s)
         self._add_both(s, in_kind_value=e.value)
         self._post_stream(s, "in_kind_expense", "in_kind_provided", e.value)
-        return Entry(
-            talent_id=e.talent_id,
-            waiver_id=e.waiver_id,
-            fund_year=e.fund_year,
-            programme=e.programme,
-            amount=e.value,
-            reference=e.apartment,
-        )
+        return self._entry_of(s, "waiver_id", amount=e.value, reference=e.apartment)
 
     def _waiver_ended(self, e: RentWaiver.Ended) -> Entry:
         s = self._stream(e.originator_id)
@@ -560,14 +547,8 @@ class ReadModels:
         self.changes.clawbacks.add(e.clawback_id)
         self._add_both(s, clawback_assessed=e.amount)
         self._post_stream(s, "receivable", "clawback_recovery", e.amount)
-        return Entry(
-            talent_id=e.talent_id,
-            grant_id=e.grant_id,
-            clawback_id=e.clawback_id,
-            fund_year=e.fund_year,
-            programme=e.programme,
-            amount=e.amount,
-            reason=e.reason,
+        return self._entry_of(
+            s, "clawback_id", grant_id=e.grant_id, amount=e.amount, reason=e.reason
         )
 
     def _clawback_recovered(self, e: Clawback.Recovered) -> Entry:
