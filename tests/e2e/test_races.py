@@ -87,31 +87,56 @@ def _fund_year(server: Server, key: str, position: int) -> dict[str, str]:
     return line
 
 
+def _grant_body(grant_id: str, amount: str, reason: str = "race") -> dict[str, object]:
+    return {
+        "grant_id": grant_id,
+        "talent_id": "T1",
+        "fund_year": 2024,
+        "programme": "settling_in",
+        "amount": amount,
+        "policy_reference": "安家补贴办法",
+        "reason": reason,
+    }
+
+
+def _approved_grant(servers: list[Server], keys: dict[str, str], grant_id: str) -> None:
+    """Proposed on one server, approved on the other, by two different people."""
+    proposed = httpx.post(
+        f"{servers[0].url}/v1/grants",
+        json=_grant_body(grant_id, "5000.00"),
+        headers={"Authorization": f"Bearer {keys['clerk']}"},
+    )
+    assert proposed.status_code == 201, proposed.text
+    approved = httpx.post(
+        f"{servers[1].url}/v1/grants/{grant_id}/approve",
+        json={},
+        headers={"Authorization": f"Bearer {keys['approver']}"},
+    )
+    assert approved.status_code == 200, approved.text
+
+
+def _split(responses: list[httpx.Response], accepted: int, code: str) -> int:
+    """Assert exactly `accepted` went through and the rest were refused with `code`;
+    the position of the last accepted write."""
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * accepted + [409] * (len(responses) - accepted), [
+        r.text for r in responses
+    ]
+    assert {r.json()["code"] for r in responses if r.status_code == 409} == {code}
+    return max(int(r.headers["Ledger-Position"]) for r in responses if r.status_code == 201)
+
+
 def test_twenty_concurrent_proposals_on_two_servers_fill_the_line_exactly(
     serve: Callable[..., Server], make_key: Callable[..., str]
 ) -> None:
     keys = _keys(make_key)
     servers = [serve(), serve()]
     _setup(servers, keys, appropriated="10000.00")
-    bodies = [
-        {
-            "grant_id": f"G{i}",
-            "talent_id": "T1",
-            "fund_year": 2024,
-            "programme": "settling_in",
-            "amount": "1000.00",
-            "policy_reference": "安家补贴办法",
-            "reason": f"race {i}",
-        }
-        for i in range(CLIENTS)
-    ]
+    bodies = [_grant_body(f"G{i}", "1000.00", f"race {i}") for i in range(CLIENTS)]
 
     responses = _race(servers, keys["clerk"], "/v1/grants", bodies)
 
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201] * 10 + [409] * 10, [r.text for r in responses]
-    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"budget_exceeded"}
-    position = max(int(r.headers["Ledger-Position"]) for r in responses if r.status_code == 201)
+    position = _split(responses, 10, "budget_exceeded")
     line = _fund_year(servers[1], keys["auditor"], position)
     assert Decimal(line["committed"]) == Decimal(line["appropriated"]) == Decimal("10000.00")
     assert Decimal(line["available"]) == 0
@@ -123,23 +148,7 @@ def test_twenty_concurrent_payments_on_two_servers_never_overpay(
     keys = _keys(make_key)
     servers = [serve(), serve()]
     _setup(servers, keys, appropriated="100000.00")
-    auth = {"Authorization": f"Bearer {keys['clerk']}"}
-    grant = {
-        "grant_id": "G1",
-        "talent_id": "T1",
-        "fund_year": 2024,
-        "programme": "settling_in",
-        "amount": "5000.00",
-        "policy_reference": "安家补贴办法",
-        "reason": "race",
-    }
-    assert httpx.post(f"{servers[0].url}/v1/grants", json=grant, headers=auth).status_code == 201
-    approve = httpx.post(
-        f"{servers[1].url}/v1/grants/G1/approve",
-        json={},
-        headers={"Authorization": f"Bearer {keys['approver']}"},
-    )
-    assert approve.status_code == 200, approve.text
+    _approved_grant(servers, keys, "G1")
     bodies = [
         {
             "payment_id": f"P{i}",
@@ -153,10 +162,7 @@ def test_twenty_concurrent_payments_on_two_servers_never_overpay(
 
     responses = _race(servers, keys["treasury"], "/v1/payments", bodies)
 
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201] * 10 + [409] * 10, [r.text for r in responses]
-    assert {r.json()["code"] for r in responses if r.status_code == 409} == {"overpayment"}
-    position = max(int(r.headers["Ledger-Position"]) for r in responses if r.status_code == 201)
+    position = _split(responses, 10, "overpayment")
     line = _fund_year(servers[0], keys["auditor"], position)
     assert Decimal(line["paid"]) == Decimal("5000.00")
     grant_now = httpx.get(
@@ -171,26 +177,8 @@ def test_twenty_concurrent_payments_with_one_bank_reference_record_one(
     keys = _keys(make_key)
     servers = [serve(), serve()]
     _setup(servers, keys, appropriated="100000.00")
-    auth = {"Authorization": f"Bearer {keys['clerk']}"}
-    for i in range(2):
-        grant = {
-            "grant_id": f"G{i}",
-            "talent_id": "T1",
-            "fund_year": 2024,
-            "programme": "settling_in",
-            "amount": "5000.00",
-            "policy_reference": "安家补贴办法",
-            "reason": "race",
-        }
-        assert (
-            httpx.post(f"{servers[0].url}/v1/grants", json=grant, headers=auth).status_code == 201
-        )
-        r = httpx.post(
-            f"{servers[1].url}/v1/grants/G{i}/approve",
-            json={},
-            headers={"Authorization": f"Bearer {keys['approver']}"},
-        )
-        assert r.status_code == 200, r.text
+    for grant_id in ("G0", "G1"):
+        _approved_grant(servers, keys, grant_id)
     bodies = [
         {
             "payment_id": f"P{i}",
@@ -204,8 +192,4 @@ def test_twenty_concurrent_payments_with_one_bank_reference_record_one(
 
     responses = _race(servers, keys["treasury"], "/v1/payments", bodies)
 
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201] + [409] * 19, [r.text for r in responses]
-    assert {r.json()["code"] for r in responses if r.status_code == 409} == {
-        "duplicate_bank_reference"
-    }
+    _split(responses, 1, "duplicate_bank_reference")
