@@ -25,6 +25,8 @@ from ledger.store import datastore_of
 from projections.worker import ProjectionWorker
 
 ROOT = Path(__file__).resolve().parent.parent
+# A fixed master key for throwaway test databases (base64 of 32 bytes), never a real one.
+TEST_MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U="
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import TEST_MASTER_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
 
@@ -64,7 +66,11 @@ class Server:
 def ledger_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment of a `ledger` process on this test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(LEDGER_DATABASE_URL=db_url, LEDGER_DATA_DIR=str(tmp_path / "var"))
+    env.update(
+        LEDGER_DATABASE_URL=db_url,
+        LEDGER_DATA_DIR=str(tmp_path / "var"),
+        LEDGER_MASTER_KEY=TEST_MASTER_KEY,
+    )
     return env
 
 
