@@ -1,15 +1,38 @@
 # Every target installs what it needs: on a fresh machine `make run` and `make test` just work.
-PYTHON ?= python3
+# Dependencies come only from requirements.lock (exact versions, sha256-checked wheels);
+# see "Supply chain" in README.md.
+PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The tool that writes the lock; `make lock LOCK_ARGS=--upgrade` moves every pin forward,
+# `LOCK_ARGS='--upgrade-package NAME'` one package.
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_ARGS ?=
+# e.g. AUDIT_ARGS='-s osv' to ask OSV instead of PyPI's JSON API
+AUDIT_ARGS ?=
+# Lock against pip's default index (PyPI) alone: no machine-local pip config, find-links or
+# mirrors are used or recorded.
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench audit lock clean
 
-$(STAMP): pyproject.toml
+# Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
+# any package it does not pin; --only-binary runs no one's setup.py. The project itself is
+# then installed with nothing resolved or fetched. Anything an older install left in .venv
+# that the lock no longer names is removed.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --only-binary :all: -r $(LOCK)
+	$(BIN)/python -m pip freeze --all --exclude-editable | sed -E 's/[ =@].*//' \
+		| tr 'A-Z_.' 'a-z--' | sort > $(VENV)/.present
+	sed -nE 's/^([A-Za-z0-9_.-]+)==.*/\1/p' $(LOCK) | tr 'A-Z_.' 'a-z--' | sort > $(VENV)/.locked
+	comm -23 $(VENV)/.present $(VENV)/.locked | xargs -r $(BIN)/python -m pip uninstall --quiet -y
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+	$(BIN)/python -m pip check
+	rm -f $(VENV)/.present $(VENV)/.locked
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +50,21 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding,
+# and --strict also fails when a package could not be checked at all.
+audit: install
+	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r $(LOCK) --progress-spinner off $(AUDIT_ARGS)
+
+# Rewrites requirements.lock from pyproject.toml (runtime deps, the dev extra and the build
+# requirements), keeping existing pins unless LOCK_ARGS says otherwise. Needs PyPI.
+lock:
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(LOCK_ENV) $(PYTHON) -m venv "$$tmp" && \
+	$(LOCK_ENV) "$$tmp/bin/python" -m pip install --quiet '$(PIP_TOOLS)' && \
+	$(LOCK_ENV) "$$tmp/bin/pip-compile" --quiet --generate-hashes --extra dev \
+		--all-build-deps --allow-unsafe --strip-extras \
+		--no-emit-index-url --output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
     problem_response,
+    problem_responses,
     with_problem_schemas,
 )
 from api.routing import LedgerRoute
@@ -137,12 +138,30 @@ def _actor(scope: Scope) -> str | None:
     return getattr(principal, "name", None)
 
 
+REQUEST_ID_HEADER = {
+    "description": "The client's X-Request-Id when valid, else a new one; on every log line",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{_REQUEST_ID_RE.pattern}$"},
+}
+
+
+def _with_request_ids(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Every answer carries `X-Request-Id` (`RequestContext` adds it): say so in each."""
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            for response in operation.get("responses", {}).values():
+                # a new dict: the headers given by a route may be shared between routes
+                headers = {**response.get("headers", {}), "X-Request-Id": REQUEST_ID_HEADER}
+                response["headers"] = headers
+    return openapi
+
+
 def _document_problems(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_problem_schemas(build())
+            app.openapi_schema = _with_request_ids(with_problem_schemas(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
@@ -186,7 +205,12 @@ def create_app(settings: Settings) -> FastAPI:
         """Liveness: the process answers."""
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Readiness, tags=["operations"])
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        tags=["operations"],
+        responses=problem_responses("unavailable"),  # the database does not answer
+    )
     def readyz(request: Request) -> Any:
         """Readiness: the database answers, and how far the read models lag behind."""
         datastore = datastore_of(request.app.state.ledger)

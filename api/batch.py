@@ -19,7 +19,7 @@ from api.keys import ROLES, Principal
 from api.operations import OPERATIONS, Ids, Operation, answer
 from api.problems import error_body, problem_body, problem_json, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
-from api.writes import ALWAYS
+from api.writes import ALWAYS, written
 from ledger.application import AtomicRefusal, LedgerApplication
 from ledger.errors import LedgerError
 
@@ -108,7 +108,7 @@ def _run_one(
     except LedgerError as e:
         problem = error_body(e)
         return BatchResult(status=problem["status"], body=problem)
-    status, _, content = answer(op, outcome, ids)
+    status, _, content = answer(ledger, op, outcome, ids)
     return BatchResult(status=status, body=content, position=outcome.position)
 
 
@@ -116,19 +116,22 @@ def _run_one(
     "/batch",
     response_model=BatchOut,
     openapi_extra=roles(*ROLES),
-    responses=problem_responses(
-        *ALWAYS,
-        "idempotency_conflict",
-        "budget_exceeded",
-        "overpayment",
-        "invalid_state",
-        "self_approval",
-        "duplicate_bank_reference",
-        "fund_year_closed",
-        "clawback_exceeds_paid",
-        "talent_departed",
-        "not_found",
-    ),
+    responses={
+        **written(BatchOut, created=False),
+        **problem_responses(
+            *ALWAYS,
+            "idempotency_conflict",
+            "budget_exceeded",
+            "overpayment",
+            "invalid_state",
+            "self_approval",
+            "duplicate_bank_reference",
+            "fund_year_closed",
+            "clawback_exceeds_paid",
+            "talent_departed",
+            "not_found",
+        ),
+    },
 )
 def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     prepared = [_prepare(item, principal) for item in body.operations]
@@ -155,7 +158,7 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
         return _refused(e.index, error_body(e.error))
     results = []
     for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
-        status, _, content = answer(op, outcome, ids)
+        status, _, content = answer(ledger, op, outcome, ids)
         results.append(BatchResult(status=status, body=content, position=outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
     return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)

@@ -14,6 +14,7 @@ from api import schemas as s
 from api.keys import Principal
 from ledger import commands as c
 from ledger.application import LedgerApplication, Outcome
+from ledger.domain import Talent
 
 Ids = dict[str, Any]
 
@@ -26,22 +27,28 @@ class Operation:
     run: Callable[[LedgerApplication, Ids, Any, Principal], Outcome[Any]]
     out: type[BaseModel]
     created: bool
-    present: Callable[[Any, Ids], Any] = lambda value, ids: value
+    present: Callable[[LedgerApplication, Any, Ids], Any] = lambda app, value, ids: value
 
 
-def answer(op: Operation, outcome: Outcome[Any], ids: Ids) -> tuple[int, dict[str, str], Any]:
+def answer(
+    app: LedgerApplication, op: Operation, outcome: Outcome[Any], ids: Ids
+) -> tuple[int, dict[str, str], Any]:
     """Status, headers and JSON body: 201 for a new resource, 200 for an action or a
     replay, always with the position to read after."""
     headers = {"Ledger-Position": str(outcome.position)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
     status = 201 if op.created and not outcome.replayed else 200
-    body = op.out.model_validate(op.present(outcome.value, ids))
+    body = op.out.model_validate(op.present(app, outcome.value, ids))
     return status, headers, body.model_dump(mode="json")
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:
     return dict(body)
+
+
+def _talent(app: LedgerApplication, talent: Talent, ids: Ids) -> dict[str, Any]:
+    return s.revealed(app.vault, {**vars(talent), "status": talent.status})
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -60,7 +67,7 @@ OPERATIONS: dict[str, Operation] = {
         lambda app, ids, b, p: app.appropriate(c.Appropriate(ids["year"], **_fields(b))),
         s.AppropriationOut,
         created=True,
-        present=lambda v, ids: {**vars(v), "fund_year": ids["year"]},
+        present=lambda app, v, ids: {**vars(v), "fund_year": ids["year"]},
     ),
     "fund_year.close": Operation(
         "admin",
@@ -77,6 +84,7 @@ OPERATIONS: dict[str, Operation] = {
         lambda app, ids, b, p: app.register_talent(c.RegisterTalent(**_fields(b))),
         s.TalentProfile,
         created=True,
+        present=_talent,
     ),
     "talent.depart": Operation(
         "clerk",
@@ -85,6 +93,7 @@ OPERATIONS: dict[str, Operation] = {
         lambda app, ids, b, p: app.depart_talent(c.DepartTalent(ids["talent_id"], **_fields(b))),
         s.TalentProfile,
         created=False,
+        present=_talent,
     ),
     "grant.propose": Operation(
         "clerk",
@@ -157,7 +166,7 @@ OPERATIONS: dict[str, Operation] = {
         lambda app, ids, b, p: app.assess_clawback(c.AssessClawback(**_fields(b))),
         s.ClawbackOut,
         created=True,
-        present=lambda v, ids: s.ClawbackOut.of(v),
+        present=lambda app, v, ids: s.ClawbackOut.of(v),
     ),
     "clawback.recover": Operation(
         "treasury",
@@ -168,6 +177,6 @@ OPERATIONS: dict[str, Operation] = {
         ),
         s.RecoveryOut,
         created=True,
-        present=lambda v, ids: {**vars(v[1]), "clawback_id": ids["clawback_id"]},
+        present=lambda app, v, ids: {**vars(v[1]), "clawback_id": ids["clawback_id"]},
     ),
 }

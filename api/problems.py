@@ -134,12 +134,31 @@ def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
         status: {
             "description": "Problem: " + ", ".join(f"`{c}`" for c in sorted(names)),
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+            **({"headers": PROBLEM_HEADERS[status]} if status in PROBLEM_HEADERS else {}),
         }
         for status, names in sorted(by_status.items())
     }
 
 
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+# Headers every problem of that status carries: a 401 names the scheme (RFC 9110
+# §11.6.1), a 503 says when to retry (CONTRACT §2).
+PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The scheme to authenticate with",
+            "required": True,
+            "schema": {"type": "string", "enum": ["Bearer"]},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
 
 
 def with_problem_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +193,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "validation_error"
         )
-        return problem_response(code, str(exc.detail))
+        # kept: a 405 must say which methods are allowed (`Allow`, RFC 9110 §15.5.6)
+        headers = dict(exc.headers) if exc.headers else None
+        # FastAPI raises one other: a body it cannot read (not UTF-8). Like every
+        # validation problem, it says where the request is wrong.
+        detail = str(exc.detail)
+        errors = [{"loc": ["body"], "msg": detail}] if code == "validation_error" else None
+        return problem_response(code, detail, headers=headers, errors=errors)
 
 
 def install_unavailable_handlers(app: FastAPI) -> None:

@@ -16,7 +16,17 @@ from fastapi.responses import StreamingResponse
 
 from api import schemas as s
 from api.problems import ProblemError, problem_responses
-from api.routing import ANY_ROLE, Consistent, LedgerDep, LedgerRoute, PrincipalDep, ledger_of, roles
+from api.routing import (
+    ANY_ROLE,
+    Consistent,
+    LedgerDep,
+    LedgerRoute,
+    PathId,
+    PathYear,
+    PrincipalDep,
+    ledger_of,
+    roles,
+)
 from ledger.audit import verify_chain
 from ledger.domain import Clawback, Grant, Payment, RentWaiver
 from ledger.errors import NotFound, ValidationFailed
@@ -78,35 +88,36 @@ After = Annotated[str | None, Query(description="The `next` cursor of the previo
 
 @_get("/fund-years/{year}", s.FundYearOut)
 def get_fund_year(
-    year: int, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+    year: PathYear, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
 ) -> s.FundYearOut:
     return s.FundYearOut.model_validate(reads.fund_year(datastore_of(ledger), year, position))
 
 
 @_get("/talents/{talent_id}", s.TalentOut)
 def get_talent(
-    talent_id: str, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
 ) -> s.TalentOut:
-    return s.TalentOut.model_validate(reads.talent(datastore_of(ledger), talent_id, position))
+    talent = reads.talent(datastore_of(ledger), talent_id, position)
+    return s.TalentOut.model_validate(s.revealed(ledger.vault, talent))
 
 
 @_get("/grants/{grant_id}", s.GrantOut)
-def get_grant(grant_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.GrantOut:
+def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> s.GrantOut:
     return s.GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
 
 
 @_get("/payments/{payment_id}", s.PaymentOut)
-def get_payment(payment_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.PaymentOut:
+def get_payment(payment_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> s.PaymentOut:
     return s.PaymentOut.model_validate(ledger.load(Payment, payment_id, "payment"))
 
 
 @_get("/rent-waivers/{waiver_id}", s.WaiverOut)
-def get_waiver(waiver_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.WaiverOut:
+def get_waiver(waiver_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> s.WaiverOut:
     return s.WaiverOut.model_validate(ledger.load(RentWaiver, waiver_id, "rent waiver"))
 
 
 @_get("/clawbacks/{clawback_id}", s.ClawbackOut)
-def get_clawback(clawback_id: str, ledger: LedgerDep, _: PrincipalDep) -> s.ClawbackOut:
+def get_clawback(clawback_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> s.ClawbackOut:
     return s.ClawbackOut.of(ledger.load(Clawback, clawback_id, "clawback"))
 
 
@@ -116,7 +127,7 @@ def _page(items: list[dict[str, Any]], cursor: str | None) -> s.HistoryPage:
 
 @_get("/talents/{talent_id}/history", s.HistoryPage)
 def talent_history(
-    talent_id: str, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> s.HistoryPage:
     return _page(
         *reads.history(datastore_of(ledger), talent_id=talent_id, after=after, limit=limit)
@@ -125,7 +136,7 @@ def talent_history(
 
 @_get("/fund-years/{year}/history", s.HistoryPage)
 def fund_year_history(
-    year: int, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+    year: PathYear, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> s.HistoryPage:
     return _page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
 
@@ -138,7 +149,7 @@ def events(
 
 
 @_get("/fund-years/{year}/trial-balance", s.TrialBalance)
-def trial_balance(year: int, ledger: LedgerDep, _: PrincipalDep) -> s.TrialBalance:
+def trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> s.TrialBalance:
     return s.TrialBalance.model_validate(reads.trial_balance(datastore_of(ledger), year))
 
 

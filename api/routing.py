@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from api.keys import ROLES, KeyCache, Principal
 from api.problems import ProblemError
+from api.schemas import ID_PATTERN
 from ledger.application import LedgerApplication
 from ledger.context import actor_cvar
 from ledger.store import datastore_of
@@ -115,6 +116,11 @@ def _consistent(
         )
 
 
+# Ids and years in a path follow the rules of bodies and of batch operations (which
+# carry them in their bodies): a malformed one is a 422, as in a batch, and never reaches
+# a query (a NUL byte in an id made PostgreSQL refuse the query: a 503).
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
+PathYear = Annotated[int, Path(ge=1900, le=2999)]
 LedgerDep = Annotated[LedgerApplication, Depends(ledger_of)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 Consistent = Depends(_consistent)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from ledger.money import MONEY_PATTERN, format_money, parse_money
+from ledger.personal import Vault
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -211,9 +212,16 @@ class AppropriationOut(Out):
     reference: str
 
 
+def revealed(vault: Vault, talent: dict[str, Any]) -> dict[str, Any]:
+    """A talent's fields as answered: its name in clear, or null once erased."""
+    name = vault.reveal(talent["talent_id"], talent["sealed_name"])
+    return {**talent, "name": name, "personal_data_erased": name is None}
+
+
 class TalentProfile(Out):
     talent_id: str
-    name: str
+    name: str | None = Field(description="null once the talent's personal data was erased")
+    personal_data_erased: bool
     category: str
     employer: str
     arrived_on: date

@@ -10,8 +10,18 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.problems import ProblemError, problem_responses
-from api.routing import ANY_ROLE, Consistent, LedgerDep, LedgerRoute, PrincipalDep, ledger_of, roles
+from api.routing import (
+    ANY_ROLE,
+    Consistent,
+    LedgerDep,
+    LedgerRoute,
+    PathId,
+    PrincipalDep,
+    ledger_of,
+    roles,
+)
 from api.schemas import ExceptionsReport, ReconciliationReport
+from api.writes import written
 from ledger.application import LedgerApplication, Outcome
 from ledger.domain import Reconciliation
 from ledger.exceptions import find_exceptions
@@ -49,14 +59,17 @@ def import_statement(ledger: LedgerApplication, statement: Statement) -> Outcome
             "description": "value_date,bank_reference,amount,direction,counterparty (UTF-8)",
         },
     },
-    responses=problem_responses(
-        "unauthenticated",
-        "forbidden",
-        "payload_too_large",
-        "unsupported_media_type",
-        "validation_error",
-        "unavailable",
-    ),
+    responses={
+        **written(ReconciliationReport, created=True),
+        **problem_responses(
+            "unauthenticated",
+            "forbidden",
+            "payload_too_large",
+            "unsupported_media_type",
+            "validation_error",
+            "unavailable",
+        ),
+    },
 )
 async def create_reconciliation(request: Request) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -83,9 +96,9 @@ async def create_reconciliation(request: Request) -> Response:
     response_model=ReconciliationReport,
     openapi_extra=roles(*ANY_ROLE),
     dependencies=[Consistent],
-    responses=problem_responses("unauthenticated", "not_found", "validation_error"),
+    responses=problem_responses("unauthenticated", "not_found", "validation_error", "unavailable"),
 )
-def get_reconciliation(reconciliation_id: str, ledger: LedgerDep, _: PrincipalDep) -> Response:
+def get_reconciliation(reconciliation_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> Response:
     return _report(ledger.load(Reconciliation, reconciliation_id, "reconciliation"), 200, {})
 
 

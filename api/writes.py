@@ -7,12 +7,13 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api import schemas as s
 from api.keys import Principal
 from api.operations import OPERATIONS, Ids, answer
 from api.problems import problem_responses
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
+from api.routing import LedgerDep, LedgerRoute, PathId, PathYear, PrincipalDep, roles
 from ledger.application import LedgerApplication
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +30,35 @@ ALWAYS = (
 )
 
 
+# Every write answers the position to read after, and says when it was a replay (CONTRACT §2).
+WRITE_HEADERS: dict[str, Any] = {
+    "Ledger-Position": {
+        "description": "Global position of the last event this write recorded (or replayed)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Idempotent-Replayed": {
+        "description": "Present when the answer is a replay of an earlier identical request",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def written(model: type[BaseModel], *, created: bool) -> dict[int | str, dict[str, Any]]:
+    """The success answers of a write: an action answers 200; a create answers 201, and
+    200 with the resource as created when it is the replay of an identical create."""
+    if not created:
+        return {200: {"description": "Done", "headers": WRITE_HEADERS}}
+    return {
+        201: {"description": "Created", "headers": WRITE_HEADERS},
+        200: {
+            "description": "Replay of an identical create: the resource as it was created",
+            "model": model,
+            "headers": WRITE_HEADERS,
+        },
+    }
+
+
 def _route(path: str, name: str, *codes: str) -> Callable[[F], F]:
     op = OPERATIONS[name]
     return router.post(
@@ -36,7 +66,7 @@ def _route(path: str, name: str, *codes: str) -> Callable[[F], F]:
         response_model=op.out,
         status_code=201 if op.created else 200,
         openapi_extra=roles(op.role),
-        responses=problem_responses(*ALWAYS, *codes),
+        responses={**written(op.out, created=op.created), **problem_responses(*ALWAYS, *codes)},
     )
 
 
@@ -44,7 +74,7 @@ def _perform(
     name: str, ledger: LedgerApplication, principal: Principal, ids: Ids, body: Any
 ) -> JSONResponse:
     op = OPERATIONS[name]
-    status, headers, content = answer(op, op.run(ledger, ids, body, principal), ids)
+    status, headers, content = answer(ledger, op, op.run(ledger, ids, body, principal), ids)
     return JSONResponse(content, status_code=status, headers=headers)
 
 
@@ -61,13 +91,15 @@ def open_fund_year(body: s.OpenFundYearIn, ledger: LedgerDep, p: PrincipalDep) -
     "fund_year_closed",
 )
 def appropriate(
-    year: int, body: s.AppropriationIn, ledger: LedgerDep, p: PrincipalDep
+    year: PathYear, body: s.AppropriationIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("appropriation.add", ledger, p, {"year": year}, body)
 
 
 @_route("/fund-years/{year}/close", "fund_year.close", "not_found", "invalid_state")
-def close_fund_year(year: int, body: s.CloseIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+def close_fund_year(
+    year: PathYear, body: s.CloseIn, ledger: LedgerDep, p: PrincipalDep
+) -> JSONResponse:
     return _perform("fund_year.close", ledger, p, {"year": year}, body)
 
 
@@ -78,7 +110,7 @@ def register_talent(body: s.TalentIn, ledger: LedgerDep, p: PrincipalDep) -> JSO
 
 @_route("/talents/{talent_id}/departure", "talent.depart", "not_found", "invalid_state")
 def depart_talent(
-    talent_id: str, body: s.DepartureIn, ledger: LedgerDep, p: PrincipalDep
+    talent_id: PathId, body: s.DepartureIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("talent.depart", ledger, p, {"talent_id": talent_id}, body)
 
@@ -99,21 +131,21 @@ def propose_grant(body: s.GrantIn, ledger: LedgerDep, p: PrincipalDep) -> JSONRe
     "/grants/{grant_id}/approve", "grant.approve", "not_found", "invalid_state", "self_approval"
 )
 def approve_grant(
-    grant_id: str, ledger: LedgerDep, p: PrincipalDep, body: s.ApproveIn | None = None
+    grant_id: PathId, ledger: LedgerDep, p: PrincipalDep, body: s.ApproveIn | None = None
 ) -> JSONResponse:
     return _perform("grant.approve", ledger, p, {"grant_id": grant_id}, body or s.ApproveIn())
 
 
 @_route("/grants/{grant_id}/reject", "grant.reject", "not_found", "invalid_state")
 def reject_grant(
-    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
+    grant_id: PathId, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("grant.reject", ledger, p, {"grant_id": grant_id}, body)
 
 
 @_route("/grants/{grant_id}/revoke", "grant.revoke", "not_found", "invalid_state")
 def revoke_grant(
-    grant_id: str, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
+    grant_id: PathId, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("grant.revoke", ledger, p, {"grant_id": grant_id}, body)
 
@@ -132,7 +164,7 @@ def grant_waiver(body: s.WaiverIn, ledger: LedgerDep, p: PrincipalDep) -> JSONRe
 
 @_route("/rent-waivers/{waiver_id}/end", "waiver.end", "not_found", "invalid_state")
 def end_waiver(
-    waiver_id: str, body: s.EndWaiverIn, ledger: LedgerDep, p: PrincipalDep
+    waiver_id: PathId, body: s.EndWaiverIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("waiver.end", ledger, p, {"waiver_id": waiver_id}, body)
 
@@ -152,7 +184,7 @@ def record_payment(body: s.PaymentIn, ledger: LedgerDep, p: PrincipalDep) -> JSO
 
 @_route("/payments/{payment_id}/return", "payment.return", "not_found", "invalid_state")
 def return_payment(
-    payment_id: str, body: s.ReturnIn, ledger: LedgerDep, p: PrincipalDep
+    payment_id: PathId, body: s.ReturnIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("payment.return", ledger, p, {"payment_id": payment_id}, body)
 
@@ -171,6 +203,6 @@ def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, p: PrincipalDep) -> J
     "duplicate_bank_reference",
 )
 def record_recovery(
-    clawback_id: str, body: s.RecoveryIn, ledger: LedgerDep, p: PrincipalDep
+    clawback_id: PathId, body: s.RecoveryIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
     return _perform("clawback.recover", ledger, p, {"clawback_id": clawback_id}, body)

@@ -30,6 +30,7 @@ from psycopg.conninfo import make_conninfo
 
 from api.keys import create_key
 from bench.generate import generate
+from ledger.personal import new_master_key
 from ledger.runtime import Settings, open_ledger
 from ledger.store import datastore_of
 from projections.worker import ProjectionWorker
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 EVENTS = int(os.environ.get("LEDGER_BENCH_EVENTS", "1000000"))
 SECONDS = float(os.environ.get("LEDGER_BENCH_SECONDS", "20"))
+MASTER_KEY = new_master_key()  # a fresh database per run, so a fresh key
 CLIENTS = 32
 
 
@@ -127,9 +129,13 @@ def ceiling_executemany(url: str, rows: int = 100_000) -> float:
         return rows / (time.monotonic() - started)
 
 
+def _settings(url: str) -> Settings:
+    return Settings(url, ROOT / "var", master_key=MASTER_KEY)
+
+
 def ceiling_read_decode(url: str) -> float:
     """Reading and decoding every stored event: the most a rebuild could do."""
-    app = open_ledger(url, Settings(url, ROOT / "var"))
+    app = open_ledger(url, _settings(url))
     try:
         started = time.monotonic()
         count = 0
@@ -151,7 +157,7 @@ def ceiling_read_decode(url: str) -> float:
 
 
 def rebuild_rate(url: str) -> float:
-    app = open_ledger(url, Settings(url, ROOT / "var"))
+    app = open_ledger(url, _settings(url))
     try:
         started = time.monotonic()
         applied = ProjectionWorker(app).rebuild()
@@ -172,7 +178,9 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-        env.update(LEDGER_DATABASE_URL=url, LEDGER_PROJECTIONS="separate")
+        env.update(
+            LEDGER_DATABASE_URL=url, LEDGER_MASTER_KEY=MASTER_KEY, LEDGER_PROJECTIONS="separate"
+        )
         ledger = str(ROOT / ".venv" / "bin" / "ledger")
         self.log = open(ROOT / "var" / "bench-server.log", "wb")  # noqa: SIM115 - kept open
         self.procs = [
@@ -498,7 +506,7 @@ def main() -> int:
     results["ceiling_executemany_per_s"] = ceiling_executemany(url)
 
     log(f"generating {EVENTS:,} events")
-    app = open_ledger(url, Settings(url, ROOT / "var"))
+    app = open_ledger(url, _settings(url))
     started = time.monotonic()
     results["generated_events"] = generate(app, EVENTS)
     results["generate_seconds"] = time.monotonic() - started

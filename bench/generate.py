@@ -25,23 +25,25 @@ from ledger.domain import (
     Payment,
     Talent,
 )
+from ledger.personal import DataKey
 from ledger.store import EVENTS_TABLE, datastore_of
 
 YEARS = range(2019, 2029)
 CASH_LINES = ("settling_in", "rent_subsidy", "project_support")
 CHUNK = 20_000
+KEY_CHUNK = 1_000  # talents whose data keys are made in one transaction
 
 
 def _talent_events(
-    rng: random.Random, index: int, fund_years: dict[int, FundYear]
+    key: DataKey, rng: random.Random, index: int, fund_years: dict[int, FundYear]
 ) -> Iterator[LedgerAggregate]:
     """One talent's life: registration, a few grants, approvals and instalments."""
     year = rng.choice(YEARS)
     arrived = date(year, 1, 1) + timedelta(days=rng.randrange(300))
     with acting_as("bench-clerk", f"bench-{index}"):
         talent = Talent(
-            f"T{index:07d}",
-            f"人才{index}",
+            key.talent_id,
+            key.seal(f"人才{index}"),
             "master",
             "某单位",
             arrived,
@@ -103,13 +105,18 @@ def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
                 )
     written = 0
     pending: list[LedgerAggregate] = []
+    pending_events = 0
     index = 0
     while written < target_events:
-        pending.extend(_talent_events(rng, index, fund_years))
+        if index % KEY_CHUNK == 0:
+            keys = app.vault.keys_for_new(f"T{i:07d}" for i in range(index, index + KEY_CHUNK))
+        life = list(_talent_events(keys[f"T{index:07d}"], rng, index, fund_years))
+        pending += life
+        pending_events += sum(len(a.pending_events) for a in life)
         index += 1
-        if sum(len(a.pending_events) for a in pending) >= CHUNK:
+        if pending_events >= CHUNK:
             written += _append(app, [*fund_years.values(), *pending])
-            pending = []
+            pending, pending_events = [], 0
     return written + _append(app, [*fund_years.values(), *pending])
 
 

@@ -46,6 +46,7 @@ from ledger.errors import (
     ValidationFailed,
 )
 from ledger.group_commit import GroupCommitter
+from ledger.personal import PersonalDataErased, Vault
 from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
 
@@ -102,12 +103,16 @@ class UnitOfWork:
         self._optimistic = optimistic
         self._versions: dict[UUID, int] = {}
         self._aggregates: dict[UUID, LedgerAggregate] = {}
+        # every aggregate handed out or added, with its version then: what a command
+        # changed is found among those handed out since it started, not all of them
+        self._handed_out: list[tuple[LedgerAggregate, int]] = []
 
     def find(self, cls: type[A], key: Any) -> A | None:
         aggregate_id: UUID = cls.create_id(key)
         if aggregate_id in self._aggregates:
             found = self._aggregates[aggregate_id]
             assert isinstance(found, cls)
+            self._handed_out.append((found, found.version))
             return found
         try:
             aggregate: LedgerAggregate = (
@@ -122,6 +127,7 @@ class UnitOfWork:
             raise InvalidState(f"{key!r} names a {type(aggregate).__name__}")
         self._versions[aggregate_id] = aggregate.version
         self._aggregates[aggregate_id] = aggregate
+        self._handed_out.append((aggregate, aggregate.version))
         return aggregate
 
     def _cached(self, aggregate_id: UUID) -> LedgerAggregate:
@@ -161,16 +167,23 @@ class UnitOfWork:
 
     def add(self, aggregate: LedgerAggregate) -> None:
         self._aggregates[aggregate.id] = aggregate
+        self._handed_out.append((aggregate, aggregate.version - len(aggregate.pending_events)))
 
     @property
     def aggregates(self) -> list[LedgerAggregate]:
         return list(self._aggregates.values())
 
-    def pending_count(self) -> int:
-        return sum(len(a.pending_events) for a in self._aggregates.values())
+    def mark(self) -> int:
+        """A point in this unit of work to ask `events_since` about."""
+        return len(self._handed_out)
 
-    def pending_events(self) -> list[Any]:
-        return [e for a in self._aggregates.values() for e in a.pending_events]
+    def events_since(self, mark: int) -> list[Any]:
+        """The events added since `mark`, by commands that can only have changed what
+        they were handed since."""
+        first: dict[UUID, tuple[LedgerAggregate, int]] = {}
+        for aggregate, version in self._handed_out[mark:]:
+            first.setdefault(aggregate.id, (aggregate, version))
+        return [e for a, v in first.values() for e in a.pending_events if e.originator_version > v]
 
     @property
     def read_versions(self) -> Mapping[UUID, int]:
@@ -198,6 +211,7 @@ def run_in(uow: UnitOfWork, call: Callable[[], T]) -> T:
 
 class LedgerApplication(Application[UUID]):
     name = "Ledger"
+    vault: Vault  # set by `ledger.runtime.open_ledger`, which holds the master key
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -222,10 +236,10 @@ class LedgerApplication(Application[UUID]):
         run (which saves everything at once), through the group committer, or alone."""
         ambient = _ambient_uow.get()
         if ambient is not None:
-            before = ambient.pending_count()
+            mark = ambient.mark()
             value = work(ambient)
             # a snapshot: later commands of the same unit may change the same aggregate
-            return Outcome(deepcopy(value), 0, replayed=ambient.pending_count() == before)
+            return Outcome(deepcopy(value), 0, replayed=not ambient.events_since(mark))
         committer = self._committer
         if committer is not None and not committer.in_writer:
             return committer.run(lambda: self._run(work))
@@ -332,16 +346,22 @@ class LedgerApplication(Application[UUID]):
             raise ValidationFailed(
                 "service_commitment_until", "the service commitment ends before arrival"
             )
+        try:
+            key = self.vault.key_for_new(cmd.talent_id)
+        except PersonalDataErased as e:
+            raise IdempotencyConflict(f"{e}: its registration cannot be compared") from None
+        # a retry is recognised by a keyed digest of the name, never by the name
+        keyed = replace(cmd, name=key.digest(cmd.name))
 
         def work(uow: UnitOfWork) -> Talent:
             return self._create(
                 uow,
                 Talent,
                 cmd.talent_id,
-                cmd,
+                keyed,
                 lambda fp: Talent(
                     cmd.talent_id,
-                    cmd.name,
+                    key.seal(cmd.name),
                     cmd.category,
                     cmd.employer,
                     cmd.arrived_on,
@@ -356,6 +376,19 @@ class LedgerApplication(Application[UUID]):
         def work(uow: UnitOfWork) -> Talent:
             talent = uow.get(Talent, cmd.talent_id, "talent")
             talent.depart(cmd.departed_on, cmd.reason)
+            return talent
+
+        return self._run(work)
+
+    def forget_talent(self, talent_id: str) -> Outcome[Talent]:
+        """Erase a talent's personal data: destroy its data key, then record that it
+        was done. Running it again finishes an erasure that stopped half-way."""
+        self.load(Talent, talent_id, "talent")
+        self.vault.forget(talent_id)
+
+        def work(uow: UnitOfWork) -> Talent:
+            talent = uow.get(Talent, talent_id, "talent")
+            talent.record_erasure()
             return talent
 
         return self._run(work)

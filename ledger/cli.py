@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -15,9 +16,11 @@ import structlog
 from api.keys import ROLES, create_key
 from ledger.audit import verify_chain
 from ledger.context import acting_as
+from ledger.errors import NotFound
 from ledger.logs import configure_logging
+from ledger.personal import MasterKeyMismatch
 from ledger.reconciliation import BUCKETS
-from ledger.runtime import Settings, database_url, open_ledger
+from ledger.runtime import ConfigurationError, Settings, database_url, master_key, open_ledger
 from ledger.statements import StatementRejected, parse_statement
 from ledger.store import datastore_of
 from projections.export import audit_csv
@@ -44,8 +47,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{role:>9}: {key}", flush=True)
     finally:
         ledger.close()
-    # Worker processes find the database the parent resolved (and keeps running).
+    # Worker processes find the database the parent resolved (and keeps running),
+    # and the master key that opens it.
     os.environ["LEDGER_DATABASE_URL"] = url
+    os.environ["LEDGER_MASTER_KEY"] = base64.b64encode(master_key(settings)).decode()
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -128,6 +133,21 @@ def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        with acting_as(args.actor, f"cli-forget-{args.talent_id}"):
+            outcome = ledger.forget_talent(args.talent_id)
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    log.info("personal data erased", talent_id=args.talent_id, position=outcome.position)
+    print(f"erased the personal data of talent {args.talent_id}")
+    return 0
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     data = Path(args.file).read_bytes()
 
@@ -202,6 +222,16 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit.add_parser("verify", help="check the hash chain over all events")
     verify.set_defaults(run=_audit_verify)
 
+    talents = commands.add_parser("talents", help="talents' personal data").add_subparsers(
+        dest="talents_command", required=True
+    )
+    forget = talents.add_parser(
+        "forget", help="destroy a talent's data key: its name reads as erased everywhere"
+    )
+    forget.add_argument("talent_id")
+    forget.add_argument("--actor", default="cli-admin", help="recorded as who erased it")
+    forget.set_defaults(run=_talents_forget)
+
     rec = commands.add_parser("reconcile", help="reconcile a bank statement (CSV) and record it")
     rec.add_argument("file")
     rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
@@ -221,7 +251,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = _parser().parse_args(argv)
-    code: int = args.run(args, Settings.from_env())
+    try:
+        code: int = args.run(args, Settings.from_env())
+    except (ConfigurationError, MasterKeyMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return code
 
 

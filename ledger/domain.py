@@ -249,7 +249,10 @@ class FundYear(LedgerAggregate):
 
 
 class Talent(LedgerAggregate):
-    """An introduced talent, whose departure can make grants repayable."""
+    """An introduced talent, whose departure can make grants repayable.
+
+    Its name is only ever held sealed (`ledger.personal`): events cannot be erased,
+    a destroyed key can."""
 
     @staticmethod
     def create_id(talent_id: str) -> UUID:
@@ -257,7 +260,7 @@ class Talent(LedgerAggregate):
 
     class Registered(LedgerAggregate.Created):
         talent_id: str
-        name: str
+        sealed_name: str
         category: str
         employer: str
         arrived_on: date
@@ -268,7 +271,7 @@ class Talent(LedgerAggregate):
     def __init__(
         self,
         talent_id: str,
-        name: str,
+        sealed_name: str,
         category: str,
         employer: str,
         arrived_on: date,
@@ -276,7 +279,7 @@ class Talent(LedgerAggregate):
         fingerprint: str,
     ) -> None:
         self.talent_id = talent_id
-        self.name = name
+        self.sealed_name = sealed_name
         self.category = category
         self.employer = employer
         self.arrived_on = arrived_on
@@ -284,6 +287,7 @@ class Talent(LedgerAggregate):
         self.fingerprint = fingerprint
         self.departed_on: date | None = None
         self.departure_reason: str | None = None
+        self.personal_data_erased = False
 
     @property
     def status(self) -> str:
@@ -306,6 +310,18 @@ class Talent(LedgerAggregate):
     def _departed(self, departed_on: date, reason: str) -> None:
         self.departed_on = departed_on
         self.departure_reason = reason
+
+    class PersonalDataErased(LedgerAggregate.Event):
+        pass
+
+    def record_erasure(self) -> None:
+        """Record that the talent's data key was destroyed; once is enough."""
+        if not self.personal_data_erased:
+            self._personal_data_erased()
+
+    @event(PersonalDataErased)
+    def _personal_data_erased(self) -> None:
+        self.personal_data_erased = True
 
 
 # --- grants -----------------------------------------------------------------------

@@ -151,18 +151,18 @@ class GroupCommitter:
         for index, item in enumerate(group):
             if index in refused:
                 continue
-            before = {id(e) for e in uow.pending_events()}
+            mark = uow.mark()
             try:
                 outcome = item.context.run(run_in, uow, item.call)
             except LedgerError as e:
                 refused[index] = e
-                if len(uow.pending_events()) != len(before):
+                if uow.events_since(mark):
                     raise _Leaked(index) from e
                 continue
             except Exception as e:  # a bug in one command must not sink the others
                 refused[index] = e
                 raise _Leaked(index) from e
-            done[index] = (outcome, [e for e in uow.pending_events() if id(e) not in before])
+            done[index] = (outcome, uow.events_since(mark))
         return done
 
     @staticmethod

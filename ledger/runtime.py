@@ -11,10 +11,16 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.application import LedgerApplication
-from ledger.store import LedgerRecorder, migrate
+from ledger.personal import Vault, new_master_key, parse_master_key
+from ledger.pool import use_ledger_pool
+from ledger.store import LedgerRecorder, PostgresKeyStore, migrate
 from projections.schema import MIGRATIONS as PROJECTION_MIGRATIONS
 
 EMBEDDED_DBNAME = "ledger"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed: the process cannot start."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class Settings:
 
     database_url: str | None
     data_dir: Path
+    master_key: str | None = None
     lock_timeout_seconds: int = 5
     pool_size: int = 8
     projections_in_process: bool = True
@@ -33,6 +40,7 @@ class Settings:
         return cls(
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or "./var"),
+            master_key=env.get("LEDGER_MASTER_KEY") or None,
             lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
@@ -56,8 +64,35 @@ def database_url(settings: Settings) -> str:
     return server.get_uri(EMBEDDED_DBNAME)
 
 
+def master_key(settings: Settings) -> bytes:
+    """`LEDGER_MASTER_KEY`; with the embedded server, a key generated once and kept
+    beside it. A configured server needs the key configured too: a key made up on one
+    host would not open what another host sealed."""
+    if settings.master_key:
+        text = settings.master_key
+    elif settings.database_url:
+        raise ConfigurationError("LEDGER_MASTER_KEY is required with LEDGER_DATABASE_URL")
+    else:
+        text = _embedded_master_key(settings.data_dir)
+    try:
+        return parse_master_key(text)
+    except ValueError as e:
+        raise ConfigurationError(str(e)) from None
+
+
+def _embedded_master_key(data_dir: Path) -> str:
+    path = data_dir / "master.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_master_key() + "\n")
+    return path.read_text()
+
+
 def open_ledger(url: str, settings: Settings) -> LedgerApplication:
     """The application on `url`, its schema created or upgraded first."""
+    key = master_key(settings)
     params = conninfo_to_dict(url)
     app = LedgerApplication(
         env={
@@ -82,5 +117,7 @@ def open_ledger(url: str, settings: Settings) -> LedgerApplication:
     )
     recorder = app.recorder
     assert isinstance(recorder, LedgerRecorder)
+    use_ledger_pool(recorder.datastore)  # rides out a database restart
     migrate(recorder.datastore, recorder, PROJECTION_MIGRATIONS)
+    app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     return app

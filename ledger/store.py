@@ -33,6 +33,12 @@ class StaleRead(RecordConflictError):
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
+    # eventsourcing retries these reads ten times, 0.2 s apart, on a connection error:
+    # a request would hang for seconds while the database is down. One attempt, then
+    # a retryable 503; `ledger.pool` already replaces the connections a restart broke.
+    select_events = PostgresAggregateRecorder.select_events.__wrapped__
+    max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
+
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
@@ -143,6 +149,20 @@ MIGRATIONS: list[tuple[str, str]] = [
             ON {EVENTS_TABLE} (recorded_at, notification_id);
         """,  # noqa: S608 - DDL from constants, no values
     ),
+    (
+        # Talents' data keys, wrapped by the master key (`ledger.personal`). Kept out
+        # of the immutable events so that destroying one erases that talent's name.
+        "talent-keys",
+        """
+        CREATE TABLE talent_keys (
+            talent_id text PRIMARY KEY,
+            wrapped bytea,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            destroyed_at timestamptz,
+            CHECK ((wrapped IS NULL) = (destroyed_at IS NOT NULL))
+        );
+        """,
+    ),
 ]
 
 
@@ -167,6 +187,43 @@ def migrate(
                         curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+class PostgresKeyStore:
+    """`ledger.personal.KeyStore` on the `talent_keys` table."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+
+    def get_or_add(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        ids = list(wrapped)
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "INSERT INTO talent_keys (talent_id, wrapped) "
+                "SELECT * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT (talent_id) DO NOTHING",
+                (ids, list(wrapped.values())),
+            )
+            # a second statement: it sees keys other transactions committed meanwhile
+            curs.execute(
+                "SELECT talent_id, wrapped FROM talent_keys WHERE talent_id = ANY(%s)", (ids,)
+            )
+            rows = curs.fetchall()
+        return {r["talent_id"]: None if r["wrapped"] is None else bytes(r["wrapped"]) for r in rows}
+
+    def find(self, talent_id: str) -> bytes | None:
+        with self._datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT wrapped FROM talent_keys WHERE talent_id = %s", (talent_id,))
+            row = curs.fetchone()
+        return None if row is None or row["wrapped"] is None else bytes(row["wrapped"])
+
+    def destroy(self, talent_id: str) -> bool:
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "UPDATE talent_keys SET wrapped = NULL, destroyed_at = now() "
+                "WHERE talent_id = %s AND wrapped IS NOT NULL",
+                (talent_id,),
+            )
+            return bool(curs.rowcount)
 
 
 def datastore_of(app: Application[Any]) -> PostgresDatastore:

@@ -78,7 +78,7 @@ class FundYearRow:
 
 @dataclass
 class TalentRow:
-    name: str
+    sealed_name: str
     category: str
     employer: str
     arrived_on: date
@@ -417,7 +417,7 @@ class ReadModels:
     def _talent_registered(self, e: Talent.Registered) -> Entry:
         self._add_stream(e.originator_id, Stream("talent", e.talent_id, talent_id=e.talent_id))
         self.talents[e.talent_id] = TalentRow(
-            e.name,
+            e.sealed_name,
             e.category,
             e.employer,
             e.arrived_on,
@@ -435,6 +435,10 @@ class ReadModels:
         talent.departed_position = self._position
         self.changes.talents.add(talent_id)
         return Entry(talent_id=talent_id, reason=e.reason)
+
+    def _talent_erased(self, e: Talent.PersonalDataErased) -> Entry:
+        # nothing to change here: names are revealed through the data key, now gone
+        return Entry(talent_id=self._stream(e.originator_id).key)
 
     def _grant_proposed(self, e: Grant.Proposed) -> Entry:
         s = Stream("grant", e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount)
@@ -602,6 +606,7 @@ _HANDLERS: dict[type, Callable[[ReadModels, Any], Entry]] = {
     FundYear.Closed: ReadModels._fund_year_closed,
     Talent.Registered: ReadModels._talent_registered,
     Talent.Departed: ReadModels._talent_departed,
+    Talent.PersonalDataErased: ReadModels._talent_erased,
     Grant.Proposed: ReadModels._grant_proposed,
     Grant.Approved: ReadModels._grant_approved,
     Grant.Rejected: ReadModels._grant_rejected,

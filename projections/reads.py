@@ -128,7 +128,7 @@ def talent(datastore: PostgresDatastore, talent_id: str, position: int = HEAD) -
     departed = profile["departed_position"] is not None and profile["departed_position"] <= position
     return {
         "talent_id": talent_id,
-        "name": profile["name"],
+        "sealed_name": profile["sealed_name"],
         "category": profile["category"],
         "employer": profile["employer"],
         "arrived_on": profile["arrived_on"],

@@ -75,7 +75,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (year, programme, position));
 
         CREATE TABLE rm_talents (
-            talent_id text PRIMARY KEY, name text NOT NULL, category text NOT NULL,
+            talent_id text PRIMARY KEY, sealed_name text NOT NULL, category text NOT NULL,
             employer text NOT NULL, arrived_on date NOT NULL,
             service_commitment_until date NOT NULL, registered_position bigint NOT NULL,
             departed_on date, departure_reason text, departed_position bigint);

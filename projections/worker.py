@@ -9,6 +9,7 @@ worker is the one advancing the position (same generation, same position).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,7 +101,7 @@ class SqlLoader:
 
     def talent(self, talent_id: str) -> TalentRow | None:
         row = self._one(
-            "SELECT name, category, employer, arrived_on, service_commitment_until, "
+            "SELECT sealed_name, category, employer, arrived_on, service_commitment_until, "
             "registered_position, departed_on, departure_reason, departed_position "
             "FROM rm_talents WHERE talent_id = %s",
             (talent_id,),
@@ -147,45 +148,59 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _copy(curs: Curs, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Append rows with COPY, formatted here: several times faster than row by row."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with curs.copy(statement) as copy:
-        copy.write("".join("\t".join(map(_text, row)) + "\n" for row in rows))
+class Writes:
+    """One batch's rows, formatted when it is folded: sending them reads nothing from
+    the in-memory image, which may have moved on by then."""
 
+    def __init__(self) -> None:
+        self._copies: list[tuple[sql.Composed, str]] = []
+        self._upserts: list[tuple[sql.Composed, list[Sequence[Any]]]] = []
 
-def _upsert(
-    curs: Curs, table: str, keys: Sequence[str], columns: Sequence[str], rows: list[Sequence[Any]]
-) -> None:
-    if not rows:
-        return
-    names = [*keys, *columns]
-    statement = sql.SQL(
-        "INSERT INTO {table} ({names}) VALUES ({values}) "
-        "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-    ).format(
-        table=sql.Identifier(table),
-        names=sql.SQL(", ").join(map(sql.Identifier, names)),
-        values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-        keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
-        updates=sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
-        ),
-    )
-    curs.executemany(statement, rows)
+    def copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Append rows with COPY, formatted here: several times faster than row by row."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        text = "".join("\t".join(map(_text, row)) + "\n" for row in rows)
+        if text:
+            self._copies.append((statement, text))
+
+    def upsert(
+        self, table: str, keys: Sequence[str], columns: Sequence[str], rows: list[Sequence[Any]]
+    ) -> None:
+        if not rows:
+            return
+        names = [*keys, *columns]
+        statement = sql.SQL(
+            "INSERT INTO {table} ({names}) VALUES ({values}) "
+            "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        ).format(
+            table=sql.Identifier(table),
+            names=sql.SQL(", ").join(map(sql.Identifier, names)),
+            values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+            keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+            updates=sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
+            ),
+        )
+        self._upserts.append((statement, rows))
+
+    def send(self, curs: Curs) -> None:
+        for statement, text in self._copies:
+            with curs.copy(statement) as copy:
+                copy.write(text)
+        for statement, rows in self._upserts:
+            curs.executemany(statement, rows)
 
 
 def _upsert_rows(
-    curs: Curs, table: str, key: str, rows: Mapping[Any, Any], changed: set[Any]
+    out: Writes, table: str, key: str, rows: Mapping[Any, Any], changed: set[Any]
 ) -> None:
     """Upsert the changed dataclass rows of `rows`, their fields as the columns."""
     if not changed:
         return
     columns = [f.name for f in fields(next(iter(rows.values())))]
-    _upsert(
-        curs,
+    out.upsert(
         table,
         (key,),
         columns,
@@ -215,10 +230,10 @@ _AUDIT_COLUMNS = (
 )
 
 
-def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
-    """Write every row a batch changed, in bulk."""
-    _copy(
-        curs,
+def prepare_writes(models: ReadModels, changes: Changes) -> Writes:
+    """Every row a batch changed, to be written in bulk."""
+    out = Writes()
+    out.copy(
         "rm_streams",
         ("id", "kind", "key", "talent_id", "year", "programme", "amount"),
         (
@@ -226,9 +241,8 @@ def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
             for i, s in changes.streams.items()
         ),
     )
-    _upsert_rows(curs, "rm_fund_years", "year", models.fund_years, changes.fund_years)
-    _upsert(
-        curs,
+    _upsert_rows(out, "rm_fund_years", "year", models.fund_years, changes.fund_years)
+    out.upsert(
         "rm_lines",
         ("year", "programme"),
         ("kind", *LINE_AMOUNTS),
@@ -238,54 +252,75 @@ def write_changes(curs: Curs, models: ReadModels, changes: Changes) -> None:
             for line in (models.lines[k],)
         ],
     )
-    _copy(
-        curs,
+    out.copy(
         "rm_line_versions",
         ("year", "programme", "position", "kind", *LINE_AMOUNTS),
         changes.line_versions.values(),
     )
-    _upsert_rows(curs, "rm_talents", "talent_id", models.talents, changes.talents)
-    _upsert(
-        curs,
+    _upsert_rows(out, "rm_talents", "talent_id", models.talents, changes.talents)
+    out.upsert(
         "rm_talent_balances",
         ("talent_id", "year", "programme"),
         TALENT_AMOUNTS,
         [(*k, *(models.balances[k][n] for n in TALENT_AMOUNTS)) for k in changes.balances],
     )
-    _copy(
-        curs,
+    out.copy(
         "rm_talent_balance_versions",
         ("talent_id", "year", "programme", "position", *TALENT_AMOUNTS),
         changes.balance_versions.values(),
     )
-    _upsert(
-        curs,
+    out.upsert(
         "rm_accounts",
         ("year", "account", "programme"),
         ("debit", "credit"),
         [(*k, *models.accounts[k]) for k in changes.accounts],
     )
-    _upsert_rows(curs, "rm_grants", "grant_id", models.grants, changes.grants)
-    _upsert_rows(curs, "rm_payments", "payment_id", models.payments, changes.payments)
-    _upsert_rows(curs, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
-    _copy(
-        curs,
+    _upsert_rows(out, "rm_grants", "grant_id", models.grants, changes.grants)
+    _upsert_rows(out, "rm_payments", "payment_id", models.payments, changes.payments)
+    _upsert_rows(out, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
+    out.copy(
         "rm_recoveries",
         ("clawback_id", "recovery_id", "amount", "value_date", "bank_reference"),
         changes.recoveries,
     )
-    _copy(
-        curs,
+    out.copy(
         "rm_reconciliation_lines",
         ("reconciliation_id", "seq", "bucket", "bank_reference", "amount", "value_date"),
         changes.reconciliation_lines,
     )
-    _copy(curs, "rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
-    _copy(
-        curs,
+    out.copy("rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
+    out.copy(
         "rm_journal",
         ("position", "seq", "year", "programme", "account", "debit", "credit"),
         changes.journal,
+    )
+    return out
+
+
+_EVENTS_AFTER = sql.SQL(
+    "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at, "
+    "hash FROM {} WHERE notification_id > %s ORDER BY notification_id"
+).format(sql.Identifier(EVENTS_TABLE))
+
+
+class _Overtaken(Exception):
+    """Another worker moved the position during a rebuild's pipelined pass."""
+
+
+def _lock_tracking(curs: Curs) -> tuple[int, int]:
+    """Lock the tracking row for this transaction: (generation, position)."""
+    curs.execute(
+        "SELECT position, generation FROM projection_tracking WHERE name = %s FOR UPDATE",
+        (PROJECTION,),
+    )
+    row = curs.fetchone()
+    assert row is not None, "projection_tracking is not migrated"
+    return row["generation"], row["position"]
+
+
+def _set_position(curs: Curs, position: int) -> None:
+    curs.execute(
+        "UPDATE projection_tracking SET position = %s WHERE name = %s", (position, PROJECTION)
     )
 
 
@@ -310,42 +345,29 @@ class ProjectionWorker:
             raise
 
     def _run_batch(self, curs: Curs, limit: int) -> int:
-        curs.execute(
-            "SELECT position, generation FROM projection_tracking WHERE name = %s FOR UPDATE",
-            (PROJECTION,),
-        )
-        tracking = curs.fetchone()
-        assert tracking is not None, "projection_tracking is not migrated"
-        at = (tracking["generation"], tracking["position"])
+        at = _lock_tracking(curs)
         if at != self._cached_at or len(self._models.streams) > MAX_IMAGE_STREAMS:
-            self._models = ReadModels(self._loader, complete=tracking["position"] == 0)
+            self._models = ReadModels(self._loader, complete=at[1] == 0)
         self._loader.curs = curs
-        curs.execute(
-            sql.SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state, "
-                "recorded_at, hash FROM {} WHERE notification_id > %s "
-                "ORDER BY notification_id LIMIT %s"
-            ).format(sql.Identifier(EVENTS_TABLE)),
-            (tracking["position"], limit),
-        )
+        curs.execute(_EVENTS_AFTER + sql.SQL(" LIMIT %s"), (at[1], limit))
         rows = curs.fetchall()
         if not rows:
             self._cached_at = at
             return 0
+        self._apply(self._models, rows)
+        prepare_writes(self._models, self._models.take_changes()).send(curs)
+        position = rows[-1]["notification_id"]
+        _set_position(curs, position)
+        self._cached_at = (at[0], position)
+        return len(rows)
+
+    def _apply(self, models: ReadModels, rows: Sequence[DictRow]) -> None:
         to_event = self.app.mapper.to_domain_event
         for r in rows:
             event = to_event(
                 StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
             )
-            self._models.apply(event, r["notification_id"], r["recorded_at"], r["hash"].hex())
-        write_changes(curs, self._models, self._models.take_changes())
-        position = rows[-1]["notification_id"]
-        curs.execute(
-            "UPDATE projection_tracking SET position = %s WHERE name = %s",
-            (position, PROJECTION),
-        )
-        self._cached_at = (tracking["generation"], position)
-        return len(rows)
+            models.apply(event, r["notification_id"], r["recorded_at"], r["hash"].hex())
 
     def catch_up(self) -> int:
         """Apply everything recorded so far; returns how many events were applied."""
@@ -367,11 +389,70 @@ class ProjectionWorker:
             )
             curs.execute(
                 "UPDATE projection_tracking SET position = 0, generation = generation + 1 "
-                "WHERE name = %s",
+                "WHERE name = %s RETURNING generation",
                 (PROJECTION,),
             )
+            row = curs.fetchone()
+            assert row is not None
         self._cached_at = None
-        return self.catch_up()
+        return self._replay(row["generation"]) + self.catch_up()
+
+    def _replay(self, generation: int) -> int:
+        """A rebuild's first pass: this thread decodes and folds the next batch while
+        another writes the one before, so PostgreSQL's half of the work runs beside
+        Python's. Each batch still commits with its position; should another worker
+        move the position meanwhile, the pass stops and `catch_up` carries on."""
+        models = ReadModels(self._loader, complete=True)
+        batches: queue.Queue[tuple[Writes, int, int] | None] = queue.Queue(maxsize=2)
+        committed: list[int] = []
+        failed: list[BaseException] = []
+        writer = threading.Thread(
+            target=self._write_batches, args=(batches, generation, committed, failed)
+        )
+        writer.start()
+        last = 0
+        try:
+            with (
+                self.datastore.get_connection() as conn,
+                conn.transaction(),
+                conn.cursor(name="replay") as cursor,
+            ):
+                cursor.execute(_EVENTS_AFTER, (0,))
+                while not failed and (rows := cursor.fetchmany(BATCH_SIZE)):
+                    self._apply(models, rows)
+                    last = rows[-1]["notification_id"]
+                    batches.put((prepare_writes(models, models.take_changes()), last, len(rows)))
+        finally:
+            batches.put(None)
+            writer.join()
+        if failed and not isinstance(failed[0], _Overtaken):
+            raise failed[0]
+        if not failed:
+            self._models, self._cached_at = models, (generation, last)
+        return sum(committed)
+
+    def _write_batches(
+        self,
+        batches: queue.Queue[tuple[Writes, int, int] | None],
+        generation: int,
+        committed: list[int],
+        failed: list[BaseException],
+    ) -> None:
+        position = 0
+        while (batch := batches.get()) is not None:
+            if failed:
+                continue  # drain, so that the folding thread never blocks
+            writes, last, count = batch
+            try:
+                with self.datastore.transaction(commit=True) as curs:
+                    if _lock_tracking(curs) != (generation, position):
+                        raise _Overtaken
+                    writes.send(curs)
+                    _set_position(curs, last)
+                position = last
+                committed.append(count)
+            except BaseException as e:  # handed to the folding thread, which raises it
+                failed.append(e)
 
     def run_forever(self) -> None:
         log.info("projection_worker_started", projection=PROJECTION)

@@ -68,7 +68,9 @@ def db_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def test_settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, data_dir=ROOT / "var", pool_size=4)
+    return Settings(
+        database_url=db_url, data_dir=ROOT / "var", pool_size=4, master_key=TEST_MASTER_KEY
+    )
 
 
 @pytest.fixture

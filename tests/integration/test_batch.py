@@ -18,6 +18,7 @@ from api.app import create_app
 from api.keys import create_key
 from ledger.runtime import Settings
 from ledger.store import datastore_of
+from tests.conftest import TEST_MASTER_KEY
 from tests.integration.scenario import (
     YEAR,
     Actors,
@@ -128,7 +129,14 @@ def twin(server_url: str) -> Iterator[Api]:
         conn.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(server_url)
     params["dbname"] = name
-    app = create_app(Settings(make_conninfo(**params), data_dir=ROOT / "var", pool_size=4))
+    app = create_app(
+        Settings(
+            make_conninfo(**params),
+            data_dir=ROOT / "var",
+            pool_size=4,
+            master_key=TEST_MASTER_KEY,
+        )
+    )
     clients: list[TestClient] = []
     try:
         with TestClient(app, raise_server_exceptions=False):

@@ -33,7 +33,8 @@ from ledger.store import datastore_of
 from projections import reads
 from projections.fold import ReadModels
 from projections.schema import READ_MODEL_TABLES
-from projections.worker import ProjectionWorker, tracked_position
+from projections.worker import ProjectionWorker, Writes, tracked_position
+from tests.conftest import TEST_MASTER_KEY
 
 pytestmark = pytest.mark.db
 
@@ -402,6 +403,41 @@ def test_a_rebuild_of_an_empty_ledger_gives_empty_tables(
     assert tracking(db_url)[0] == 0
 
 
+def test_a_worker_overtaking_a_rebuild_ends_its_pipelined_pass_and_applies_nothing_twice(
+    ledger: LedgerApplication,
+    worker: ProjectionWorker,
+    db_url: str,
+    test_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a rebuild folds ahead of its writer thread, another worker may take a batch:
+    the writer must see the position moved, and the rebuild carry on the usual way."""
+    last = run_scenario(ledger, scenario(2024, "o-"))
+    other = ProjectionWorker(ledger)
+    overtook: list[int] = []
+    real = ReadModels.apply
+    calls = 0
+
+    def apply(self: ReadModels, *args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 12:  # the rebuild's third batch of five
+            overtook.append(other.run_batch(limit=3))
+        real(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(worker_module, "BATCH_SIZE", 5)
+        m.setattr(ReadModels, "apply", apply)
+        applied = worker.rebuild()
+
+    assert overtook == [3]
+    assert applied == last - 3
+    assert tracking(db_url)[0] == last
+    tables = dump(db_url)
+    assert_plausible(tables, last)
+    assert_same_tables(rebuilt(db_url, test_settings), tables)
+
+
 # --- (b) workers racing never apply an event twice ------------------------------------
 
 
@@ -511,23 +547,23 @@ def _crash_while_folding(m: pytest.MonkeyPatch, nth: int) -> None:
 
 
 def _crash_while_writing(m: pytest.MonkeyPatch, fail_at: int) -> None:
-    real = worker_module.write_changes
+    real = Writes.send
 
-    def write_changes(curs: Any, models: Any, changes: Any) -> None:
-        real(CrashingCursor(curs, fail_at), models, changes)
+    def send(self: Writes, curs: Any) -> None:
+        real(self, CrashingCursor(curs, fail_at))
         raise Crash("the worker died after its last write statement")  # fewer than fail_at
 
-    m.setattr(worker_module, "write_changes", write_changes)
+    m.setattr(Writes, "send", send)
 
 
 def _crash_after_writing(m: pytest.MonkeyPatch, _: int) -> None:
-    real = worker_module.write_changes
+    real = Writes.send
 
-    def write_changes(curs: Any, models: Any, changes: Any) -> None:
-        real(curs, models, changes)
+    def send(self: Writes, curs: Any) -> None:
+        real(self, curs)
         raise Crash("the worker died before moving its position")
 
-    m.setattr(worker_module, "write_changes", write_changes)
+    m.setattr(Writes, "send", send)
 
 
 CRASHES = {
@@ -584,7 +620,11 @@ def test_a_worker_dying_mid_batch_rolls_back_and_the_next_catches_up(
 @pytest.fixture
 def client_without_workers(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Any]]:
     settings = Settings(
-        database_url=db_url, data_dir=tmp_path, pool_size=4, projections_in_process=False
+        database_url=db_url,
+        data_dir=tmp_path,
+        pool_size=4,
+        projections_in_process=False,
+        master_key=TEST_MASTER_KEY,
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:

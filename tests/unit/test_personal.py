@@ -1,0 +1,121 @@
+"""Sealing and erasing personal data (`ledger.personal`), and where the master key comes from."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.personal import (
+    SEALED_PREFIX,
+    DataKey,
+    MasterKeyMismatch,
+    PersonalDataErased,
+    Vault,
+    new_master_key,
+    parse_master_key,
+)
+from ledger.runtime import ConfigurationError, Settings, master_key
+
+
+class MemoryKeyStore:
+    """The key table's contract, in memory: what `PostgresKeyStore` does with SQL."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, bytes | None] = {}
+
+    def get_or_add(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        return {t: self.rows.setdefault(t, w) for t, w in wrapped.items()}
+
+    def find(self, talent_id: str) -> bytes | None:
+        return self.rows.get(talent_id)
+
+    def destroy(self, talent_id: str) -> bool:
+        had = self.rows.get(talent_id) is not None
+        if talent_id in self.rows:
+            self.rows[talent_id] = None
+        return had
+
+
+@pytest.fixture
+def vault() -> Vault:
+    return Vault(parse_master_key(new_master_key()), MemoryKeyStore())
+
+
+@given(st.text(max_size=200))
+def test_a_sealed_name_opens_to_itself_and_shows_nothing_of_it(text: str) -> None:
+    key = Vault(parse_master_key(new_master_key()), MemoryKeyStore()).key_for_new("T-1")
+    sealed = key.seal(text)
+    assert sealed.startswith(SEALED_PREFIX)
+    assert key.open(sealed) == text
+    if len(text) >= 4:
+        assert text not in sealed
+
+
+def test_sealing_twice_gives_different_texts(vault: Vault) -> None:
+    """A random nonce per seal: equal names cannot be spotted by equal ciphertexts."""
+    key = vault.key_for_new("T-1")
+    assert key.seal("张伟") != key.seal("张伟")
+
+
+def test_a_sealed_name_is_bound_to_its_talent(vault: Vault) -> None:
+    key = vault.key_for_new("T-1")
+    moved = DataKey("T-2", key.secret)
+    with pytest.raises(InvalidTag):
+        moved.open(key.seal("张伟"))
+
+
+def test_a_talent_keeps_one_key_and_talents_do_not_share_one(vault: Vault) -> None:
+    first = vault.key_for_new("T-1")
+    assert vault.key_for_new("T-1").secret == first.secret
+    assert vault.key_for_new("T-2").secret != first.secret
+    assert vault.key_for_new("T-1").digest("张伟") == first.digest("张伟")
+    assert vault.key_for_new("T-2").digest("张伟") != first.digest("张伟")
+
+
+def test_forgetting_a_talent_leaves_its_name_unreadable_for_good(vault: Vault) -> None:
+    sealed = vault.key_for_new("T-1").seal("张伟")
+    other = vault.key_for_new("T-2").seal("李娜")
+    assert vault.reveal("T-1", sealed) == "张伟"
+    assert vault.forget("T-1") is True
+    assert vault.reveal("T-1", sealed) is None
+    assert vault.forget("T-1") is False
+    with pytest.raises(PersonalDataErased):
+        vault.key_for_new("T-1")
+    assert vault.reveal("T-2", other) == "李娜"
+
+
+def test_another_master_key_is_refused_rather_than_read_as_erased() -> None:
+    keys = MemoryKeyStore()
+    Vault(parse_master_key(new_master_key()), keys)
+    with pytest.raises(MasterKeyMismatch):
+        Vault(parse_master_key(new_master_key()), keys)
+
+
+@pytest.mark.parametrize("text", ["not base64!", "c2hvcnQ=", new_master_key() + "AAAA"])
+def test_a_malformed_master_key_is_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_MASTER_KEY"):
+        master_key(Settings(database_url=None, data_dir=Path("unused"), master_key=text))
+
+
+def test_a_configured_database_needs_a_configured_master_key(tmp_path: Path) -> None:
+    settings = Settings(database_url="postgresql://db.example/ledger", data_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match="LEDGER_MASTER_KEY is required"):
+        master_key(settings)
+    assert not (tmp_path / "master.key").exists()
+
+
+def test_the_embedded_default_keeps_one_generated_key_readable_by_its_owner_only(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(database_url=None, data_dir=tmp_path / "var")
+    first = master_key(settings)
+    assert len(first) == 32
+    assert master_key(settings) == first
+    mode = (tmp_path / "var" / "master.key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
