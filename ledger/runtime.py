@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.application import LedgerApplication
@@ -17,6 +18,8 @@ from ledger.store import LedgerRecorder, PostgresKeyStore, migrate
 from projections.schema import MIGRATIONS as PROJECTION_MIGRATIONS
 
 EMBEDDED_DBNAME = "ledger"
+
+log = structlog.get_logger(__name__)
 
 
 class ConfigurationError(Exception):
@@ -65,22 +68,22 @@ def database_url(settings: Settings) -> str:
 
 
 def master_key(settings: Settings) -> bytes:
-    """`LEDGER_MASTER_KEY`; with the embedded server, a key generated once and kept
-    beside it. A configured server needs the key configured too: a key made up on one
-    host would not open what another host sealed."""
+    """`LEDGER_MASTER_KEY`, else a key generated once and kept in the data directory:
+    right for the embedded server and for one host. Several hosts must share the
+    configured key; a host that made up its own is refused at start (`Vault`)."""
     if settings.master_key:
         text = settings.master_key
-    elif settings.database_url:
-        raise ConfigurationError("LEDGER_MASTER_KEY is required with LEDGER_DATABASE_URL")
     else:
-        text = _embedded_master_key(settings.data_dir)
+        if settings.database_url:
+            log.warning("master_key_from_data_dir", data_dir=str(settings.data_dir))
+        text = _kept_master_key(settings.data_dir)
     try:
         return parse_master_key(text)
     except ValueError as e:
         raise ConfigurationError(str(e)) from None
 
 
-def _embedded_master_key(data_dir: Path) -> str:
+def _kept_master_key(data_dir: Path) -> str:
     path = data_dir / "master.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)

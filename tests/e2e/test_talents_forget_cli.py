@@ -80,6 +80,10 @@ def test_a_wrong_or_missing_master_key_stops_a_command_with_a_clear_error(
     wrong = run({**ledger_env, "LEDGER_MASTER_KEY": new_master_key()})
     assert wrong.returncode == 2
     assert "LEDGER_MASTER_KEY is not the key" in wrong.stderr
+    # unset, a key of this host's own is made under LEDGER_DATA_DIR: not the database's
     missing = run({k: v for k, v in ledger_env.items() if k != "LEDGER_MASTER_KEY"})
     assert missing.returncode == 2
-    assert "LEDGER_MASTER_KEY is required" in missing.stderr
+    assert "LEDGER_MASTER_KEY is not the key" in missing.stderr
+    malformed = run({**ledger_env, "LEDGER_MASTER_KEY": "c2hvcnQ="})
+    assert malformed.returncode == 2
+    assert "base64 of 32 bytes" in malformed.stderr

@@ -103,11 +103,14 @@ def test_a_malformed_master_key_is_refused(text: str) -> None:
         master_key(Settings(database_url=None, data_dir=Path("unused"), master_key=text))
 
 
-def test_a_configured_database_needs_a_configured_master_key(tmp_path: Path) -> None:
+def test_without_a_configured_key_one_is_kept_in_the_data_directory(tmp_path: Path) -> None:
+    """One host needs no set-up; several must share LEDGER_MASTER_KEY (a host with a
+    key of its own is refused at start: test_another_master_key_is_refused...)."""
     settings = Settings(database_url="postgresql://db.example/ledger", data_dir=tmp_path)
-    with pytest.raises(ConfigurationError, match="LEDGER_MASTER_KEY is required"):
-        master_key(settings)
-    assert not (tmp_path / "master.key").exists()
+    assert master_key(settings) == master_key(settings)
+    assert (tmp_path / "master.key").exists()
+    configured = Settings(database_url=None, data_dir=tmp_path, master_key=new_master_key())
+    assert master_key(configured) != master_key(settings)
 
 
 def test_the_embedded_default_keeps_one_generated_key_readable_by_its_owner_only(
