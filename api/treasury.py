@@ -21,7 +21,7 @@ from api.routing import (
     roles,
 )
 from api.schemas import ExceptionsReport, ReconciliationReport
-from api.writes import written
+from api.writes import ALWAYS, written
 from ledger.application import LedgerApplication, Outcome
 from ledger.domain import Reconciliation
 from ledger.exceptions import find_exceptions
@@ -61,14 +61,7 @@ def import_statement(ledger: LedgerApplication, statement: Statement) -> Outcome
     },
     responses={
         **written(ReconciliationReport, created=True),
-        **problem_responses(
-            "unauthenticated",
-            "forbidden",
-            "payload_too_large",
-            "unsupported_media_type",
-            "validation_error",
-            "unavailable",
-        ),
+        **problem_responses(*ALWAYS),
     },
 )
 async def create_reconciliation(request: Request) -> Response:

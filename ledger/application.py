@@ -183,7 +183,10 @@ class UnitOfWork:
         first: dict[UUID, tuple[LedgerAggregate, int]] = {}
         for aggregate, version in self._handed_out[mark:]:
             first.setdefault(aggregate.id, (aggregate, version))
-        return [e for a, v in first.values() for e in a.pending_events if e.originator_version > v]
+        # an aggregate's pending events end with its newest: take only those past `v`
+        return [
+            e for a, v in first.values() if a.version > v for e in a.pending_events[v - a.version :]
+        ]
 
     @property
     def read_versions(self) -> Mapping[UUID, int]:

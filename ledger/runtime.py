@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -32,7 +34,7 @@ class Settings:
 
     database_url: str | None
     data_dir: Path
-    master_key: str | None = None
+    master_key: str | None = field(default=None, repr=False)
     lock_timeout_seconds: int = 5
     pool_size: int = 8
     projections_in_process: bool = True
@@ -84,12 +86,27 @@ def master_key(settings: Settings) -> bytes:
 
 
 def _kept_master_key(data_dir: Path) -> str:
+    """The key in `data_dir/master.key`, made by whichever process gets there first:
+    written whole and synced under another name, then linked into place (which fails if
+    another process was quicker: its key is the one)."""
     path = data_dir / "master.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(new_master_key() + "\n")
+        fd, draft = tempfile.mkstemp(dir=data_dir, prefix=".master.key.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(new_master_key() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with suppress(FileExistsError):
+                os.link(draft, path)
+        finally:
+            os.unlink(draft)
+        directory = os.open(data_dir, os.O_RDONLY)  # the new name survives a power cut
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     return path.read_text()
 
 

@@ -297,9 +297,9 @@ def prepare_writes(models: ReadModels, changes: Changes) -> Writes:
     return out
 
 
-_EVENTS_AFTER = sql.SQL(
+_NEXT_EVENTS = sql.SQL(
     "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at, "
-    "hash FROM {} WHERE notification_id > %s ORDER BY notification_id"
+    "hash FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
 ).format(sql.Identifier(EVENTS_TABLE))
 
 
@@ -349,7 +349,7 @@ class ProjectionWorker:
         if at != self._cached_at or len(self._models.streams) > MAX_IMAGE_STREAMS:
             self._models = ReadModels(self._loader, complete=at[1] == 0)
         self._loader.curs = curs
-        curs.execute(_EVENTS_AFTER + sql.SQL(" LIMIT %s"), (at[1], limit))
+        curs.execute(_NEXT_EVENTS, (at[1], limit))
         rows = curs.fetchall()
         if not rows:
             self._cached_at = at
@@ -360,6 +360,11 @@ class ProjectionWorker:
         _set_position(curs, position)
         self._cached_at = (at[0], position)
         return len(rows)
+
+    def _next_events(self, after: int, limit: int) -> list[DictRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(_NEXT_EVENTS, (after, limit))
+            return curs.fetchall()
 
     def _apply(self, models: ReadModels, rows: Sequence[DictRow]) -> None:
         to_event = self.app.mapper.to_domain_event
@@ -401,7 +406,8 @@ class ProjectionWorker:
         """A rebuild's first pass: this thread decodes and folds the next batch while
         another writes the one before, so PostgreSQL's half of the work runs beside
         Python's. Each batch still commits with its position; should another worker
-        move the position meanwhile, the pass stops and `catch_up` carries on."""
+        move the position meanwhile, or the image outgrow MAX_IMAGE_STREAMS, the pass
+        stops and `catch_up` carries on."""
         models = ReadModels(self._loader, complete=True)
         batches: queue.Queue[tuple[Writes, int, int] | None] = queue.Queue(maxsize=2)
         committed: list[int] = []
@@ -410,24 +416,24 @@ class ProjectionWorker:
             target=self._write_batches, args=(batches, generation, committed, failed)
         )
         writer.start()
-        last = 0
+        last, finished = 0, False
         try:
-            with (
-                self.datastore.get_connection() as conn,
-                conn.transaction(),
-                conn.cursor(name="replay") as cursor,
-            ):
-                cursor.execute(_EVENTS_AFTER, (0,))
-                while not failed and (rows := cursor.fetchmany(BATCH_SIZE)):
-                    self._apply(models, rows)
-                    last = rows[-1]["notification_id"]
-                    batches.put((prepare_writes(models, models.take_changes()), last, len(rows)))
+            # a short read transaction per batch: a fold waiting on the writer must
+            # not sit idle inside one (the session's idle timeout would end it)
+            while not failed and len(models.streams) <= MAX_IMAGE_STREAMS:
+                rows = self._next_events(last, BATCH_SIZE)
+                if not rows:
+                    finished = True
+                    break
+                self._apply(models, rows)
+                last = rows[-1]["notification_id"]
+                batches.put((prepare_writes(models, models.take_changes()), last, len(rows)))
         finally:
             batches.put(None)
             writer.join()
         if failed and not isinstance(failed[0], _Overtaken):
             raise failed[0]
-        if not failed:
+        if finished and not failed:
             self._models, self._cached_at = models, (generation, last)
         return sum(committed)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,11 @@ def test_the_embedded_default_keeps_one_generated_key_readable_by_its_owner_only
     assert master_key(settings) == first
     mode = (tmp_path / "var" / "master.key").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_processes_starting_together_keep_one_generated_key(tmp_path: Path) -> None:
+    settings = Settings(database_url=None, data_dir=tmp_path / "var")
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: master_key(settings), range(32)))
+    assert len(keys) == 1
+    assert [p.name for p in (tmp_path / "var").iterdir()] == ["master.key"]
