@@ -107,7 +107,7 @@ def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
     pending: list[LedgerAggregate] = []
     pending_events = 0
     index = 0
-    while written < target_events:
+    while written + pending_events < target_events:
         if index % KEY_CHUNK == 0:
             keys = app.vault.keys_for_new(f"T{i:07d}" for i in range(index, index + KEY_CHUNK))
         life = list(_talent_events(keys[f"T{index:07d}"], rng, index, fund_years))

@@ -330,7 +330,6 @@ def test_a_worker_killed_mid_batch_resumes_to_the_read_models_a_rebuild_gives(
     cli: Cli,
     workers: Callable[[], Worker],
     db_url: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = {
         "office": make_key("fault-office", "admin", "clerk", "treasury", "auditor"),
@@ -339,8 +338,6 @@ def test_a_worker_killed_mid_batch_resumes_to_the_read_models_a_rebuild_gives(
     server = serve()
     for role, ops in operations():
         record(server, keys[role], ops)
-    # appended in chunks of a fifth of a batch, so that it stops soon after the target
-    monkeypatch.setattr(bench.generate, "CHUNK", BATCH_SIZE // 5)
     bench.generate.generate(ledger, 2 * BATCH_SIZE)
     backlog = head(db_url)
     assert backlog > 2 * BATCH_SIZE
