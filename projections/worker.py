@@ -136,16 +136,27 @@ class SqlLoader:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def _line(row: Sequence[Any]) -> str:
+    """A row in COPY's text format. A rebuild formats tens of millions of values, so
+    NULLs and plain text are done inline; `_text` does the rest."""
+    return (
+        "\t".join(
+            [
+                "\\N"
+                if v is None
+                else v
+                if v.__class__ is str and v.isprintable() and "\\" not in v
+                else _text(v)
+                for v in row
+            ]
+        )
+        + "\n"
+    )
+
+
 def _text(value: Any) -> str:
-    """A value in COPY's text format: str() is right for numbers, dates, uuids. Called
-    millions of times by a rebuild, hence the fast path for plain text."""
-    if value.__class__ is str:
-        if value.isprintable() and "\\" not in value:
-            return value
-        return value.translate(_ESCAPES)
-    if value is None:
-        return "\\N"
-    return str(value)
+    """Text to escape, or a value whose str() is right: numbers, dates, uuids."""
+    return value.translate(_ESCAPES) if value.__class__ is str else str(value)
 
 
 class Writes:
@@ -161,7 +172,7 @@ class Writes:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
-        text = "".join("\t".join(map(_text, row)) + "\n" for row in rows)
+        text = "".join(map(_line, rows))
         if text:
             self._copies.append((statement, text))
 
