@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -74,20 +75,16 @@ def ledger_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def run_ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`ledger ARGS` with `env`, its output captured."""
+    return subprocess.run(
+        [LEDGER, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 @pytest.fixture
 def cli(ledger_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [LEDGER, *args],
-            env=ledger_env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    return run
+    return partial(run_ledger, ledger_env)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from tests.conftest import TEST_MASTER_KEY
-from tests.e2e.conftest import LEDGER, ROOT, Server, _free_port
+from tests.e2e.conftest import Server, _free_port, run_ledger
 
 RECOVERY_SECONDS = 5.0  # the issue's bound: service back within 5 s of the database
 OUTAGE_ANSWER_SECONDS = 3.0  # "fails cleanly": an answer, not a hang, during the outage
@@ -119,12 +119,6 @@ def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
         LEDGER_MASTER_KEY=TEST_MASTER_KEY,
     )
     return env
-
-
-def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LEDGER, *args], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture
@@ -244,7 +238,7 @@ def _keys(env: dict[str, str]) -> dict[str, str]:
     """Two people, made with `ledger keys create`: `clerk` does all but approving."""
     keys = {}
     for who, roles in (("clerk", ("admin", "clerk", "treasury")), ("approver", ("approver",))):
-        done = _ledger(env, "keys", "create", "--name", who, *(f"--role={r}" for r in roles))
+        done = run_ledger(env, "keys", "create", "--name", who, *(f"--role={r}" for r in roles))
         assert done.returncode == 0, done.stderr
         keys[who] = done.stdout.strip().splitlines()[-1]
     return keys
@@ -360,5 +354,5 @@ def test_a_database_restart_gives_clean_503s_quick_recovery_and_nothing_half_wri
     assert trial["total_debit"] == trial["total_credit"]
 
     # The hash chain runs unbroken across the restart.
-    verified = _ledger(env, "audit", "verify")
+    verified = run_ledger(env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr

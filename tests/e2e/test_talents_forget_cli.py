@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from ledger.personal import new_master_key
-from tests.e2e.conftest import LEDGER, ROOT, Server
+from tests.e2e.conftest import Server, run_ledger
 
 pytestmark = pytest.mark.db
 
@@ -66,24 +66,15 @@ def test_a_wrong_or_missing_master_key_stops_a_command_with_a_clear_error(
 ) -> None:
     assert cli("audit", "verify").returncode == 0  # seals the check with the test key
 
-    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [LEDGER, "audit", "verify"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    wrong = run({**ledger_env, "LEDGER_MASTER_KEY": new_master_key()})
+    wrong = run_ledger({**ledger_env, "LEDGER_MASTER_KEY": new_master_key()}, "audit", "verify")
     assert wrong.returncode == 2
     assert "LEDGER_MASTER_KEY is not the key" in wrong.stderr
     # unset, a key of this host's own is made under LEDGER_DATA_DIR: not the database's
-    missing = run({k: v for k, v in ledger_env.items() if k != "LEDGER_MASTER_KEY"})
+    missing = run_ledger(
+        {k: v for k, v in ledger_env.items() if k != "LEDGER_MASTER_KEY"}, "audit", "verify"
+    )
     assert missing.returncode == 2
     assert "LEDGER_MASTER_KEY is not the key" in missing.stderr
-    malformed = run({**ledger_env, "LEDGER_MASTER_KEY": "c2hvcnQ="})
+    malformed = run_ledger({**ledger_env, "LEDGER_MASTER_KEY": "c2hvcnQ="}, "audit", "verify")
     assert malformed.returncode == 2
     assert "base64 of 32 bytes" in malformed.stderr
