@@ -395,23 +395,18 @@ class ProjectionWorker:
     def rebuild(self) -> int:
         """Empty every read model and apply all events again from the first."""
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", (PROJECTION,)
-            )
+            generation = _lock_tracking(curs)[0] + 1
             curs.execute(
                 sql.SQL("TRUNCATE {}").format(
                     sql.SQL(", ").join(map(sql.Identifier, READ_MODEL_TABLES))
                 )
             )
             curs.execute(
-                "UPDATE projection_tracking SET position = 0, generation = generation + 1 "
-                "WHERE name = %s RETURNING generation",
-                (PROJECTION,),
+                "UPDATE projection_tracking SET position = 0, generation = %s WHERE name = %s",
+                (generation, PROJECTION),
             )
-            row = curs.fetchone()
-            assert row is not None
         self._cached_at = None
-        return self._replay(row["generation"]) + self.catch_up()
+        return self._replay(generation) + self.catch_up()
 
     def _replay(self, generation: int) -> int:
         """A rebuild's first pass: this thread decodes and folds the next batch while

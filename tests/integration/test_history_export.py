@@ -20,7 +20,7 @@ from ledger import commands as c
 from ledger.application import LedgerApplication
 from ledger.context import acting_as
 from ledger.store import datastore_of
-from projections.export import audit_csv
+from projections.export import CSV_COLUMNS, audit_csv
 from projections.reads import audit_rows
 from projections.worker import ProjectionWorker
 from tests.integration.scenario import (
@@ -490,28 +490,7 @@ def test_the_export_leaves_no_cursor_open(ledger: LedgerApplication) -> None:
 
 def test_csv_cells_of_the_writer_itself() -> None:
     """The export writer on hand-made rows: guards, quoting, CRLF, None as empty."""
-    row: dict[str, Any] = dict.fromkeys(
-        (
-            "position",
-            "recorded_at",
-            "event_type",
-            "fund_year",
-            "programme",
-            "talent_id",
-            "grant_id",
-            "payment_id",
-            "waiver_id",
-            "clawback_id",
-            "recovery_id",
-            "bank_reference",
-            "amount",
-            "actor",
-            "reason",
-            "reference",
-            "request_id",
-            "hash",
-        )
-    )
+    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
     row.update(position=1, event_type="X", actor="a", request_id="r", hash="h")
     rows = []
     for text in ("=1+1", "+1", "-1", "@x", "\tx", "plain", 'q"uote', "多\r\n行", ""):
