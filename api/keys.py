@@ -62,15 +62,18 @@ class KeyCache:
         self._known: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, key: str) -> Principal | None:
-        digest = _digest(key)
-        now = time.monotonic()
+    def known(self, key: str) -> Principal | None:
+        """The key's principal if it was seen lately: no query."""
         with self._lock:
-            hit = self._known.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+            hit = self._known.get(_digest(key))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def authenticate(self, key: str) -> Principal | None:
+        hit = self.known(key)
+        if hit is not None:
+            return hit
         principal = authenticate(self._datastore, key)
         if principal is not None:
             with self._lock:
-                self._known[digest] = (principal, now + self.TTL_SECONDS)
+                self._known[_digest(key)] = (principal, time.monotonic() + self.TTL_SECONDS)
         return principal

@@ -41,7 +41,7 @@ class LedgerRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if allowed:
-                principal = await run_in_threadpool(_authenticate, request)
+                principal = await _authenticate(request)
                 request.state.principal = principal
                 actor_cvar.set(principal.name)
                 if not principal.roles & set(allowed):
@@ -62,7 +62,7 @@ class LedgerRoute(APIRoute):
         return guarded
 
 
-def _authenticate(request: Request) -> Principal:
+async def _authenticate(request: Request) -> Principal:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ProblemError(
@@ -71,7 +71,8 @@ def _authenticate(request: Request) -> Principal:
             headers={"WWW-Authenticate": "Bearer"},
         )
     keys: KeyCache = request.app.state.keys
-    principal = keys.authenticate(key.strip())
+    # a key seen lately costs no thread hand-off; an unknown one is looked up
+    principal = keys.known(key.strip()) or await run_in_threadpool(keys.authenticate, key.strip())
     if principal is None:
         raise ProblemError(
             "unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"}
@@ -93,21 +94,27 @@ def principal_of(request: Request) -> Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _principal(
+# The dependencies are coroutines: FastAPI would run a plain function in a worker
+# thread, a hand-off that costs more than what they do.
+async def _ledger(request: Request) -> LedgerApplication:
+    return ledger_of(request)
+
+
+async def _principal(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     return principal_of(request)
 
 
-def _consistent(
+async def _consistent(
     request: Request,
     min_position: Annotated[
         int | None,
         Query(ge=0, description="Wait (at most 5 s) until the read models include this position"),
     ] = None,
 ) -> None:
-    if min_position is not None and not wait_for_position(
-        datastore_of(ledger_of(request)), min_position
+    if min_position is not None and not await run_in_threadpool(
+        wait_for_position, datastore_of(ledger_of(request)), min_position
     ):
         raise ProblemError(
             "unavailable",
@@ -121,6 +128,6 @@ def _consistent(
 # a query (a NUL byte in an id made PostgreSQL refuse the query: a 503).
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 PathYear = Annotated[int, Path(ge=1900, le=2999)]
-LedgerDep = Annotated[LedgerApplication, Depends(ledger_of)]
+LedgerDep = Annotated[LedgerApplication, Depends(_ledger)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 Consistent = Depends(_consistent)

@@ -7,6 +7,7 @@ real `ledger serve`, and prints a table; the figures go to bench/results.json.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -18,7 +19,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg.conninfo import make_conninfo
 
 from api.keys import create_key
+from bench.client import Http, Load, Step, cpu_share
 from bench.generate import generate
 from ledger.personal import new_master_key
 from ledger.runtime import Settings, open_ledger
@@ -182,6 +183,7 @@ class Server:
             LEDGER_DATABASE_URL=url, LEDGER_MASTER_KEY=MASTER_KEY, LEDGER_PROJECTIONS="separate"
         )
         ledger = str(ROOT / ".venv" / "bin" / "ledger")
+        (ROOT / "var").mkdir(exist_ok=True)
         self.log = open(ROOT / "var" / "bench-server.log", "wb")  # noqa: SIM115 - kept open
         self.procs = [
             subprocess.Popen(  # noqa: S603 - our own executable
@@ -214,97 +216,47 @@ class Server:
         self.log.close()
 
 
-class Load:
-    """Client threads calling `step(client, thread, i)` (which answers how many events
-    it recorded) until told to stop; latencies in milliseconds."""
-
-    def __init__(self, base: str, clients: int, step: Callable[[httpx.Client, int, int], int]):
-        self.latencies: list[float] = []
-        self.events = 0
-        self.errors = 0
-        self.cpu_share = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._run, args=(base, n, step)) for n in range(clients)
-        ]
-
-    def _run(self, base: str, n: int, step: Callable[[httpx.Client, int, int], int]) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            i = 0
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                try:
-                    events = step(client, n, i)
-                except (httpx.HTTPError, AssertionError):
-                    with self._lock:
-                        self.errors += 1
-                    time.sleep(0.01)
-                    continue
-                elapsed = (time.perf_counter() - started) * 1000
-                with self._lock:
-                    self.latencies.append(elapsed)
-                    self.events += events
-                i += 1
-
-    def run(self, seconds: float) -> float:
-        cpu = time.process_time()
-        started = time.monotonic()
-        for t in self._threads:
-            t.start()
-        time.sleep(seconds)
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-        wall = time.monotonic() - started
-        self.cpu_share = (time.process_time() - cpu) / wall / (os.cpu_count() or 1)
-        return wall
-
-
 def _post(client: httpx.Client, key: str, path: str, body: Any, **kw: Any) -> httpx.Response:
     r = client.post(path, json=body, headers={"Authorization": f"Bearer {key}"}, **kw)
     assert r.status_code < 300, r.text
     return r
 
 
-def write_mix(keys: dict[str, str], prefix: str) -> Callable[[httpx.Client, int, int], int]:
+def write_mix(keys: dict[str, str], prefix: str) -> Step:
     """Propose (2 events), approve (1), pay (3), in turn: single writes of each kind."""
+    auth = {role: {"Authorization": f"Bearer {keys[role]}"} for role in keys}
 
-    def step(client: httpx.Client, n: int, i: int) -> int:
+    async def post(http: Http, role: str, path: str, body: Any) -> None:
+        status, answer = await http.request("POST", path, body, auth[role])
+        assert status < 300, answer[:300]
+
+    async def step(http: Http, n: int, i: int) -> int:
         grant = f"{prefix}-G{n}-{i // 3}"
         match i % 3:
             case 0:
-                _post(
-                    client,
-                    keys["clerk"],
-                    "/v1/grants",
-                    {
-                        "grant_id": grant,
-                        "talent_id": f"W{n:02d}",
-                        "fund_year": 2030,
-                        "programme": "settling_in",
-                        "amount": "300.00",
-                        "policy_reference": "bench",
-                        "reason": "bench",
-                    },
-                )
+                body = {
+                    "grant_id": grant,
+                    "talent_id": f"W{n:02d}",
+                    "fund_year": 2030,
+                    "programme": "settling_in",
+                    "amount": "300.00",
+                    "policy_reference": "bench",
+                    "reason": "bench",
+                }
+                await post(http, "clerk", "/v1/grants", body)
                 return 2
             case 1:
-                _post(client, keys["approver"], f"/v1/grants/{grant}/approve", {})
+                await post(http, "approver", f"/v1/grants/{grant}/approve", {})
                 return 1
             case _:
-                _post(
-                    client,
-                    keys["treasury"],
-                    "/v1/payments",
-                    {
-                        "payment_id": f"{grant}-P",
-                        "grant_id": grant,
-                        "amount": "300.00",
-                        "value_date": "2030-03-01",
-                        "bank_reference": f"{grant}-BR",
-                    },
-                )
+                body = {
+                    "payment_id": f"{grant}-P",
+                    "grant_id": grant,
+                    "amount": "300.00",
+                    "value_date": "2030-03-01",
+                    "bank_reference": f"{grant}-BR",
+                }
+                await post(http, "treasury", "/v1/payments", body)
                 return 3
 
     return step
@@ -345,36 +297,35 @@ def measure_w1_q1(server: Server, keys: dict[str, str]) -> dict[str, Any]:
     """W1: 32 writers of single events; Q1: as-of reads measured while they write."""
     w1 = Load(server.url, CLIENTS, write_mix(keys, secrets.token_hex(3)))
     reads: list[float] = []
-    stop = threading.Event()
-    auth = {"Authorization": f"Bearer {keys['auditor']}"}
 
-    def reader() -> None:
-        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as c:
-            i = 0
-            while not stop.is_set():
-                talent = f"T{(i * 7919) % 10_000:07d}"
-                for path, position in (
-                    (f"/v1/talents/{talent}", EVENTS // 2 + i),
-                    ("/v1/fund-years/2024", EVENTS // 3 + i),
-                ):
-                    started = time.perf_counter()
-                    r = c.get(path, params={"as_of_position": position})
-                    reads.append((time.perf_counter() - started) * 1000)
-                    assert r.status_code in (200, 404), r.text
-                i += 1
+    async def reader(until: float) -> None:
+        http = Http(server.url, {"Authorization": f"Bearer {keys['auditor']}"})
+        i = 0
+        while time.monotonic() < until:
+            talent = f"T{(i * 7919) % 10_000:07d}"
+            for path, position in (
+                (f"/v1/talents/{talent}", EVENTS // 2 + i),
+                ("/v1/fund-years/2024", EVENTS // 3 + i),
+            ):
+                started = time.perf_counter()
+                status, answer = await http.request("GET", f"{path}?as_of_position={position}")
+                reads.append((time.perf_counter() - started) * 1000)
+                assert status in (200, 404), answer[:300]
+            i += 1
+        await http.close()
+
+    async def both() -> float:
+        wall, _ = await asyncio.gather(w1.run(SECONDS), reader(time.monotonic() + SECONDS))
+        return wall
 
     log(f"W1 + Q1: {CLIENTS} writers for {SECONDS:.0f} s while one auditor reads as-of")
-    t = threading.Thread(target=reader)
-    t.start()
-    wall = w1.run(SECONDS)
-    stop.set()
-    t.join()
+    wall, share = cpu_share(lambda: asyncio.run(both()))
     return {
         "w1_events_per_s": w1.events / wall,
         "w1_p50_ms": percentile(w1.latencies, 0.50),
         "w1_p99_ms": percentile(w1.latencies, 0.99),
         "w1_errors": w1.errors,
-        "w1_load_generator_cpu_share": w1.cpu_share,
+        "w1_load_generator_cpu_share": share,
         "q1_p50_ms": percentile(reads, 0.50),
         "q1_p99_ms": percentile(reads, 0.99),
         "q1_reads": len(reads),

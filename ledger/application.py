@@ -1,9 +1,11 @@
 """The ledger application: one method per use case, each an atomic, race-free unit.
 
-Every use case runs as a unit of work: load what the rules need, decide, save all
-new events in one transaction. The store refuses the save if any aggregate read
-(or found missing) changed meanwhile, in this or any other process; the work is
-then run again on fresh state. So a rule checked here holds under any concurrency.
+Every use case runs as a unit of work: decide on this process's copies of what the
+rules need, then, holding the store's append lock, check that every aggregate read
+(or found missing) is still at the version read. Whatever changed meanwhile, in this
+or any other process, is read there and the work decides again before it appends. So
+a rule checked here holds under any concurrency, and a decision is never thrown away
+for a lost race.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Recording, Transcoding
 
 from ledger import commands as c
 from ledger.domain import (
@@ -49,6 +51,7 @@ from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
 from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
+from ledger.store import AppendSession, LedgerRecorder
 
 T = TypeVar("T")
 A = TypeVar("A", bound=LedgerAggregate)
@@ -85,6 +88,24 @@ class Outcome(Generic[T]):
     replayed: bool
 
 
+@dataclass(frozen=True)
+class Attempt(Generic[T]):
+    """One run of a unit of work: its answer, whether some command in it was refused
+    (a refusal may rest on an aggregate this process has not seen yet), and whether
+    what it changed is to be recorded."""
+
+    value: T
+    refused: bool = False
+    record: bool = True
+
+
+@dataclass(frozen=True)
+class Committed(Generic[T]):
+    value: T
+    recordings: list[Recording[UUID]]
+    position: int  # the last event recorded, else the head once the decision held
+
+
 class AtomicRefusal(LedgerError):
     """One call of an atomic run was refused, so none of them was recorded."""
 
@@ -96,16 +117,24 @@ class AtomicRefusal(LedgerError):
 
 
 class UnitOfWork:
-    """The aggregates one attempt of a use case read and wrote, with their versions."""
+    """The aggregates one attempt of a use case read and wrote, with their versions.
 
-    def __init__(self, app: LedgerApplication, *, optimistic: bool = False) -> None:
+    It reads no database: it hands out copies of `known` aggregates (read under the
+    append lock) or else of this process's cache, and takes an aggregate it has never
+    seen to be missing. `LedgerApplication.commit` checks every version it read before
+    anything is recorded."""
+
+    def __init__(
+        self, app: LedgerApplication, known: Mapping[UUID, LedgerAggregate | None] | None = None
+    ) -> None:
         self._app = app
-        self._optimistic = optimistic
+        self._known = known or {}
         self._versions: dict[UUID, int] = {}
         self._aggregates: dict[UUID, LedgerAggregate] = {}
         # every aggregate handed out or added, with its version then: what a command
         # changed is found among those handed out since it started, not all of them
         self._handed_out: list[tuple[LedgerAggregate, int]] = []
+        self.unseen: set[UUID] = set()  # taken to be missing for want of a copy
 
     def find(self, cls: type[A], key: Any) -> A | None:
         aggregate_id: UUID = cls.create_id(key)
@@ -114,13 +143,13 @@ class UnitOfWork:
             assert isinstance(found, cls)
             self._handed_out.append((found, found.version))
             return found
-        try:
-            aggregate: LedgerAggregate = (
-                self._cached(aggregate_id)
-                if self._optimistic
-                else self._app.repository.get(aggregate_id)
-            )
-        except AggregateNotFoundError:
+        if aggregate_id in self._known:
+            aggregate = deepcopy(self._known[aggregate_id])
+        else:
+            aggregate = self._app.cached_copy(aggregate_id)
+            if aggregate is None:
+                self.unseen.add(aggregate_id)
+        if aggregate is None:
             self._versions[aggregate_id] = 0
             return None
         if not isinstance(aggregate, cls):
@@ -130,26 +159,13 @@ class UnitOfWork:
         self._handed_out.append((aggregate, aggregate.version))
         return aggregate
 
-    def _cached(self, aggregate_id: UUID) -> LedgerAggregate:
-        """Optimistic: this process's last copy, with no query; "missing" if it has none.
-        Sound because the store re-checks every version read at commit, and because a
-        refusal is never decided optimistically (the group runs again, pessimistic)."""
-        cache = self._app.repository.cache
-        try:
-            cached = cache.get(aggregate_id) if cache is not None else None
-            copy = deepcopy(cached)  # may race a request thread fast-forwarding it
-        except (KeyError, RuntimeError):
-            copy = None
-        if not isinstance(copy, LedgerAggregate):
-            raise AggregateNotFoundError(aggregate_id)
-        return copy
-
     def remember(self) -> None:
-        """Keep what was just saved as this process's latest copies."""
+        """Keep what was just recorded (or checked) as this process's latest copies."""
         cache = self._app.repository.cache
         if cache is not None:
             for aggregate in self._aggregates.values():
-                cache.put(aggregate.id, deepcopy(aggregate))
+                if not aggregate.pending_events:  # a refusal's changes are not kept
+                    cache.put(aggregate.id, deepcopy(aggregate))
 
     def get(self, cls: type[A], key: Any, what: str) -> A:
         """Load an aggregate named in the path: missing is `not_found`."""
@@ -246,45 +262,117 @@ class LedgerApplication(Application[UUID]):
         committer = self._committer
         if committer is not None and not committer.in_writer:
             return committer.run(lambda: self._run(work))
-        outcomes = self._commit(lambda uow: [work(uow)])
-        return Outcome(outcomes.value[0], outcomes.position, outcomes.replayed)
+
+        def attempt(uow: UnitOfWork) -> Attempt[T | LedgerError]:
+            try:
+                return Attempt(work(uow))
+            except LedgerError as e:
+                return Attempt(e, refused=True, record=False)
+
+        done = self.commit(attempt)
+        if isinstance(done.value, LedgerError):
+            raise done.value
+        return Outcome(done.value, done.position, replayed=not done.recordings)
 
     def run_atomic(self, calls: Sequence[Callable[[], Outcome[Any]]]) -> list[Outcome[Any]]:
         """Run several use cases (calls of this application's methods) as one unit of
         work: all are recorded in one transaction, or none is. A refusal raises
-        `AtomicRefusal` naming the call that failed."""
+        `AtomicRefusal` naming the first call that failed."""
 
-        def work(uow: UnitOfWork) -> list[Outcome[Any]]:
+        def attempt(uow: UnitOfWork) -> Attempt[list[Outcome[Any]] | AtomicRefusal]:
             outcomes = []
+            refusal = None
             for index, call in enumerate(calls):
                 try:
                     outcomes.append(run_in(uow, call))
                 except LedgerError as e:
-                    raise AtomicRefusal(index, e) from e
-            return outcomes
+                    # the calls after it still run, so that everything the whole run
+                    # reads is known when it is checked, not one refusal at a time
+                    refusal = refusal or AtomicRefusal(index, e)
+            if refusal is not None:
+                return Attempt(refusal, refused=True, record=False)
+            return Attempt(outcomes)
 
-        done = self._commit(work)
+        done = self.commit(attempt)
+        if isinstance(done.value, AtomicRefusal):
+            raise done.value
         return [replace(o, position=done.position) for o in done.value]
 
-    def _commit(self, work: Callable[[UnitOfWork], T]) -> Outcome[T]:
+    def commit(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]:
+        """Decide with `run`, then record what it changed, race-free.
+
+        `run` first decides on this process's copies, without a query. Then, holding
+        the append lock, every version it read is checked; what changed (or what a
+        refusal may have missed) is read there, and `run` decides again, until a
+        decision rests only on what is current. Under the lock nothing can change any
+        more, so that decision is recorded as it stands."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
-            uow = UnitOfWork(self)
-            value = work(uow)
-            pending = [a for a in uow.aggregates if a.pending_events]
-            if not pending:
-                # Nothing recorded: any position at or after the original write will
-                # do for read-your-writes, and the head is one index lookup away.
-                return Outcome(value, self.recorder.max_notification_id() or 0, replayed=True)
             try:
-                recordings = self.save(*pending, read_versions=uow.read_versions)
-            except RecordConflictError:
+                return self._commit_once(run)
+            except RecordConflictError:  # something wrote an aggregate it never read
                 if time.monotonic() > deadline:
                     raise Contended("too many concurrent writers; retry") from None
                 time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not crypto
-                continue
-            position = max(r.notification.id for r in recordings)
-            return Outcome(value, position, replayed=False)
+
+    def _commit_once(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]:
+        uow = UnitOfWork(self)
+        attempt = run(uow)
+        known: dict[UUID, LedgerAggregate | None] = {}
+        recorder = self.recorder
+        assert isinstance(recorder, LedgerRecorder)
+        with recorder.append_session() as session:
+            while True:
+                versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
+                if attempt.refused:
+                    versions.update(dict.fromkeys(uow.unseen - known.keys() - versions.keys()))
+                if not versions:
+                    break
+                self._read_current(session, versions, known)
+                uow = UnitOfWork(self, known)
+                attempt = run(uow)
+            pending = [a for a in uow.aggregates if a.pending_events] if attempt.record else []
+            recordings = self.save(*pending, session=session) if pending else []
+        uow.remember()
+        # When nothing was recorded, any position at or after the decision will do for
+        # read-your-writes, and the head is one index lookup away.
+        position = max((r.notification.id for r in recordings), default=0) or (
+            self.recorder.max_notification_id() or 0
+        )
+        return Committed(attempt.value, recordings, position)
+
+    def _read_current(
+        self,
+        session: AppendSession,
+        versions: Mapping[UUID, int | None],
+        known: dict[UUID, LedgerAggregate | None],
+    ) -> None:
+        """Bring `known` up to date with the store for the given aggregates (at their
+        current version, when known), in one query: from the cached copy when it is
+        not ahead, else from their first event."""
+        bases: dict[UUID, LedgerAggregate | None] = {}
+        for aggregate_id, version in versions.items():
+            base = self.cached_copy(aggregate_id)
+            bases[aggregate_id] = (
+                base if base is not None and (version is None or base.version <= version) else None
+            )
+        events: dict[UUID | str, list[Any]] = {i: [] for i in bases}
+        for stored in session.events_after({i: b.version if b else 0 for i, b in bases.items()}):
+            events[stored.originator_id].append(self.mapper.to_domain_event(stored))
+        for aggregate_id, base in bases.items():
+            aggregate = base
+            for event in events[aggregate_id]:
+                aggregate = event.mutate(aggregate)
+            known[aggregate_id] = aggregate
+
+    def cached_copy(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        """A copy of this process's latest copy of an aggregate, if it has one."""
+        cache = self.repository.cache
+        try:
+            copy = deepcopy(cache.get(aggregate_id)) if cache is not None else None
+        except (KeyError, RuntimeError):  # RuntimeError: raced a fast-forward in place
+            return None
+        return copy if isinstance(copy, LedgerAggregate) else None
 
     def _create(
         self,

@@ -6,24 +6,20 @@ writes whatever the concurrency. Here one writer thread per process runs the wai
 commands one after another on a shared unit of work (so a hot fund year is loaded
 once and never conflicts with itself) and appends all their events in one
 transaction. Every rule still holds: each command decides on the state left by the
-ones before it, and the store re-checks everything read at commit, in which case the
-whole group runs again. Each caller gets its own result and position; a refused
-command records nothing.
+ones before it, and `LedgerApplication.commit` re-checks everything read under the
+append lock, where the whole group decides again on what changed. Each caller gets
+its own result and position; a refused command records nothing.
 """
 
 from __future__ import annotations
 
 import contextvars
 import queue
-import random
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from eventsourcing.persistence import RecordConflictError
 
 from ledger.errors import LedgerError
 
@@ -33,7 +29,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 MAX_GROUP = 128
-CONFLICT_DEADLINE_SECONDS = 10.0
 
 
 @dataclass
@@ -89,57 +84,41 @@ class GroupCommitter:
             try:
                 self._commit(group)
             except BaseException as e:  # the writer must outlive any failure
-                self._fail(group, {}, e)
+                self._fail(group, e)
 
     def _commit(self, group: list[_Item]) -> None:
-        from ledger.application import Contended, UnitOfWork  # noqa: PLC0415 - import cycle
+        from ledger.application import Attempt  # noqa: PLC0415 - import cycle
 
-        leaked: dict[int, BaseException] = {}
-        optimistic = True  # first try on this process's copies, without a query
-        deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
-        while True:
-            refused = dict(leaked)
-            uow = UnitOfWork(self._app, optimistic=optimistic)
+        def attempt(uow: UnitOfWork) -> Attempt[tuple[dict[int, Any], dict[int, BaseException]]]:
+            refused: dict[int, BaseException] = {}
             try:
                 done = self._run_all(uow, group, refused)
-            except _Leaked as leak:
-                if not optimistic:
-                    leaked[leak.index] = refused[leak.index]
-                optimistic = False
-                continue  # run them again (without one that leaks for real)
-            pending = [a for a in uow.aggregates if a.pending_events]
-            if optimistic and (len(refused) > len(leaked) or not pending):
-                # A refusal, or an answer that nothing will validate at commit, must
-                # rest on state read from the database: the group runs again.
-                optimistic = False
-                continue
-            try:
-                recordings = (
-                    self._app.save(*pending, read_versions=uow.read_versions) if pending else []
-                )
-                positions = {id(r.domain_event): r.notification.id for r in recordings}
-                head = max(positions.values(), default=0) or (
-                    self._app.recorder.max_notification_id() or 0
-                )
-            except RecordConflictError:
-                if time.monotonic() > deadline:
-                    self._fail(group, leaked, Contended("too many concurrent writers; retry"))
-                    return
-                optimistic = False
-                time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter
-                continue
-            except Exception as e:  # the database failed: every caller hears it
-                self._fail(group, leaked, e)
-                return
-            uow.remember()
-            for index, item in enumerate(group):
-                if index in refused:
-                    item.future.set_exception(refused[index])
-                    continue
-                outcome, events = done[index]
-                own = [positions[id(e)] for e in events]
-                item.future.set_result(replace(outcome, position=max(own, default=head)))
+            except _Leaked:
+                if len(group) > 1:
+                    raise
+                return Attempt(({}, refused), refused=True, record=False)
+            return Attempt((done, refused), refused=bool(refused))
+
+        try:
+            committed = self._app.commit(attempt)
+        except _Leaked:
+            # A refused command changed the shared aggregates: each command runs
+            # alone, so that its refusal records nothing and touches no neighbour.
+            for item in group:
+                self._commit([item])
             return
+        except Exception as e:  # the database failed, or too much contention
+            self._fail(group, e)
+            return
+        done, refused = committed.value
+        positions = {id(r.domain_event): r.notification.id for r in committed.recordings}
+        for index, item in enumerate(group):
+            if index in refused:
+                item.future.set_exception(refused[index])
+                continue
+            outcome, events = done[index]
+            own = [positions[id(e)] for e in events]
+            item.future.set_result(replace(outcome, position=max(own, default=committed.position)))
 
     def _run_all(
         self, uow: UnitOfWork, group: list[_Item], refused: dict[int, BaseException]
@@ -149,8 +128,6 @@ class GroupCommitter:
 
         done: dict[int, tuple[Outcome[Any], list[Any]]] = {}
         for index, item in enumerate(group):
-            if index in refused:
-                continue
             mark = uow.mark()
             try:
                 outcome = item.context.run(run_in, uow, item.call)
@@ -166,9 +143,8 @@ class GroupCommitter:
         return done
 
     @staticmethod
-    def _fail(group: list[_Item], leaked: dict[int, BaseException], error: BaseException) -> None:
-        """Nothing was recorded: every caller hears `error` (safe to retry), except one
-        whose own command failed whatever the others did."""
-        for index, item in enumerate(group):
+    def _fail(group: list[_Item], error: BaseException) -> None:
+        """Nothing was recorded: every caller still waiting hears `error`."""
+        for item in group:
             if not item.future.done():
-                item.future.set_exception(leaked.get(index, error))
+                item.future.set_exception(error)

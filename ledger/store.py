@@ -1,20 +1,21 @@
 """The event store on PostgreSQL: eventsourcing's recorder, made stricter.
 
-`insert_events` appends under the library's table lock (so positions follow commit
-order) and, in the same transaction, re-checks the versions of every aggregate the
-command read. A command decided on stale state is refused, and its unit of work
-runs again: this is what makes budget, payment and bank-reference rules race-free
+Events are appended in an `AppendSession`: a transaction holding the library's table
+lock (so positions follow commit order), in which the application re-checks the
+version of every aggregate a command read and decides again on what changed before
+it appends. This is what makes budget, payment and bank-reference rules race-free
 across threads and processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import RecordConflictError, StoredEvent
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -28,8 +29,37 @@ GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
-class StaleRead(RecordConflictError):
-    """An aggregate the command read has changed since: decide again."""
+class AppendSession:
+    """One transaction holding the append lock: no other writer can append until it
+    ends, so what it reads stays true until its events are in."""
+
+    def __init__(self, recorder: LedgerRecorder, curs: Any) -> None:
+        self._recorder = recorder
+        self.cursor = curs
+
+    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
+        """The aggregates whose version is no longer the one read, with their version now."""
+        if not read_versions:
+            return {}
+        self.cursor.execute(self._recorder.versions_sql, (list(read_versions),), prepare=True)
+        current = {row["originator_id"]: row["version"] for row in self.cursor.fetchall()}
+        return {
+            aggregate_id: current.get(aggregate_id, 0)
+            for aggregate_id, version in read_versions.items()
+            if current.get(aggregate_id, 0) != version
+        }
+
+    def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        """The events of each aggregate past the given version, in version order."""
+        if not versions:
+            return []
+        self.cursor.execute(
+            self._recorder.events_after_sql, (list(versions), list(versions.values()))
+        )
+        return [
+            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
+            for r in self.cursor.fetchall()
+        ]
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -39,35 +69,50 @@ class LedgerRecorder(PostgresApplicationRecorder):
     select_events = PostgresAggregateRecorder.select_events.__wrapped__
     max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = sql.SQL("{0}.{1}").format(
+            sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
+        )
+        self.versions_sql = sql.SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {0} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(table)
+        self.events_after_sql = sql.SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
+            "JOIN {0} e ON e.originator_id = a.id AND e.originator_version > a.version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(table)
+
+    @contextmanager
+    def append_session(self) -> Iterator[AppendSession]:
+        """The statements are pipelined: the lock goes out with the first query, the
+        insert with its NOTIFY, so a decision that holds costs three round trips."""
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
+            curs = conn.cursor()
+            for statement in self.lock_table_statements:
+                curs.execute(statement, prepare=True)
+            yield AppendSession(self, curs)
+
     def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
         *,
-        read_versions: Mapping[UUID, int] | None = None,
+        session: AppendSession | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as curs:
-            for statement in self.lock_table_statements:
-                curs.execute(statement, prepare=True)
-            if read_versions:
-                self._check_read_versions(curs, read_versions)
-            curs.execute(sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)))
-            PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
-            return [row["notification_id"] for row in curs.fetchall()]
-
-    def _check_read_versions(self, curs: Any, read_versions: Mapping[UUID, int]) -> None:
-        curs.execute(
-            sql.SQL(
-                "SELECT originator_id, max(originator_version) AS version FROM {0}.{1} "
-                "WHERE originator_id = ANY(%s) GROUP BY originator_id"
-            ).format(sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)),
-            (list(read_versions),),
-            prepare=True,
-        )
-        current = {row["originator_id"]: row["version"] for row in curs.fetchall()}
-        for aggregate_id, version in read_versions.items():
-            if current.get(aggregate_id, 0) != version:
-                raise StaleRead(f"aggregate {aggregate_id} changed")
+        if session is None:
+            with self.append_session() as own:
+                return self.insert_events(stored_events, session=own)
+        curs = session.cursor
+        curs.execute(sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)))
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+        return [row["notification_id"] for row in curs.fetchall()]
 
 
 # Each step runs once, recorded by name in ledger_schema; a step is never edited.
