@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from api import schemas as s
 from api.keys import ROLES, Principal
-from api.operations import OPERATIONS, Ids, Operation, answer
+from api.operations import OPERATIONS, Ids, Operation, answer, presented
 from api.problems import error_body, problem_body, problem_json, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
 from api.writes import ALWAYS, written
@@ -104,11 +104,11 @@ def _run_one(
 ) -> BatchResult:
     op, ids, body = prepared
     try:
-        outcome = op.run(ledger, ids, body, principal)
+        outcome = presented(ledger, op, ids, lambda: op.run(ledger, ids, body, principal))
     except LedgerError as e:
         problem = error_body(e)
         return BatchResult(status=problem["status"], body=problem)
-    status, _, content = answer(ledger, op, outcome, ids)
+    status, _, content = answer(op, outcome)
     return BatchResult(status=status, body=content, position=outcome.position)
 
 
@@ -152,13 +152,16 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     ready = [p for p in prepared if not isinstance(p, dict)]
     try:
         outcomes = ledger.run_atomic(
-            [partial(op.run, ledger, ids, b, principal) for op, ids, b in ready]
+            [
+                partial(presented, ledger, op, ids, partial(op.run, ledger, ids, b, principal))
+                for op, ids, b in ready
+            ]
         )
     except AtomicRefusal as e:
         return _refused(e.index, error_body(e.error))
     results = []
-    for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
-        status, _, content = answer(ledger, op, outcome, ids)
+    for (op, _, _), outcome in zip(ready, outcomes, strict=True):
+        status, _, content = answer(op, outcome)
         results.append(BatchResult(status=status, body=content, position=outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
     return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)

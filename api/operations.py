@@ -5,7 +5,7 @@ table, so a batch operation answers exactly what the single call would."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,17 +30,23 @@ class Operation:
     present: Callable[[LedgerApplication, Any, Ids], Any] = lambda app, value, ids: value
 
 
-def answer(
-    app: LedgerApplication, op: Operation, outcome: Outcome[Any], ids: Ids
-) -> tuple[int, dict[str, str], Any]:
-    """Status, headers and JSON body: 201 for a new resource, 200 for an action or a
-    replay, always with the position to read after."""
+def presented(
+    app: LedgerApplication, op: Operation, ids: Ids, run: Callable[[], Outcome[Any]]
+) -> Outcome[Any]:
+    """The outcome of `run`, its value as the answer shows it (which may need a query:
+    a talent's name is unsealed)."""
+    outcome = run()
+    return replace(outcome, value=op.present(app, outcome.value, ids))
+
+
+def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], Any]:
+    """Status, headers and JSON body of a presented outcome: 201 for a new resource,
+    200 for an action or a replay, always with the position to read after."""
     headers = {"Ledger-Position": str(outcome.position)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
     status = 201 if op.created and not outcome.replayed else 200
-    body = op.out.model_validate(op.present(app, outcome.value, ids))
-    return status, headers, body.model_dump(mode="json")
+    return status, headers, op.out.model_validate(outcome.value).model_dump(mode="json")
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:

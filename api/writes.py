@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -11,7 +13,7 @@ from pydantic import BaseModel
 
 from api import schemas as s
 from api.keys import Principal
-from api.operations import OPERATIONS, Ids, answer
+from api.operations import OPERATIONS, Ids, answer, presented
 from api.problems import problem_responses
 from api.routing import LedgerDep, LedgerRoute, PathId, PathYear, PrincipalDep, roles
 from ledger.application import LedgerApplication
@@ -70,17 +72,22 @@ def _route(path: str, name: str, *codes: str) -> Callable[[F], F]:
     )
 
 
-def _perform(
+async def _perform(
     name: str, ledger: LedgerApplication, principal: Principal, ids: Ids, body: Any
 ) -> JSONResponse:
+    """The use case runs in the group-commit writer and the request only awaits it:
+    no worker thread sits blocked for each write in flight."""
     op = OPERATIONS[name]
-    status, headers, content = answer(ledger, op, op.run(ledger, ids, body, principal), ids)
+    call = partial(presented, ledger, op, ids, lambda: op.run(ledger, ids, body, principal))
+    status, headers, content = answer(op, await asyncio.wrap_future(ledger.submit(call)))
     return JSONResponse(content, status_code=status, headers=headers)
 
 
 @_route("/fund-years", "fund_year.open", "idempotency_conflict")
-def open_fund_year(body: s.OpenFundYearIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("fund_year.open", ledger, p, {}, body)
+async def open_fund_year(
+    body: s.OpenFundYearIn, ledger: LedgerDep, p: PrincipalDep
+) -> JSONResponse:
+    return await _perform("fund_year.open", ledger, p, {}, body)
 
 
 @_route(
@@ -90,29 +97,29 @@ def open_fund_year(body: s.OpenFundYearIn, ledger: LedgerDep, p: PrincipalDep) -
     "idempotency_conflict",
     "fund_year_closed",
 )
-def appropriate(
+async def appropriate(
     year: PathYear, body: s.AppropriationIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("appropriation.add", ledger, p, {"year": year}, body)
+    return await _perform("appropriation.add", ledger, p, {"year": year}, body)
 
 
 @_route("/fund-years/{year}/close", "fund_year.close", "not_found", "invalid_state")
-def close_fund_year(
+async def close_fund_year(
     year: PathYear, body: s.CloseIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("fund_year.close", ledger, p, {"year": year}, body)
+    return await _perform("fund_year.close", ledger, p, {"year": year}, body)
 
 
 @_route("/talents", "talent.register", "idempotency_conflict")
-def register_talent(body: s.TalentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("talent.register", ledger, p, {}, body)
+async def register_talent(body: s.TalentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return await _perform("talent.register", ledger, p, {}, body)
 
 
 @_route("/talents/{talent_id}/departure", "talent.depart", "not_found", "invalid_state")
-def depart_talent(
+async def depart_talent(
     talent_id: PathId, body: s.DepartureIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("talent.depart", ledger, p, {"talent_id": talent_id}, body)
+    return await _perform("talent.depart", ledger, p, {"talent_id": talent_id}, body)
 
 
 @_route(
@@ -123,31 +130,31 @@ def depart_talent(
     "fund_year_closed",
     "talent_departed",
 )
-def propose_grant(body: s.GrantIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("grant.propose", ledger, p, {}, body)
+async def propose_grant(body: s.GrantIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return await _perform("grant.propose", ledger, p, {}, body)
 
 
 @_route(
     "/grants/{grant_id}/approve", "grant.approve", "not_found", "invalid_state", "self_approval"
 )
-def approve_grant(
+async def approve_grant(
     grant_id: PathId, ledger: LedgerDep, p: PrincipalDep, body: s.ApproveIn | None = None
 ) -> JSONResponse:
-    return _perform("grant.approve", ledger, p, {"grant_id": grant_id}, body or s.ApproveIn())
+    return await _perform("grant.approve", ledger, p, {"grant_id": grant_id}, body or s.ApproveIn())
 
 
 @_route("/grants/{grant_id}/reject", "grant.reject", "not_found", "invalid_state")
-def reject_grant(
+async def reject_grant(
     grant_id: PathId, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("grant.reject", ledger, p, {"grant_id": grant_id}, body)
+    return await _perform("grant.reject", ledger, p, {"grant_id": grant_id}, body)
 
 
 @_route("/grants/{grant_id}/revoke", "grant.revoke", "not_found", "invalid_state")
-def revoke_grant(
+async def revoke_grant(
     grant_id: PathId, body: s.ReasonIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("grant.revoke", ledger, p, {"grant_id": grant_id}, body)
+    return await _perform("grant.revoke", ledger, p, {"grant_id": grant_id}, body)
 
 
 @_route(
@@ -158,15 +165,15 @@ def revoke_grant(
     "fund_year_closed",
     "talent_departed",
 )
-def grant_waiver(body: s.WaiverIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("waiver.grant", ledger, p, {}, body)
+async def grant_waiver(body: s.WaiverIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return await _perform("waiver.grant", ledger, p, {}, body)
 
 
 @_route("/rent-waivers/{waiver_id}/end", "waiver.end", "not_found", "invalid_state")
-def end_waiver(
+async def end_waiver(
     waiver_id: PathId, body: s.EndWaiverIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("waiver.end", ledger, p, {"waiver_id": waiver_id}, body)
+    return await _perform("waiver.end", ledger, p, {"waiver_id": waiver_id}, body)
 
 
 @_route(
@@ -178,20 +185,20 @@ def end_waiver(
     "duplicate_bank_reference",
     "talent_departed",
 )
-def record_payment(body: s.PaymentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("payment.record", ledger, p, {}, body)
+async def record_payment(body: s.PaymentIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return await _perform("payment.record", ledger, p, {}, body)
 
 
 @_route("/payments/{payment_id}/return", "payment.return", "not_found", "invalid_state")
-def return_payment(
+async def return_payment(
     payment_id: PathId, body: s.ReturnIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("payment.return", ledger, p, {"payment_id": payment_id}, body)
+    return await _perform("payment.return", ledger, p, {"payment_id": payment_id}, body)
 
 
 @_route("/clawbacks", "clawback.assess", "idempotency_conflict", "clawback_exceeds_paid")
-def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
-    return _perform("clawback.assess", ledger, p, {}, body)
+async def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, p: PrincipalDep) -> JSONResponse:
+    return await _perform("clawback.assess", ledger, p, {}, body)
 
 
 @_route(
@@ -202,7 +209,7 @@ def assess_clawback(body: s.ClawbackIn, ledger: LedgerDep, p: PrincipalDep) -> J
     "overpayment",
     "duplicate_bank_reference",
 )
-def record_recovery(
+async def record_recovery(
     clawback_id: PathId, body: s.RecoveryIn, ledger: LedgerDep, p: PrincipalDep
 ) -> JSONResponse:
-    return _perform("clawback.recover", ledger, p, {"clawback_id": clawback_id}, body)
+    return await _perform("clawback.recover", ledger, p, {"clawback_id": clawback_id}, body)

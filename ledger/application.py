@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from contextvars import ContextVar
 from copy import deepcopy
 from dataclasses import dataclass, replace
@@ -243,6 +244,13 @@ class LedgerApplication(Application[UUID]):
     def start_group_commit(self) -> None:
         """From now on, concurrent use cases of this process share transactions."""
         self._committer = GroupCommitter(self)
+
+    def submit(self, call: Callable[[], Outcome[T]]) -> Future[Outcome[T]]:
+        """Run `call` (calls of use cases) in the next group commit, without waiting:
+        for a caller that must not block, such as an event loop."""
+        if self._committer is None:
+            raise RuntimeError("group commit is not started")
+        return self._committer.submit(call)
 
     def close(self) -> None:
         if self._committer is not None:

@@ -8,9 +8,11 @@ same key always names the same stream and a second create collides in the store.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -30,6 +32,7 @@ from ledger.money import ZERO
 from ledger.reconciliation import unpack
 
 
+@lru_cache(maxsize=65_536)  # a hash per call, and each command names its streams often
 def stream_id(kind: str, key: str) -> UUID:
     """The aggregate id of a business key, e.g. `stream_id("grants", "G-1")`."""
     return uuid5(NAMESPACE_URL, f"/{kind}/{key}")
@@ -60,6 +63,23 @@ class LedgerAggregate(Aggregate):
     @classmethod
     def _create(cls, event_class: Any, **kwargs: Any) -> Any:
         return super()._create(event_class, **_stamped(kwargs))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """Copies what can change and shares what cannot (values and recorded events
+        are immutable): every command works on copies, so this is on the hot path."""
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        for name, value in self.__dict__.items():
+            if type(value) in _IMMUTABLE:
+                state[name] = value
+            elif name == "_pending_events":
+                state[name] = list(value)
+            else:
+                state[name] = deepcopy(value, memo)
+        return clone
+
+
+_IMMUTABLE = frozenset({str, int, bool, Decimal, UUID, date, datetime, type(None)})
 
 
 def _stamped(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -56,14 +56,17 @@ class GroupCommitter:
     def in_writer(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def run(self, call: Callable[[], Outcome[T]]) -> Outcome[T]:
-        """Run `call` (a use case) in the next group; wait for its own outcome."""
+    def submit(self, call: Callable[[], Outcome[T]]) -> Future[Outcome[T]]:
+        """Run `call` (a use case, in the caller's context) in the next group."""
         if not self._thread.is_alive():
             raise RuntimeError("the group-commit writer has stopped")
         item = _Item(call, contextvars.copy_context())
         self._queue.put(item)
-        result: Outcome[T] = item.future.result()
-        return result
+        return item.future
+
+    def run(self, call: Callable[[], Outcome[T]]) -> Outcome[T]:
+        """Run `call` in the next group; wait for its own outcome."""
+        return self.submit(call).result()
 
     def close(self) -> None:
         self._queue.put(None)

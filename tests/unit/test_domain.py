@@ -7,6 +7,7 @@ that the stamp each event carries can be checked too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from copy import deepcopy
 from datetime import date
 from decimal import Decimal
 from functools import reduce
@@ -235,6 +236,21 @@ def test_reserve_commits_budget_up_to_exactly_what_is_available() -> None:
         "G-1",
         None,
     )
+
+
+def test_a_copy_shares_no_mutable_state_with_its_original() -> None:
+    fund_year = open_year(cash="1000.00")
+    with acting_as("clerk", "req-1"):
+        fund_year.reserve("settling_in", "cash", D("100.00"), grant_id="G-1")
+    copy = deepcopy(fund_year)
+    assert copy is not fund_year and vars(copy).keys() == vars(fund_year).keys()
+    assert copy.version == fund_year.version and copy.lines == fund_year.lines
+    with acting_as("clerk", "req-2"):
+        copy.reserve("settling_in", "cash", D("900.00"), grant_id="G-2")
+    assert fund_year.lines["settling_in"].committed == D("100.00")
+    assert copy.lines["settling_in"].committed == D("1000.00")
+    assert names(drain(fund_year)) == ["Reserved"]
+    assert [e.grant_id for e in drain(copy)] == ["G-1", "G-2"]
 
 
 def test_reserving_more_than_available_is_budget_exceeded_and_records_nothing() -> None:
