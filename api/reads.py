@@ -8,10 +8,12 @@ is read from its own events, which are always current.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from eventsourcing.postgres import PostgresDatastore
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from api import schemas as s
@@ -24,7 +26,6 @@ from api.routing import (
     PathId,
     PathYear,
     PrincipalDep,
-    ledger_of,
     roles,
 )
 from ledger.audit import verify_chain
@@ -50,8 +51,32 @@ def _get(path: str, model: type | None = None, **kwargs: Any) -> Callable[[F], F
     return router.get(path, response_model=model, openapi_extra=roles(*ANY_ROLE), **kwargs)
 
 
-def _as_of_position(
-    request: Request,
+@dataclass(frozen=True)
+class AsOf:
+    """The point a read asked for. Checking the query is a coroutine (no worker
+    thread); finding and waiting for the position takes queries, so the endpoint does
+    it in its own worker thread, one hand-off per read instead of two."""
+
+    instant: datetime | None
+    position: int | None
+
+    def resolve(self, datastore: PostgresDatastore) -> int:
+        """The position to read at, once the read models have reached it."""
+        position = self.position
+        if self.instant is not None:
+            position = reads.position_at(datastore, self.instant)
+        if position is None:
+            return reads.HEAD
+        if not wait_for_position(datastore, position):
+            raise ProblemError(
+                "unavailable",
+                f"the read models have not reached position {position} yet",
+                headers={"Retry-After": "1"},
+            )
+        return position
+
+
+async def _as_of(
     as_of: Annotated[
         datetime | None,
         Query(description="Answer as of this instant (RFC 3339, events recorded at or before)"),
@@ -59,45 +84,35 @@ def _as_of_position(
     as_of_position: Annotated[
         int | None, Query(ge=0, description="Answer as of this global position")
     ] = None,
-) -> int:
-    """The position to read at, once the read models have reached it."""
+) -> AsOf:
     if as_of is not None and as_of_position is not None:
         raise ValidationFailed("as_of", "give as_of or as_of_position, not both", "query")
     if as_of is not None and as_of.tzinfo is None:
         raise ValidationFailed(
             "as_of", "an instant needs a time zone, e.g. 2024-05-01T08:00:00Z", "query"
         )
-    datastore = datastore_of(ledger_of(request))
-    if as_of is not None:
-        as_of_position = reads.position_at(datastore, as_of)
-    if as_of_position is None:
-        return reads.HEAD
-    if not wait_for_position(datastore, as_of_position):
-        raise ProblemError(
-            "unavailable",
-            f"the read models have not reached position {as_of_position} yet",
-            headers={"Retry-After": "1"},
-        )
-    return as_of_position
+    return AsOf(as_of, as_of_position)
 
 
-AsOfPosition = Annotated[int, Depends(_as_of_position)]
+AsOfQuery = Annotated[AsOf, Depends(_as_of)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
 After = Annotated[str | None, Query(description="The `next` cursor of the previous page")]
 
 
 @_get("/fund-years/{year}", s.FundYearOut)
 def get_fund_year(
-    year: PathYear, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+    year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery
 ) -> s.FundYearOut:
-    return s.FundYearOut.model_validate(reads.fund_year(datastore_of(ledger), year, position))
+    datastore = datastore_of(ledger)
+    return s.FundYearOut.model_validate(reads.fund_year(datastore, year, as_of.resolve(datastore)))
 
 
 @_get("/talents/{talent_id}", s.TalentOut)
 def get_talent(
-    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, position: AsOfPosition
+    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery
 ) -> s.TalentOut:
-    talent = reads.talent(datastore_of(ledger), talent_id, position)
+    datastore = datastore_of(ledger)
+    talent = reads.talent(datastore, talent_id, as_of.resolve(datastore))
     return s.TalentOut.model_validate(s.revealed(ledger.vault, talent))
 
 

@@ -1,5 +1,6 @@
 """Group commit against a second process's writes: a process's cached copies are
-only a first guess, never the ground for a refusal or an unchecked answer."""
+only a first guess, never the ground for a refusal or an unchecked answer, and a
+stale guess costs a query under the append lock, not a retry."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import threading
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from ledger import commands as c
 from ledger.application import LedgerApplication
 from ledger.context import acting_as
-from ledger.errors import InvalidState
+from ledger.errors import BudgetExceeded, InvalidState
 from ledger.runtime import Settings, open_ledger
 
 
@@ -98,3 +100,70 @@ def test_the_writer_outlives_a_failure_and_answers_the_next_call(
 
     threading.Thread(target=write, daemon=True).start()
     assert done.wait(10), "the writer thread died: later writes hang"
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> dict[str, int]:
+    calls = {"n": 0}
+    real = getattr(obj, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def test_a_stale_copy_is_brought_up_to_date_under_the_lock_in_one_transaction(
+    ledger: LedgerApplication, grouped: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _approved_grant(ledger)  # 600 of the line's 1000 committed
+    with acting_as("clerk", "r4"):
+        grouped.propose_grant(
+            c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
+        )  # the grouped process now holds a copy of the fund year: 700 committed
+        ledger.propose_grant(
+            c.ProposeGrant("G3", "T1", 2024, "settling_in", Decimal("200"), "p", "r")
+        )  # by the other process: 900 committed, the grouped copy is stale
+    sessions = _count_calls(monkeypatch, grouped.recorder, "append_session")
+    reads = _count_calls(monkeypatch, grouped.recorder, "select_events")
+
+    with acting_as("clerk", "r5"), pytest.raises(BudgetExceeded):
+        grouped.propose_grant(
+            c.ProposeGrant("G4", "T1", 2024, "settling_in", Decimal("150"), "p", "r")
+        )  # fits the stale copy's 300, not the 100 really left
+    with acting_as("clerk", "r6"):
+        fits = grouped.propose_grant(
+            c.ProposeGrant("G5", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
+        )
+
+    assert not fits.replayed
+    # each decision took one transaction: the change was read under the lock and the
+    # command decided again there, not refused and retried; no aggregate was loaded
+    # one query at a time
+    assert sessions["n"] == 2
+    assert reads["n"] == 0
+    from ledger.domain import FundYear
+
+    line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
+    assert line.committed == Decimal("1000")
+
+
+def test_an_atomic_run_of_new_ids_reads_no_aggregate_one_at_a_time(
+    ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _approved_grant(ledger)
+    reads = _count_calls(monkeypatch, ledger.recorder, "select_events")
+    sessions = _count_calls(monkeypatch, ledger.recorder, "append_session")
+    proposals = [
+        c.ProposeGrant(f"N{i}", "T1", 2024, "settling_in", Decimal("1"), "p", "r")
+        for i in range(50)
+    ]
+
+    with acting_as("clerk", "r4"):
+        outcomes = ledger.run_atomic([partial(ledger.propose_grant, p) for p in proposals])
+
+    assert [o.value.grant_id for o in outcomes] == [p.grant_id for p in proposals]
+    assert len({o.position for o in outcomes}) == 1
+    assert reads["n"] == 0  # the 50 new ids are checked missing in one query, under the lock
+    assert sessions["n"] == 1
