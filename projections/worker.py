@@ -47,11 +47,11 @@ log = structlog.get_logger(__name__)
 PROJECTION = "ledger"
 BATCH_SIZE = 5000
 MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on demand
-IDLE_POLL_SECONDS = 0.02
-# Under a steady stream of writes, a batch of a few events costs nearly what a batch of
-# hundreds does (a transaction, the position, the rows it touches): after a partial
-# batch the worker lets more arrive first. Reads lag writes by at most about this.
-BUSY_LINGER_SECONDS = 0.05
+# After any batch short of full, the worker waits this long: under a steady stream of
+# writes a batch of a few events costs nearly what a batch of hundreds does (a
+# transaction, the position, the rows it touches), so it lets more gather rather than
+# run back to back. Reads lag writes by about this much.
+POLL_SECONDS = 0.02
 MIN_POSITION_WAIT_SECONDS = 5.0
 
 Curs = Cursor[DictRow]
@@ -474,9 +474,8 @@ class ProjectionWorker:
         log.info("projection_worker_started", projection=PROJECTION)
         while not self._stop.is_set():
             try:
-                applied = self.run_batch()
-                if applied < BATCH_SIZE:
-                    self._stop.wait(BUSY_LINGER_SECONDS if applied else IDLE_POLL_SECONDS)
+                if self.run_batch() < BATCH_SIZE:
+                    self._stop.wait(POLL_SECONDS)
             except Exception:  # a worker must outlive a database restart
                 log.exception("projection_batch_failed")
                 self._stop.wait(1.0)
