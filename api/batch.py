@@ -104,7 +104,7 @@ def _run_one(
 ) -> BatchResult:
     op, ids, body = prepared
     try:
-        outcome = presented(ledger, op, ids, lambda: op.run(ledger, ids, body, principal))
+        outcome = presented(ledger, op, ids, partial(op.run, ledger, ids, body, principal))
     except LedgerError as e:
         problem = error_body(e)
         return BatchResult(status=problem["status"], body=problem)

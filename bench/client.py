@@ -48,9 +48,12 @@ class Http:
             writer.write(message)
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
-            length = {k.strip().lower(): v.strip() for k, v in fields.items()}["content-length"]
-            return int(lines[0].split(" ", 2)[1]), await reader.readexactly(int(length))
+            fields = {
+                name.strip().lower(): value
+                for name, _, value in (line.partition(":") for line in lines[1:])
+            }
+            length = int(fields["content-length"])
+            return int(lines[0].split(" ", 2)[1]), await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, KeyError, ValueError) as e:
             await self.close()
             raise HttpError(str(e)) from e

@@ -345,7 +345,7 @@ class LedgerApplication(Application[UUID]):
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.
         position = max((r.notification.id for r in recordings), default=0) or (
-            self.recorder.max_notification_id() or 0
+            recorder.max_notification_id() or 0
         )
         return Committed(attempt.value, recordings, position)
 
