@@ -50,7 +50,13 @@ from ledger.errors import (
 )
 from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
-from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
+from ledger.reconciliation import (
+    Movement,
+    collector_paused,
+    pack,
+    reconcile,
+    reconciliation_id,
+)
 from ledger.statements import Statement
 from ledger.store import AppendSession, LedgerRecorder
 
@@ -682,8 +688,10 @@ class LedgerApplication(Application[UUID]):
         The matching runs before the unit of work, so a large statement does not hold
         up other writers."""
         key = reconciliation_id(statement)
-        is_new = Reconciliation.create_id(key) not in self.repository
-        packed = pack(reconcile(statement, movements(statement))) if is_new else ""
+        packed = ""
+        if Reconciliation.create_id(key) not in self.repository:
+            with collector_paused():
+                packed = pack(reconcile(statement, movements(statement)))
 
         def work(uow: UnitOfWork) -> Reconciliation:
             existing = uow.find(Reconciliation, key)

@@ -8,13 +8,16 @@ be claimed by one line only, so a duplicated statement line is `unknown_in_ledge
 from __future__ import annotations
 
 import base64
-import json
+import gc
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from ledger.money import format_money
 from ledger.statements import Statement, StatementLine
@@ -23,10 +26,9 @@ DATE_TOLERANCE_DAYS = 3
 BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger", "missing_in_bank")
 
 
-@dataclass(frozen=True)
-class Movement:
+class Movement(NamedTuple):
     """Money the ledger says crossed the bank: a payment (debit), its return or a
-    clawback recovery (credits)."""
+    clawback recovery (credits). A tuple: a statement brings 200,000 of them."""
 
     kind: str  # payment | return | recovery
     direction: str
@@ -54,6 +56,21 @@ class Movement:
         return shown
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Reconciling a large statement allocates millions of objects that all live until
+    the report is packed: the cyclic collector would walk them again and again (a
+    fifth of the time at 100,000 lines) and find nothing to free. Reference counting
+    still frees everything. Process-wide, so it ends as soon as the work does."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def reconciliation_id(statement: Statement) -> str:
     """Named by the file's content: the same file always gets the same id."""
     return "R-" + statement.sha256[:24]
@@ -68,6 +85,16 @@ def _entry(line: StatementLine, movement: Movement | None) -> dict[str, Any]:
         "direction": line.direction,
         "counterparty": line.counterparty,
         "ledger": movement.as_dict() if movement else None,
+    }
+
+
+def _missing(movement: Movement) -> dict[str, Any]:
+    shown = movement.as_dict()
+    return {
+        "bank_reference": movement.bank_reference,
+        "amount": shown["amount"],
+        "value_date": shown["value_date"],
+        "ledger": shown,
     }
 
 
@@ -102,12 +129,7 @@ def reconcile(statement: Statement, movements: list[Movement]) -> dict[str, Any]
         report[_bucket(line, best)].append(_entry(line, best))
     first, last = statement.period
     report["missing_in_bank"] = [
-        {
-            "bank_reference": m.bank_reference,
-            "amount": format_money(m.amount),
-            "value_date": m.value_date.isoformat(),
-            "ledger": m.as_dict(),
-        }
+        _missing(m)
         for m in movements
         if m.kind == "payment" and first <= m.value_date <= last and id(m) not in claimed
     ]
@@ -122,8 +144,9 @@ def reconcile(statement: Statement, movements: list[Movement]) -> dict[str, Any]
 
 def pack(report: dict[str, Any]) -> str:
     """A report as it is stored in its event: a statement of 100,000 lines makes a
-    report of tens of megabytes, which compresses about tenfold."""
-    return base64.b64encode(zlib.compress(json.dumps(report).encode(), 1)).decode()
+    report of tens of megabytes, which compresses about tenfold (orjson writes it
+    eight times faster than the standard library)."""
+    return base64.b64encode(zlib.compress(orjson.dumps(report), 1)).decode()
 
 
 def unpack_json(packed: str) -> bytes:
@@ -132,5 +155,5 @@ def unpack_json(packed: str) -> bytes:
 
 
 def unpack(packed: str) -> dict[str, Any]:
-    report: dict[str, Any] = json.loads(unpack_json(packed))
+    report: dict[str, Any] = orjson.loads(unpack_json(packed))
     return report

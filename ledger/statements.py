@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from ledger.errors import LedgerError
 from ledger.money import MoneyFormatError, parse_money
@@ -36,8 +37,7 @@ class StatementRejected(LedgerError):
         self.field = field
 
 
-@dataclass(frozen=True)
-class StatementLine:
+class StatementLine(NamedTuple):
     line: int
     value_date: date
     bank_reference: str
@@ -92,7 +92,7 @@ def _line(number: int, row: list[str]) -> StatementLine:
         raise StatementRejected(
             number, "columns", f"expected {len(HEADER)} columns, got {len(row)}"
         )
-    value_date, reference, amount, direction, counterparty = (cell.strip() for cell in row)
+    value_date, reference, amount, direction, counterparty = [cell.strip() for cell in row]
     if not _DATE_RE.fullmatch(value_date):
         raise StatementRejected(number, "value_date", "value_date must be YYYY-MM-DD")
     try:

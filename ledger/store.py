@@ -78,6 +78,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT originator_id, max(originator_version) AS version FROM {0} "
             "WHERE originator_id = ANY(%s) GROUP BY originator_id"
         ).format(table)
+        # parallel arrays sent in binary: the library's composite-type array is
+        # formatted as text in Python, escaping every byte of every event's state
+        self.insert_sql = sql.SQL(
+            "INSERT INTO {0} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(table)
         self.events_after_sql = sql.SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
@@ -111,7 +118,16 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 return self.insert_events(stored_events, session=own)
         curs = session.cursor
         curs.execute(sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)))
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events)
+        curs.execute(
+            self.insert_sql,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            binary=True,
+        )
         return [row["notification_id"] for row in curs.fetchall()]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
-from psycopg.rows import DictRow, tuple_row
+from psycopg.rows import DictRow, args_row
 
 from ledger.errors import NotFound, ValidationFailed
 from ledger.exceptions import (
@@ -258,25 +258,33 @@ def trial_balance(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
 def movements(datastore: PostgresDatastore, statement: Statement) -> list[Movement]:
     """The ledger's bank movements a statement may match: those with its references,
     and every payment inside its period (which the bank should show)."""
-    references = sorted({line.bank_reference for line in statement.lines})
+    references = {line.bank_reference for line in statement.lines}
     first, last = statement.period
     with datastore.transaction(commit=False) as dict_curs:
-        curs = dict_curs.connection.cursor(row_factory=tuple_row)  # 200,000 rows: no dicts
+        # 200,000 rows: straight into tuples, sorted in memory rather than on disk
+        curs = dict_curs.connection.cursor(row_factory=args_row(Movement))
+        curs.execute("SET LOCAL work_mem = '64MB'")
         curs.execute(
-            "SELECT 'payment' AS kind, 'debit' AS direction, bank_reference, amount, value_date,"
+            # the references go as one text (no reference holds a line break) and are
+            # hashed once: a 100,000-element array costs more to format than to match
+            "WITH refs AS (SELECT unnest(string_to_array(%(refs)s, E'\\n')) AS ref) "
+            # byte order, whatever the server's locale: quicker, and the same everywhere
+            "SELECT 'payment' AS kind, 'debit' AS direction,"
+            '       bank_reference COLLATE "C" AS bank_reference, amount, value_date,'
             "       payment_id, NULL AS clawback_id, NULL AS recovery_id"
-            "  FROM rm_payments WHERE bank_reference = ANY(%(refs)s)"
+            "  FROM rm_payments WHERE bank_reference IN (SELECT ref FROM refs)"
             "    OR value_date BETWEEN %(first)s AND %(last)s "
             "UNION ALL "
             "SELECT 'return', 'credit', bank_reference, amount, returned_on, payment_id, NULL, NULL"
-            "  FROM rm_payments WHERE returned_on IS NOT NULL AND bank_reference = ANY(%(refs)s) "
+            "  FROM rm_payments"
+            " WHERE returned_on IS NOT NULL AND bank_reference IN (SELECT ref FROM refs) "
             "UNION ALL "
             "SELECT 'recovery', 'credit', bank_reference, amount, value_date, NULL, clawback_id,"
-            "       recovery_id FROM rm_recoveries WHERE bank_reference = ANY(%(refs)s) "
+            "       recovery_id FROM rm_recoveries WHERE bank_reference IN (SELECT ref FROM refs) "
             "ORDER BY value_date, bank_reference",
-            {"refs": references, "first": first, "last": last},
+            {"refs": "\n".join(references), "first": first, "last": last},
         )
-        return [Movement(*row) for row in curs.fetchall()]
+        return curs.fetchall()
 
 
 def _in_utc(row: DictRow) -> DictRow:

@@ -4,6 +4,7 @@ period that the bank does not show are `missing_in_bank`."""
 
 from __future__ import annotations
 
+import gc
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -12,7 +13,16 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.reconciliation import BUCKETS, Movement, reconcile, reconciliation_id
+from ledger.reconciliation import (
+    BUCKETS,
+    Movement,
+    collector_paused,
+    pack,
+    reconcile,
+    reconciliation_id,
+    unpack,
+    unpack_json,
+)
 from ledger.statements import HEADER, Statement, parse_statement
 
 LINE_BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger")
@@ -285,3 +295,26 @@ def test_every_line_is_in_exactly_one_bucket_and_every_movement_claimed_once(
         first <= date.fromisoformat(e["value_date"]) <= last for e in report["missing_in_bank"]
     )
     assert_entries_well_formed(report)
+
+
+def test_the_collector_is_paused_only_while_a_report_is_built() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # a caller that had paused it keeps it paused
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_packed_report_unpacks_to_the_same_report_with_its_text_as_utf8() -> None:
+    report = reconcile(
+        statement("2024-03-01,BR-1,10.00,debit,张伟"), [payment("BR-1", "10.00", "2024-03-01")]
+    )
+    packed = pack(report)
+    assert unpack(packed) == report
+    assert "张伟".encode() in unpack_json(packed)

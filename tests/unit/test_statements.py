@@ -4,7 +4,6 @@ with its number, a file wrong anywhere is refused whole, naming the line and the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -62,7 +61,7 @@ def test_a_utf8_bom_crlf_line_ends_blank_lines_and_padded_cells_are_accepted() -
     assert parsed.lines == (
         StatementLine(3, date(2024, 3, 1), "BR-1", Decimal("10.00"), "debit", "张伟"),
     )
-    assert parsed.lines[0] == replace(plain.lines[0], line=3)
+    assert parsed.lines[0] == plain.lines[0]._replace(line=3)
     assert parsed.sha256 == hashlib.sha256(data).hexdigest() != plain.sha256
 
 
