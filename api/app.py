@@ -26,7 +26,7 @@ from api.routing import LedgerRoute
 from api.schemas import Health, Readiness
 from ledger.context import request_id_cvar
 from ledger.logs import configure_logging
-from ledger.runtime import Settings, database_url, open_ledger
+from ledger.runtime import Settings, database_url, open_ledger, tune_collector
 from ledger.store import datastore_of
 from projections.worker import ProjectionWorker, tracked_position
 
@@ -174,6 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
         ledger.start_group_commit()
         app.state.ledger = ledger
         app.state.keys = KeyCache(datastore_of(ledger))
+        tune_collector()
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         thread = worker.start() if worker else None
         try:

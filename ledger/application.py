@@ -52,7 +52,6 @@ from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
 from ledger.reconciliation import (
     Movement,
-    collector_paused,
     pack,
     reconcile,
     reconciliation_id,
@@ -688,10 +687,8 @@ class LedgerApplication(Application[UUID]):
         The matching runs before the unit of work, so a large statement does not hold
         up other writers."""
         key = reconciliation_id(statement)
-        packed = ""
-        if Reconciliation.create_id(key) not in self.repository:
-            with collector_paused():
-                packed = pack(reconcile(statement, movements(statement)))
+        is_new = Reconciliation.create_id(key) not in self.repository
+        packed = pack(reconcile(statement, movements(statement))) if is_new else ""
 
         def work(uow: UnitOfWork) -> Reconciliation:
             existing = uow.find(Reconciliation, key)

@@ -20,7 +20,14 @@ from ledger.errors import NotFound
 from ledger.logs import configure_logging
 from ledger.personal import MasterKeyMismatch
 from ledger.reconciliation import BUCKETS
-from ledger.runtime import ConfigurationError, Settings, database_url, master_key, open_ledger
+from ledger.runtime import (
+    ConfigurationError,
+    Settings,
+    database_url,
+    master_key,
+    open_ledger,
+    tune_collector,
+)
 from ledger.statements import StatementRejected, parse_statement
 from ledger.store import datastore_of
 from projections.export import audit_csv
@@ -250,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
+    tune_collector()
     args = _parser().parse_args(argv)
     try:
         code: int = args.run(args, Settings.from_env())

@@ -8,11 +8,8 @@ be claimed by one line only, so a duplicated statement line is `unknown_in_ledge
 from __future__ import annotations
 
 import base64
-import gc
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -54,21 +51,6 @@ class Movement(NamedTuple):
         if self.recovery_id is not None:
             shown["recovery_id"] = self.recovery_id
         return shown
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Reconciling a large statement allocates millions of objects that all live until
-    the report is packed: the cyclic collector would walk them again and again (a
-    fifth of the time at 100,000 lines) and find nothing to free. Reference counting
-    still frees everything. Process-wide, so it ends as soon as the work does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def reconciliation_id(statement: Statement) -> str:

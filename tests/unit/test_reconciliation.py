@@ -4,7 +4,6 @@ period that the bank does not show are `missing_in_bank`."""
 
 from __future__ import annotations
 
-import gc
 import re
 from datetime import date, timedelta
 from decimal import Decimal
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 from ledger.reconciliation import (
     BUCKETS,
     Movement,
-    collector_paused,
     pack,
     reconcile,
     reconciliation_id,
@@ -295,20 +293,6 @@ def test_every_line_is_in_exactly_one_bucket_and_every_movement_claimed_once(
         first <= date.fromisoformat(e["value_date"]) <= last for e in report["missing_in_bank"]
     )
     assert_entries_well_formed(report)
-
-
-def test_the_collector_is_paused_only_while_a_report_is_built() -> None:
-    assert gc.isenabled()
-    with collector_paused():
-        assert not gc.isenabled()
-    assert gc.isenabled()
-    gc.disable()  # a caller that had paused it keeps it paused
-    try:
-        with collector_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 def test_a_packed_report_unpacks_to_the_same_report_with_its_text_as_utf8() -> None:
