@@ -137,48 +137,38 @@ class SqlLoader:
         return ClawbackRow(**row) if row else None
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _line(row: Sequence[Any]) -> str:
-    """A row in COPY's text format. A rebuild formats tens of millions of values, so
-    NULLs and plain text are done inline; `_text` does the rest."""
-    return (
-        "\t".join(
-            [
-                "\\N"
-                if v is None
-                else v
-                if v.__class__ is str and v.isprintable() and "\\" not in v
-                else _text(v)
-                for v in row
-            ]
+def _column_types(curs: Curs, table: str, columns: Sequence[str]) -> list[int]:
+    """The type OIDs of `columns`, for a binary COPY. The read models use built-in
+    types only, whose OIDs are the same in every database, so they are asked once."""
+    key = (table, tuple(columns))
+    if key not in _COLUMN_TYPES:
+        curs.execute(
+            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass",
+            (table,),
         )
-        + "\n"
-    )
+        oids = {r["attname"]: r["atttypid"] for r in curs.fetchall()}
+        _COLUMN_TYPES[key] = [oids[c] for c in columns]
+    return _COLUMN_TYPES[key]
 
 
-def _text(value: Any) -> str:
-    """Text to escape, or a value whose str() is right: numbers, dates, uuids."""
-    return value.translate(_ESCAPES) if value.__class__ is str else str(value)
+_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
 
 class Writes:
-    """One batch's rows, formatted when it is folded: sending them reads nothing from
-    the in-memory image, which may have moved on by then."""
+    """One batch's rows, taken when it is folded (tuples of immutable values):
+    sending them reads nothing from the in-memory image, which may have moved on by
+    then."""
 
     def __init__(self) -> None:
-        self._copies: list[tuple[sql.Composed, str]] = []
+        self._copies: list[tuple[str, tuple[str, ...], list[Sequence[Any]]]] = []
         self._upserts: list[tuple[sql.Composed, list[Sequence[Any]]]] = []
 
     def copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Append rows with COPY, formatted here: several times faster than row by row."""
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
-        text = "".join(map(_line, rows))
-        if text:
-            self._copies.append((statement, text))
+        """Append rows by binary COPY, which psycopg formats in C: half the CPU of
+        COPY text made in Python, and several times faster than row by row."""
+        taken = list(rows)
+        if taken:
+            self._copies.append((table, tuple(columns), taken))
 
     def upsert(
         self, table: str, keys: Sequence[str], columns: Sequence[str], rows: list[Sequence[Any]]
@@ -201,9 +191,15 @@ class Writes:
         self._upserts.append((statement, rows))
 
     def send(self, curs: Curs) -> None:
-        for statement, text in self._copies:
+        for table, columns, rows in self._copies:
+            types = _column_types(curs, table, columns)
+            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
             with curs.copy(statement) as copy:
-                copy.write(text)
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
         for statement, rows in self._upserts:
             curs.executemany(statement, rows)
 
