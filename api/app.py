@@ -174,7 +174,6 @@ def create_app(settings: Settings) -> FastAPI:
         ledger.start_group_commit()
         app.state.ledger = ledger
         app.state.keys = KeyCache(datastore_of(ledger))
-        tune_collector()
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         thread = worker.start() if worker else None
         try:
@@ -231,4 +230,5 @@ def create_app(settings: Settings) -> FastAPI:
 def app_from_env() -> FastAPI:
     """The uvicorn factory of `ledger serve`: each worker process builds its own app."""
     configure_logging()
+    tune_collector()
     return create_app(Settings.from_env())

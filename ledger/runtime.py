@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import psycopg
@@ -53,13 +54,16 @@ class Settings:
         )
 
 
+@cache  # once per process: a second freeze would keep the cycles made since for good
 def tune_collector() -> None:
     """A ledger process keeps large, long-lived heaps (the aggregate cache, a rebuild's
     image of every read model, a statement's report), and CPython's default cyclic
     collector walks them again every 700 allocations' worth of growth: measured, a
-    fifth of a rebuild and half of a 1,000-operation batch. What startup made is
-    frozen out of its sight, and the young generation is collected every 50,000
-    allocations. Reference counting still frees everything that is not a cycle."""
+    fifth of a rebuild and half of a 1,000-operation batch. What start-up made (less
+    its garbage) is frozen out of its sight, and the young generation is collected
+    every 50,000 allocations. Reference counting still frees everything that is not
+    a cycle."""
+    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
 

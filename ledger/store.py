@@ -112,6 +112,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
         session: AppendSession | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
+        if not stored_events:
+            return []
         if session is None:
             with self.append_session() as own:
                 return self.insert_events(stored_events, session=own)

@@ -143,7 +143,8 @@ def _column_types(curs: Curs, table: str, columns: Sequence[str]) -> list[int]:
     key = (table, tuple(columns))
     if key not in _COLUMN_TYPES:
         curs.execute(
-            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass",
+            "SELECT attname, atttypid FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
             (table,),
         )
         oids = {r["attname"]: r["atttypid"] for r in curs.fetchall()}
