@@ -7,6 +7,7 @@ that asks for `db_url` gets a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -32,6 +33,12 @@ settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 settings.load_profile("default")
+
+# The suite builds hundreds of apps, ledgers and aggregate caches; at CPython's default
+# thresholds the cyclic collector keeps walking them (a third of the longest property
+# test). The young-generation threshold of a ledger process (`tune_collector`), but no
+# freeze: one test's garbage must not outlive it.
+gc.set_threshold(50_000, 20, 10)
 
 
 @pytest.fixture(scope="session")
