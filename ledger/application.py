@@ -50,12 +50,7 @@ from ledger.errors import (
 )
 from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
-from ledger.reconciliation import (
-    Movement,
-    pack,
-    reconcile,
-    reconciliation_id,
-)
+from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
 from ledger.store import AppendSession, LedgerRecorder
 

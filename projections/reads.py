@@ -265,10 +265,10 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
         curs = dict_curs.connection.cursor(row_factory=args_row(Movement))
         curs.execute("SET LOCAL work_mem = '64MB'")
         curs.execute(
-            # the references go as one text (no reference holds a line break) and are
-            # hashed once: a 100,000-element array costs more to format than to match
+            # the references go as one text (no reference holds a line break): a
+            # 100,000-element array costs more to format in Python than to match
             "WITH refs AS (SELECT unnest(string_to_array(%(refs)s, E'\\n')) AS ref) "
-            # byte order, whatever the server's locale: quicker, and the same everywhere
+            # byte order, whatever the server's locale: the same report everywhere
             "SELECT 'payment' AS kind, 'debit' AS direction,"
             '       bank_reference COLLATE "C" AS bank_reference, amount, value_date,'
             "       payment_id, NULL AS clawback_id, NULL AS recovery_id"

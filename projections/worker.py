@@ -137,6 +137,9 @@ class SqlLoader:
         return ClawbackRow(**row) if row else None
 
 
+_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+
+
 def _column_types(curs: Curs, table: str, columns: Sequence[str]) -> list[int]:
     """The type OIDs of `columns`, for a binary COPY. The read models use built-in
     types only, whose OIDs are the same in every database, so they are asked once."""
@@ -150,9 +153,6 @@ def _column_types(curs: Curs, table: str, columns: Sequence[str]) -> list[int]:
         oids = {r["attname"]: r["atttypid"] for r in curs.fetchall()}
         _COLUMN_TYPES[key] = [oids[c] for c in columns]
     return _COLUMN_TYPES[key]
-
-
-_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
 
 
 class Writes:
