@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from ledger.domain import (
@@ -158,20 +158,36 @@ class Entry:
 
 
 @dataclass
+class Touched(Generic[K]):
+    """The keys of a table's rows that one batch created, and of those it changed that
+    were stored before it: new rows can be appended, only the others need an upsert."""
+
+    created: set[K] = field(default_factory=set)
+    changed: set[K] = field(default_factory=set)
+
+    def create(self, key: K) -> None:
+        self.created.add(key)
+
+    def change(self, key: K) -> None:
+        if key not in self.created:
+            self.changed.add(key)
+
+
+@dataclass
 class Changes:
     """Every row one batch adds or changes."""
 
     streams: dict[UUID, Stream] = field(default_factory=dict)
-    fund_years: set[int] = field(default_factory=set)
-    lines: set[LineKey] = field(default_factory=set)
+    fund_years: Touched[int] = field(default_factory=Touched)
+    lines: Touched[LineKey] = field(default_factory=Touched)
     line_versions: dict[tuple[LineKey, int], tuple[Any, ...]] = field(default_factory=dict)
-    talents: set[str] = field(default_factory=set)
-    balances: set[BalanceKey] = field(default_factory=set)
+    talents: Touched[str] = field(default_factory=Touched)
+    balances: Touched[BalanceKey] = field(default_factory=Touched)
     balance_versions: dict[tuple[BalanceKey, int], tuple[Any, ...]] = field(default_factory=dict)
-    accounts: set[AccountKey] = field(default_factory=set)
-    grants: set[str] = field(default_factory=set)
-    payments: set[str] = field(default_factory=set)
-    clawbacks: set[str] = field(default_factory=set)
+    accounts: Touched[AccountKey] = field(default_factory=Touched)
+    grants: Touched[str] = field(default_factory=Touched)
+    payments: Touched[str] = field(default_factory=Touched)
+    clawbacks: Touched[str] = field(default_factory=Touched)
     recoveries: list[tuple[Any, ...]] = field(default_factory=list)
     reconciliation_lines: list[tuple[Any, ...]] = field(default_factory=list)
     audit: list[tuple[Any, ...]] = field(default_factory=list)
@@ -256,15 +272,15 @@ class ReadModels:
         return self._cached(self.fund_years, year, self.loader.fund_year)
 
     def _grant(self, grant_id: str) -> GrantRow:
-        self.changes.grants.add(grant_id)
+        self.changes.grants.change(grant_id)
         return self._cached(self.grants, grant_id, self.loader.grant)
 
     def _payment(self, payment_id: str) -> PaymentRow:
-        self.changes.payments.add(payment_id)
+        self.changes.payments.change(payment_id)
         return self._cached(self.payments, payment_id, self.loader.payment)
 
     def _clawback(self, clawback_id: str) -> ClawbackRow:
-        self.changes.clawbacks.add(clawback_id)
+        self.changes.clawbacks.change(clawback_id)
         return self._cached(self.clawbacks, clawback_id, self.loader.clawback)
 
     # --- changing ----------------------------------------------------------------
@@ -277,7 +293,7 @@ class ReadModels:
         line = self._line(key)
         for name, delta in deltas.items():
             line.amounts[name] += delta
-        self.changes.lines.add(key)
+        self.changes.lines.change(key)
         self.changes.line_versions[key, self._position] = (
             *key,
             self._position,
@@ -287,11 +303,14 @@ class ReadModels:
 
     def _add_balance(self, key: BalanceKey, **deltas: Decimal) -> None:
         if key not in self.balances:
-            self.balances[key] = self.loader.balance(key) or dict.fromkeys(TALENT_AMOUNTS, ZERO)
+            stored = self.loader.balance(key)
+            if stored is None:
+                self.changes.balances.create(key)
+            self.balances[key] = stored or dict.fromkeys(TALENT_AMOUNTS, ZERO)
         amounts = self.balances[key]
         for name, delta in deltas.items():
             amounts[name] += delta
-        self.changes.balances.add(key)
+        self.changes.balances.change(key)
         self.changes.balance_versions[key, self._position] = (
             *key,
             self._position,
@@ -318,10 +337,13 @@ class ReadModels:
             )
             key = (year, account, programme)
             if key not in self.accounts:
-                self.accounts[key] = self.loader.account(key) or [ZERO, ZERO]
+                stored = self.loader.account(key)
+                if stored is None:
+                    self.changes.accounts.create(key)
+                self.accounts[key] = stored or [ZERO, ZERO]
             self.accounts[key][0] += dr
             self.accounts[key][1] += cr
-            self.changes.accounts.add(key)
+            self.changes.accounts.change(key)
 
     def _post_stream(self, s: Stream, debit: str, credit: str, amount: Decimal) -> None:
         assert s.year is not None and s.programme is not None
@@ -368,7 +390,7 @@ class ReadModels:
     def _fund_year_opened(self, e: FundYear.Opened) -> Entry:
         self._add_stream(e.originator_id, Stream("fund_year", str(e.year), year=e.year))
         self.fund_years[e.year] = FundYearRow(e.currency, self._position)
-        self.changes.fund_years.add(e.year)
+        self.changes.fund_years.create(e.year)
         return Entry(fund_year=e.year)
 
     def _appropriated(self, e: FundYear.Appropriated) -> Entry:
@@ -376,7 +398,10 @@ class ReadModels:
         assert year is not None
         key = (year, e.programme)
         if key not in self.lines:
-            self.lines[key] = self.loader.line(key) or Line(e.kind)
+            stored = self.loader.line(key)
+            if stored is None:
+                self.changes.lines.create(key)
+            self.lines[key] = stored or Line(e.kind)
         self._add_line(key, appropriated=e.amount)
         self._post(year, e.programme, "appropriation", "available", e.amount)
         return Entry(fund_year=year, programme=e.programme, amount=e.amount, reference=e.reference)
@@ -411,7 +436,7 @@ class ReadModels:
         year = self._stream(e.originator_id).year
         assert year is not None
         self._fund_year(year).closed_position = self._position
-        self.changes.fund_years.add(year)
+        self.changes.fund_years.change(year)
         return Entry(fund_year=year, reason=e.reason)
 
     def _talent_registered(self, e: Talent.Registered) -> Entry:
@@ -424,7 +449,7 @@ class ReadModels:
             e.service_commitment_until,
             self._position,
         )
-        self.changes.talents.add(e.talent_id)
+        self.changes.talents.create(e.talent_id)
         return Entry(talent_id=e.talent_id)
 
     def _talent_departed(self, e: Talent.Departed) -> Entry:
@@ -433,7 +458,7 @@ class ReadModels:
         talent.departed_on = e.departed_on
         talent.departure_reason = e.reason
         talent.departed_position = self._position
-        self.changes.talents.add(talent_id)
+        self.changes.talents.change(talent_id)
         return Entry(talent_id=talent_id, reason=e.reason)
 
     def _talent_erased(self, e: Talent.PersonalDataErased) -> Entry:
@@ -444,7 +469,7 @@ class ReadModels:
         s = Stream("grant", e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount)
         self._add_stream(e.originator_id, s)
         self.grants[e.grant_id] = GrantRow(e.talent_id, e.fund_year, e.programme, e.amount)
-        self.changes.grants.add(e.grant_id)
+        self.changes.grants.create(e.grant_id)
         self._add_talent_balance(s, granted=e.amount)
         return self._grant_entry(s, amount=e.amount, reason=e.reason, reference=e.policy_reference)
 
@@ -514,7 +539,7 @@ class ReadModels:
             e.value_date,
             e.bank_reference,
         )
-        self.changes.payments.add(e.payment_id)
+        self.changes.payments.create(e.payment_id)
         self._add_both(s, paid=e.amount)
         self._post_stream(s, "payable", "bank", e.amount)
         return self._entry_of(
@@ -548,7 +573,7 @@ class ReadModels:
         self.clawbacks[e.clawback_id] = ClawbackRow(
             e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount, self._recorded_at
         )
-        self.changes.clawbacks.add(e.clawback_id)
+        self.changes.clawbacks.create(e.clawback_id)
         self._add_both(s, clawback_assessed=e.amount)
         self._post_stream(s, "receivable", "clawback_recovery", e.amount)
         return self._entry_of(
