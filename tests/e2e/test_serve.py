@@ -139,6 +139,8 @@ def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
         json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
     ]
     requests = [line for line in lines if line.get("event") == "request"]
+    # one line per request: the API's own, not uvicorn's access line as well
+    assert not [line for line in lines if line.get("logger") == "uvicorn.access"]
     assert {"method", "route", "status", "duration_ms", "actor", "request_id"} <= set(requests[-1])
     assert any(
         r["route"] == "/v1/grants/{grant_id}/approve" and r["actor"] == "e2e-approver"
