@@ -60,13 +60,14 @@ class AsOf:
     instant: datetime | None
     position: int | None
 
-    def resolve(self, datastore: PostgresDatastore) -> int:
-        """The position to read at, once the read models have reached it."""
+    def resolve(self, datastore: PostgresDatastore) -> int | None:
+        """The position to read at, once the read models have reached it (None: no
+        as-of, the read models' own)."""
         position = self.position
         if self.instant is not None:
             position = reads.position_at(datastore, self.instant)
         if position is None:
-            return reads.HEAD
+            return None
         if not wait_for_position(datastore, position):
             raise ProblemError(
                 "unavailable",

@@ -21,7 +21,8 @@ from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresDatastore,
 )
-from psycopg import sql
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
 
 EVENTS_TABLE = "ledger_events"
 GENESIS = bytes(32)  # the "previous hash" of the first event
@@ -273,7 +274,7 @@ class PostgresKeyStore:
         return {r["talent_id"]: None if r["wrapped"] is None else bytes(r["wrapped"]) for r in rows}
 
     def find(self, talent_id: str) -> bytes | None:
-        with self._datastore.transaction(commit=False) as curs:
+        with statements(self._datastore) as curs:
             curs.execute("SELECT wrapped FROM talent_keys WHERE talent_id = %s", (talent_id,))
             row = curs.fetchone()
         return None if row is None or row["wrapped"] is None else bytes(row["wrapped"])
@@ -286,6 +287,15 @@ class PostgresKeyStore:
                 (talent_id,),
             )
             return bool(curs.rowcount)
+
+
+@contextmanager
+def statements(datastore: PostgresDatastore) -> Iterator[Cursor[DictRow]]:
+    """A cursor whose statements each commit alone (the pool's connections
+    autocommit): a read of one statement, or pinned to a position already projected,
+    needs no transaction, whose BEGIN and ROLLBACK would triple its round trips."""
+    with datastore.get_connection() as conn:
+        yield conn.cursor()
 
 
 def datastore_of(app: Application[Any]) -> PostgresDatastore:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import DictRow, args_row
 
 from ledger.errors import NotFound, ValidationFailed
@@ -28,15 +28,14 @@ from ledger.exceptions import (
 from ledger.money import ZERO
 from ledger.reconciliation import Movement
 from ledger.statements import Statement
-from ledger.store import EVENTS_TABLE
+from ledger.store import EVENTS_TABLE, statements
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
-
-HEAD = 2**62  # "no as-of": a position past any event
+from projections.worker import tracked_position
 
 
 def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
     """The last position recorded at or before `instant` (recorded_at rises with it)."""
-    with datastore.transaction(commit=False) as curs:
+    with statements(datastore) as curs:
         curs.execute(
             sql.SQL(
                 "SELECT notification_id FROM {} WHERE recorded_at <= %s "
@@ -55,9 +54,19 @@ def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
     return amounts
 
 
-def fund_year(datastore: PostgresDatastore, year: int, position: int = HEAD) -> dict[str, Any]:
+def _pinned(datastore: PostgresDatastore, position: int | None) -> int:
+    """The position a read answers as of: the one asked for, which the read models have
+    reached, or else theirs. Every statement of the read then gives the same answer
+    whenever it runs, so a read needs no common snapshot (no transaction)."""
+    return tracked_position(datastore) if position is None else position
+
+
+def fund_year(
+    datastore: PostgresDatastore, year: int, position: int | None = None
+) -> dict[str, Any]:
     """A fund year with each programme line and the totals, as of `position`."""
-    with datastore.transaction(commit=False) as curs:
+    position = _pinned(datastore, position)
+    with statements(datastore) as curs:
         curs.execute(
             "SELECT year, currency, opened_position, closed_position FROM rm_fund_years "
             "WHERE year = %s AND opened_position <= %s",
@@ -92,22 +101,18 @@ def fund_year(datastore: PostgresDatastore, year: int, position: int = HEAD) -> 
     }
 
 
-def talent_balances(
-    datastore: PostgresDatastore, talent_id: str, position: int = HEAD
-) -> list[dict[str, Any]]:
+def _talent_balances(curs: Cursor[DictRow], talent_id: str, position: int) -> list[dict[str, Any]]:
     """A talent's amounts per fund-year line, as of `position`."""
-    with datastore.transaction(commit=False) as curs:
-        curs.execute(
-            "SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
-            "  SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
-            "  AND v.year = k.year AND v.programme = k.programme AND v.position <= %s"
-            "  ORDER BY v.position DESC LIMIT 1) v "
-            "WHERE k.talent_id = %s ORDER BY k.year, k.programme",
-            (position, talent_id),
-        )
-        rows = curs.fetchall()
+    curs.execute(
+        "SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
+        "  SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
+        "  AND v.year = k.year AND v.programme = k.programme AND v.position <= %s"
+        "  ORDER BY v.position DESC LIMIT 1) v "
+        "WHERE k.talent_id = %s ORDER BY k.year, k.programme",
+        (position, talent_id),
+    )
     balances = []
-    for row in rows:
+    for row in curs.fetchall():
         amounts = {name: row[name] for name in TALENT_AMOUNTS}
         amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
         amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
@@ -115,16 +120,28 @@ def talent_balances(
     return balances
 
 
-def talent(datastore: PostgresDatastore, talent_id: str, position: int = HEAD) -> dict[str, Any]:
+def talent_balances(
+    datastore: PostgresDatastore, talent_id: str, position: int | None = None
+) -> list[dict[str, Any]]:
+    position = _pinned(datastore, position)
+    with statements(datastore) as curs:
+        return _talent_balances(curs, talent_id, position)
+
+
+def talent(
+    datastore: PostgresDatastore, talent_id: str, position: int | None = None
+) -> dict[str, Any]:
     """A talent's profile, status and balances, as of `position`."""
-    with datastore.transaction(commit=False) as curs:
+    position = _pinned(datastore, position)
+    with statements(datastore) as curs:
         curs.execute(
             "SELECT * FROM rm_talents WHERE talent_id = %s AND registered_position <= %s",
             (talent_id, position),
         )
         profile = curs.fetchone()
-    if profile is None:
-        raise NotFound(f"no talent {talent_id}")
+        if profile is None:
+            raise NotFound(f"no talent {talent_id}")
+        balances = _talent_balances(curs, talent_id, position)
     departed = profile["departed_position"] is not None and profile["departed_position"] <= position
     return {
         "talent_id": talent_id,
@@ -136,7 +153,7 @@ def talent(datastore: PostgresDatastore, talent_id: str, position: int = HEAD) -
         "status": "departed" if departed else "active",
         "departed_on": profile["departed_on"] if departed else None,
         "departure_reason": profile["departure_reason"] if departed else None,
-        "balances": talent_balances(datastore, talent_id, position),
+        "balances": balances,
     }
 
 

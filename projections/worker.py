@@ -27,7 +27,7 @@ from psycopg.copy import FileWriter
 from psycopg.rows import DictRow
 
 from ledger.application import LedgerApplication
-from ledger.store import EVENTS_TABLE, datastore_of
+from ledger.store import EVENTS_TABLE, datastore_of, statements
 from projections.fold import (
     AccountKey,
     BalanceKey,
@@ -516,7 +516,7 @@ class ProjectionWorker:
 
 
 def tracked_position(datastore: PostgresDatastore) -> int:
-    with datastore.transaction(commit=False) as curs:
+    with statements(datastore) as curs:
         curs.execute("SELECT position FROM projection_tracking WHERE name = %s", (PROJECTION,))
         row = curs.fetchone()
         return int(row["position"]) if row else 0
