@@ -57,7 +57,8 @@ def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
 def _pinned(datastore: PostgresDatastore, position: int | None) -> int:
     """The position a read answers as of: the one asked for, which the read models have
     reached, or else theirs. Every statement of the read then gives the same answer
-    whenever it runs, so a read needs no common snapshot (no transaction)."""
+    whatever batch commits meanwhile (a rebuild aside, which empties the tables), so
+    a read needs no common snapshot (no transaction)."""
     return tracked_position(datastore) if position is None else position
 
 

@@ -167,12 +167,13 @@ class Writes:
     formats in C): the thread that sends them then does little more than wait on
     PostgreSQL, and reads nothing from the in-memory image, which may have moved on."""
 
-    def __init__(self, curs: Curs) -> None:
-        self._curs = curs
+    def __init__(self) -> None:
         self._copies: list[tuple[sql.Composed, bytes]] = []
         self._upserts: list[tuple[sql.Composed, list[Sequence[Any]]]] = []
 
-    def copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    def copy(
+        self, curs: Curs, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
         """Append rows by COPY, several times faster than row by row. psycopg builds a
         binary numeric from `Decimal.as_tuple()`: a row of amounts costs three times
         its text form, so tables with several amounts go as text, the others (where
@@ -180,10 +181,13 @@ class Writes:
         taken = list(rows)
         if not taken:
             return
-        types = _column_types(self._curs, table, columns)
+        types = _column_types(curs, table, columns)
         binary = types.count(_NUMERIC) < 2
         buffer = io.BytesIO()
-        with Copy(self._curs.connection.cursor(), binary=binary, writer=FileWriter(buffer)) as copy:
+        with (
+            curs.connection.cursor() as formatting,  # a Copy needs a cursor without results
+            Copy(formatting, binary=binary, writer=FileWriter(buffer)) as copy,
+        ):
             if binary:
                 copy.set_types(types)
             for row in taken:
@@ -197,6 +201,7 @@ class Writes:
 
     def rows(
         self,
+        curs: Curs,
         table: str,
         keys: Sequence[str],
         columns: Sequence[str],
@@ -204,7 +209,7 @@ class Writes:
         row: Callable[[K], Sequence[Any]],
     ) -> None:
         """The rows of a current-state table: new ones appended, the others upserted."""
-        self.copy(table, (*keys, *columns), map(row, touched.created))
+        self.copy(curs, table, (*keys, *columns), map(row, touched.created))
         if not touched.changed:
             return
         names = [*keys, *columns]
@@ -231,14 +236,19 @@ class Writes:
 
 
 def _records(
-    out: Writes, table: str, key: str, records: Mapping[Any, Any], touched: Touched[Any]
+    out: Writes, curs: Curs, table: str, key: str, records: Mapping[Any, Any], touched: Touched[Any]
 ) -> None:
     """The touched dataclass rows of `records`, their fields as the columns."""
     if not records:
         return
     columns = [f.name for f in fields(next(iter(records.values())))]
     out.rows(
-        table, (key,), columns, touched, lambda k: (k, *(getattr(records[k], c) for c in columns))
+        curs,
+        table,
+        (key,),
+        columns,
+        touched,
+        lambda k: (k, *(getattr(records[k], c) for c in columns)),
     )
 
 
@@ -266,8 +276,9 @@ _AUDIT_COLUMNS = (
 
 def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
     """Every row a batch changed, to be written in bulk."""
-    out = Writes(curs)
+    out = Writes()
     out.copy(
+        curs,
         "rm_streams",
         ("id", "kind", "key", "talent_id", "year", "programme", "amount"),
         (
@@ -275,9 +286,10 @@ def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
             for i, s in changes.streams.items()
         ),
     )
-    _records(out, "rm_fund_years", "year", models.fund_years, changes.fund_years)
+    _records(out, curs, "rm_fund_years", "year", models.fund_years, changes.fund_years)
     lines = models.lines
     out.rows(
+        curs,
         "rm_lines",
         ("year", "programme"),
         ("kind", *LINE_AMOUNTS),
@@ -285,13 +297,15 @@ def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
         lambda k: (*k, lines[k].kind, *(lines[k].amounts[n] for n in LINE_AMOUNTS)),
     )
     out.copy(
+        curs,
         "rm_line_versions",
         ("year", "programme", "position", "kind", *LINE_AMOUNTS),
         changes.line_versions.values(),
     )
-    _records(out, "rm_talents", "talent_id", models.talents, changes.talents)
+    _records(out, curs, "rm_talents", "talent_id", models.talents, changes.talents)
     balances = models.balances
     out.rows(
+        curs,
         "rm_talent_balances",
         ("talent_id", "year", "programme"),
         TALENT_AMOUNTS,
@@ -299,33 +313,38 @@ def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
         lambda k: (*k, *(balances[k][n] for n in TALENT_AMOUNTS)),
     )
     out.copy(
+        curs,
         "rm_talent_balance_versions",
         ("talent_id", "year", "programme", "position", *TALENT_AMOUNTS),
         changes.balance_versions.values(),
     )
     accounts = models.accounts
     out.rows(
+        curs,
         "rm_accounts",
         ("year", "account", "programme"),
         ("debit", "credit"),
         changes.accounts,
         lambda k: (*k, *accounts[k]),
     )
-    _records(out, "rm_grants", "grant_id", models.grants, changes.grants)
-    _records(out, "rm_payments", "payment_id", models.payments, changes.payments)
-    _records(out, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
+    _records(out, curs, "rm_grants", "grant_id", models.grants, changes.grants)
+    _records(out, curs, "rm_payments", "payment_id", models.payments, changes.payments)
+    _records(out, curs, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
     out.copy(
+        curs,
         "rm_recoveries",
         ("clawback_id", "recovery_id", "amount", "value_date", "bank_reference"),
         changes.recoveries,
     )
     out.copy(
+        curs,
         "rm_reconciliation_lines",
         ("reconciliation_id", "seq", "bucket", "bank_reference", "amount", "value_date"),
         changes.reconciliation_lines,
     )
-    out.copy("rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
+    out.copy(curs, "rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
     out.copy(
+        curs,
         "rm_journal",
         ("position", "seq", "year", "programme", "account", "debit", "credit"),
         changes.journal,
@@ -399,7 +418,7 @@ class ProjectionWorker:
 
     def _fold_next(self, models: ReadModels, after: int) -> tuple[Writes, int, int] | None:
         """Fold the next batch after `after`: its writes, last position and size."""
-        with self.datastore.transaction(commit=False) as curs:
+        with statements(self.datastore) as curs:  # no transaction left idle while folding
             curs.execute(_NEXT_EVENTS, (after, BATCH_SIZE))
             rows = curs.fetchall()
             if not rows:
@@ -455,8 +474,9 @@ class ProjectionWorker:
         writer.start()
         last, finished = 0, False
         try:
-            # a short read transaction per batch: a fold waiting on the writer must
-            # not sit idle inside one (the session's idle timeout would end it)
+            # each batch read by one statement, outside any transaction: a fold (or a
+            # wait on the writer) must not sit idle inside one, which the session's
+            # idle timeout would end
             while not failed and len(models.streams) <= MAX_IMAGE_STREAMS:
                 batch = self._fold_next(models, last)
                 if batch is None:
