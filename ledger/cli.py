@@ -32,7 +32,7 @@ from ledger.statements import StatementRejected, parse_statement
 from ledger.store import datastore_of
 from projections.export import audit_csv
 from projections.reads import audit_rows, movements
-from projections.worker import ProjectionWorker
+from projections.worker import ProjectionWorker, settle
 
 log = structlog.get_logger("ledger")
 
@@ -103,6 +103,7 @@ def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(database_url(settings), settings)
     try:
         applied = ProjectionWorker(ledger).rebuild()
+        settle(datastore_of(ledger))
     finally:
         ledger.close()
     print(f"rebuilt the read models from {applied} events")

@@ -535,6 +535,18 @@ class ProjectionWorker:
         self._stop.set()
 
 
+def settle(datastore: PostgresDatastore) -> None:
+    """VACUUM (ANALYZE) the read models. A rebuild is one large bulk load: until this
+    runs the planner has no statistics for it, and autovacuum does the same work
+    later, under traffic (in `make bench` it ran through the as-of reads)."""
+    with statements(datastore) as curs:  # VACUUM runs outside any transaction
+        curs.execute(
+            sql.SQL("VACUUM (ANALYZE) {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, READ_MODEL_TABLES))
+            )
+        )
+
+
 def tracked_position(datastore: PostgresDatastore) -> int:
     with statements(datastore) as curs:
         curs.execute("SELECT position FROM projection_tracking WHERE name = %s", (PROJECTION,))

@@ -135,6 +135,13 @@ def test_projections_rebuild_exits_0_with_the_same_read_models(
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(rf"\b{events}\b", done.stdout), done.stdout
     assert _tables(db_url) == incremental
+    with psycopg.connect(db_url) as conn:  # settled: vacuumed and analysed, not left to autovacuum
+        unsettled = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s) "
+            "AND (last_vacuum IS NULL OR last_analyze IS NULL)",
+            (list(READ_MODEL_TABLES),),
+        ).fetchall()
+    assert unsettled == []
 
 
 def test_projections_rebuild_works_on_a_fresh_empty_database(cli: Cli) -> None:
