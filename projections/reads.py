@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import Cursor, sql
+from psycopg import sql
 from psycopg.rows import DictRow, args_row
 
 from ledger.errors import NotFound, ValidationFailed
@@ -65,29 +65,29 @@ def _pinned(datastore: PostgresDatastore, position: int | None) -> int:
 def fund_year(
     datastore: PostgresDatastore, year: int, position: int | None = None
 ) -> dict[str, Any]:
-    """A fund year with each programme line and the totals, as of `position`."""
+    """A fund year with each programme line and the totals, as of `position`: one
+    statement, one row per line (or one row without a line)."""
     position = _pinned(datastore, position)
     with statements(datastore) as curs:
         curs.execute(
-            "SELECT year, currency, opened_position, closed_position FROM rm_fund_years "
-            "WHERE year = %s AND opened_position <= %s",
-            (year, position),
+            "SELECT f.currency, f.closed_position, v.* FROM rm_fund_years f "
+            "LEFT JOIN LATERAL (SELECT v.* FROM rm_lines k CROSS JOIN LATERAL ("
+            "    SELECT * FROM rm_line_versions v WHERE v.year = k.year"
+            "    AND v.programme = k.programme AND v.position <= %(at)s"
+            "    ORDER BY v.position DESC LIMIT 1) v"
+            "  WHERE k.year = f.year) v ON true "
+            "WHERE f.year = %(year)s AND f.opened_position <= %(at)s ORDER BY v.programme",
+            {"year": year, "at": position},
         )
-        head = curs.fetchone()
-        if head is None:
-            raise NotFound(f"no fund year {year}")
-        curs.execute(
-            "SELECT v.* FROM rm_lines k CROSS JOIN LATERAL ("
-            "  SELECT * FROM rm_line_versions v WHERE v.year = k.year"
-            "  AND v.programme = k.programme AND v.position <= %s"
-            "  ORDER BY v.position DESC LIMIT 1) v "
-            "WHERE k.year = %s ORDER BY k.programme",
-            (position, year),
-        )
-        lines = [
-            {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)}
-            for row in curs.fetchall()
-        ]
+        rows = curs.fetchall()
+    if not rows:
+        raise NotFound(f"no fund year {year}")
+    lines = [
+        {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)}
+        for row in rows
+        if row["programme"] is not None
+    ]
+    head = rows[0]
     closed = head["closed_position"] is not None and head["closed_position"] <= position
     totals = {
         name: sum((line[name] for line in lines), ZERO)
@@ -102,47 +102,38 @@ def fund_year(
     }
 
 
-def _talent_balances(curs: Cursor[DictRow], talent_id: str, position: int) -> list[dict[str, Any]]:
-    """A talent's amounts per fund-year line, as of `position`."""
-    curs.execute(
-        "SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
-        "  SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
-        "  AND v.year = k.year AND v.programme = k.programme AND v.position <= %s"
-        "  ORDER BY v.position DESC LIMIT 1) v "
-        "WHERE k.talent_id = %s ORDER BY k.year, k.programme",
-        (position, talent_id),
-    )
+def talent(
+    datastore: PostgresDatastore, talent_id: str, position: int | None = None
+) -> dict[str, Any]:
+    """A talent's profile, status and balances, as of `position`: one statement, one
+    row per fund-year line (or one row without a balance)."""
+    position = _pinned(datastore, position)
+    with statements(datastore) as curs:
+        curs.execute(
+            "SELECT t.sealed_name, t.category, t.employer, t.arrived_on, "
+            "t.service_commitment_until, t.departed_on, t.departure_reason, "
+            "t.departed_position, v.* FROM rm_talents t "
+            "LEFT JOIN LATERAL (SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
+            "    SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
+            "    AND v.year = k.year AND v.programme = k.programme AND v.position <= %(at)s"
+            "    ORDER BY v.position DESC LIMIT 1) v"
+            "  WHERE k.talent_id = t.talent_id) v ON true "
+            "WHERE t.talent_id = %(id)s AND t.registered_position <= %(at)s "
+            "ORDER BY v.year, v.programme",
+            {"id": talent_id, "at": position},
+        )
+        rows = curs.fetchall()
+    if not rows:
+        raise NotFound(f"no talent {talent_id}")
     balances = []
-    for row in curs.fetchall():
+    for row in rows:
+        if row["programme"] is None:
+            continue
         amounts = {name: row[name] for name in TALENT_AMOUNTS}
         amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
         amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
         balances.append({"fund_year": row["year"], "programme": row["programme"], **amounts})
-    return balances
-
-
-def talent_balances(
-    datastore: PostgresDatastore, talent_id: str, position: int | None = None
-) -> list[dict[str, Any]]:
-    position = _pinned(datastore, position)
-    with statements(datastore) as curs:
-        return _talent_balances(curs, talent_id, position)
-
-
-def talent(
-    datastore: PostgresDatastore, talent_id: str, position: int | None = None
-) -> dict[str, Any]:
-    """A talent's profile, status and balances, as of `position`."""
-    position = _pinned(datastore, position)
-    with statements(datastore) as curs:
-        curs.execute(
-            "SELECT * FROM rm_talents WHERE talent_id = %s AND registered_position <= %s",
-            (talent_id, position),
-        )
-        profile = curs.fetchone()
-        if profile is None:
-            raise NotFound(f"no talent {talent_id}")
-        balances = _talent_balances(curs, talent_id, position)
+    profile = rows[0]
     departed = profile["departed_position"] is not None and profile["departed_position"] <= position
     return {
         "talent_id": talent_id,

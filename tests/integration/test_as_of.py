@@ -16,11 +16,13 @@ from tests.integration.scenario import (
     Actors,
     Api,
     Json,
+    appropriation_body,
     approved_grant,
     assert_validation_error,
     clawback_body,
     created,
     expect,
+    fund_year_body,
     funded,
     grant_body,
     open_year,
@@ -200,6 +202,17 @@ def test_an_instant_in_another_time_zone_means_the_same_moment(api: Api) -> None
     assert text.endswith("+08:00")
     assert expect(as_of(a.auditor, f"/v1/fund-years/{YEAR}", as_of=text), 200) == m.fund_year
     assert expect(as_of(a.auditor, "/v1/talents/T-2", as_of=text), 200) == m.talents["T-2"]
+
+
+def test_a_fund_year_as_of_before_its_first_appropriation_has_no_lines(api: Api) -> None:
+    a = Actors.of(api)
+    r = a.admin.post("/v1/fund-years", json=fund_year_body(YEAR))
+    created(r)
+    body = appropriation_body("AP-1", "settling_in", "cash", "1000.00")
+    created(a.admin.post(f"/v1/fund-years/{YEAR}/appropriations", json=body))
+    fund_year = expect(as_of(a.auditor, f"/v1/fund-years/{YEAR}", as_of_position=position(r)), 200)
+    assert fund_year["lines"] == []
+    assert set(fund_year["totals"].values()) == {"0.00"}
 
 
 def test_as_of_before_the_fund_year_or_talent_existed_is_not_found(api: Api) -> None:

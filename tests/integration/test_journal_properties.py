@@ -328,7 +328,7 @@ def check_journal(app: LedgerApplication, year: int, talents: list[str]) -> None
 
     fund_year = reads.fund_year(datastore, year)
     balances = [
-        b for t in talents for b in reads.talent_balances(datastore, t) if b["fund_year"] == year
+        b for t in talents for b in reads.talent(datastore, t)["balances"] if b["fund_year"] == year
     ]
     programmes = {line["programme"] for line in fund_year["lines"]}
     assert {programme for _, programme in debit_balance} <= programmes

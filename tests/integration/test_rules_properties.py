@@ -695,7 +695,9 @@ class LedgerMachine(RuleBasedStateMachine):
         balance = reads.trial_balance(datastore, m.year)
         assert balance["total_debit"] == balance["total_credit"]
 
-        read = {row.pop("programme"): row for row in reads.talent_balances(datastore, m.talent_id)}
+        read = {
+            row.pop("programme"): row for row in reads.talent(datastore, m.talent_id)["balances"]
+        }
         assert set(read) <= set(m.lines)
         for programme in sorted(m.lines):
             expected = {name: m.amounts(programme)[name] for name in TALENT_AMOUNTS}
@@ -778,5 +780,5 @@ def test_payments_are_accepted_exactly_while_they_fit_the_grant(
     worker.catch_up()
     (line,) = reads.fund_year(datastore_of(ledger), year)["lines"]
     assert (line["paid"], line["committed"], line["available"]) == (paid_so_far, amount, ZERO)
-    (balance,) = reads.talent_balances(datastore_of(ledger), talent_id)
+    (balance,) = reads.talent(datastore_of(ledger), talent_id)["balances"]
     assert balance["outstanding"] == amount - paid_so_far
