@@ -54,7 +54,8 @@ def _fields(body: BaseModel) -> dict[str, Any]:
 
 
 def _talent(app: LedgerApplication, talent: Talent, ids: Ids) -> dict[str, Any]:
-    return s.revealed(app.vault, {**vars(talent), "status": talent.status})
+    name = app.vault.reveal(talent.talent_id, talent.sealed_name)
+    return s.revealed({**vars(talent), "status": talent.status}, name)
 
 
 OPERATIONS: dict[str, Operation] = {

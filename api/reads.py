@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from api import schemas as s
-from api.problems import ProblemError, problem_responses
+from api.problems import problem_responses
 from api.routing import (
     ANY_ROLE,
     Consistent,
@@ -34,7 +34,6 @@ from ledger.errors import NotFound, ValidationFailed
 from ledger.store import datastore_of
 from projections import reads
 from projections.export import audit_csv
-from projections.worker import wait_for_position
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,27 +53,18 @@ def _get(path: str, model: type | None = None, **kwargs: Any) -> Callable[[F], F
 @dataclass(frozen=True)
 class AsOf:
     """The point a read asked for. Checking the query is a coroutine (no worker
-    thread); finding and waiting for the position takes queries, so the endpoint does
+    thread); finding the position of an instant takes a query, so the endpoint does
     it in its own worker thread, one hand-off per read instead of two."""
 
     instant: datetime | None
     position: int | None
 
     def resolve(self, datastore: PostgresDatastore) -> int | None:
-        """The position to read at, once the read models have reached it (None: no
-        as-of, the read models' own)."""
-        position = self.position
+        """The position asked for (an instant's is that of the last event recorded by
+        then), or None; the read waits for the read models to reach it."""
         if self.instant is not None:
-            position = reads.position_at(datastore, self.instant)
-        if position is None:
-            return None
-        if not wait_for_position(datastore, position):
-            raise ProblemError(
-                "unavailable",
-                f"the read models have not reached position {position} yet",
-                headers={"Retry-After": "1"},
-            )
-        return position
+            return reads.position_at(datastore, self.instant)
+        return self.position
 
 
 async def _as_of(
@@ -114,7 +104,8 @@ def get_talent(
 ) -> s.TalentOut:
     datastore = datastore_of(ledger)
     talent = reads.talent(datastore, talent_id, as_of.resolve(datastore))
-    return s.TalentOut.model_validate(s.revealed(ledger.vault, talent))
+    name = ledger.vault.open(talent_id, talent.pop("wrapped_key"), talent["sealed_name"])
+    return s.TalentOut.model_validate(s.revealed(talent, name))
 
 
 @_get("/grants/{grant_id}", s.GrantOut)

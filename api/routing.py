@@ -21,6 +21,7 @@ from api.problems import ProblemError
 from api.schemas import ID_PATTERN
 from ledger.application import LedgerApplication
 from ledger.context import actor_cvar
+from ledger.errors import NotReached
 from ledger.store import datastore_of
 from projections.worker import wait_for_position
 
@@ -116,11 +117,7 @@ async def _consistent(
     if min_position is not None and not await run_in_threadpool(
         wait_for_position, datastore_of(ledger_of(request)), min_position
     ):
-        raise ProblemError(
-            "unavailable",
-            f"the read models have not reached position {min_position} yet",
-            headers={"Retry-After": "1"},
-        )
+        raise NotReached(min_position)
 
 
 # Ids and years in a path follow the rules of bodies and of batch operations (which

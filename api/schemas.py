@@ -22,7 +22,6 @@ from pydantic import (
 )
 
 from ledger.money import MONEY_PATTERN, format_money, parse_money
-from ledger.personal import Vault
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -212,9 +211,8 @@ class AppropriationOut(Out):
     reference: str
 
 
-def revealed(vault: Vault, talent: dict[str, Any]) -> dict[str, Any]:
+def revealed(talent: dict[str, Any], name: str | None) -> dict[str, Any]:
     """A talent's fields as answered: its name in clear, or null once erased."""
-    name = vault.reveal(talent["talent_id"], talent["sealed_name"])
     return {**talent, "name": name, "personal_data_erased": name is None}
 
 

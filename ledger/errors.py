@@ -53,6 +53,15 @@ class TalentDeparted(LedgerError):
     code = "talent_departed"
 
 
+class NotReached(LedgerError):
+    """The read models did not reach the position a read asked for within the wait."""
+
+    code = "unavailable"
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"the read models have not reached position {position} yet")
+
+
 class ValidationFailed(LedgerError):
     """A field is well formed but not acceptable here (out of year, wrong line kind...)."""
 

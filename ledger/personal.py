@@ -126,7 +126,10 @@ class Vault:
 
     def reveal(self, talent_id: str, sealed: str) -> str | None:
         """The clear text of a sealed value; None once the talent's key is destroyed."""
-        wrapped = self._keys.find(talent_id)
+        return self.open(talent_id, self._keys.find(talent_id), sealed)
+
+    def open(self, talent_id: str, wrapped: bytes | None, sealed: str) -> str | None:
+        """`reveal` with the talent's wrapped key as a read found it in the key store."""
         return None if wrapped is None else self._unwrap(talent_id, wrapped).open(sealed)
 
     def forget(self, talent_id: str) -> bool:

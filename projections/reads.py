@@ -10,13 +10,13 @@ import base64
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, LiteralString
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.rows import DictRow, args_row
 
-from ledger.errors import NotFound, ValidationFailed
+from ledger.errors import NotFound, NotReached, ValidationFailed
 from ledger.exceptions import (
     ClawbackFacts,
     Facts,
@@ -30,7 +30,7 @@ from ledger.reconciliation import Movement
 from ledger.statements import Statement
 from ledger.store import EVENTS_TABLE, statements
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
-from projections.worker import tracked_position
+from projections.worker import PROJECTION, wait_for_position
 
 
 def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
@@ -54,40 +54,66 @@ def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
     return amounts
 
 
-def _pinned(datastore: PostgresDatastore, position: int | None) -> int:
-    """The position a read answers as of: the one asked for, which the read models have
-    reached, or else theirs. Every statement of the read then gives the same answer
-    whatever batch commits meanwhile (a rebuild aside, which empties the tables), so
-    a read needs no common snapshot (no transaction)."""
-    return tracked_position(datastore) if position is None else position
+_PINNED = sql.SQL(
+    "SELECT pin.reached, pin.at, q.* FROM ("
+    "  SELECT position AS reached, coalesce(%(asked)s, position) AS at"
+    "  FROM projection_tracking WHERE name = %(projection)s) pin "
+    "LEFT JOIN LATERAL ({query}) q ON true ORDER BY {order}"
+)
 
 
-def fund_year(
-    datastore: PostgresDatastore, year: int, position: int | None = None
-) -> dict[str, Any]:
-    """A fund year with each programme line and the totals, as of `position`: one
-    statement, one row per line (or one row without a line)."""
-    position = _pinned(datastore, position)
-    with statements(datastore) as curs:
-        curs.execute(
-            "SELECT f.currency, f.closed_position, v.* FROM rm_fund_years f "
-            "LEFT JOIN LATERAL (SELECT v.* FROM rm_lines k CROSS JOIN LATERAL ("
-            "    SELECT * FROM rm_line_versions v WHERE v.year = k.year"
-            "    AND v.programme = k.programme AND v.position <= %(at)s"
-            "    ORDER BY v.position DESC LIMIT 1) v"
-            "  WHERE k.year = f.year) v ON true "
-            "WHERE f.year = %(year)s AND f.opened_position <= %(at)s ORDER BY v.programme",
-            {"year": year, "at": position},
-        )
-        rows = curs.fetchall()
-    if not rows:
+def _pinned(
+    datastore: PostgresDatastore,
+    query: LiteralString,
+    order: LiteralString,
+    params: dict[str, Any],
+    at: int | None,
+) -> tuple[int, list[DictRow]]:
+    """The rows of `query` as of position `at` (or, without one, the read models' own),
+    and that position. One statement both checks how far the read models are and
+    reads, as of `pin.at`: its rows agree whatever batch commits meanwhile (a rebuild
+    aside, which empties the tables). Short of `at`, it waits, as `min_position` does,
+    and reads again. Without a match, the one row has only `reached` and `at`."""
+    statement = _PINNED.format(query=sql.SQL(query), order=sql.SQL(order))
+    values = {**params, "asked": at, "projection": PROJECTION}
+
+    def fetch() -> list[DictRow]:
+        with statements(datastore) as curs:
+            curs.execute(statement, values)
+            return curs.fetchall()
+
+    rows = fetch()
+    position: int = rows[0]["at"]
+    if rows[0]["reached"] < position:
+        if not wait_for_position(datastore, position):
+            raise NotReached(position)
+        rows = fetch()
+    return position, rows
+
+
+def fund_year(datastore: PostgresDatastore, year: int, at: int | None = None) -> dict[str, Any]:
+    """A fund year with each programme line and the totals, as of position `at`."""
+    position, rows = _pinned(
+        datastore,
+        "SELECT f.currency, f.closed_position, v.* FROM rm_fund_years f "
+        "LEFT JOIN LATERAL (SELECT v.* FROM rm_lines k CROSS JOIN LATERAL ("
+        "    SELECT * FROM rm_line_versions v WHERE v.year = k.year"
+        "    AND v.programme = k.programme AND v.position <= pin.at"
+        "    ORDER BY v.position DESC LIMIT 1) v"
+        "  WHERE k.year = f.year) v ON true "
+        "WHERE f.year = %(year)s AND f.opened_position <= pin.at",
+        "q.programme",
+        {"year": year},
+        at,
+    )
+    head = rows[0]
+    if head["currency"] is None:
         raise NotFound(f"no fund year {year}")
     lines = [
         {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)}
         for row in rows
         if row["programme"] is not None
     ]
-    head = rows[0]
     closed = head["closed_position"] is not None and head["closed_position"] <= position
     totals = {
         name: sum((line[name] for line in lines), ZERO)
@@ -102,28 +128,27 @@ def fund_year(
     }
 
 
-def talent(
-    datastore: PostgresDatastore, talent_id: str, position: int | None = None
-) -> dict[str, Any]:
-    """A talent's profile, status and balances, as of `position`: one statement, one
-    row per fund-year line (or one row without a balance)."""
-    position = _pinned(datastore, position)
-    with statements(datastore) as curs:
-        curs.execute(
-            "SELECT t.sealed_name, t.category, t.employer, t.arrived_on, "
-            "t.service_commitment_until, t.departed_on, t.departure_reason, "
-            "t.departed_position, v.* FROM rm_talents t "
-            "LEFT JOIN LATERAL (SELECT v.* FROM rm_talent_balances k CROSS JOIN LATERAL ("
-            "    SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = k.talent_id"
-            "    AND v.year = k.year AND v.programme = k.programme AND v.position <= %(at)s"
-            "    ORDER BY v.position DESC LIMIT 1) v"
-            "  WHERE k.talent_id = t.talent_id) v ON true "
-            "WHERE t.talent_id = %(id)s AND t.registered_position <= %(at)s "
-            "ORDER BY v.year, v.programme",
-            {"id": talent_id, "at": position},
-        )
-        rows = curs.fetchall()
-    if not rows:
+def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) -> dict[str, Any]:
+    """A talent's profile, status and balances as of position `at`, with its wrapped
+    data key as it is now (None once destroyed) to reveal the name."""
+    position, rows = _pinned(
+        datastore,
+        "SELECT t.sealed_name, t.category, t.employer, t.arrived_on, "
+        "t.service_commitment_until, t.departed_on, t.departure_reason, "
+        "t.departed_position, k.wrapped AS wrapped_key, v.* FROM rm_talents t "
+        "LEFT JOIN talent_keys k ON k.talent_id = t.talent_id "
+        "LEFT JOIN LATERAL (SELECT v.* FROM rm_talent_balances b CROSS JOIN LATERAL ("
+        "    SELECT * FROM rm_talent_balance_versions v WHERE v.talent_id = b.talent_id"
+        "    AND v.year = b.year AND v.programme = b.programme AND v.position <= pin.at"
+        "    ORDER BY v.position DESC LIMIT 1) v"
+        "  WHERE b.talent_id = t.talent_id) v ON true "
+        "WHERE t.talent_id = %(id)s AND t.registered_position <= pin.at",
+        "q.year, q.programme",
+        {"id": talent_id},
+        at,
+    )
+    profile = rows[0]
+    if profile["sealed_name"] is None:
         raise NotFound(f"no talent {talent_id}")
     balances = []
     for row in rows:
@@ -133,11 +158,11 @@ def talent(
         amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
         amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
         balances.append({"fund_year": row["year"], "programme": row["programme"], **amounts})
-    profile = rows[0]
     departed = profile["departed_position"] is not None and profile["departed_position"] <= position
     return {
         "talent_id": talent_id,
         "sealed_name": profile["sealed_name"],
+        "wrapped_key": profile["wrapped_key"],
         "category": profile["category"],
         "employer": profile["employer"],
         "arrived_on": profile["arrived_on"],

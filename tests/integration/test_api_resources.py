@@ -523,6 +523,17 @@ def test_a_min_position_beyond_the_head_is_503_with_retry_after(api: Api) -> Non
     assert 4.5 <= waited < 15, waited
 
 
+def test_an_as_of_position_beyond_the_head_is_503_after_the_wait(api: Api) -> None:
+    a = funded(api)
+    started = time.monotonic()
+    response = a.auditor.get("/v1/talents/T-1?as_of_position=1000000")
+    waited = time.monotonic() - started
+    assert_problem(response, 503, "unavailable")
+    assert "1000000" in response.json()["detail"]
+    assert response.headers["Retry-After"].isdigit()
+    assert 4.5 <= waited < 15, waited
+
+
 # --- OpenAPI ----------------------------------------------------------------------
 
 # the 409 codes each write can answer (CONTRACT §2 and §4)
