@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 from eventsourcing.persistence import StoredEvent
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from api.keys import create_key
@@ -33,7 +34,7 @@ from bench.client import Http, Load, Step, cpu_share
 from bench.generate import generate
 from ledger.personal import new_master_key
 from ledger.runtime import Settings, open_ledger, tune_collector
-from ledger.store import datastore_of
+from ledger.store import EVENTS_TABLE, datastore_of
 from projections.worker import ProjectionWorker, settle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,7 +474,7 @@ def main() -> int:
     }
     app.close()
     with psycopg.connect(url, autocommit=True) as conn:  # settle the bulk load, as after any
-        conn.execute("VACUUM (ANALYZE) ledger_events")
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(EVENTS_TABLE)))
 
     log("ceiling: read and decode every event")
     results["ceiling_read_decode_per_s"] = ceiling_read_decode(url)

@@ -103,10 +103,10 @@ def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(database_url(settings), settings)
     try:
         applied = ProjectionWorker(ledger).rebuild()
+        print(f"rebuilt the read models from {applied} events", flush=True)
         settle(datastore_of(ledger))
     finally:
         ledger.close()
-    print(f"rebuilt the read models from {applied} events")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Domain refusals, each with the stable code of CONTRACT §2."""
+"""Domain refusals, each with the stable code of CONTRACT §2 (and `NotReached`, the
+one error of a read: nothing is recorded by either)."""
 
 from __future__ import annotations
 

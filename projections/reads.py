@@ -58,7 +58,7 @@ _PINNED = sql.SQL(
     "SELECT pin.reached, pin.at, q.* FROM ("
     "  SELECT position AS reached, coalesce(%(asked)s, position) AS at"
     "  FROM projection_tracking WHERE name = %(projection)s) pin "
-    "LEFT JOIN LATERAL ({query}) q ON true ORDER BY {order}"
+    "LEFT JOIN LATERAL ({query}) q ON pin.reached >= pin.at ORDER BY {order}"
 )
 
 
@@ -72,8 +72,9 @@ def _pinned(
     """The rows of `query` as of position `at` (or, without one, the read models' own),
     and that position. One statement both checks how far the read models are and
     reads, as of `pin.at`: its rows agree whatever batch commits meanwhile (a rebuild
-    aside, which empties the tables). Short of `at`, it waits, as `min_position` does,
-    and reads again. Without a match, the one row has only `reached` and `at`."""
+    aside, which empties the tables). Short of `at`, it reads nothing, waits as
+    `min_position` does, and reads again. Without a match, the one row has only
+    `reached` and `at`."""
     statement = _PINNED.format(query=sql.SQL(query), order=sql.SQL(order))
     values = {**params, "asked": at, "projection": PROJECTION}
 
@@ -83,11 +84,14 @@ def _pinned(
             return curs.fetchall()
 
     rows = fetch()
+    assert rows, "projection_tracking is not migrated"
     position: int = rows[0]["at"]
     if rows[0]["reached"] < position:
         if not wait_for_position(datastore, position):
             raise NotReached(position)
-        rows = fetch()
+        rows = fetch()  # short again only if a rebuild started meanwhile
+        if rows[0]["reached"] < position:
+            raise NotReached(position)
     return position, rows
 
 
