@@ -48,7 +48,9 @@ from projections.schema import LINE_AMOUNTS, READ_MODEL_TABLES, TALENT_AMOUNTS
 log = structlog.get_logger(__name__)
 
 PROJECTION = "ledger"
-BATCH_SIZE = 5000
+# Each batch costs a transaction, the tracking row and a statement per table: a rebuild
+# of 400,000 events ran 9 % faster in batches of 20,000 than of 5,000 (no faster at 50,000).
+BATCH_SIZE = 20_000
 MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on demand
 # After any batch short of full, the worker waits this long: under a steady stream of
 # writes a batch of a few events costs nearly what a batch of hundreds does (a
