@@ -292,8 +292,8 @@ class PostgresKeyStore:
 @contextmanager
 def statements(datastore: PostgresDatastore) -> Iterator[Cursor[DictRow]]:
     """A cursor whose statements each commit alone (the pool's connections
-    autocommit): a read of one statement, or pinned to a position already projected,
-    needs no transaction, whose BEGIN and ROLLBACK would triple its round trips."""
+    autocommit): a read of one statement needs no transaction, whose BEGIN and
+    ROLLBACK would triple its round trips."""
     with datastore.get_connection() as conn:
         yield conn.cursor()
 

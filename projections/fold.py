@@ -259,6 +259,24 @@ class ReadModels:
             cache[key] = found
         return cache[key]
 
+    @staticmethod
+    def _stored_or_new(
+        cache: dict[K, R],
+        key: K,
+        load: Callable[[K], R | None],
+        new: Callable[[], R],
+        touched: Touched[K],
+    ) -> R:
+        """The row under `key`, loaded on a miss, or else a new one, which this batch
+        creates."""
+        if key not in cache:
+            stored = load(key)
+            if stored is None:
+                touched.create(key)
+                stored = new()
+            cache[key] = stored
+        return cache[key]
+
     def _stream(self, stream_id: UUID) -> Stream:
         return self._cached(self.streams, stream_id, self.loader.stream)
 
@@ -302,12 +320,13 @@ class ReadModels:
         )
 
     def _add_balance(self, key: BalanceKey, **deltas: Decimal) -> None:
-        if key not in self.balances:
-            stored = self.loader.balance(key)
-            if stored is None:
-                self.changes.balances.create(key)
-            self.balances[key] = stored or dict.fromkeys(TALENT_AMOUNTS, ZERO)
-        amounts = self.balances[key]
+        amounts = self._stored_or_new(
+            self.balances,
+            key,
+            self.loader.balance,
+            lambda: dict.fromkeys(TALENT_AMOUNTS, ZERO),
+            self.changes.balances,
+        )
         for name, delta in deltas.items():
             amounts[name] += delta
         self.changes.balances.change(key)
@@ -336,13 +355,11 @@ class ReadModels:
                 (self._position, self._seq, year, programme, account, dr, cr)
             )
             key = (year, account, programme)
-            if key not in self.accounts:
-                stored = self.loader.account(key)
-                if stored is None:
-                    self.changes.accounts.create(key)
-                self.accounts[key] = stored or [ZERO, ZERO]
-            self.accounts[key][0] += dr
-            self.accounts[key][1] += cr
+            totals = self._stored_or_new(
+                self.accounts, key, self.loader.account, lambda: [ZERO, ZERO], self.changes.accounts
+            )
+            totals[0] += dr
+            totals[1] += cr
             self.changes.accounts.change(key)
 
     def _post_stream(self, s: Stream, debit: str, credit: str, amount: Decimal) -> None:
@@ -397,11 +414,9 @@ class ReadModels:
         year = self._stream(e.originator_id).year
         assert year is not None
         key = (year, e.programme)
-        if key not in self.lines:
-            stored = self.loader.line(key)
-            if stored is None:
-                self.changes.lines.create(key)
-            self.lines[key] = stored or Line(e.kind)
+        self._stored_or_new(
+            self.lines, key, self.loader.line, lambda: Line(e.kind), self.changes.lines
+        )
         self._add_line(key, appropriated=e.amount)
         self._post(year, e.programme, "appropriation", "available", e.amount)
         return Entry(fund_year=year, programme=e.programme, amount=e.amount, reference=e.reference)
