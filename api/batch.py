@@ -99,17 +99,23 @@ def _prepare(
     return op, ids, body
 
 
+def _result(status: int, body: dict[str, Any], position: int | None = None) -> dict[str, Any]:
+    """One `BatchResult`, built as the JSON it is: a model per result cost a tenth of
+    a batch's time."""
+    return {"status": status, "body": body, "position": position}
+
+
 def _run_one(
     ledger: LedgerApplication, principal: Principal, prepared: tuple[Operation, Ids, Any]
-) -> BatchResult:
+) -> dict[str, Any]:
     op, ids, body = prepared
     try:
         outcome = presented(ledger, op, ids, partial(op.run, ledger, ids, body, principal))
     except LedgerError as e:
         problem = error_body(e)
-        return BatchResult(status=problem["status"], body=problem)
+        return _result(problem["status"], problem)
     status, _, content = answer(op, outcome)
-    return BatchResult(status=status, body=content, position=outcome.position)
+    return _result(status, content, outcome.position)
 
 
 @router.post(
@@ -137,15 +143,12 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     prepared = [_prepare(item, principal) for item in body.operations]
     if not body.atomic:
         results = [
-            BatchResult(status=p["status"], body=p)
-            if isinstance(p, dict)
-            else _run_one(ledger, principal, p)
+            _result(p["status"], p) if isinstance(p, dict) else _run_one(ledger, principal, p)
             for p in prepared
         ]
-        positions = [r.position for r in results if r.position is not None]
+        positions = [r["position"] for r in results if r["position"] is not None]
         head = max(positions) if positions else ledger.recorder.max_notification_id() or 0
-        headers = {"Ledger-Position": str(head)}
-        return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)
+        return JSONResponse({"results": results}, headers={"Ledger-Position": str(head)})
     for index, p in enumerate(prepared):
         if isinstance(p, dict):
             return _refused(index, p)
@@ -162,9 +165,9 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     results = []
     for (op, _, _), outcome in zip(ready, outcomes, strict=True):
         status, _, content = answer(op, outcome)
-        results.append(BatchResult(status=status, body=content, position=outcome.position))
+        results.append(_result(status, content, outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
-    return JSONResponse(BatchOut(results=results).model_dump(mode="json"), headers=headers)
+    return JSONResponse({"results": results}, headers=headers)
 
 
 def _refused(index: int, problem: dict[str, Any]) -> JSONResponse:

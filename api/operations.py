@@ -50,7 +50,8 @@ def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], A
 
 
 def _fields(body: BaseModel) -> dict[str, Any]:
-    return dict(body)
+    """A body's fields (no extras: bodies forbid them), without pydantic's iterator."""
+    return vars(body)
 
 
 def _talent(app: LedgerApplication, talent: Talent, ids: Ids) -> dict[str, Any]:

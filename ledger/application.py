@@ -339,8 +339,12 @@ class LedgerApplication(Application[UUID]):
                 self._read_current(session, versions, known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
-            pending = [a for a in uow.aggregates if a.pending_events] if attempt.record else []
-            recordings = self.save(*pending, session=session) if pending else []
+            # what `save` would do here (no snapshots, a fast-forwarding cache), less
+            # its protocol checks of every aggregate, a tenth of a batch's time
+            events = (
+                [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
+            )
+            recordings = self.events.put(events, session=session) if events else []
         uow.remember()
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 
 def fingerprint(command: object) -> str:
-    """SHA-256 of the command's canonical JSON: equal for bodies that mean the same."""
-    fields = asdict(command)  # type: ignore[call-overload]
-    canonical = json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
+    """SHA-256 of the command's canonical JSON: equal for bodies that mean the same.
+
+    Stored in every created aggregate, so its value must never change: commands are
+    flat, and their fields are read as they are (`asdict` copied each one deeply)."""
+    canonical = json.dumps(vars(command), sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
 
 
