@@ -65,6 +65,9 @@ class Stream:
 
 @dataclass
 class Line:
+    """A programme line's current amounts, keyed in `LINE_AMOUNTS` order (as a talent's
+    balance is in `TALENT_AMOUNTS` order): their values are the columns as they are."""
+
     kind: str
     amounts: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(LINE_AMOUNTS, ZERO))
 
@@ -316,7 +319,7 @@ class ReadModels:
             *key,
             self._position,
             line.kind,
-            *(line.amounts[n] for n in LINE_AMOUNTS),
+            *line.amounts.values(),
         )
 
     def _add_balance(self, key: BalanceKey, **deltas: Decimal) -> None:
@@ -333,7 +336,7 @@ class ReadModels:
         self.changes.balance_versions[key, self._position] = (
             *key,
             self._position,
-            *(amounts[n] for n in TALENT_AMOUNTS),
+            *amounts.values(),
         )
 
     def _add_both(self, s: Stream, **deltas: Decimal) -> None:

@@ -10,7 +10,9 @@ worker is the one advancing the position (same generation, same position).
 from __future__ import annotations
 
 import io
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +59,8 @@ MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on 
 # transaction, the position, the rows it touches), so it lets more gather rather than
 # run back to back. Reads lag writes by about this much.
 POLL_SECONDS = 0.02
+# Following the store is background work: under load, requests get the CPU first.
+FOLLOWER_NICENESS = 10
 MIN_POSITION_WAIT_SECONDS = 5.0
 
 Curs = Cursor[DictRow]
@@ -296,7 +300,7 @@ def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
         ("year", "programme"),
         ("kind", *LINE_AMOUNTS),
         changes.lines,
-        lambda k: (*k, lines[k].kind, *(lines[k].amounts[n] for n in LINE_AMOUNTS)),
+        lambda k: (*k, lines[k].kind, *lines[k].amounts.values()),
     )
     out.copy(
         curs,
@@ -312,7 +316,7 @@ def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
         ("talent_id", "year", "programme"),
         TALENT_AMOUNTS,
         changes.balances,
-        lambda k: (*k, *(balances[k][n] for n in TALENT_AMOUNTS)),
+        lambda k: (*k, *balances[k].values()),
     )
     out.copy(
         curs,
@@ -519,6 +523,7 @@ class ProjectionWorker:
                 failed.append(e)
 
     def run_forever(self) -> None:
+        _lower_this_threads_priority()
         log.info("projection_worker_started", projection=PROJECTION)
         while not self._stop.is_set():
             try:
@@ -535,6 +540,15 @@ class ProjectionWorker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _lower_this_threads_priority() -> None:
+    """On Linux niceness is per thread: an API process hosting the worker keeps its own
+    for requests (README, *Deployment*, has the measurements)."""
+    if sys.platform == "linux":
+        thread = threading.get_native_id()
+        niceness = max(os.getpriority(os.PRIO_PROCESS, thread), FOLLOWER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
 def settle(datastore: PostgresDatastore) -> None:
