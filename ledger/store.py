@@ -226,6 +226,32 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # The chain's trigger with `ledger_event_digest` written out: a SQL function
+        # called from PL/pgSQL is run, not inlined, for every row, and this is the
+        # append lock's critical section (5,000 rows in one statement: 77-79 -> 65-69
+        # µs per row). The function stays: it states the digest, and tests hold the
+        # trigger, it and `ledger.audit.event_digest` to the same bytes.
+        "events-hash-chain-digest-inline",
+        f"""
+        CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE last record;
+            BEGIN
+                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
+                    ORDER BY notification_id DESC LIMIT 1;
+                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
+                NEW.hash := sha256(
+                    coalesce(last.hash, '{GENESIS_SQL}')
+                    || convert_to(concat_ws('|', NEW.notification_id, NEW.originator_id,
+                                            NEW.originator_version, NEW.topic, ''), 'UTF8')
+                    || NEW.state
+                    || convert_to('|' || to_char(NEW.recorded_at AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'));
+                RETURN NEW;
+            END $$;
+        """,  # noqa: S608 - DDL from constants, no values
+    ),
 ]
 
 

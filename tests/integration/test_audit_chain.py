@@ -383,9 +383,10 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
 def ledger_before_the_hash_chain(
     db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LedgerApplication]:
-    """A ledger migrated without the "events-hash-chain" step, as an old release left it."""
-    steps = [step for step in MIGRATIONS if step[0] != "events-hash-chain"]
-    assert len(steps) == len(MIGRATIONS) - 1
+    """A ledger migrated without the hash chain's steps, as an old release left it."""
+    chain = ("events-hash-chain", "events-hash-chain-digest-inline")
+    steps = [step for step in MIGRATIONS if step[0] not in chain]
+    assert len(steps) == len(MIGRATIONS) - 2
     with monkeypatch.context() as m:
         m.setattr(ledger.store, "MIGRATIONS", steps)
         app = open_ledger(db_url, test_settings)
