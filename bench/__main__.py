@@ -407,8 +407,9 @@ def measure_r1(
 def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
     log("starting ledger serve --workers 2 for writes, and --workers 1 for reads")
     server = Server(url, workers=2, name="server")
-    reads_server = Server(url, workers=1, name="reads", projections=False)
+    reads_server = None
     try:
+        reads_server = Server(url, workers=1, name="reads", projections=False)
         setup_writes(server.url, keys)
         out = measure_w1_q1(server, reads_server, keys)
         log("W2: atomic batches of 1,000 operations")
@@ -417,7 +418,8 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         out.update(measure_r1(server, url, keys))
         return out
     finally:
-        reads_server.stop()
+        if reads_server is not None:
+            reads_server.stop()
         server.stop()
 
 

@@ -340,7 +340,7 @@ class LedgerApplication(Application[UUID]):
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
             # what `save` would do here (no snapshots, a fast-forwarding cache), less
-            # its protocol checks of every aggregate, a tenth of a batch's time
+            # its protocol checks of every aggregate, 6 % of a batch's time
             events = (
                 [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
             )

@@ -10,9 +10,7 @@ worker is the one advancing the position (same generation, same position).
 from __future__ import annotations
 
 import io
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,8 +57,6 @@ MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on 
 # transaction, the position, the rows it touches), so it lets more gather rather than
 # run back to back. Reads lag writes by about this much.
 POLL_SECONDS = 0.02
-# Following the store is background work: under load, requests get the CPU first.
-FOLLOWER_NICENESS = 10
 MIN_POSITION_WAIT_SECONDS = 5.0
 
 Curs = Cursor[DictRow]
@@ -523,7 +519,6 @@ class ProjectionWorker:
                 failed.append(e)
 
     def run_forever(self) -> None:
-        _lower_this_threads_priority()
         log.info("projection_worker_started", projection=PROJECTION)
         while not self._stop.is_set():
             try:
@@ -540,15 +535,6 @@ class ProjectionWorker:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _lower_this_threads_priority() -> None:
-    """On Linux niceness is per thread: an API process hosting the worker keeps its own
-    for requests (README, *Deployment*, has the measurements)."""
-    if sys.platform == "linux":
-        thread = threading.get_native_id()
-        niceness = max(os.getpriority(os.PRIO_PROCESS, thread), FOLLOWER_NICENESS)
-        os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
 def settle(datastore: PostgresDatastore) -> None:

@@ -528,6 +528,25 @@ def test_event_digest_equals_the_sql_function(
     assert len(python) == 32
 
 
+@pytest.mark.parametrize("session_zone", ["UTC", "Asia/Shanghai"])
+def test_the_trigger_chains_the_awkward_samples_as_event_digest_does(
+    ledger: LedgerApplication, db_url: str, session_zone: str
+) -> None:
+    """The trigger writes the digest out rather than call `ledger_event_digest` (for
+    speed): it is held to the same bytes on the same awkward events."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute(f"SET TIME ZONE '{session_zone}'")
+        for _, _, originator_id, version, topic, state, recorded_at in (p.values for p in SAMPLES):
+            conn.execute(
+                "INSERT INTO ledger_events (originator_id, originator_version, topic, state, "
+                "recorded_at) VALUES (%s, %s, %s, %s, %s)",
+                (originator_id, version, topic, state, recorded_at),
+            )
+    rows = events(db_url)
+    assert [row[5] for row in rows] == [p.values[6] for p in SAMPLES]  # instants as given
+    assert [bytes(row[6]) for row in rows] == expected_chain(rows)
+
+
 def test_event_digest_equals_the_stored_hash_of_a_real_event(
     ledger: LedgerApplication, db_url: str
 ) -> None:

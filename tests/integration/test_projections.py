@@ -7,9 +7,7 @@ row for row what a rebuild from scratch produces, and every event is applied onc
 
 from __future__ import annotations
 
-import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -671,25 +669,3 @@ def test_readyz_reports_the_projection_lag_until_a_worker_catches_up(
     assert client.get("/readyz").json()["projection_lag"] == int(r.headers["Ledger-Position"]) - (
         position
     )
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
-def test_a_following_worker_yields_the_cpu_but_its_process_does_not(ledger: Any) -> None:
-    """The worker inside `ledger serve` lowers only its own thread's priority: the
-    threads answering requests keep theirs."""
-    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    worker = ProjectionWorker(ledger)
-    thread = worker.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert thread.native_id is not None
-            niceness = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-            if niceness == worker_module.FOLLOWER_NICENESS:
-                break
-            time.sleep(0.01)
-        assert niceness == worker_module.FOLLOWER_NICENESS > before
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
-    finally:
-        worker.stop()
-        thread.join(timeout=10)
