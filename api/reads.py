@@ -69,7 +69,7 @@ class AsOf:
 
 async def _as_of(
     as_of: Annotated[
-        datetime | None,
+        s.Instant | None,
         Query(description="Answer as of this instant (RFC 3339, events recorded at or before)"),
     ] = None,
     as_of_position: Annotated[
@@ -78,10 +78,6 @@ async def _as_of(
 ) -> AsOf:
     if as_of is not None and as_of_position is not None:
         raise ValidationFailed("as_of", "give as_of or as_of_position, not both", "query")
-    if as_of is not None and as_of.tzinfo is None:
-        raise ValidationFailed(
-            "as_of", "an instant needs a time zone, e.g. 2024-05-01T08:00:00Z", "query"
-        )
     return AsOf(as_of, as_of_position)
 
 

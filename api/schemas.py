@@ -28,10 +28,24 @@ SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
+_INSTANT_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+
+
 def _day(value: object) -> date:
     if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         raise ValueError("a date is a string YYYY-MM-DD")
     return date.fromisoformat(value)
+
+
+def _instant(value: object) -> object:
+    """Only RFC 3339 with its zone: pydantic alone would take a number as Unix time,
+    a bare date as midnight and a naive time as UTC."""
+    if not isinstance(value, str) or not _INSTANT_RE.fullmatch(value):
+        raise ValueError("an instant is RFC 3339 with a time zone, e.g. 2024-05-01T08:00:00Z")
+    return value
 
 
 MoneyIn = Annotated[
@@ -48,6 +62,11 @@ Day = Annotated[
     date,
     BeforeValidator(_day),
     WithJsonSchema({"type": "string", "format": "date", "examples": ["2024-05-01"]}),
+]
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2024-05-01T08:00:00Z"]}),
 ]
 Identifier = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
 Slug = Annotated[str, StringConstraints(strict=True, pattern=SLUG_PATTERN)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +20,7 @@ from api.routing import (
     ledger_of,
     roles,
 )
-from api.schemas import ExceptionsReport, ReconciliationReport
+from api.schemas import Day, ExceptionsReport, ReconciliationReport
 from api.writes import ALWAYS, written
 from ledger.application import LedgerApplication, Outcome
 from ledger.domain import Reconciliation
@@ -118,7 +118,7 @@ def exceptions_report(
     _: PrincipalDep,
     fund_year: Annotated[int | None, Query(description="Only this fund year")] = None,
     on: Annotated[
-        date | None, Query(description="Judge ages (90 and 180 days) as of this day; today")
+        Day | None, Query(description="Judge ages (90 and 180 days) as of this day; today")
     ] = None,
 ) -> dict[str, Any]:
     today = on or datetime.now(UTC).date()

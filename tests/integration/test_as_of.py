@@ -262,6 +262,8 @@ def test_as_of_and_as_of_position_together_are_refused(api: Api, path: str) -> N
         "2024-05-01",
         "yesterday",
         "2024-13-01T08:00:00Z",
+        "1714550400",  # a number is not an instant (pydantic would read it as Unix time)
+        "0.0",
     ],
 )
 def test_an_instant_without_a_zone_or_malformed_is_refused(

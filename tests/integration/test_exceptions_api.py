@@ -306,7 +306,14 @@ def test_every_role_may_read_the_report_but_not_anonymously(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{"on": "2024-02-30"}, {"on": "yesterday"}, {"fund_year": "MMXXIV"}]
+    "params",
+    [
+        {"on": "2024-02-30"},
+        {"on": "yesterday"},
+        {"on": "0.0"},  # a number is not a day (pydantic would read it as Unix time)
+        {"on": "2024-05-01T00:00:00"},
+        {"fund_year": "MMXXIV"},
+    ],
 )
 def test_a_bad_query_is_a_validation_error(api: Api, params: dict[str, str]) -> None:
     a = Actors.of(api)
