@@ -100,8 +100,8 @@ def _prepare(
 
 
 def _result(status: int, body: dict[str, Any], position: int | None = None) -> dict[str, Any]:
-    """One `BatchResult`, built as the JSON it is: a model per result cost a tenth of
-    a batch's time."""
+    """One `BatchResult`, built as the JSON it is: as a model it was validated, then
+    dumped again with the whole response, a thousand times a batch."""
     return {"status": status, "body": body, "position": position}
 
 
