@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.dependencies.utils import get_flat_params, request_params_to_args
+from fastapi.params import Param, ParamTypes
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +37,18 @@ def roles(*allowed: str) -> dict[str, Any]:
 
 
 class LedgerRoute(APIRoute):
+    def refuses_parameters(self, request: Request) -> bool:
+        """Whether FastAPI will answer this request's path or query with a 422. It
+        checks them only after the dependencies, one of which waits for `min_position`:
+        a malformed request must be refused at once, not after the wait."""
+        given = {ParamTypes.path: request.path_params, ParamTypes.query: request.query_params}
+        for field in get_flat_params(self.dependant):
+            assert isinstance(field.field_info, Param)
+            received = given.get(field.field_info.in_)
+            if received is not None and request_params_to_args([field], received)[1]:
+                return True
+        return False
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         allowed: list[str] = (self.openapi_extra or {}).get("x-roles", [])
@@ -114,8 +128,14 @@ async def _consistent(
         Query(ge=0, description="Wait (at most 5 s) until the read models include this position"),
     ] = None,
 ) -> None:
-    if min_position is not None and not await run_in_threadpool(
-        wait_for_position, datastore_of(ledger_of(request)), min_position
+    route = request.scope["route"]
+    assert isinstance(route, LedgerRoute)
+    if (
+        min_position is not None
+        and not route.refuses_parameters(request)
+        and not await run_in_threadpool(
+            wait_for_position, datastore_of(ledger_of(request)), min_position
+        )
     ):
         raise NotReached(min_position)
 

@@ -523,6 +523,28 @@ def test_a_min_position_beyond_the_head_is_503_with_retry_after(api: Api) -> Non
     assert 4.5 <= waited < 15, waited
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/talents/-T-1",  # a malformed path id
+        "/v1/fund-years/1800",  # a year out of range
+        "/v1/talents/T-1?as_of=yesterday",  # a malformed query of a dependency
+        f"/v1/fund-years/{YEAR}/history?limit=0",  # a malformed query of the endpoint
+        "/v1/reconciliations/-R",
+    ],
+)
+def test_a_read_refused_for_its_parameters_is_refused_at_once_not_after_the_wait(
+    api: Api, path: str
+) -> None:
+    """FastAPI checks path and query only after the dependencies, of which the wait
+    for `min_position` is one: a 422 must not first wait 5 s and turn into a 503."""
+    a = funded(api)
+    started = time.monotonic()
+    response = a.auditor.get(f"{path}{'&' if '?' in path else '?'}min_position=1000000")
+    assert_validation_error(response)
+    assert time.monotonic() - started < 2
+
+
 def test_an_as_of_position_beyond_the_head_is_503_after_the_wait(api: Api) -> None:
     a = funded(api)
     started = time.monotonic()
