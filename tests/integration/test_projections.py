@@ -7,6 +7,7 @@ row for row what a rebuild from scratch produces, and every event is applied onc
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -401,6 +402,35 @@ def test_a_rebuild_of_an_empty_ledger_gives_empty_tables(
     assert worker.rebuild() == 0
     assert all(rows == [] for rows in dump(db_url).values())
     assert tracking(db_url)[0] == 0
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_rebuild_folds_with_the_cyclic_collector_paused_and_turns_it_back_on(
+    ledger: LedgerApplication,
+    worker: ProjectionWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: bool,
+) -> None:
+    """Its image only grows: collections during the fold would walk it in vain."""
+    run_scenario(ledger, scenario(2024, "gc-"))
+    collector_on: list[bool] = []
+    real = ReadModels.apply
+
+    def apply(self: ReadModels, *args: Any, **kwargs: Any) -> None:
+        collector_on.append(gc.isenabled())
+        if fails:
+            raise RuntimeError("the fold failed")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ReadModels, "apply", apply)
+    assert gc.isenabled()
+    if fails:
+        with pytest.raises(RuntimeError):
+            worker.rebuild()
+    else:
+        worker.rebuild()
+    assert collector_on and not any(collector_on)
+    assert gc.isenabled()
 
 
 def test_a_worker_overtaking_a_rebuild_ends_its_pipelined_pass_and_applies_nothing_twice(
