@@ -52,7 +52,7 @@ from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
 from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
-from ledger.store import AppendSession, LedgerRecorder
+from ledger.store import LedgerRecorder, Reads
 
 T = TypeVar("T")
 A = TypeVar("A", bound=LedgerAggregate)
@@ -329,6 +329,15 @@ class LedgerApplication(Application[UUID]):
         known: dict[UUID, LedgerAggregate | None] = {}
         recorder = self.recorder
         assert isinstance(recorder, LedgerRecorder)
+        # A refusal may rest on aggregates this process has never seen. They are read
+        # before the lock is taken: the first read of a fund year replays all its
+        # events, seconds for a long one, which every writer of every process would
+        # wait out. Under the lock only what changed since is read.
+        while attempt.refused and (unseen := uow.unseen - known.keys()):
+            with recorder.reads() as reads:
+                self._read_current(reads, dict.fromkeys(unseen), known)
+            uow = UnitOfWork(self, known)
+            attempt = run(uow)
         with recorder.append_session() as session:
             while True:
                 versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
@@ -355,16 +364,16 @@ class LedgerApplication(Application[UUID]):
 
     def _read_current(
         self,
-        session: AppendSession,
+        session: Reads,
         versions: Mapping[UUID, int | None],
         known: dict[UUID, LedgerAggregate | None],
     ) -> None:
         """Bring `known` up to date with the store for the given aggregates (at their
-        current version, when known), in one query: from the cached copy when it is
-        not ahead, else from their first event."""
+        current version, when known), in one query: from the copy in `known` or else
+        in the cache when it is not ahead, else from their first event."""
         bases: dict[UUID, LedgerAggregate | None] = {}
         for aggregate_id, version in versions.items():
-            base = self.cached_copy(aggregate_id)
+            base = known.get(aggregate_id) or self.cached_copy(aggregate_id)
             bases[aggregate_id] = (
                 base if base is not None and (version is None or base.version <= version) else None
             )

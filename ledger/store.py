@@ -30,9 +30,8 @@ GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
-class AppendSession:
-    """One transaction holding the append lock: no other writer can append until it
-    ends, so what it reads stays true until its events are in."""
+class Reads:
+    """Reads of the event store on one cursor."""
 
     def __init__(self, recorder: LedgerRecorder, curs: Any) -> None:
         self._recorder = recorder
@@ -57,6 +56,11 @@ class AppendSession:
             StoredEvent(r["originator_id"], r["originator_version"], r["topic"], r["state"])
             for r in self.cursor.fetchall()
         ]
+
+
+class AppendSession(Reads):
+    """One transaction holding the append lock: no other writer can append until it
+    ends, so what it reads stays true until its events are in."""
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -105,6 +109,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
             for statement in self.lock_table_statements:
                 curs.execute(statement, prepare=True)
             yield AppendSession(self, curs)
+
+    @contextmanager
+    def reads(self) -> Iterator[Reads]:
+        """Reads holding no lock, in no transaction: what they find may be overtaken
+        before an append session checks it again."""
+        with statements(self.datastore) as curs:
+            yield Reads(self, curs)
 
     def insert_events(
         self,

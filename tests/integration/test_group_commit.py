@@ -5,18 +5,23 @@ stale guess costs a query under the append lock, not a retry."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from functools import partial
+from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from ledger import commands as c
 from ledger.application import LedgerApplication
 from ledger.context import acting_as
-from ledger.errors import BudgetExceeded, InvalidState
+from ledger.domain import FundYear
+from ledger.errors import BudgetExceeded, InvalidState, ValidationFailed
 from ledger.runtime import Settings, open_ledger
+from ledger.store import AppendSession, LedgerRecorder, Reads
 
 
 @pytest.fixture
@@ -58,6 +63,88 @@ def test_a_write_that_needs_an_uncached_aggregate_succeeds(
 
     assert outcome.value.status == "revoked"
     assert not outcome.replayed
+
+
+@pytest.fixture
+def read_under_lock(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
+    """Every event read while the append lock is held."""
+    events: list[StoredEvent] = []
+    real = AppendSession.events_after
+
+    def events_after(self: AppendSession, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        found = real(self, versions)
+        events.extend(found)
+        return found
+
+    monkeypatch.setattr(AppendSession, "events_after", events_after)
+    return events
+
+
+@pytest.mark.parametrize("talent_id", ["T1", "T-none"])
+def test_a_process_reads_what_it_has_never_seen_before_it_takes_the_append_lock(
+    ledger: LedgerApplication,
+    grouped: LedgerApplication,
+    read_under_lock: list[StoredEvent],
+    talent_id: str,
+) -> None:
+    """A process's first read of a fund year replays all its events, seconds for a
+    long one, which every writer of every process would wait out under the lock. A
+    refusal that stands (no such talent) still stands."""
+    _approved_grant(ledger)  # by the other process: the grouped one has seen nothing
+    proposal = c.ProposeGrant("G2", talent_id, 2024, "settling_in", Decimal("100"), "p", "r")
+    with acting_as("clerk", "r4"):
+        if talent_id == "T1":
+            assert not grouped.propose_grant(proposal).replayed
+        else:
+            with pytest.raises(ValidationFailed):
+                grouped.propose_grant(proposal)
+
+    assert read_under_lock == []
+
+
+def test_what_changed_after_the_read_before_the_lock_is_all_that_is_read_under_it(
+    ledger: LedgerApplication,
+    grouped: LedgerApplication,
+    read_under_lock: list[StoredEvent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _approved_grant(ledger)
+    recorder = grouped.recorder
+    assert isinstance(recorder, LedgerRecorder)
+    real_reads = recorder.reads
+
+    @contextmanager
+    def reads() -> Iterator[Reads]:
+        """The real reads; once they included the fund year, the other process writes
+        to it before this one takes the lock."""
+        asked: list[UUID] = []
+        with real_reads() as r:
+            real_after = r.events_after
+
+            def events_after(versions: Mapping[UUID, int]) -> list[StoredEvent]:
+                asked.extend(versions)
+                return real_after(versions)
+
+            r.events_after = events_after  # type: ignore[method-assign]
+            yield r
+        if FundYear.create_id(2024) in asked:
+            with acting_as("clerk", "r5"):
+                ledger.propose_grant(
+                    c.ProposeGrant("G3", "T1", 2024, "settling_in", Decimal("50"), "p", "r")
+                )
+
+    monkeypatch.setattr(recorder, "reads", reads)
+    with acting_as("clerk", "r4"):
+        grouped.propose_grant(
+            c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
+        )
+
+    # the fund year's one new event (G3's reservation), not its history again
+    assert [(e.topic, e.originator_version) for e in read_under_lock] == [
+        ("ledger.domain:FundYear.Reserved", 4)
+    ]
+    line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
+    assert line.committed == Decimal("750")
 
 
 def test_a_repeat_answered_without_writing_is_checked_against_the_database(
@@ -143,8 +230,6 @@ def test_a_stale_copy_is_brought_up_to_date_under_the_lock_in_one_transaction(
     # one query at a time
     assert sessions["n"] == 2
     assert reads["n"] == 0
-    from ledger.domain import FundYear
-
     line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
     assert line.committed == Decimal("1000")
 
