@@ -8,9 +8,11 @@ checks the media type, and only then lets FastAPI parse and validate the body.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from functools import cached_property
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from fastapi._compat import ModelField
 from fastapi.dependencies.utils import get_flat_params, request_params_to_args
 from fastapi.params import Param, ParamTypes
 from fastapi.routing import APIRoute
@@ -37,17 +39,24 @@ def roles(*allowed: str) -> dict[str, Any]:
 
 
 class LedgerRoute(APIRoute):
+    @cached_property
+    def _path_and_query(self) -> list[tuple[ModelField, ParamTypes]]:
+        """The route's path and query parameters, its dependencies' included. Its own
+        dependant: our routers are included without a prefix or dependencies of their
+        own, which FastAPI would keep on the inclusion instead."""
+        return [
+            (f, f.field_info.in_)
+            for f in get_flat_params(self.dependant)
+            if isinstance(f.field_info, Param)
+            and f.field_info.in_ in (ParamTypes.path, ParamTypes.query)
+        ]
+
     def refuses_parameters(self, request: Request) -> bool:
         """Whether FastAPI will answer this request's path or query with a 422. It
         checks them only after the dependencies, one of which waits for `min_position`:
         a malformed request must be refused at once, not after the wait."""
         given = {ParamTypes.path: request.path_params, ParamTypes.query: request.query_params}
-        for field in get_flat_params(self.dependant):
-            assert isinstance(field.field_info, Param)
-            received = given.get(field.field_info.in_)
-            if received is not None and request_params_to_args([field], received)[1]:
-                return True
-        return False
+        return any(request_params_to_args([f], given[kind])[1] for f, kind in self._path_and_query)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
