@@ -52,7 +52,7 @@ from ledger.group_commit import GroupCommitter
 from ledger.personal import PersonalDataErased, Vault
 from ledger.reconciliation import Movement, pack, reconcile, reconciliation_id
 from ledger.statements import Statement
-from ledger.store import LedgerRecorder, Reads
+from ledger.store import AppendSession, LedgerRecorder, Reads
 
 T = TypeVar("T")
 A = TypeVar("A", bound=LedgerAggregate)
@@ -135,7 +135,8 @@ class UnitOfWork:
         # every aggregate handed out or added, with its version then: what a command
         # changed is found among those handed out since it started, not all of them
         self._handed_out: list[tuple[LedgerAggregate, int]] = []
-        self.unseen: set[UUID] = set()  # taken to be missing for want of a copy
+        # taken to be missing for want of a copy, with the class asked for
+        self.unseen: dict[UUID, type[LedgerAggregate]] = {}
 
     def find(self, cls: type[A], key: Any) -> A | None:
         aggregate_id: UUID = cls.create_id(key)
@@ -149,7 +150,7 @@ class UnitOfWork:
         else:
             aggregate = self._app.cached_copy(aggregate_id)
             if aggregate is None:
-                self.unseen.add(aggregate_id)
+                self.unseen[aggregate_id] = cls
         if aggregate is None:
             self._versions[aggregate_id] = 0
             return None
@@ -218,6 +219,10 @@ def _is_retry(existing: Any, fingerprint: str, what: str) -> bool:
     if existing.fingerprint != fingerprint:
         raise IdempotencyConflict(f"{what} exists with a different body")
     return True
+
+
+def _long(unseen: Mapping[UUID, type[LedgerAggregate]]) -> set[UUID]:
+    return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
 
 def run_in(uow: UnitOfWork, call: Callable[[], T]) -> T:
@@ -324,36 +329,34 @@ class LedgerApplication(Application[UUID]):
                 time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not crypto
 
     def _commit_once(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]:
-        uow = UnitOfWork(self)
-        attempt = run(uow)
         known: dict[UUID, LedgerAggregate | None] = {}
         recorder = self.recorder
         assert isinstance(recorder, LedgerRecorder)
-        # A refusal may rest on aggregates this process has never seen. They are read
-        # before the lock is taken: the first read of a fund year replays all its
-        # events, seconds for a long one, which every writer of every process would
-        # wait out. Under the lock only what changed since is read.
-        while attempt.refused and (unseen := uow.unseen - known.keys()):
-            with recorder.reads() as reads:
-                self._read_current(reads, dict.fromkeys(unseen), known)
-            uow = UnitOfWork(self, known)
-            attempt = run(uow)
-        with recorder.append_session() as session:
-            while True:
-                versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
-                if attempt.refused:
-                    versions.update(dict.fromkeys(uow.unseen - known.keys() - versions.keys()))
-                if not versions:
-                    break
-                self._read_current(session, versions, known)
+        uow = UnitOfWork(self)
+        attempt = run(uow)
+        while True:
+            # A refusal may rest on aggregates this process has never seen. One with a
+            # long history is read with the lock released: its first read replays all
+            # its events, seconds for a long fund year, which every writer of every
+            # process would wait out. Under the lock only what changed since is read.
+            while attempt.refused and (ahead := _long(uow.unseen) - known.keys()):
+                with recorder.reads() as reads:
+                    self._read_current(reads, dict.fromkeys(ahead), known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
-            # what `save` would do here (no snapshots, a fast-forwarding cache), less
-            # its protocol checks of every aggregate, 6 % of a batch's time
-            events = (
-                [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
-            )
-            recordings = self.events.put(events, session=session) if events else []
+            with recorder.append_session() as session:
+                uow, attempt = self._decide_again(session, run, uow, attempt, known)
+                if not (attempt.refused and _long(uow.unseen) - known.keys()):
+                    # what `save` would do here (no snapshots, a fast-forwarding
+                    # cache), less its protocol checks of every aggregate, 6 % of a
+                    # batch's time
+                    events = (
+                        [e for a in uow.aggregates for e in a.collect_events()]
+                        if attempt.record
+                        else []
+                    )
+                    recordings = self.events.put(events, session=session) if events else []
+                    break
         uow.remember()
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.
@@ -361,6 +364,30 @@ class LedgerApplication(Application[UUID]):
             recorder.max_notification_id() or 0
         )
         return Committed(attempt.value, recordings, position)
+
+    def _decide_again(
+        self,
+        session: AppendSession,
+        run: Callable[[UnitOfWork], Attempt[T]],
+        uow: UnitOfWork,
+        attempt: Attempt[T],
+        known: dict[UUID, LedgerAggregate | None],
+    ) -> tuple[UnitOfWork, Attempt[T]]:
+        """Under the lock, read what changed since `uow` read it and, for a refusal,
+        what it took to be missing (in the version check's query), and decide again:
+        until the decision rests only on what is current, or needs a long history
+        this process has never seen (which is read with the lock released)."""
+        while True:
+            versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
+            if attempt.refused:
+                if _long(uow.unseen) - known.keys():
+                    return uow, attempt
+                versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
+            if not versions:
+                return uow, attempt
+            self._read_current(session, versions, known)
+            uow = UnitOfWork(self, known)
+            attempt = run(uow)
 
     def _read_current(
         self,

@@ -50,6 +50,10 @@ class LedgerAggregate(Aggregate):
     `@event` method that needs it declares `actor: str = ""` and receives the stamp.
     """
 
+    # whether its history grows without bound, so that a first read is worth
+    # doing ahead of a decision's checks (`LedgerApplication.commit`)
+    LONG_HISTORY = False
+
     class Event(Aggregate.Event):
         actor: str
         request_id: str
@@ -114,6 +118,8 @@ class Appropriation:
 
 class FundYear(LedgerAggregate):
     """One calendar year of the special fund: the boundary of every budget rule."""
+
+    LONG_HISTORY = True  # an event for every grant and waiver of the year
 
     @staticmethod
     def create_id(year: int) -> UUID:
