@@ -81,7 +81,7 @@ def read_under_lock(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
 
 
 @pytest.mark.parametrize("talent_id", ["T1", "T-none"])
-def test_a_process_reads_what_it_has_never_seen_before_it_takes_the_append_lock(
+def test_a_process_reads_a_fund_year_it_never_saw_with_the_append_lock_released(
     ledger: LedgerApplication,
     grouped: LedgerApplication,
     read_under_lock: list[StoredEvent],
