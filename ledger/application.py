@@ -121,9 +121,9 @@ class UnitOfWork:
     """The aggregates one attempt of a use case read and wrote, with their versions.
 
     It reads no database: it hands out copies of `known` aggregates (read under the
-    append lock) or else of this process's cache, and takes an aggregate it has never
-    seen to be missing. `LedgerApplication.commit` checks every version it read before
-    anything is recorded."""
+    append lock, or a long history just before it) or else of this process's cache,
+    and takes an aggregate it has never seen to be missing. `LedgerApplication.commit`
+    checks every version it read before anything is recorded."""
 
     def __init__(
         self, app: LedgerApplication, known: Mapping[UUID, LedgerAggregate | None] | None = None
@@ -318,7 +318,9 @@ class LedgerApplication(Application[UUID]):
         the append lock, every version it read is checked; what changed (or what a
         refusal may have missed) is read there, and `run` decides again, until a
         decision rests only on what is current. Under the lock nothing can change any
-        more, so that decision is recorded as it stands."""
+        more, so that decision is recorded as it stands. An aggregate with a long
+        history that this process has never seen is read with the lock released,
+        and checked under it like any other."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             try:
@@ -335,18 +337,19 @@ class LedgerApplication(Application[UUID]):
         uow = UnitOfWork(self)
         attempt = run(uow)
         while True:
-            # A refusal may rest on aggregates this process has never seen. One with a
-            # long history is read with the lock released: its first read replays all
-            # its events, seconds for a long fund year, which every writer of every
-            # process would wait out. Under the lock only what changed since is read.
-            while attempt.refused and (ahead := _long(uow.unseen) - known.keys()):
+            # A decision may rest on aggregates this process has never seen (taken to
+            # be missing). One with a long history is read with the lock released: its
+            # first read replays all its events, seconds for a long fund year, which
+            # every writer of every process would wait out. Under the lock only what
+            # changed since is read.
+            while ahead := _long(uow.unseen) - known.keys():
                 with recorder.reads() as reads:
                     self._read_current(reads, dict.fromkeys(ahead), known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
             with recorder.append_session() as session:
                 uow, attempt = self._decide_again(session, run, uow, attempt, known)
-                if not (attempt.refused and _long(uow.unseen) - known.keys()):
+                if not _long(uow.unseen) - known.keys():
                     # what `save` would do here (no snapshots, a fast-forwarding
                     # cache), less its protocol checks of every aggregate, 6 % of a
                     # batch's time
@@ -378,10 +381,10 @@ class LedgerApplication(Application[UUID]):
         until the decision rests only on what is current, or needs a long history
         this process has never seen (which is read with the lock released)."""
         while True:
+            if _long(uow.unseen) - known.keys():
+                return uow, attempt
             versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
             if attempt.refused:
-                if _long(uow.unseen) - known.keys():
-                    return uow, attempt
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
                 return uow, attempt

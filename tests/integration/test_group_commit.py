@@ -80,27 +80,43 @@ def read_under_lock(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
     return events
 
 
-@pytest.mark.parametrize("talent_id", ["T1", "T-none"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r"),
+        c.OpenFundYear(2024, "CNY"),  # a retry: taken for new, then found to exist
+        c.ProposeGrant("G2", "T1", 2099, "settling_in", Decimal("100"), "p", "r"),
+    ],
+    ids=["a proposal", "a retried opening", "a year never opened"],
+)
 def test_a_process_reads_a_fund_year_it_never_saw_with_the_append_lock_released(
     ledger: LedgerApplication,
     grouped: LedgerApplication,
     read_under_lock: list[StoredEvent],
-    talent_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    command: c.ProposeGrant | c.OpenFundYear,
 ) -> None:
     """A process's first read of a fund year replays all its events, seconds for a
     long one, which every writer of every process would wait out under the lock. A
-    refusal that stands (no such talent) still stands. (A talent or grant, whose
-    history is short, is read under the lock with the version check.)"""
+    refusal for a year that does not exist still stands, its absence read ahead and
+    checked under the lock. (A talent or grant, whose history is short, is read under
+    the lock with the version check.)"""
     _approved_grant(ledger)  # by the other process: the grouped one has seen nothing
-    proposal = c.ProposeGrant("G2", talent_id, 2024, "settling_in", Decimal("100"), "p", "r")
+    read_ahead = _count_calls(monkeypatch, grouped.recorder, "reads")
     with acting_as("clerk", "r4"):
-        if talent_id == "T1":
-            assert not grouped.propose_grant(proposal).replayed
+        if isinstance(command, c.OpenFundYear):
+            assert grouped.open_fund_year(command).replayed
+        elif command.fund_year == 2024:
+            assert not grouped.propose_grant(command).replayed
         else:
-            with pytest.raises(ValidationFailed):
-                grouped.propose_grant(proposal)
+            with pytest.raises(ValidationFailed, match="no fund year 2099"):
+                grouped.propose_grant(command)
 
-    assert [e for e in read_under_lock if e.originator_id == FundYear.create_id(2024)] == []
+    assert read_ahead["n"] == 1
+    fund_year = FundYear.create_id(
+        command.year if isinstance(command, c.OpenFundYear) else command.fund_year
+    )
+    assert [e for e in read_under_lock if e.originator_id == fund_year] == []
 
 
 def test_what_changed_after_the_read_before_the_lock_is_all_that_is_read_under_it(
