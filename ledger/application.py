@@ -58,6 +58,9 @@ T = TypeVar("T")
 A = TypeVar("A", bound=LedgerAggregate)
 
 CONFLICT_DEADLINE_SECONDS = 10.0
+# A copy further behind than this many events catches up with the append lock
+# released, a shorter tail under it (`LedgerApplication.commit`).
+CATCH_UP_UNDER_LOCK = 1_000
 
 _ambient_uow: ContextVar[UnitOfWork | None] = ContextVar("ambient_uow", default=None)
 
@@ -336,20 +339,27 @@ class LedgerApplication(Application[UUID]):
         assert isinstance(recorder, LedgerRecorder)
         uow = UnitOfWork(self)
         attempt = run(uow)
+        # A decision may rest on a fund year this process has never seen (taken to be
+        # missing) or whose copy is far behind. Its first read replays all its events,
+        # seconds for a long year, which every writer of every process would wait out
+        # under the lock: it is read with the lock released, each at most once (so
+        # that writers elsewhere cannot keep it behind), and under the lock only what
+        # changed since is read.
+        ahead = _long(uow.unseen)
+        read_ahead: set[UUID] = set()
         while True:
-            # A decision may rest on aggregates this process has never seen (taken to
-            # be missing). One with a long history is read with the lock released: its
-            # first read replays all its events, seconds for a long fund year, which
-            # every writer of every process would wait out. Under the lock only what
-            # changed since is read.
-            while ahead := _long(uow.unseen) - known.keys():
+            while ahead:
+                read_ahead |= ahead
                 with recorder.reads() as reads:
                     self._read_current(reads, dict.fromkeys(ahead), known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
+                ahead = _long(uow.unseen) - known.keys()
             with recorder.append_session() as session:
-                uow, attempt = self._decide_again(session, run, uow, attempt, known)
-                if not _long(uow.unseen) - known.keys():
+                uow, attempt, ahead = self._decide_again(
+                    session, run, uow, attempt, known, read_ahead
+                )
+                if not ahead:
                     # what `save` would do here (no snapshots, a fast-forwarding
                     # cache), less its protocol checks of every aggregate, 6 % of a
                     # batch's time
@@ -375,19 +385,29 @@ class LedgerApplication(Application[UUID]):
         uow: UnitOfWork,
         attempt: Attempt[T],
         known: dict[UUID, LedgerAggregate | None],
-    ) -> tuple[UnitOfWork, Attempt[T]]:
+        read_ahead: set[UUID],
+    ) -> tuple[UnitOfWork, Attempt[T], set[UUID]]:
         """Under the lock, read what changed since `uow` read it and, for a refusal,
-        what it took to be missing (in the version check's query), and decide again:
-        until the decision rests only on what is current, or needs a long history
-        this process has never seen (which is read with the lock released)."""
+        what it took to be missing (in the version check's query), and decide again,
+        until the decision rests only on what is current (answering no aggregate).
+        Or stop early, before reading anything, answering the aggregates better read
+        with the lock released: a fund year never seen, or one more than
+        CATCH_UP_UNDER_LOCK events behind, unless it was read ahead already."""
         while True:
-            if _long(uow.unseen) - known.keys():
-                return uow, attempt
+            if unseen := _long(uow.unseen) - known.keys() - read_ahead:
+                return uow, attempt, unseen
             versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
+            behind = {
+                i
+                for i, version in versions.items()
+                if version is not None and version - uow.read_versions[i] > CATCH_UP_UNDER_LOCK
+            } - read_ahead
+            if behind:
+                return uow, attempt, behind
             if attempt.refused:
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
-                return uow, attempt
+                return uow, attempt, set()
             self._read_current(session, versions, known)
             uow = UnitOfWork(self, known)
             attempt = run(uow)

@@ -15,6 +15,7 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from ledger import application
 from ledger import commands as c
 from ledger.application import LedgerApplication
 from ledger.context import acting_as
@@ -163,6 +164,73 @@ def test_what_changed_after_the_read_before_the_lock_is_all_that_is_read_under_i
     ] == [("ledger.domain:FundYear.Reserved", 4)]
     line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
     assert line.committed == Decimal("750")
+
+
+def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it(
+    ledger: LedgerApplication,
+    grouped: LedgerApplication,
+    read_under_lock: list[StoredEvent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process whose copy of a fund year is far behind (the other process wrote
+    much to it meanwhile) catches up before taking the lock; a few events behind, it
+    catches up under the lock, in the same transaction."""
+    monkeypatch.setattr(application, "CATCH_UP_UNDER_LOCK", 5)
+    _approved_grant(ledger)
+    fund_year = FundYear.create_id(2024)
+
+    def propose(by: LedgerApplication, grant_ids: list[str]) -> None:
+        with acting_as("clerk", "r4"):
+            by.run_atomic(
+                [
+                    partial(
+                        by.propose_grant,
+                        c.ProposeGrant(g, "T1", 2024, "settling_in", Decimal("1"), "p", "r"),
+                    )
+                    for g in grant_ids
+                ]
+            )
+
+    propose(grouped, ["W0"])  # the grouped process now holds a copy of the fund year
+    propose(ledger, [f"L{i}" for i in range(8)])  # 8 events past it: a long tail
+    read_under_lock.clear()
+    propose(grouped, ["W1"])
+    assert [e for e in read_under_lock if e.originator_id == fund_year] == []
+
+    propose(ledger, [f"M{i}" for i in range(3)])  # 3 events past it: a short tail
+    read_under_lock.clear()
+    propose(grouped, ["W2"])
+    tail = [e.originator_version for e in read_under_lock if e.originator_id == fund_year]
+    assert tail == [14, 15, 16]
+
+    # once caught up ahead, a copy is caught up under the lock, however far behind
+    # writers elsewhere left it meanwhile: nothing keeps a decision waiting
+    recorder = grouped.recorder
+    assert isinstance(recorder, LedgerRecorder)
+    real_reads = recorder.reads
+
+    reads_ahead = 0
+
+    @contextmanager
+    def reads() -> Iterator[Reads]:
+        """After each read ahead, the other process writes 7 more (up to 3 times)."""
+        nonlocal reads_ahead
+        with real_reads() as r:
+            yield r
+        reads_ahead += 1
+        if reads_ahead <= 3:
+            propose(ledger, [f"P{reads_ahead}-{i}" for i in range(7)])
+
+    propose(ledger, [f"N{i}" for i in range(8)])  # 18..25
+    monkeypatch.setattr(recorder, "reads", reads)
+    sessions = _count_calls(monkeypatch, recorder, "append_session")
+    read_under_lock.clear()
+    propose(grouped, ["W3"])
+    assert (reads_ahead, sessions["n"]) == (1, 2)  # the first session found it far behind
+    tail = [e.originator_version for e in read_under_lock if e.originator_id == fund_year]
+    assert tail == list(range(26, 33))  # the 7 written after the read ahead
+    line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
+    assert line.committed == Decimal("630")
 
 
 def test_a_repeat_answered_without_writing_is_checked_against_the_database(
