@@ -321,9 +321,10 @@ class LedgerApplication(Application[UUID]):
         the append lock, every version it read is checked; what changed (or what a
         refusal may have missed) is read there, and `run` decides again, until a
         decision rests only on what is current. Under the lock nothing can change any
-        more, so that decision is recorded as it stands. An aggregate with a long
-        history that this process has never seen is read with the lock released,
-        and checked under it like any other."""
+        more, so that decision is recorded as it stands. A fund year this process has
+        never seen, or any copy more than CATCH_UP_UNDER_LOCK events behind, is read
+        with the lock released (once per decision), and checked under it like any
+        other."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             try:
@@ -340,7 +341,7 @@ class LedgerApplication(Application[UUID]):
         uow = UnitOfWork(self)
         attempt = run(uow)
         # A decision may rest on a fund year this process has never seen (taken to be
-        # missing) or whose copy is far behind. Its first read replays all its events,
+        # missing), or on a copy far behind. Its first read replays all its events,
         # seconds for a long year, which every writer of every process would wait out
         # under the lock: it is read with the lock released, each at most once (so
         # that writers elsewhere cannot keep it behind), and under the lock only what
@@ -351,7 +352,7 @@ class LedgerApplication(Application[UUID]):
             while ahead:
                 read_ahead |= ahead
                 with recorder.reads() as reads:
-                    self._read_current(reads, dict.fromkeys(ahead), known)
+                    self._read_current(reads, self._bases(dict.fromkeys(ahead), known), known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
                 ahead = _long(uow.unseen) - known.keys()
@@ -391,42 +392,51 @@ class LedgerApplication(Application[UUID]):
         what it took to be missing (in the version check's query), and decide again,
         until the decision rests only on what is current (answering no aggregate).
         Or stop early, before reading anything, answering the aggregates better read
-        with the lock released: a fund year never seen, or one more than
-        CATCH_UP_UNDER_LOCK events behind, unless it was read ahead already."""
+        with the lock released: a fund year never seen, or any copy more than
+        CATCH_UP_UNDER_LOCK events behind the base it would be read from, unless it
+        was read ahead already."""
         while True:
             if unseen := _long(uow.unseen) - known.keys() - read_ahead:
                 return uow, attempt, unseen
             versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
-            behind = {
-                i
-                for i, version in versions.items()
-                if version is not None and version - uow.read_versions[i] > CATCH_UP_UNDER_LOCK
-            } - read_ahead
-            if behind:
-                return uow, attempt, behind
             if attempt.refused:
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
                 return uow, attempt, set()
-            self._read_current(session, versions, known)
+            bases = self._bases(versions, known)
+            behind = {
+                i
+                for i, version in versions.items()
+                if version is not None
+                and version - (base.version if (base := bases[i]) else 0) > CATCH_UP_UNDER_LOCK
+            } - read_ahead
+            if behind:
+                return uow, attempt, behind
+            self._read_current(session, bases, known)
             uow = UnitOfWork(self, known)
             attempt = run(uow)
 
-    def _read_current(
-        self,
-        session: Reads,
-        versions: Mapping[UUID, int | None],
-        known: dict[UUID, LedgerAggregate | None],
-    ) -> None:
-        """Bring `known` up to date with the store for the given aggregates (at their
-        current version, when known), in one query: from the copy in `known` or else
-        in the cache when it is not ahead, else from their first event."""
+    def _bases(
+        self, versions: Mapping[UUID, int | None], known: Mapping[UUID, LedgerAggregate | None]
+    ) -> dict[UUID, LedgerAggregate | None]:
+        """What to bring the given aggregates up to date from (at their current
+        version, when known): the copy in `known` or else in the cache when it is not
+        ahead, else nothing (from their first event)."""
         bases: dict[UUID, LedgerAggregate | None] = {}
         for aggregate_id, version in versions.items():
             base = known.get(aggregate_id) or self.cached_copy(aggregate_id)
             bases[aggregate_id] = (
                 base if base is not None and (version is None or base.version <= version) else None
             )
+        return bases
+
+    def _read_current(
+        self,
+        session: Reads,
+        bases: Mapping[UUID, LedgerAggregate | None],
+        known: dict[UUID, LedgerAggregate | None],
+    ) -> None:
+        """Bring `known` up to date with the store from `bases`, in one query."""
         events: dict[UUID | str, list[Any]] = {i: [] for i in bases}
         for stored in session.events_after({i: b.version if b else 0 for i, b in bases.items()}):
             events[stored.originator_id].append(self.mapper.to_domain_event(stored))

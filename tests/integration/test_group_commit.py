@@ -81,6 +81,22 @@ def read_under_lock(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
     return events
 
 
+@pytest.fixture
+def read_ahead(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
+    """Every event read with the lock released, to decide."""
+    events: list[StoredEvent] = []
+    real = Reads.events_after
+
+    def events_after(self: Reads, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        found = real(self, versions)
+        if type(self) is Reads:
+            events.extend(found)
+        return found
+
+    monkeypatch.setattr(Reads, "events_after", events_after)
+    return events
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -170,6 +186,7 @@ def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it
     ledger: LedgerApplication,
     grouped: LedgerApplication,
     read_under_lock: list[StoredEvent],
+    read_ahead: list[StoredEvent],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A process whose copy of a fund year is far behind (the other process wrote
@@ -194,8 +211,11 @@ def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it
     propose(grouped, ["W0"])  # the grouped process now holds a copy of the fund year
     propose(ledger, [f"L{i}" for i in range(8)])  # 8 events past it: a long tail
     read_under_lock.clear()
+    read_ahead.clear()
     propose(grouped, ["W1"])
     assert [e for e in read_under_lock if e.originator_id == fund_year] == []
+    # the tail only, from the cached copy, not the year's whole history
+    assert [e.originator_version for e in read_ahead] == list(range(5, 13))
 
     propose(ledger, [f"M{i}" for i in range(3)])  # 3 events past it: a short tail
     read_under_lock.clear()
@@ -225,8 +245,10 @@ def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it
     monkeypatch.setattr(recorder, "reads", reads)
     sessions = _count_calls(monkeypatch, recorder, "append_session")
     read_under_lock.clear()
+    read_ahead.clear()
     propose(grouped, ["W3"])
     assert (reads_ahead, sessions["n"]) == (1, 2)  # the first session found it far behind
+    assert [e.originator_version for e in read_ahead] == list(range(18, 26))
     tail = [e.originator_version for e in read_under_lock if e.originator_id == fund_year]
     assert tail == list(range(26, 33))  # the 7 written after the read ahead
     line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
