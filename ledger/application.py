@@ -224,8 +224,10 @@ def _is_retry(existing: Any, fingerprint: str, what: str) -> bool:
     return True
 
 
-def _long(unseen: Mapping[UUID, type[LedgerAggregate]]) -> set[UUID]:
-    return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
+def _long_unseen(uow: UnitOfWork, known: Mapping[UUID, object]) -> set[UUID]:
+    """What `uow` took to be missing for want of a copy, has a long history, and is
+    not read yet."""
+    return {i for i, cls in uow.unseen.items() if cls.LONG_HISTORY and i not in known}
 
 
 def run_in(uow: UnitOfWork, call: Callable[[], T]) -> T:
@@ -346,7 +348,7 @@ class LedgerApplication(Application[UUID]):
         # under the lock: it is read with the lock released, each at most once (so
         # that writers elsewhere cannot keep it behind), and under the lock only what
         # changed since is read.
-        ahead = _long(uow.unseen)
+        ahead = _long_unseen(uow, known)
         read_ahead: set[UUID] = set()
         while True:
             while ahead:
@@ -355,7 +357,7 @@ class LedgerApplication(Application[UUID]):
                     self._read_current(reads, self._bases(dict.fromkeys(ahead), known), known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
-                ahead = _long(uow.unseen) - known.keys()
+                ahead = _long_unseen(uow, known)
             with recorder.append_session() as session:
                 uow, attempt, ahead = self._decide_again(
                     session, run, uow, attempt, known, read_ahead
@@ -396,7 +398,7 @@ class LedgerApplication(Application[UUID]):
         CATCH_UP_UNDER_LOCK events behind the base it would be read from, unless it
         was read ahead already."""
         while True:
-            if unseen := _long(uow.unseen) - known.keys() - read_ahead:
+            if unseen := _long_unseen(uow, known):  # what is read ahead is known
                 return uow, attempt, unseen
             versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
             if attempt.refused:

@@ -67,34 +67,28 @@ def test_a_write_that_needs_an_uncached_aggregate_succeeds(
 
 
 @pytest.fixture
-def read_under_lock(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
-    """Every event read while the append lock is held."""
-    events: list[StoredEvent] = []
-    real = AppendSession.events_after
-
-    def events_after(self: AppendSession, versions: Mapping[UUID, int]) -> list[StoredEvent]:
-        found = real(self, versions)
-        events.extend(found)
-        return found
-
-    monkeypatch.setattr(AppendSession, "events_after", events_after)
-    return events
-
-
-@pytest.fixture
-def read_ahead(monkeypatch: pytest.MonkeyPatch) -> list[StoredEvent]:
-    """Every event read with the lock released, to decide."""
-    events: list[StoredEvent] = []
+def events_read(monkeypatch: pytest.MonkeyPatch) -> dict[bool, list[StoredEvent]]:
+    """Every event read to decide, by whether the append lock was held."""
+    read: dict[bool, list[StoredEvent]] = {True: [], False: []}
     real = Reads.events_after
 
     def events_after(self: Reads, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         found = real(self, versions)
-        if type(self) is Reads:
-            events.extend(found)
+        read[isinstance(self, AppendSession)].extend(found)
         return found
 
     monkeypatch.setattr(Reads, "events_after", events_after)
-    return events
+    return read
+
+
+@pytest.fixture
+def read_under_lock(events_read: dict[bool, list[StoredEvent]]) -> list[StoredEvent]:
+    return events_read[True]
+
+
+@pytest.fixture
+def read_ahead(events_read: dict[bool, list[StoredEvent]]) -> list[StoredEvent]:
+    return events_read[False]
 
 
 @pytest.mark.parametrize(
