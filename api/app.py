@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import batch, reads, treasury, writes
-from api.keys import KeyCache
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -24,10 +23,12 @@ from api.problems import (
 )
 from api.routing import LedgerRoute
 from api.schemas import Health, Readiness
-from ledger.context import request_id_cvar
-from ledger.logs import configure_logging
-from ledger.runtime import Settings, database_url, open_ledger, tune_collector
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import KeyCache
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.context import request_id_cvar
+from ledger.entrypoints.logs import configure_logging
+from ledger.entrypoints.runtime import Settings, database_url, open_ledger, tune_collector
+from projections.schema import ensure_schema
 from projections.worker import ProjectionWorker, tracked_position
 
 log = structlog.get_logger("api")
@@ -175,6 +176,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ledger = ledger
         app.state.keys = KeyCache(datastore_of(ledger))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
+        if worker is None:  # the reads still need the read models' tables
+            ensure_schema(datastore_of(ledger))
         thread = worker.start() if worker else None
         try:
             yield
@@ -214,7 +217,7 @@ def create_app(settings: Settings) -> FastAPI:
     def readyz(request: Request) -> Any:
         """Readiness: the database answers, and how far the read models lag behind."""
         datastore = datastore_of(request.app.state.ledger)
-        head = request.app.state.ledger.recorder.max_notification_id() or 0
+        head = request.app.state.ledger.store.max_notification_id() or 0
         position = tracked_position(datastore)
         return Readiness(
             status="ready",

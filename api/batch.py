@@ -7,43 +7,28 @@ travel in each operation's body (`grant_id`, `year`, ...).
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api import schemas as s
-from api.keys import ROLES, Principal
 from api.operations import OPERATIONS, Ids, Operation, answer, presented
 from api.problems import error_body, problem_body, problem_json, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
 from api.writes import ALWAYS, written
-from ledger.application import AtomicRefusal, LedgerApplication
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
+from ledger.domain.roles import ROLES, Principal
+from ledger.engine.engine import AtomicRefusal
+from ledger.usecases.ledger import Ledger
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["writes"])
 
 MAX_OPERATIONS = 1000
-OpName = Literal[
-    "fund_year.open",
-    "appropriation.add",
-    "fund_year.close",
-    "talent.register",
-    "talent.depart",
-    "grant.propose",
-    "grant.approve",
-    "grant.reject",
-    "grant.revoke",
-    "waiver.grant",
-    "waiver.end",
-    "payment.record",
-    "payment.return",
-    "clawback.assess",
-    "clawback.recover",
-]
-assert set(OpName.__args__) == set(OPERATIONS)  # type: ignore[attr-defined]
+if TYPE_CHECKING:
+    OpName = str
+else:  # the operations' names, as the schema's enum
+    OpName = Literal[tuple(OPERATIONS)]
 
 
 class BatchOperation(BaseModel):
@@ -68,23 +53,19 @@ class BatchOut(BaseModel):
     results: list[BatchResult]
 
 
-_YEAR: TypeAdapter[int] = TypeAdapter(s.Year)
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(s.Identifier)
+Prepared = tuple[Operation, Ids, object]
 
 
-def _prepare(
-    item: BatchOperation, principal: Principal
-) -> tuple[Operation, Ids, Any] | dict[str, Any]:
-    """The operation ready to run, or the problem its single call would answer first."""
+def _prepare(item: BatchOperation, principal: Principal) -> Prepared | dict[str, Any]:
+    """The operation and its command, or the problem its single call would answer first."""
     op = OPERATIONS[item.op]
     if op.role not in principal.roles:
         return problem_body("forbidden", f"{item.op} needs the {op.role} role")
     raw = dict(item.body)
     errors: list[dict[str, Any]] = []
     ids: Ids = {}
-    for name in op.ids:
+    for name, adapter in op.id_types.items():
         value = raw.pop(name, None)
-        adapter: TypeAdapter[Any] = _YEAR if name == "year" else _IDENTIFIER
         try:
             ids[name] = adapter.validate_python(value)
         except ValidationError as e:
@@ -96,7 +77,7 @@ def _prepare(
     if errors:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem_body("validation_error", detail, errors)
-    return op, ids, body
+    return op, ids, op.command_of(ids, body)
 
 
 def _result(status: int, body: dict[str, Any], position: int | None = None) -> dict[str, Any]:
@@ -105,12 +86,10 @@ def _result(status: int, body: dict[str, Any], position: int | None = None) -> d
     return {"status": status, "body": body, "position": position}
 
 
-def _run_one(
-    ledger: LedgerApplication, principal: Principal, prepared: tuple[Operation, Ids, Any]
-) -> dict[str, Any]:
-    op, ids, body = prepared
+def _run_one(ledger: Ledger, prepared: Prepared) -> dict[str, Any]:
+    op, ids, command = prepared
     try:
-        outcome = presented(ledger, op, ids, partial(op.run, ledger, ids, body, principal))
+        outcome = presented(ledger, op, ids, ledger.execute(command))
     except LedgerError as e:
         problem = error_body(e)
         return _result(problem["status"], problem)
@@ -126,16 +105,7 @@ def _run_one(
         **written(BatchOut, created=False),
         **problem_responses(
             *ALWAYS,
-            "idempotency_conflict",
-            "budget_exceeded",
-            "overpayment",
-            "invalid_state",
-            "self_approval",
-            "duplicate_bank_reference",
-            "fund_year_closed",
-            "clawback_exceeds_paid",
-            "talent_departed",
-            "not_found",
+            *sorted({code for op in OPERATIONS.values() for code in op.refusals}),
         ),
     },
 )
@@ -143,28 +113,23 @@ def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     prepared = [_prepare(item, principal) for item in body.operations]
     if not body.atomic:
         results = [
-            _result(p["status"], p) if isinstance(p, dict) else _run_one(ledger, principal, p)
+            _result(p["status"], p) if isinstance(p, dict) else _run_one(ledger, p)
             for p in prepared
         ]
         positions = [r["position"] for r in results if r["position"] is not None]
-        head = max(positions) if positions else ledger.recorder.max_notification_id() or 0
+        head = max(positions) if positions else ledger.store.max_notification_id() or 0
         return JSONResponse({"results": results}, headers={"Ledger-Position": str(head)})
     for index, p in enumerate(prepared):
         if isinstance(p, dict):
             return _refused(index, p)
     ready = [p for p in prepared if not isinstance(p, dict)]
     try:
-        outcomes = ledger.run_atomic(
-            [
-                partial(presented, ledger, op, ids, partial(op.run, ledger, ids, b, principal))
-                for op, ids, b in ready
-            ]
-        )
+        outcomes = ledger.execute_atomic([command for _, _, command in ready])
     except AtomicRefusal as e:
         return _refused(e.index, error_body(e.error))
     results = []
-    for (op, _, _), outcome in zip(ready, outcomes, strict=True):
-        status, _, content = answer(op, outcome)
+    for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
+        status, _, content = answer(op, presented(ledger, op, ids, outcome))
         results.append(_result(status, content, outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
     return JSONResponse({"results": results}, headers=headers)

@@ -1,42 +1,146 @@
-"""Every write of CONTRACT §4 as one operation: who may do it, its body, how it becomes
-a command, and what it answers. The single routes and `/v1/batch` both use this
-table, so a batch operation answers exactly what the single call would."""
+"""Every write as one operation, declared once: its name (the `op` of `/v1/batch`), its
+path, its use case's command, and what it answers. The rest comes from the use case
+(`ledger.usecases`): the role that may call it, the refusals it can answer, and the
+fields of its body, which are the command's less the ids in the path. From this one
+table come the single routes (`api.writes`), the batch operations (`api.batch`) and
+the problems each documents."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from enum import Enum
+from functools import cached_property
+from types import NoneType, UnionType
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_model
 
 from api import schemas as s
-from api.keys import Principal
-from ledger import commands as c
-from ledger.application import LedgerApplication, Outcome
-from ledger.domain import Talent
+from ledger.domain.clawbacks import Clawback, Recovery
+from ledger.domain.talents import Talent
+from ledger.domain.values import TextFormat, YearRange
+from ledger.engine.outcome import Outcome
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import USE_CASES, Ledger
+from ledger.usecases.registry import UseCase
 
 Ids = dict[str, Any]
 
 
+def _constrained(base: Any, metadata: tuple[Any, ...]) -> Any:
+    """A field annotated with its form in the domain (`ledger.domain.values`)."""
+    for meta in metadata:
+        if isinstance(meta, TextFormat):
+            return Annotated[
+                str,
+                StringConstraints(
+                    strict=True,
+                    strip_whitespace=meta.strip or None,
+                    min_length=meta.min_length,
+                    max_length=meta.max_length,
+                    pattern=meta.pattern,
+                ),
+            ]
+        if isinstance(meta, YearRange):
+            return Annotated[int, Field(strict=True, ge=meta.first, le=meta.last)]
+    return _wire(base)
+
+
+# amounts and dates as the wire writes them; the other plain types pass as they are
+_WIRE_FORMS: dict[Any, Any] = {Decimal: s.MoneyIn, date: s.Day}
+
+
+def _wire(hint: Any) -> Any:
+    """The request-body type of a command field's type."""
+    if typing.get_origin(hint) is Annotated:
+        base, *metadata = typing.get_args(hint)
+        return _constrained(base, tuple(metadata))
+    if typing.get_origin(hint) in (typing.Union, UnionType):
+        return typing.Union[tuple(_wire(a) for a in typing.get_args(hint))]  # noqa: UP007
+    if hint in _WIRE_FORMS:
+        return _WIRE_FORMS[hint]
+    if (
+        hint is NoneType
+        or typing.get_origin(hint) is typing.Literal
+        or (isinstance(hint, type) and issubclass(hint, Enum))
+    ):
+        return hint
+    raise TypeError(f"a command field of type {hint!r} has no wire form")
+
+
+def body_model(command: type, ids: tuple[str, ...]) -> type[s.Body]:
+    """The request body of `command`: its fields less `ids`, each in its wire form."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    fields: dict[str, Any] = {
+        f.name: (_wire(hints[f.name]), ... if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(command)
+        if f.name not in ids
+    }
+    return create_model(f"{command.__name__}In", __base__=s.Body, **fields)
+
+
+def as_decided(ledger: Ledger, value: Any, ids: Ids) -> Any:
+    """The answer is the use case's value as it is."""
+    return value
+
+
 @dataclass(frozen=True)
 class Operation:
-    role: str
-    body: type[s.Body]
-    ids: tuple[str, ...]  # path parameters, which a batch operation carries in its body
-    run: Callable[[LedgerApplication, Ids, Any, Principal], Outcome[Any]]
+    name: str
+    path: str  # under /v1; `{...}` are the ids a batch operation carries in its body
+    command: type
     out: type[BaseModel]
     created: bool
-    present: Callable[[LedgerApplication, Any, Ids], Any] = lambda app, value, ids: value
+    # the answer from the use case's value, after the decision (it may need a query:
+    # a talent's name is unsealed)
+    present: Callable[[Ledger, Any, Ids], Any] = as_decided
+
+    @cached_property
+    def use_case(self) -> UseCase[Any, Any]:
+        return USE_CASES[self.command]
+
+    @property
+    def role(self) -> str:
+        return self.use_case.role
+
+    @cached_property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+    @cached_property
+    def body(self) -> type[s.Body]:
+        return body_model(self.command, self.ids)
+
+    @cached_property
+    def id_types(self) -> dict[str, TypeAdapter[Any]]:
+        """The path's ids in their wire types, as a batch operation's body carries them."""
+        hints = typing.get_type_hints(self.command, include_extras=True)
+        return {name: TypeAdapter(_wire(hints[name])) for name in self.ids}
+
+    @property
+    def body_optional(self) -> bool:
+        """Whether the body may be left out: none of its fields is required."""
+        return not any(f.is_required() for f in self.body.model_fields.values())
+
+    @property
+    def refusals(self) -> tuple[str, ...]:
+        """The codes its use case can refuse with, besides the ones every write can."""
+        return tuple(error.code for error in self.use_case.refuses)
+
+    def command_of(self, ids: Ids, body: s.Body) -> object:
+        # a body's fields without pydantic's iterator (no extras: bodies forbid them)
+        return self.command(**ids, **vars(body))
 
 
-def presented(
-    app: LedgerApplication, op: Operation, ids: Ids, run: Callable[[], Outcome[Any]]
-) -> Outcome[Any]:
-    """The outcome of `run`, its value as the answer shows it (which may need a query:
-    a talent's name is unsealed)."""
-    outcome = run()
-    return replace(outcome, value=op.present(app, outcome.value, ids))
+def presented(ledger: Ledger, op: Operation, ids: Ids, outcome: Outcome[Any]) -> Outcome[Any]:
+    """The outcome with its value as the answer shows it."""
+    return dataclasses.replace(outcome, value=op.present(ledger, outcome.value, ids))
 
 
 def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], Any]:
@@ -49,142 +153,67 @@ def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], A
     return status, headers, op.out.model_validate(outcome.value).model_dump(mode="json")
 
 
-def _fields(body: BaseModel) -> dict[str, Any]:
-    """A body's fields (no extras: bodies forbid them), without pydantic's iterator."""
-    return vars(body)
-
-
-def _talent(app: LedgerApplication, talent: Talent, ids: Ids) -> dict[str, Any]:
-    name = app.vault.reveal(talent.talent_id, talent.sealed_name)
+def _talent(ledger: Ledger, talent: Talent, ids: Ids) -> dict[str, Any]:
+    name = ledger.vault.reveal(talent.talent_id, talent.sealed_name)
     return s.revealed({**vars(talent), "status": talent.status}, name)
 
 
+def _appropriation(ledger: Ledger, appropriation: Any, ids: Ids) -> dict[str, Any]:
+    return {**vars(appropriation), "fund_year": ids["year"]}
+
+
+def _clawback(ledger: Ledger, clawback: Clawback, ids: Ids) -> s.ClawbackOut:
+    return s.ClawbackOut.of(clawback)
+
+
+def _recovery(ledger: Ledger, value: tuple[Clawback, Recovery], ids: Ids) -> dict[str, Any]:
+    return {**vars(value[1]), "clawback_id": ids["clawback_id"]}
+
+
 OPERATIONS: dict[str, Operation] = {
-    "fund_year.open": Operation(
-        "admin",
-        s.OpenFundYearIn,
-        (),
-        lambda app, ids, b, p: app.open_fund_year(c.OpenFundYear(b.year, b.currency)),
-        s.FundYearSummary,
-        created=True,
-    ),
-    "appropriation.add": Operation(
-        "admin",
-        s.AppropriationIn,
-        ("year",),
-        lambda app, ids, b, p: app.appropriate(c.Appropriate(ids["year"], **_fields(b))),
-        s.AppropriationOut,
-        created=True,
-        present=lambda app, v, ids: {**vars(v), "fund_year": ids["year"]},
-    ),
-    "fund_year.close": Operation(
-        "admin",
-        s.CloseIn,
-        ("year",),
-        lambda app, ids, b, p: app.close_fund_year(c.CloseFundYear(ids["year"], b.reason)),
-        s.FundYearSummary,
-        created=False,
-    ),
-    "talent.register": Operation(
-        "clerk",
-        s.TalentIn,
-        (),
-        lambda app, ids, b, p: app.register_talent(c.RegisterTalent(**_fields(b))),
-        s.TalentProfile,
-        created=True,
-        present=_talent,
-    ),
-    "talent.depart": Operation(
-        "clerk",
-        s.DepartureIn,
-        ("talent_id",),
-        lambda app, ids, b, p: app.depart_talent(c.DepartTalent(ids["talent_id"], **_fields(b))),
-        s.TalentProfile,
-        created=False,
-        present=_talent,
-    ),
-    "grant.propose": Operation(
-        "clerk",
-        s.GrantIn,
-        (),
-        lambda app, ids, b, p: app.propose_grant(c.ProposeGrant(**_fields(b))),
-        s.GrantOut,
-        created=True,
-    ),
-    "grant.approve": Operation(
-        "approver",
-        s.ApproveIn,
-        ("grant_id",),
-        lambda app, ids, b, p: app.approve_grant(c.ApproveGrant(ids["grant_id"], b.note), p.name),
-        s.GrantOut,
-        created=False,
-    ),
-    "grant.reject": Operation(
-        "approver",
-        s.ReasonIn,
-        ("grant_id",),
-        lambda app, ids, b, p: app.reject_grant(c.RejectGrant(ids["grant_id"], b.reason)),
-        s.GrantOut,
-        created=False,
-    ),
-    "grant.revoke": Operation(
-        "approver",
-        s.ReasonIn,
-        ("grant_id",),
-        lambda app, ids, b, p: app.revoke_grant(c.RevokeGrant(ids["grant_id"], b.reason)),
-        s.GrantOut,
-        created=False,
-    ),
-    "waiver.grant": Operation(
-        "clerk",
-        s.WaiverIn,
-        (),
-        lambda app, ids, b, p: app.grant_waiver(c.GrantWaiver(**_fields(b))),
-        s.WaiverOut,
-        created=True,
-    ),
-    "waiver.end": Operation(
-        "clerk",
-        s.EndWaiverIn,
-        ("waiver_id",),
-        lambda app, ids, b, p: app.end_waiver(c.EndWaiver(ids["waiver_id"], b.ended_on)),
-        s.WaiverOut,
-        created=False,
-    ),
-    "payment.record": Operation(
-        "treasury",
-        s.PaymentIn,
-        (),
-        lambda app, ids, b, p: app.record_payment(c.RecordPayment(**_fields(b))),
-        s.PaymentOut,
-        created=True,
-    ),
-    "payment.return": Operation(
-        "treasury",
-        s.ReturnIn,
-        ("payment_id",),
-        lambda app, ids, b, p: app.return_payment(c.ReturnPayment(ids["payment_id"], **_fields(b))),
-        s.PaymentOut,
-        created=False,
-    ),
-    "clawback.assess": Operation(
-        "clerk",
-        s.ClawbackIn,
-        (),
-        lambda app, ids, b, p: app.assess_clawback(c.AssessClawback(**_fields(b))),
-        s.ClawbackOut,
-        created=True,
-        present=lambda app, v, ids: s.ClawbackOut.of(v),
-    ),
-    "clawback.recover": Operation(
-        "treasury",
-        s.RecoveryIn,
-        ("clawback_id",),
-        lambda app, ids, b, p: app.record_recovery(
-            c.RecordRecovery(ids["clawback_id"], **_fields(b))
+    op.name: op
+    for op in (
+        Operation("fund_year.open", "/fund-years", c.OpenFundYear, s.FundYearSummary, True),
+        Operation(
+            "appropriation.add",
+            "/fund-years/{year}/appropriations",
+            c.Appropriate,
+            s.AppropriationOut,
+            True,
+            _appropriation,
         ),
-        s.RecoveryOut,
-        created=True,
-        present=lambda app, v, ids: {**vars(v[1]), "clawback_id": ids["clawback_id"]},
-    ),
+        Operation(
+            "fund_year.close", "/fund-years/{year}/close", c.CloseFundYear, s.FundYearSummary, False
+        ),
+        Operation("talent.register", "/talents", c.RegisterTalent, s.TalentProfile, True, _talent),
+        Operation(
+            "talent.depart",
+            "/talents/{talent_id}/departure",
+            c.DepartTalent,
+            s.TalentProfile,
+            False,
+            _talent,
+        ),
+        Operation("grant.propose", "/grants", c.ProposeGrant, s.GrantOut, True),
+        Operation("grant.approve", "/grants/{grant_id}/approve", c.ApproveGrant, s.GrantOut, False),
+        Operation("grant.reject", "/grants/{grant_id}/reject", c.RejectGrant, s.GrantOut, False),
+        Operation("grant.revoke", "/grants/{grant_id}/revoke", c.RevokeGrant, s.GrantOut, False),
+        Operation("waiver.grant", "/rent-waivers", c.GrantWaiver, s.WaiverOut, True),
+        Operation("waiver.end", "/rent-waivers/{waiver_id}/end", c.EndWaiver, s.WaiverOut, False),
+        Operation("payment.record", "/payments", c.RecordPayment, s.PaymentOut, True),
+        Operation(
+            "payment.return", "/payments/{payment_id}/return", c.ReturnPayment, s.PaymentOut, False
+        ),
+        Operation(
+            "clawback.assess", "/clawbacks", c.AssessClawback, s.ClawbackOut, True, _clawback
+        ),
+        Operation(
+            "clawback.recover",
+            "/clawbacks/{clawback_id}/recoveries",
+            c.RecordRecovery,
+            s.RecoveryOut,
+            True,
+            _recovery,
+        ),
+    )
 }

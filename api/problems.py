@@ -13,7 +13,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from ledger.errors import LedgerError, ValidationFailed
+from ledger.domain.errors import LedgerError, ValidationFailed
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 

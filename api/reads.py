@@ -28,10 +28,13 @@ from api.routing import (
     PrincipalDep,
     roles,
 )
-from ledger.audit import verify_chain
-from ledger.domain import Clawback, Grant, Payment, RentWaiver
-from ledger.errors import NotFound, ValidationFailed
-from ledger.store import datastore_of
+from ledger.adapters.chain import verify_chain
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.clawbacks import Clawback
+from ledger.domain.errors import NotFound, ValidationFailed
+from ledger.domain.grants import Grant
+from ledger.domain.payments import Payment
+from ledger.domain.waivers import RentWaiver
 from projections import reads
 from projections.export import audit_csv
 

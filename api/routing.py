@@ -20,13 +20,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.keys import ROLES, KeyCache, Principal
 from api.problems import ProblemError
-from api.schemas import ID_PATTERN
-from ledger.application import LedgerApplication
-from ledger.context import actor_cvar
-from ledger.errors import NotReached
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import KeyCache
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.context import actor_cvar
+from ledger.domain.errors import NotReached
+from ledger.domain.roles import ROLES, Principal
+from ledger.domain.values import ID_PATTERN
+from ledger.usecases.ledger import Ledger
 from projections.worker import wait_for_position
 
 ANY_ROLE = ROLES
@@ -104,8 +105,8 @@ async def _authenticate(request: Request) -> Principal:
     return principal
 
 
-def ledger_of(request: Request) -> LedgerApplication:
-    ledger: LedgerApplication = request.app.state.ledger
+def ledger_of(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
     return ledger
 
 
@@ -120,7 +121,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 # The dependencies are coroutines: FastAPI would run a plain function in a worker
 # thread, a hand-off that costs more than what they do.
-async def _ledger(request: Request) -> LedgerApplication:
+async def _ledger(request: Request) -> Ledger:
     return ledger_of(request)
 
 
@@ -154,6 +155,6 @@ async def _consistent(
 # a query (a NUL byte in an id made PostgreSQL refuse the query: a 503).
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 PathYear = Annotated[int, Path(ge=1900, le=2999)]
-LedgerDep = Annotated[LedgerApplication, Depends(_ledger)]
+LedgerDep = Annotated[Ledger, Depends(_ledger)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 Consistent = Depends(_consistent)

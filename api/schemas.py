@@ -1,7 +1,8 @@
-"""Request and response models: the wire forms of CONTRACT §2, strict on the way in.
+"""The wire forms of money, dates and instants, and the response models.
 
 Money, dates and ids are parsed by the same narrow rules everywhere; a JSON number
-where the contract says string, an unknown field or a blank text is a 422.
+where a string is due, an unknown field or a blank text is a 422. Request bodies are
+made from the commands (`api.operations`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    StringConstraints,
     WithJsonSchema,
 )
 
-from ledger.money import MONEY_PATTERN, format_money, parse_money
+from ledger.domain.money import MONEY_PATTERN, format_money, parse_money
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _INSTANT_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})",
@@ -66,118 +64,12 @@ Instant = Annotated[
     BeforeValidator(_instant),
     WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2024-05-01T08:00:00Z"]}),
 ]
-Identifier = Annotated[str, StringConstraints(strict=True, pattern=ID_PATTERN)]
-Slug = Annotated[str, StringConstraints(strict=True, pattern=SLUG_PATTERN)]
-# Free text: no control characters but tab and newlines (NUL cannot even be stored).
-Text = Annotated[
-    str,
-    StringConstraints(
-        strict=True,
-        strip_whitespace=True,
-        min_length=1,
-        max_length=1000,
-        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
-    ),
-]
-Year = Annotated[int, Field(strict=True, ge=1900, le=2999)]
 
 
 class Body(BaseModel):
+    """A request body (made from its command by `api.operations.body_model`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- requests ---------------------------------------------------------------------
-
-
-class OpenFundYearIn(Body):
-    year: Year
-    currency: Literal["CNY"]
-
-
-class AppropriationIn(Body):
-    appropriation_id: Identifier
-    programme: Slug
-    kind: Literal["cash", "in_kind"]
-    amount: MoneyIn
-    reference: Text
-
-
-class CloseIn(Body):
-    reason: Text
-
-
-class TalentIn(Body):
-    talent_id: Identifier
-    name: Text
-    category: Slug
-    employer: Text
-    arrived_on: Day
-    service_commitment_until: Day
-
-
-class DepartureIn(Body):
-    departed_on: Day
-    reason: Text
-
-
-class GrantIn(Body):
-    grant_id: Identifier
-    talent_id: Identifier
-    fund_year: Year
-    programme: Slug
-    amount: MoneyIn
-    policy_reference: Text
-    reason: Text
-
-
-class ApproveIn(Body):
-    note: Text | None = None
-
-
-class ReasonIn(Body):
-    reason: Text
-
-
-class WaiverIn(Body):
-    waiver_id: Identifier
-    talent_id: Identifier
-    fund_year: Year
-    programme: Slug
-    apartment: Text
-    start_on: Day
-    end_on: Day
-    monthly_rent: MoneyIn
-
-
-class EndWaiverIn(Body):
-    ended_on: Day
-
-
-class PaymentIn(Body):
-    payment_id: Identifier
-    grant_id: Identifier
-    amount: MoneyIn
-    value_date: Day
-    bank_reference: Identifier
-
-
-class ReturnIn(Body):
-    returned_on: Day
-    reason: Text
-
-
-class ClawbackIn(Body):
-    clawback_id: Identifier
-    grant_id: Identifier
-    amount: MoneyIn
-    reason: Text
-
-
-class RecoveryIn(Body):
-    recovery_id: Identifier
-    amount: MoneyIn
-    value_date: Day
-    bank_reference: Identifier
 
 
 # --- responses --------------------------------------------------------------------

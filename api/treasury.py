@@ -1,4 +1,4 @@
-"""Treasury and audit work (CONTRACT §6-§7): statements and the exceptions report."""
+"""Treasury and audit work: bank statements and the exceptions report."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from api.routing import (
 )
 from api.schemas import Day, ExceptionsReport, ReconciliationReport
 from api.writes import ALWAYS, written
-from ledger.application import LedgerApplication, Outcome
-from ledger.domain import Reconciliation
-from ledger.exceptions import find_exceptions
-from ledger.reconciliation import unpack_json
-from ledger.statements import Statement, StatementRejected, parse_statement
-from ledger.store import datastore_of
+from ledger.adapters.postgres import datastore_of
+from ledger.adapters.statement_csv import parse_statement
+from ledger.domain.audit_exceptions import find_exceptions
+from ledger.domain.errors import StatementRejected
+from ledger.domain.reconciliation import Reconciliation, Statement, unpack_json
+from ledger.engine.outcome import Outcome
+from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import wait_for_position
 
@@ -36,10 +37,10 @@ router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and au
 STATEMENT_MEDIA_TYPES = ("text/csv", "application/csv")
 
 
-def import_statement(ledger: LedgerApplication, statement: Statement) -> Outcome[Reconciliation]:
+def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:
     """Reconcile against read models that include every event recorded so far."""
     datastore = datastore_of(ledger)
-    head = ledger.recorder.max_notification_id() or 0
+    head = ledger.store.max_notification_id() or 0
     if not wait_for_position(datastore, head):
         raise ProblemError(
             "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}

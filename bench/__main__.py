@@ -29,12 +29,12 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from api.keys import create_key
 from bench.client import Http, Load, Step, cpu_share
 from bench.generate import generate
-from ledger.personal import new_master_key
-from ledger.runtime import Settings, open_ledger, tune_collector
-from ledger.store import EVENTS_TABLE, datastore_of
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
+from ledger.entrypoints.runtime import Settings, open_ledger, tune_collector
+from ledger.usecases.personal import new_master_key
 from projections.worker import ProjectionWorker, settle
 
 ROOT = Path(__file__).resolve().parent.parent

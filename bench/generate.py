@@ -14,19 +14,15 @@ from decimal import Decimal
 
 from psycopg import sql
 
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.domain import (
-    Appropriation,
-    BankReference,
-    FundYear,
-    Grant,
-    LedgerAggregate,
-    Payment,
-    Talent,
-)
-from ledger.personal import DataKey
-from ledger.store import EVENTS_TABLE, datastore_of
+from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
+from ledger.domain.base import LedgerAggregate
+from ledger.domain.budget import Appropriation, FundYear, LineKind
+from ledger.domain.context import acting_as
+from ledger.domain.grants import Grant
+from ledger.domain.payments import BankReference
+from ledger.domain.talents import Talent
+from ledger.usecases.ledger import Ledger
+from ledger.usecases.personal import DataKey
 
 YEARS = range(2019, 2029)
 CASH_LINES = ("settling_in", "rent_subsidy", "project_support")
@@ -56,10 +52,10 @@ def _talent_events(
         amount = Decimal(rng.randrange(1_000, 50_000)).quantize(Decimal("0.01"))
         grant_id = f"G{index:07d}-{g}"
         with acting_as("bench-clerk", f"bench-{index}-{g}"):
-            fund_years[year].reserve(programme, "cash", amount, grant_id=grant_id)
             grant = Grant(grant_id, talent.talent_id, year, programme, amount, "政策", "bench", "-")
+            fund_years[year].reserve(grant)
         with acting_as("bench-approver", f"bench-{index}-{g}-a"):
-            grant.approve(None, "bench-approver")
+            grant.approve(None)
         instalments = rng.randint(1, 3)
         for p in range(instalments):
             payment_id = f"P{index:07d}-{g}-{p}"
@@ -67,25 +63,16 @@ def _talent_events(
             if p == instalments - 1:
                 part = amount - grant.paid
             with acting_as("bench-treasury", f"bench-{payment_id}"):
-                grant.pay(payment_id, part)
-                reference = BankReference(f"BR{payment_id}", payment_id, None, None)
-                payment = Payment(
-                    payment_id,
-                    grant.grant_id,
-                    talent.talent_id,
-                    year,
-                    programme,
-                    part,
-                    date(year, 12, 1),
-                    reference.bank_reference,
-                    "-",
+                reference = BankReference.claim(None, f"BR{payment_id}", payment_id=payment_id)
+                payment = grant.pay(
+                    payment_id, part, date(year, 12, 1), reference.bank_reference, "-"
                 )
             yield reference
             yield payment
         yield grant
 
 
-def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
+def generate(app: Ledger, target_events: int, seed: int = 7) -> int:
     """Append about `target_events` events; returns how many were appended."""
     rng = random.Random(seed)  # noqa: S311 - reproducible data, not secrets
     fund_years: dict[int, FundYear] = {}
@@ -97,7 +84,7 @@ def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
                     Appropriation(
                         f"A{year}{programme}",
                         programme,
-                        "cash",
+                        LineKind.CASH,
                         Decimal("999999999999.00"),
                         "bench",
                         "-",
@@ -120,7 +107,7 @@ def generate(app: LedgerApplication, target_events: int, seed: int = 7) -> int:
     return written + _append(app, [*fund_years.values(), *pending])
 
 
-def _append(app: LedgerApplication, aggregates: list[LedgerAggregate]) -> int:
+def _append(app: Ledger, aggregates: list[LedgerAggregate]) -> int:
     events = [e for a in aggregates for e in a.collect_events()]
     stored = [app.mapper.to_stored_event(e) for e in events]
     with datastore_of(app).transaction(commit=True) as curs:

@@ -30,19 +30,18 @@ from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
-from ledger.domain import (
-    BankReference,
-    Clawback,
-    FundYear,
-    Grant,
-    Payment,
-    Reconciliation,
-    RentWaiver,
-    Talent,
-)
-from ledger.money import ZERO
-from ledger.reconciliation import BUCKETS, unpack
+from ledger.domain.budget import FundYear
+from ledger.domain.clawbacks import Clawback
+from ledger.domain.grants import Grant
+from ledger.domain.money import ZERO
+from ledger.domain.payments import BankReference, Payment
+from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
+from ledger.domain.talents import Talent
+from ledger.domain.waivers import RentWaiver
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
+
+#: the audit-trail column that names each kind of benefit the budget reserves for
+BENEFIT_ID_FIELDS = {Grant.KIND: "grant_id", RentWaiver.KIND: "waiver_id"}
 
 K = TypeVar("K")
 R = TypeVar("R")
@@ -430,8 +429,7 @@ class ReadModels:
         self._add_line((year, e.programme), committed=e.amount)
         self._post(year, e.programme, "available", "commitment", e.amount)
         return Entry(
-            grant_id=e.grant_id,
-            waiver_id=e.waiver_id,
+            **{BENEFIT_ID_FIELDS[e.benefit]: e.benefit_id},
             fund_year=year,
             programme=e.programme,
             amount=e.amount,
@@ -443,8 +441,7 @@ class ReadModels:
         self._add_line((year, e.programme), committed=-e.amount)
         self._post(year, e.programme, "commitment", "available", e.amount)
         return Entry(
-            grant_id=e.grant_id,
-            waiver_id=e.waiver_id,
+            **{BENEFIT_ID_FIELDS[e.benefit]: e.benefit_id},
             fund_year=year,
             programme=e.programme,
             amount=e.amount,

@@ -16,8 +16,8 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.rows import DictRow, args_row
 
-from ledger.errors import NotFound, NotReached, ValidationFailed
-from ledger.exceptions import (
+from ledger.adapters.postgres import EVENTS_TABLE, statements
+from ledger.domain.audit_exceptions import (
     ClawbackFacts,
     Facts,
     GrantFacts,
@@ -25,10 +25,9 @@ from ledger.exceptions import (
     TalentFacts,
     UnmatchedLine,
 )
-from ledger.money import ZERO
-from ledger.reconciliation import Movement
-from ledger.statements import Statement
-from ledger.store import EVENTS_TABLE, statements
+from ledger.domain.errors import NotFound, NotReached, ValidationFailed
+from ledger.domain.money import ZERO
+from ledger.domain.reconciliation import Movement, Statement
 from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
 from projections.worker import PROJECTION, wait_for_position
 

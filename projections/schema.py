@@ -3,6 +3,10 @@ that changed it, so an as-of read is one index probe per line or talent balance.
 
 from __future__ import annotations
 
+from eventsourcing.postgres import PostgresDatastore
+
+from ledger.adapters.postgres import migrate
+
 LINE_AMOUNTS = (
     "appropriated",
     "committed",
@@ -140,3 +144,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
 ]
+
+
+def ensure_schema(datastore: PostgresDatastore) -> None:
+    """Create or upgrade the read models' tables; safe when several processes start."""
+    migrate(datastore, MIGRATIONS)

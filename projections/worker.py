@@ -29,8 +29,8 @@ from psycopg import Copy, Cursor, postgres, sql
 from psycopg.copy import FileWriter
 from psycopg.rows import DictRow, TupleRow, tuple_row
 
-from ledger.application import LedgerApplication
-from ledger.store import EVENTS_TABLE, datastore_of, statements
+from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, statements
+from ledger.usecases.ledger import Ledger
 from projections.fold import (
     AccountKey,
     BalanceKey,
@@ -46,7 +46,7 @@ from projections.fold import (
     TalentRow,
     Touched,
 )
-from projections.schema import LINE_AMOUNTS, READ_MODEL_TABLES, TALENT_AMOUNTS
+from projections.schema import LINE_AMOUNTS, READ_MODEL_TABLES, TALENT_AMOUNTS, ensure_schema
 
 log = structlog.get_logger(__name__)
 
@@ -407,9 +407,10 @@ def _set_position(curs: Curs, position: int) -> None:
 class ProjectionWorker:
     """Applies events after the tracked position; safe to run in many processes."""
 
-    def __init__(self, app: LedgerApplication) -> None:
+    def __init__(self, app: Ledger) -> None:
         self.app = app
         self.datastore = datastore_of(app)
+        ensure_schema(self.datastore)
         self._loader = SqlLoader()
         self._models = ReadModels(self._loader)
         self._cached_at: tuple[int, int] | None = None

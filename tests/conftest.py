@@ -19,11 +19,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
-from api.keys import create_key
-from ledger.application import LedgerApplication
-from ledger.runtime import Settings, open_ledger
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import datastore_of
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.ledger import Ledger
 from projections.worker import ProjectionWorker
+
+# the scenario shared by the memory and PostgreSQL runs asserts with pytest's messages
+pytest.register_assert_rewrite("tests.use_case_scenario")
 
 ROOT = Path(__file__).resolve().parent.parent
 # A fixed master key for throwaway test databases (base64 of 32 bytes), never a real one.
@@ -81,7 +84,7 @@ def test_settings(db_url: str) -> Settings:
 
 
 @pytest.fixture
-def ledger(db_url: str, test_settings: Settings) -> Iterator[LedgerApplication]:
+def ledger(db_url: str, test_settings: Settings) -> Iterator[Ledger]:
     app = open_ledger(db_url, test_settings)
     try:
         yield app
@@ -90,7 +93,7 @@ def ledger(db_url: str, test_settings: Settings) -> Iterator[LedgerApplication]:
 
 
 @pytest.fixture
-def worker(ledger: LedgerApplication) -> ProjectionWorker:
+def worker(ledger: Ledger) -> ProjectionWorker:
     return ProjectionWorker(ledger)
 
 

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
+from ledger.domain.context import acting_as
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections.schema import READ_MODEL_TABLES
 from projections.worker import ProjectionWorker
 from tests.e2e.conftest import LEDGER, ROOT, Server
@@ -28,22 +28,20 @@ pytestmark = pytest.mark.db
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def record_some_events(app: LedgerApplication) -> int:
+def record_some_events(app: Ledger) -> int:
     """A small life through the application; the number of events it recorded."""
     with acting_as("admin", "req-a"):
-        app.open_fund_year(c.OpenFundYear(2024, "CNY"))
-        app.appropriate(c.Appropriate(2024, "AP1", "settling_in", "cash", Decimal(50000), "财预"))
+        app.execute(c.OpenFundYear(2024, "CNY"))
+        app.execute(c.Appropriate(2024, "AP1", "settling_in", "cash", Decimal(50000), "财预"))
     with acting_as("clerk", "req-b"):
-        app.register_talent(
+        app.execute(
             c.RegisterTalent("T1", "张伟", "doctorate", "某院", date(2023, 1, 1), date(2030, 1, 1))
         )
-        app.propose_grant(
-            c.ProposeGrant("G1", "T1", 2024, "settling_in", Decimal(3000), "第5条", "安家")
-        )
+        app.execute(c.ProposeGrant("G1", "T1", 2024, "settling_in", Decimal(3000), "第5条", "安家"))
     with acting_as("approver", "req-c"):
-        app.approve_grant(c.ApproveGrant("G1", None), "approver")
+        app.execute(c.ApproveGrant("G1", None))
     with acting_as("treasury", "req-d"):
-        last = app.record_payment(
+        last = app.execute(
             c.RecordPayment("P1", "G1", Decimal(1000), date(2024, 3, 1), "BR1")
         ).position
     return last
@@ -56,7 +54,7 @@ def tamper(db_url: str, statement: str, params: tuple[Any, ...]) -> None:
         conn.commit()
 
 
-def test_audit_verify_exits_0_on_an_intact_ledger(ledger: LedgerApplication, cli: Cli) -> None:
+def test_audit_verify_exits_0_on_an_intact_ledger(ledger: Ledger, cli: Cli) -> None:
     events = record_some_events(ledger)
 
     done = cli("audit", "verify")
@@ -72,7 +70,7 @@ def test_audit_verify_exits_0_on_a_fresh_empty_database(cli: Cli) -> None:
 
 @pytest.mark.parametrize("column", ["state", "topic"])
 def test_audit_verify_exits_1_and_names_the_first_altered_event(
-    ledger: LedgerApplication, cli: Cli, db_url: str, column: str
+    ledger: Ledger, cli: Cli, db_url: str, column: str
 ) -> None:
     events = record_some_events(ledger)
     bad = 4
@@ -91,7 +89,7 @@ def test_audit_verify_exits_1_and_names_the_first_altered_event(
 
 
 def test_audit_verify_reports_a_deleted_event_at_the_next_position(
-    ledger: LedgerApplication, cli: Cli, db_url: str
+    ledger: Ledger, cli: Cli, db_url: str
 ) -> None:
     record_some_events(ledger)
     tamper(db_url, "DELETE FROM ledger_events WHERE notification_id = %s", (3,))
@@ -121,7 +119,7 @@ def _tables(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_projections_rebuild_exits_0_with_the_same_read_models(
-    ledger: LedgerApplication, cli: Cli, db_url: str
+    ledger: Ledger, cli: Cli, db_url: str
 ) -> None:
     events = record_some_events(ledger)
     worker = ProjectionWorker(ledger)

@@ -39,7 +39,7 @@ KILL_AFTER = 40  # acknowledged requests before the first server is killed
 # the events an accepted proposal or payment records, and the id each one names
 ID_OF = {
     "Grant.Proposed": "grant_id",
-    "FundYear.Reserved": "grant_id",
+    "FundYear.Reserved": "benefit_id",  # a grant's reservation names it so
     "Payment.Recorded": "payment_id",
     "Grant.Paid": "payment_id",
     "BankReference.Claimed": "bank_reference",

@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 import bench.generate
-from ledger.application import LedgerApplication
+from ledger.usecases.ledger import Ledger
 from projections.worker import BATCH_SIZE
 from tests.e2e.conftest import LEDGER, ROOT, Server
 from tests.integration.test_projections import assert_plausible, assert_same_tables, dump
@@ -324,7 +324,7 @@ def statement() -> bytes:
 
 
 def test_a_worker_killed_mid_batch_resumes_to_the_read_models_a_rebuild_gives(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     serve: Callable[..., Server],
     make_key: Callable[..., str],
     cli: Cli,

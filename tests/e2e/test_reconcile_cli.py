@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.domain import Reconciliation
-from ledger.store import datastore_of
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.context import acting_as
+from ledger.domain.reconciliation import Reconciliation
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections.reads import history
 from projections.worker import ProjectionWorker
 
@@ -38,33 +38,33 @@ COUNTS = re.compile(
 
 
 @pytest.fixture
-def paid(ledger: LedgerApplication) -> LedgerApplication:
+def paid(ledger: Ledger) -> Ledger:
     """Fund year 2024; G-1 approved for T-1 and paid by P-1 (BR-1, 2024-03-01) and P-2
     (BR-2, 2024-03-03), which the statement does not show."""
     with acting_as("setup-admin", "e2e-setup"):
-        ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
-        ledger.appropriate(
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+        ledger.execute(
             c.Appropriate(
                 2024, "AP-1", "settling_in", "cash", Decimal("100000"), "财预〔2024〕12号"
             )
         )
     with acting_as("setup-clerk", "e2e-setup"):
-        ledger.register_talent(
+        ledger.execute(
             c.RegisterTalent(
                 "T-1", "张伟", "doctorate", "市第一人民医院", date(2023, 6, 1), date(2028, 5, 31)
             )
         )
-        ledger.propose_grant(
+        ledger.execute(
             c.ProposeGrant("G-1", "T-1", 2024, "settling_in", Decimal("30000"), "第5条", "安家补贴")
         )
     with acting_as("setup-approver", "e2e-setup"):
-        ledger.approve_grant(c.ApproveGrant("G-1", None), "setup-approver")
+        ledger.execute(c.ApproveGrant("G-1", None))
     with acting_as("setup-treasury", "e2e-setup"):
         for payment_id, amount, day, ref in [
             ("P-1", "10000", date(2024, 3, 1), "BR-1"),
             ("P-2", "500", date(2024, 3, 3), "BR-2"),
         ]:
-            ledger.record_payment(c.RecordPayment(payment_id, "G-1", Decimal(amount), day, ref))
+            ledger.execute(c.RecordPayment(payment_id, "G-1", Decimal(amount), day, ref))
     return ledger
 
 
@@ -78,7 +78,7 @@ def counts(done: subprocess.CompletedProcess[str]) -> tuple[str, list[int], bool
 
 
 def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
-    cli: Cli, paid: LedgerApplication, count_events: Counter, tmp_path: Path
+    cli: Cli, paid: Ledger, count_events: Counter, tmp_path: Path
 ) -> None:
     statement = tmp_path / "statement.csv"
     statement.write_text(STATEMENT, encoding="utf-8")
@@ -114,7 +114,7 @@ def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
 
 
 def test_reconcile_shows_its_progress_through_a_long_statement(
-    cli: Cli, paid: LedgerApplication, tmp_path: Path
+    cli: Cli, paid: Ledger, tmp_path: Path
 ) -> None:
     statement = tmp_path / "long.csv"
     filler = "".join(f"2024-03-05,BX-{n},1.00,debit,x\n" for n in range(2500))
@@ -141,7 +141,7 @@ def test_reconcile_shows_its_progress_through_a_long_statement(
     ids=["bad amount", "bad date", "bad header"],
 )
 def test_reconcile_refuses_a_bad_file_naming_the_line_and_records_nothing(
-    cli: Cli, paid: LedgerApplication, count_events: Counter, tmp_path: Path, text: str, line: int
+    cli: Cli, paid: Ledger, count_events: Counter, tmp_path: Path, text: str, line: int
 ) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(text, encoding="utf-8")

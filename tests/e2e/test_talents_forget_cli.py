@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.personal import new_master_key
+from ledger.usecases.personal import new_master_key
 from tests.e2e.conftest import Server, run_ledger
 
 pytestmark = pytest.mark.db

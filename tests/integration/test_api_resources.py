@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ledger.runtime import Settings
+from ledger.entrypoints.runtime import Settings
 from tests.integration.scenario import (
     YEAR,
     Actors,

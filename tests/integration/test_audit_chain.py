@@ -17,13 +17,14 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
-import ledger.store
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.audit import event_digest, verify_chain
-from ledger.context import acting_as
-from ledger.runtime import Settings, open_ledger
-from ledger.store import GENESIS, MIGRATIONS, datastore_of
+import ledger.entrypoints.runtime
+from ledger.adapters.chain import verify_chain
+from ledger.adapters.postgres import MIGRATIONS, datastore_of
+from ledger.domain.chain import GENESIS, event_digest
+from ledger.domain.context import acting_as
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections.worker import ProjectionWorker
 from tests.integration.scenario import (
     YEAR,
@@ -171,9 +172,9 @@ def test_each_new_event_moves_the_head(api: Api, db_url: str) -> None:
 
 
 @pytest.mark.filterwarnings("error::ResourceWarning")
-def test_verify_leaves_no_cursor_open(ledger: LedgerApplication) -> None:
+def test_verify_leaves_no_cursor_open(ledger: Ledger) -> None:
     with acting_as("admin", "req-1"):
-        ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert verify_chain(datastore_of(ledger)).ok
@@ -344,9 +345,9 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
         try:
             app = apps[i]
             with acting_as(f"admin-{i}", f"req-{i}"):
-                app.open_fund_year(c.OpenFundYear(2100 + i, "CNY"))
+                app.execute(c.OpenFundYear(2100 + i, "CNY"))
                 for n in range(15):
-                    app.appropriate(
+                    app.execute(
                         c.Appropriate(
                             2100 + i, f"AP{n}", "settling_in", "cash", Decimal(n + 1), "r"
                         )
@@ -382,13 +383,13 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
 @pytest.fixture
 def ledger_before_the_hash_chain(
     db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LedgerApplication]:
+) -> Iterator[Ledger]:
     """A ledger migrated without the hash chain's steps, as an old release left it."""
     chain = ("events-hash-chain", "events-hash-chain-digest-inline")
     steps = [step for step in MIGRATIONS if step[0] not in chain]
     assert len(steps) == len(MIGRATIONS) - 2
     with monkeypatch.context() as m:
-        m.setattr(ledger.store, "MIGRATIONS", steps)
+        m.setattr(ledger.entrypoints.runtime, "MIGRATIONS", steps)
         app = open_ledger(db_url, test_settings)
     try:
         yield app
@@ -396,25 +397,25 @@ def ledger_before_the_hash_chain(
         app.close()
 
 
-def _old_life(app: LedgerApplication) -> None:
+def _old_life(app: Ledger) -> None:
     with acting_as("admin", "old-1"):
-        app.open_fund_year(c.OpenFundYear(2023, "CNY"))
-        app.appropriate(c.Appropriate(2023, "AP1", "settling_in", "cash", Decimal(50000), "旧"))
+        app.execute(c.OpenFundYear(2023, "CNY"))
+        app.execute(c.Appropriate(2023, "AP1", "settling_in", "cash", Decimal(50000), "旧"))
     with acting_as("clerk", "old-2"):
-        app.register_talent(
+        app.execute(
             c.RegisterTalent(
                 "T-old", "赵六", "doctorate", "某厂", date(2022, 1, 1), date(2030, 1, 1)
             )
         )
-        app.propose_grant(
+        app.execute(
             c.ProposeGrant("G-old", "T-old", 2023, "settling_in", Decimal(1000), "旧政", "旧")
         )
     with acting_as("approver", "old-3"):
-        app.approve_grant(c.ApproveGrant("G-old", None), "approver")
+        app.execute(c.ApproveGrant("G-old", None))
 
 
 def test_the_migration_chains_events_recorded_before_it(
-    ledger_before_the_hash_chain: LedgerApplication, db_url: str, test_settings: Settings
+    ledger_before_the_hash_chain: Ledger, db_url: str, test_settings: Settings
 ) -> None:
     _old_life(ledger_before_the_hash_chain)
     with psycopg.connect(db_url) as conn:
@@ -448,9 +449,7 @@ def test_the_migration_chains_events_recorded_before_it(
 
         # new events chain onto the migrated ones, and the projections see the hashes
         with acting_as("treasury", "new-1"):
-            app.record_payment(
-                c.RecordPayment("P-new", "G-old", Decimal(400), date(2023, 5, 1), "BR-new")
-            )
+            app.execute(c.RecordPayment("P-new", "G-old", Decimal(400), date(2023, 5, 1), "BR-new"))
         rows = events(db_url)
         assert len(rows) > len(old)
         assert [bytes(row[6]) for row in rows] == expected_chain(rows)
@@ -505,7 +504,7 @@ SAMPLES = [
 )
 @pytest.mark.parametrize("session_zone", ["UTC", "Asia/Shanghai"])
 def test_event_digest_equals_the_sql_function(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     db_url: str,
     prev: bytes,
     at: int,
@@ -530,7 +529,7 @@ def test_event_digest_equals_the_sql_function(
 
 @pytest.mark.parametrize("session_zone", ["UTC", "Asia/Shanghai"])
 def test_the_trigger_chains_the_awkward_samples_as_event_digest_does(
-    ledger: LedgerApplication, db_url: str, session_zone: str
+    ledger: Ledger, db_url: str, session_zone: str
 ) -> None:
     """The trigger writes the digest out rather than call `ledger_event_digest` (for
     speed): it is held to the same bytes on the same awkward events."""
@@ -547,12 +546,10 @@ def test_the_trigger_chains_the_awkward_samples_as_event_digest_does(
     assert [bytes(row[6]) for row in rows] == expected_chain(rows)
 
 
-def test_event_digest_equals_the_stored_hash_of_a_real_event(
-    ledger: LedgerApplication, db_url: str
-) -> None:
+def test_event_digest_equals_the_stored_hash_of_a_real_event(ledger: Ledger, db_url: str) -> None:
     with acting_as("admin", "req-1"):
-        ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
-        ledger.appropriate(c.Appropriate(2024, "AP1", "housing", "in_kind", Decimal(1), "“引号”"))
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+        ledger.execute(c.Appropriate(2024, "AP1", "housing", "in_kind", Decimal(1), "“引号”"))
     (first, second) = events(db_url)
     assert bytes(first[6]) == event_digest(GENESIS, *first[:3], first[3], bytes(first[4]), first[5])
     assert bytes(second[6]) == event_digest(

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.keys import ROLES
-from ledger.runtime import Settings
+from ledger.domain.roles import ROLES
+from ledger.entrypoints.runtime import Settings
 
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PLACEHOLDERS = {"year": "2024"}

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import create_app
-from api.keys import create_key
-from ledger.runtime import Settings
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import datastore_of
+from ledger.entrypoints.runtime import Settings
 from tests.conftest import TEST_MASTER_KEY
 from tests.integration.scenario import (
     YEAR,

@@ -12,10 +12,16 @@ from typing import Any
 
 import pytest
 
-from ledger.application import LedgerApplication
-from ledger.demo import load_demo, plan_demo
-from ledger.domain import Clawback, FundYear, Grant, Payment, RentWaiver, Talent
-from ledger.store import datastore_of
+from ledger.adapters.postgres import datastore_of
+from ledger.demo import load_demo
+from ledger.demo.plan import plan_demo
+from ledger.domain.budget import FundYear
+from ledger.domain.clawbacks import Clawback
+from ledger.domain.grants import Grant
+from ledger.domain.payments import Payment
+from ledger.domain.talents import Talent
+from ledger.domain.waivers import RentWaiver
+from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import ProjectionWorker
 
@@ -25,7 +31,7 @@ CASH = ("settling_in", "rent_subsidy")
 PUBLISHED_CASH_PAID = Decimal("3030000.00")
 
 
-def recorded_events(ledger: LedgerApplication) -> Iterator[Any]:
+def recorded_events(ledger: Ledger) -> Iterator[Any]:
     """Every event in the store, oldest first, decoded."""
     start = 1
     while True:
@@ -38,9 +44,7 @@ def recorded_events(ledger: LedgerApplication) -> Iterator[Any]:
 
 
 @pytest.mark.db
-def test_demo_reproduces_the_published_figures(
-    ledger: LedgerApplication, worker: ProjectionWorker
-) -> None:
+def test_demo_reproduces_the_published_figures(ledger: Ledger, worker: ProjectionWorker) -> None:
     load_demo(ledger)
     worker.catch_up()
     events = list(recorded_events(ledger))

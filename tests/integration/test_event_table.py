@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 
 REFUSED = [
     "UPDATE ledger_events SET topic = 'x'",
@@ -27,9 +27,9 @@ def _rows(db_url: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def one_event(ledger: LedgerApplication, db_url: str) -> list[tuple[Any, ...]]:
+def one_event(ledger: Ledger, db_url: str) -> list[tuple[Any, ...]]:
     """One event written through the application; the stored rows."""
-    outcome = ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
+    outcome = ledger.execute(c.OpenFundYear(2024, "CNY"))
     assert outcome.position == 1
     rows = _rows(db_url)
     assert len(rows) == 1
@@ -37,7 +37,7 @@ def one_event(ledger: LedgerApplication, db_url: str) -> list[tuple[Any, ...]]:
 
 
 def test_the_event_table_refuses_update_delete_and_truncate(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     db_url: str,
     one_event: list[tuple[Any, ...]],
     subtests: pytest.Subtests,
@@ -56,7 +56,7 @@ def test_the_event_table_refuses_update_delete_and_truncate(
             assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (1,)
         assert _rows(db_url) == one_event
     with subtests.test("the ledger still appends after refused changes"):
-        outcome = ledger.open_fund_year(c.OpenFundYear(2025, "CNY"))
+        outcome = ledger.execute(c.OpenFundYear(2025, "CNY"))
         assert outcome.position == 2
         rows = _rows(db_url)
         assert rows[:1] == one_event

@@ -28,9 +28,10 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app import create_app
-from api.keys import ROLES, create_key
-from ledger.runtime import Settings
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.roles import ROLES
+from ledger.entrypoints.runtime import Settings
 from tests.integration.scenario import (
     PROBLEM_FIELDS,
     Api,

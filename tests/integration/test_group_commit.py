@@ -9,24 +9,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
-from functools import partial
 from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from ledger import application
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.domain import FundYear
-from ledger.errors import BudgetExceeded, InvalidState, ValidationFailed
-from ledger.runtime import Settings, open_ledger
-from ledger.store import AppendSession, LedgerRecorder, Reads
+from ledger.adapters.postgres import AppendSession, LedgerRecorder, Reads
+from ledger.domain.budget import FundYear
+from ledger.domain.context import acting_as
+from ledger.domain.errors import BudgetExceeded, InvalidState, ValidationFailed
+from ledger.engine import engine as application
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
+from ledger.usecases.personal import Vault
+from tests.integration.scenario import Api, expect, funded
 
 
 @pytest.fixture
-def grouped(db_url: str, test_settings: Settings) -> Iterator[LedgerApplication]:
+def grouped(db_url: str, test_settings: Settings) -> Iterator[Ledger]:
     """A second "process" on the same database, writing through group commit."""
     app = open_ledger(db_url, test_settings)
     app.start_group_commit()
@@ -36,31 +37,27 @@ def grouped(db_url: str, test_settings: Settings) -> Iterator[LedgerApplication]
         app.close()
 
 
-def _approved_grant(ledger: LedgerApplication) -> None:
+def _approved_grant(ledger: Ledger) -> None:
     with acting_as("admin", "r1"):
-        ledger.open_fund_year(c.OpenFundYear(2024, "CNY"))
-        ledger.appropriate(c.Appropriate(2024, "A1", "settling_in", "cash", Decimal("1000"), "r"))
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+        ledger.execute(c.Appropriate(2024, "A1", "settling_in", "cash", Decimal("1000"), "r"))
     with acting_as("clerk", "r2"):
-        ledger.register_talent(
+        ledger.execute(
             c.RegisterTalent("T1", "测试", "master", "某单位", date(2024, 1, 2), date(2029, 1, 1))
         )
-        ledger.propose_grant(
-            c.ProposeGrant("G1", "T1", 2024, "settling_in", Decimal("600"), "p", "r")
-        )
+        ledger.execute(c.ProposeGrant("G1", "T1", 2024, "settling_in", Decimal("600"), "p", "r"))
     with acting_as("approver", "r3"):
-        ledger.approve_grant(c.ApproveGrant("G1", "ok"), "approver")
+        ledger.execute(c.ApproveGrant("G1", "ok"))
 
 
-def test_a_write_that_needs_an_uncached_aggregate_succeeds(
-    ledger: LedgerApplication, grouped: LedgerApplication
-) -> None:
+def test_a_write_that_needs_an_uncached_aggregate_succeeds(ledger: Ledger, grouped: Ledger) -> None:
     _approved_grant(ledger)
-    from ledger.domain import Grant
+    from ledger.domain.grants import Grant
 
     grouped.load(Grant, "G1", "grant")  # the grant is cached, its fund year is not
 
     with acting_as("approver", "r4"):
-        outcome = grouped.revoke_grant(c.RevokeGrant("G1", "项目终止"))
+        outcome = grouped.execute(c.RevokeGrant("G1", "项目终止"))
 
     assert outcome.value.status == "revoked"
     assert not outcome.replayed
@@ -101,8 +98,8 @@ def read_ahead(events_read: dict[bool, list[StoredEvent]]) -> list[StoredEvent]:
     ids=["a proposal", "a retried opening", "a year never opened"],
 )
 def test_a_process_reads_a_fund_year_it_never_saw_with_the_append_lock_released(
-    ledger: LedgerApplication,
-    grouped: LedgerApplication,
+    ledger: Ledger,
+    grouped: Ledger,
     read_under_lock: list[StoredEvent],
     monkeypatch: pytest.MonkeyPatch,
     command: c.ProposeGrant | c.OpenFundYear,
@@ -116,12 +113,12 @@ def test_a_process_reads_a_fund_year_it_never_saw_with_the_append_lock_released(
     read_ahead = _count_calls(monkeypatch, grouped.recorder, "reads")
     with acting_as("clerk", "r4"):
         if isinstance(command, c.OpenFundYear):
-            assert grouped.open_fund_year(command).replayed
+            assert grouped.execute(command).replayed
         elif command.fund_year == 2024:
-            assert not grouped.propose_grant(command).replayed
+            assert not grouped.execute(command).replayed
         else:
             with pytest.raises(ValidationFailed, match="no fund year 2099"):
-                grouped.propose_grant(command)
+                grouped.execute(command)
 
     assert read_ahead["n"] == 1
     fund_year = FundYear.create_id(
@@ -131,8 +128,8 @@ def test_a_process_reads_a_fund_year_it_never_saw_with_the_append_lock_released(
 
 
 def test_what_changed_after_the_read_before_the_lock_is_all_that_is_read_under_it(
-    ledger: LedgerApplication,
-    grouped: LedgerApplication,
+    ledger: Ledger,
+    grouped: Ledger,
     read_under_lock: list[StoredEvent],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -157,28 +154,26 @@ def test_what_changed_after_the_read_before_the_lock_is_all_that_is_read_under_i
             yield r
         if FundYear.create_id(2024) in asked:
             with acting_as("clerk", "r5"):
-                ledger.propose_grant(
+                ledger.execute(
                     c.ProposeGrant("G3", "T1", 2024, "settling_in", Decimal("50"), "p", "r")
                 )
 
     monkeypatch.setattr(recorder, "reads", reads)
     with acting_as("clerk", "r4"):
-        grouped.propose_grant(
-            c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
-        )
+        grouped.execute(c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r"))
 
     # the fund year's one new event (G3's reservation), not its history again
     fund_year = FundYear.create_id(2024)
     assert [
         (e.topic, e.originator_version) for e in read_under_lock if e.originator_id == fund_year
-    ] == [("ledger.domain:FundYear.Reserved", 4)]
+    ] == [("ledger.domain.budget:FundYear.Reserved", 4)]
     line = ledger.load(FundYear, 2024, "fund year").lines["settling_in"]
     assert line.committed == Decimal("750")
 
 
 def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it(
-    ledger: LedgerApplication,
-    grouped: LedgerApplication,
+    ledger: Ledger,
+    grouped: Ledger,
     read_under_lock: list[StoredEvent],
     read_ahead: list[StoredEvent],
     monkeypatch: pytest.MonkeyPatch,
@@ -190,14 +185,11 @@ def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it
     _approved_grant(ledger)
     fund_year = FundYear.create_id(2024)
 
-    def propose(by: LedgerApplication, grant_ids: list[str]) -> None:
+    def propose(by: Ledger, grant_ids: list[str]) -> None:
         with acting_as("clerk", "r4"):
-            by.run_atomic(
+            by.execute_atomic(
                 [
-                    partial(
-                        by.propose_grant,
-                        c.ProposeGrant(g, "T1", 2024, "settling_in", Decimal("1"), "p", "r"),
-                    )
+                    c.ProposeGrant(g, "T1", 2024, "settling_in", Decimal("1"), "p", "r")
                     for g in grant_ids
                 ]
             )
@@ -250,21 +242,21 @@ def test_a_long_catch_up_is_read_with_the_lock_released_and_a_short_one_under_it
 
 
 def test_a_repeat_answered_without_writing_is_checked_against_the_database(
-    ledger: LedgerApplication, grouped: LedgerApplication
+    ledger: Ledger, grouped: Ledger
 ) -> None:
     _approved_grant(ledger)
     with acting_as("approver", "r4"):
-        repeat = grouped.approve_grant(c.ApproveGrant("G1", "ok"), "approver")
+        repeat = grouped.execute(c.ApproveGrant("G1", "ok"))
     assert repeat.replayed  # now cached as approved in the grouped process
     with acting_as("approver", "r5"):
-        ledger.revoke_grant(c.RevokeGrant("G1", "项目终止"))  # by the other process
+        ledger.execute(c.RevokeGrant("G1", "项目终止"))  # by the other process
 
     with acting_as("approver", "r6"), pytest.raises(InvalidState):
-        grouped.approve_grant(c.ApproveGrant("G1", "ok"), "approver")
+        grouped.execute(c.ApproveGrant("G1", "ok"))
 
 
 def test_the_writer_outlives_a_failure_and_answers_the_next_call(
-    ledger: LedgerApplication, grouped: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, grouped: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _approved_grant(ledger)
     real = grouped.recorder.max_notification_id
@@ -278,13 +270,13 @@ def test_the_writer_outlives_a_failure_and_answers_the_next_call(
 
     monkeypatch.setattr(grouped.recorder, "max_notification_id", flaky)
     with acting_as("approver", "r4"), pytest.raises(ConnectionError):
-        grouped.approve_grant(c.ApproveGrant("G1", "ok"), "approver")  # a replay: no write
+        grouped.execute(c.ApproveGrant("G1", "ok"))  # a replay: no write
 
     done = threading.Event()
 
     def write() -> None:
         with acting_as("approver", "r5"):
-            grouped.revoke_grant(c.RevokeGrant("G1", "项目终止"))
+            grouped.execute(c.RevokeGrant("G1", "项目终止"))
         done.set()
 
     threading.Thread(target=write, daemon=True).start()
@@ -304,25 +296,25 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> dic
 
 
 def test_a_stale_copy_is_brought_up_to_date_under_the_lock_in_one_transaction(
-    ledger: LedgerApplication, grouped: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, grouped: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _approved_grant(ledger)  # 600 of the line's 1000 committed
     with acting_as("clerk", "r4"):
-        grouped.propose_grant(
+        grouped.execute(
             c.ProposeGrant("G2", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
         )  # the grouped process now holds a copy of the fund year: 700 committed
-        ledger.propose_grant(
+        ledger.execute(
             c.ProposeGrant("G3", "T1", 2024, "settling_in", Decimal("200"), "p", "r")
         )  # by the other process: 900 committed, the grouped copy is stale
     sessions = _count_calls(monkeypatch, grouped.recorder, "append_session")
     reads = _count_calls(monkeypatch, grouped.recorder, "select_events")
 
     with acting_as("clerk", "r5"), pytest.raises(BudgetExceeded):
-        grouped.propose_grant(
+        grouped.execute(
             c.ProposeGrant("G4", "T1", 2024, "settling_in", Decimal("150"), "p", "r")
         )  # fits the stale copy's 300, not the 100 really left
     with acting_as("clerk", "r6"):
-        fits = grouped.propose_grant(
+        fits = grouped.execute(
             c.ProposeGrant("G5", "T1", 2024, "settling_in", Decimal("100"), "p", "r")
         )
 
@@ -337,7 +329,7 @@ def test_a_stale_copy_is_brought_up_to_date_under_the_lock_in_one_transaction(
 
 
 def test_an_atomic_run_of_new_ids_reads_no_aggregate_one_at_a_time(
-    ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _approved_grant(ledger)
     reads = _count_calls(monkeypatch, ledger.recorder, "select_events")
@@ -348,9 +340,49 @@ def test_an_atomic_run_of_new_ids_reads_no_aggregate_one_at_a_time(
     ]
 
     with acting_as("clerk", "r4"):
-        outcomes = ledger.run_atomic([partial(ledger.propose_grant, p) for p in proposals])
+        outcomes = ledger.execute_atomic(proposals)
 
     assert [o.value.grant_id for o in outcomes] == [p.grant_id for p in proposals]
     assert len({o.position for o in outcomes}) == 1
     assert reads["n"] == 0  # the 50 new ids are checked missing in one query, under the lock
     assert sessions["n"] == 1
+
+
+def test_an_answer_is_presented_after_its_decision_never_in_the_writer(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A talent's answer reveals its name, a query of the key store: it happens after the
+    decision, in a worker thread, never in the group-commit writer (which every other
+    write waits for) nor with the append lock held."""
+    sessions = threading.local()
+    real_session = LedgerRecorder.append_session
+
+    @contextmanager
+    def append_session(self: LedgerRecorder) -> Iterator[AppendSession]:
+        sessions.open = True
+        try:
+            with real_session(self) as session:
+                yield session
+        finally:
+            sessions.open = False
+
+    revealed: list[tuple[str, bool]] = []
+    real_reveal = Vault.reveal
+
+    def reveal(self: Vault, talent_id: str, sealed: str) -> str | None:
+        revealed.append((threading.current_thread().name, getattr(sessions, "open", False)))
+        return real_reveal(self, talent_id, sealed)
+
+    monkeypatch.setattr(LedgerRecorder, "append_session", append_session)
+    monkeypatch.setattr(Vault, "reveal", reveal)
+    a = funded(api)
+    answer = expect(
+        a.clerk.post(
+            "/v1/talents/T-1/departure", json={"departed_on": "2024-06-30", "reason": "辞职"}
+        ),
+        200,
+    )
+    assert answer["name"] is not None and answer["status"] == "departed"
+    assert revealed and all(
+        thread != "group-commit" and not locked for thread, locked in revealed
+    ), revealed

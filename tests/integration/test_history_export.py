@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.store import datastore_of
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.context import acting_as
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections.export import CSV_COLUMNS, audit_csv
 from projections.reads import audit_rows
 from projections.worker import ProjectionWorker
@@ -86,7 +86,7 @@ def send(client: TestClient, path: str, body: Json, request_id: str, status: int
 class World:
     """A ledger over two fund years, each write with a request id of its own."""
 
-    def __init__(self, api: Api, ledger: LedgerApplication) -> None:
+    def __init__(self, api: Api, ledger: Ledger) -> None:
         self.a = a = funded(api)
         self.ledger = ledger
         self.head = 0
@@ -124,7 +124,7 @@ class World:
         w(tr, "/v1/clawbacks/C-1/recoveries", recovery_body("R-1"), "req-r1")
         # a text that the API would strip: written by the application itself
         with acting_as("closer", "req-close"):
-            outcome = ledger.close_fund_year(c.CloseFundYear(YEAR, FORMULAS["tab"]))
+            outcome = ledger.execute(c.CloseFundYear(YEAR, FORMULAS["tab"]))
         self.head = outcome.position
         self.events = page_all(a.auditor, "/v1/events", limit=1000, min_position=self.head)
 
@@ -157,7 +157,7 @@ def page_all(
 
 
 @pytest.fixture
-def world(api: Api, ledger: LedgerApplication) -> World:
+def world(api: Api, ledger: Ledger) -> World:
     return World(api, ledger)
 
 
@@ -330,11 +330,11 @@ def test_a_cursor_keeps_its_place_while_events_are_added(world: World) -> None:
     assert items[-1]["talent_id"] == "T-late"
 
 
-def test_the_default_page_is_100_entries(api: Api, ledger: LedgerApplication) -> None:
+def test_the_default_page_is_100_entries(api: Api, ledger: Ledger) -> None:
     a = funded(api)
     with acting_as("admin", "bulk"):
         for n in range(110):
-            last = ledger.appropriate(
+            last = ledger.execute(
                 c.Appropriate(YEAR, f"AP-bulk-{n}", "settling_in", "cash", Decimal(1), "bulk")
             ).position
     for path in ("/v1/events", f"/v1/fund-years/{YEAR}/history"):
@@ -476,9 +476,9 @@ def test_the_csv_export_needs_a_key(world: World, api: Api) -> None:
 
 
 @pytest.mark.filterwarnings("error::ResourceWarning")
-def test_the_export_leaves_no_cursor_open(ledger: LedgerApplication) -> None:
+def test_the_export_leaves_no_cursor_open(ledger: Ledger) -> None:
     with acting_as("admin", "req-1"):
-        ledger.open_fund_year(c.OpenFundYear(YEAR, "CNY"))
+        ledger.execute(c.OpenFundYear(YEAR, "CNY"))
     ProjectionWorker(ledger).catch_up()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

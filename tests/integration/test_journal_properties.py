@@ -20,13 +20,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.domain import Clawback, Grant, Payment
-from ledger.errors import LedgerError
-from ledger.money import ZERO
-from ledger.store import datastore_of
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.clawbacks import Clawback
+from ledger.domain.context import acting_as
+from ledger.domain.errors import LedgerError
+from ledger.domain.grants import Grant
+from ledger.domain.money import ZERO
+from ledger.domain.payments import Payment
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import ProjectionWorker
 
@@ -98,7 +100,7 @@ COMMANDS = st.sampled_from([k for k, w in WEIGHTS.items() for _ in range(w)]).fl
 class Example:
     """One hypothesis example's fund year and ids."""
 
-    app: LedgerApplication
+    app: Ledger
     year: int
     prefix: str
     serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -135,18 +137,18 @@ class Example:
 
     def start(self) -> None:
         a = self.app
-        self.send("admin", lambda: a.open_fund_year(c.OpenFundYear(self.year, "CNY")))
+        self.send("admin", lambda: a.execute(c.OpenFundYear(self.year, "CNY")))
         for programme, kind in LINES.items():
             self.send(
                 "admin",
-                lambda p=programme, k=kind: a.appropriate(
+                lambda p=programme, k=kind: a.execute(
                     c.Appropriate(self.year, self.new("AP"), p, k, Decimal(100_000), "初始预算")
                 ),
             )
         for talent in self.talents:
             self.send(
                 "clerk-a",
-                lambda t=talent: a.register_talent(
+                lambda t=talent: a.execute(
                     c.RegisterTalent(
                         t, "测试", "doctorate", "某单位", self.day(1, 1), date(self.year + 5, 1, 1)
                     )
@@ -166,7 +168,7 @@ class Example:
             ap_kind = LINES.get(programme, "cash")
             self.send(
                 "admin",
-                lambda: a.appropriate(
+                lambda: a.execute(
                     c.Appropriate(self.year, self.new("AP"), programme, ap_kind, amount, "追加")
                 ),
             )
@@ -176,26 +178,26 @@ class Example:
             cmd = c.ProposeGrant(
                 grant_id, pick(self.talents, i), self.year, programme, amount, "政策", "补贴"
             )
-            self.send(proposer, lambda: a.propose_grant(cmd), self.grants, grant_id)
+            self.send(proposer, lambda: a.execute(cmd), self.grants, grant_id)
         elif kind == "approve":
             i, approver = args
             grant_id = pick(self.grants, i)
             approve = c.ApproveGrant(grant_id, None)
-            self.send(approver, lambda: a.approve_grant(approve, approver), self.approved, grant_id)
+            self.send(approver, lambda: a.execute(approve), self.approved, grant_id)
         elif kind == "reject":
             grant_id = pick(self.grants, args[0])
-            self.send("chief", lambda: a.reject_grant(c.RejectGrant(grant_id, "不符合")))
+            self.send("chief", lambda: a.execute(c.RejectGrant(grant_id, "不符合")))
         elif kind == "revoke":
             paid = [g for g in self.approved if self._claimable(g) != Decimal(100)]
             grant_id = pick(paid or self.approved, args[0])  # partly paid ones first
-            self.send("chief", lambda: a.revoke_grant(c.RevokeGrant(grant_id, "撤销")))
+            self.send("chief", lambda: a.execute(c.RevokeGrant(grant_id, "撤销")))
         elif kind == "pay":
             i, percent, month = args
             grant_id = pick(self.approved, i)
             amount = part(self._payable(grant_id), percent)
             payment_id = self.new("P")
             cmd = c.RecordPayment(payment_id, grant_id, amount, self.day(month), self.new("BR"))
-            self.send("treasury", lambda: a.record_payment(cmd), self.payments, payment_id)
+            self.send("treasury", lambda: a.execute(cmd), self.payments, payment_id)
         elif kind == "return":
             i, days = args
             payment_id = pick(self.payments, i)
@@ -203,7 +205,7 @@ class Example:
             if returned_on.day + days <= 28:
                 returned_on = returned_on.replace(day=returned_on.day + days)
             cmd = c.ReturnPayment(payment_id, returned_on, "退票")
-            self.send("treasury", lambda: a.return_payment(cmd))
+            self.send("treasury", lambda: a.execute(cmd))
         elif kind == "waiver":
             i, programme, start, end, rent = args
             waiver_id = self.new("W")
@@ -217,15 +219,15 @@ class Example:
                 self.day(max(start, end), 28),
                 (rent / 100).quantize(CENT) or CENT,
             )
-            self.send("clerk-b", lambda: a.grant_waiver(cmd), self.waivers, waiver_id)
+            self.send("clerk-b", lambda: a.execute(cmd), self.waivers, waiver_id)
         elif kind == "end_waiver":
             i, month = args
             cmd = c.EndWaiver(pick(self.waivers, i), self.day(month, 10))
-            self.send("clerk-b", lambda: a.end_waiver(cmd))
+            self.send("clerk-b", lambda: a.execute(cmd))
         elif kind == "depart":
             i, month = args
             cmd = c.DepartTalent(pick(self.talents, i), self.day(month), "离职")
-            self.send("clerk-a", lambda: a.depart_talent(cmd))
+            self.send("clerk-a", lambda: a.execute(cmd))
         elif kind == "clawback":
             i, percent = args
             paid = [g for g in self.approved if self._claimable(g) != Decimal(100)]
@@ -233,7 +235,7 @@ class Example:
             clawback_id = self.new("C")
             amount = part(self._claimable(grant_id), percent)
             cmd = c.AssessClawback(clawback_id, grant_id, amount, "服务期未满")
-            self.send("clerk-b", lambda: a.assess_clawback(cmd), self.clawbacks, clawback_id)
+            self.send("clerk-b", lambda: a.execute(cmd), self.clawbacks, clawback_id)
         elif kind == "recover":
             i, percent = args
             open_ = [k for k in self.clawbacks if self._due(k) != Decimal(100)]
@@ -242,9 +244,9 @@ class Example:
             cmd = c.RecordRecovery(
                 clawback_id, self.new("R"), amount, self.day(12, 20), self.new("RB")
             )
-            self.send("treasury", lambda: a.record_recovery(cmd))
+            self.send("treasury", lambda: a.execute(cmd))
         elif kind == "close":
-            self.send("admin", lambda: a.close_fund_year(c.CloseFundYear(self.year, "决算")))
+            self.send("admin", lambda: a.execute(c.CloseFundYear(self.year, "决算")))
         else:  # pragma: no cover
             raise AssertionError(kind)
 
@@ -280,7 +282,7 @@ class Example:
 # --- the properties -----------------------------------------------------------------
 
 
-def check_journal(app: LedgerApplication, year: int, talents: list[str]) -> None:
+def check_journal(app: Ledger, year: int, talents: list[str]) -> None:
     datastore = datastore_of(app)
     with datastore.transaction(commit=False) as curs:
         # every posting (one event's lines) balances
@@ -360,7 +362,7 @@ def check_journal(app: LedgerApplication, year: int, talents: list[str]) -> None
     close_at=st.integers(min_value=6, max_value=100),  # past the end: the year stays open
 )
 def test_any_commands_keep_the_journal_balanced_and_equal_to_the_balances(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     worker: ProjectionWorker,
     commands: list[tuple[Any, ...]],
     close_at: int,
@@ -376,9 +378,7 @@ def test_any_commands_keep_the_journal_balanced_and_equal_to_the_balances(
     check_journal(ledger, example.year, example.talents)
 
 
-def test_a_full_life_keeps_the_journal_balanced(
-    ledger: LedgerApplication, worker: ProjectionWorker
-) -> None:
+def test_a_full_life_keeps_the_journal_balanced(ledger: Ledger, worker: ProjectionWorker) -> None:
     """One fixed, long sequence where every kind of command is accepted at least once."""
     example = Example(ledger, 2199, "life-")
     example.start()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import structlog
 
-from ledger.logs import configure_logging
+from ledger.entrypoints.logs import configure_logging
 from tests.integration.scenario import (
     Actors,
     Api,
@@ -245,7 +245,7 @@ def test_an_unexpected_error_is_a_500_problem_logged_with_its_request_id(
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(a.clerk.app.state.ledger, "propose_grant", fail)  # type: ignore[attr-defined]
+    monkeypatch.setattr(a.clerk.app.state.ledger, "step", fail)  # type: ignore[attr-defined]
     response = a.clerk.post("/v1/grants", json=grant_body())
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"

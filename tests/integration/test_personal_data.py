@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.errors import NotFound
-from ledger.personal import MasterKeyMismatch, new_master_key
-from ledger.runtime import Settings, open_ledger
+from ledger.domain.context import acting_as
+from ledger.domain.errors import NotFound
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.ledger import Ledger
+from ledger.usecases.personal import MasterKeyMismatch, new_master_key
 from projections.worker import ProjectionWorker
 from tests.integration.scenario import (
     Api,
@@ -84,13 +84,13 @@ def test_a_retry_is_recognised_without_the_name_in_clear(api: Api) -> None:
     assert_problem(other, 409, "idempotency_conflict")
 
 
-def forget(ledger: LedgerApplication, talent_id: str) -> int:
+def forget(ledger: Ledger, talent_id: str) -> int:
     with acting_as("dpo-cli", "req-forget"):
         return ledger.forget_talent(talent_id).position
 
 
 def test_forgetting_erases_the_name_everywhere_and_keeps_the_money(
-    api: Api, ledger: LedgerApplication, count_events: Callable[[], int]
+    api: Api, ledger: Ledger, count_events: Callable[[], int]
 ) -> None:
     """The API and the `ledger` command are separate processes in production: the
     erasure must show at once, with no cached key."""
@@ -125,7 +125,7 @@ def test_forgetting_erases_the_name_everywhere_and_keeps_the_money(
 
 
 def test_a_rebuild_after_forgetting_still_reads_the_name_as_erased(
-    api: Api, ledger: LedgerApplication
+    api: Api, ledger: Ledger
 ) -> None:
     register(api)
     erased_at = forget(ledger, "T-1")
@@ -137,7 +137,7 @@ def test_a_rebuild_after_forgetting_still_reads_the_name_as_erased(
 
 
 def test_another_master_key_cannot_open_the_database(
-    ledger: LedgerApplication, db_url: str, test_settings: Settings
+    ledger: Ledger, db_url: str, test_settings: Settings
 ) -> None:
     with pytest.raises(MasterKeyMismatch):
         open_ledger(db_url, replace(test_settings, master_key=new_master_key()))

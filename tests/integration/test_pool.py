@@ -5,13 +5,13 @@ from __future__ import annotations
 import psycopg
 from eventsourcing.persistence import OperationalError
 
-from ledger.application import LedgerApplication
-from ledger.pool import LedgerPool
-from ledger.store import datastore_of
+from ledger.adapters.pool import LedgerPool
+from ledger.adapters.postgres import datastore_of
+from ledger.usecases.ledger import Ledger
 
 
 def test_connections_killed_under_the_pool_cost_one_request_not_one_each(
-    ledger: LedgerApplication, db_url: str
+    ledger: Ledger, db_url: str
 ) -> None:
     """A restart leaves every pooled connection dead: the first broken one drains the
     pool, so the next request gets a new connection instead of the next dead one."""

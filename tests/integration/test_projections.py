@@ -24,13 +24,14 @@ from psycopg import sql
 
 import projections.worker as worker_module
 from api.app import create_app
-from api.keys import create_key
-from ledger import commands as c
-from ledger.application import LedgerApplication, Outcome
-from ledger.context import acting_as
-from ledger.runtime import Settings, open_ledger
-from ledger.statements import parse_statement
-from ledger.store import datastore_of
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import datastore_of
+from ledger.adapters.statement_csv import parse_statement
+from ledger.domain.context import acting_as
+from ledger.engine.outcome import Outcome
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.fold import ReadModels
 from projections.schema import READ_MODEL_TABLES
@@ -39,48 +40,48 @@ from tests.conftest import TEST_MASTER_KEY
 
 pytestmark = pytest.mark.db
 
-Step = tuple[str, Callable[[LedgerApplication], Outcome[Any]]]
+Step = tuple[str, Callable[[Ledger], Outcome[Any]]]
 Dump = dict[str, list[tuple[Any, ...]]]
 
 
 # --- a varied scenario, straight through the application ----------------------------
 
 
-def _talent(t: str, name: str) -> Callable[[LedgerApplication], Outcome[Any]]:
-    return lambda a: a.register_talent(
+def _talent(t: str, name: str) -> Callable[[Ledger], Outcome[Any]]:
+    return lambda a: a.execute(
         c.RegisterTalent(t, name, "doctorate", "某研究院", date(2020, 7, 1), date(2099, 6, 30))
     )
 
 
 def _appropriate(
     year: int, ap: str, programme: str, kind: str, amount: str
-) -> Callable[[LedgerApplication], Outcome[Any]]:
-    return lambda a: a.appropriate(
+) -> Callable[[Ledger], Outcome[Any]]:
+    return lambda a: a.execute(
         c.Appropriate(year, ap, programme, kind, Decimal(amount), f"财预〔{year}〕{ap}号")
     )
 
 
 def _propose(
     g: str, t: str, year: int, programme: str, amount: str
-) -> Callable[[LedgerApplication], Outcome[Any]]:
-    return lambda a: a.propose_grant(
+) -> Callable[[Ledger], Outcome[Any]]:
+    return lambda a: a.execute(
         c.ProposeGrant(g, t, year, programme, Decimal(amount), "人才新政第5条", "安家补贴")
     )
 
 
-def _approve(g: str) -> Callable[[LedgerApplication], Outcome[Any]]:
-    return lambda a: a.approve_grant(c.ApproveGrant(g, "同意"), "approver")
+def _approve(g: str) -> Callable[[Ledger], Outcome[Any]]:
+    return lambda a: a.execute(c.ApproveGrant(g, "同意"))
 
 
 def _pay(p: str, g: str, amount: str, day: date, br: str) -> Callable[..., Outcome[Any]]:
-    return lambda a: a.record_payment(c.RecordPayment(p, g, Decimal(amount), day, br))
+    return lambda a: a.execute(c.RecordPayment(p, g, Decimal(amount), day, br))
 
 
-def _return(p: str, day: date) -> Callable[[LedgerApplication], Outcome[Any]]:
-    return lambda a: a.return_payment(c.ReturnPayment(p, day, "账户已注销"))
+def _return(p: str, day: date) -> Callable[[Ledger], Outcome[Any]]:
+    return lambda a: a.execute(c.ReturnPayment(p, day, "账户已注销"))
 
 
-def _statement(text: str) -> Callable[[LedgerApplication], Outcome[Any]]:
+def _statement(text: str) -> Callable[[Ledger], Outcome[Any]]:
     """Import a bank statement (reconciled against the read models as they are)."""
     statement = parse_statement(text.encode())
     return lambda a: a.import_statement(statement, lambda s: reads.movements(datastore_of(a), s))
@@ -93,7 +94,7 @@ def scenario(year: int, p: str) -> list[Step]:
     prev = year - 1
     t1, t2, t3 = f"{p}T1", f"{p}T2", f"{p}T3"
     return [
-        ("admin", lambda a: a.open_fund_year(c.OpenFundYear(prev, "CNY"))),
+        ("admin", lambda a: a.execute(c.OpenFundYear(prev, "CNY"))),
         ("admin", _appropriate(prev, f"{p}AP0", "settling_in", "cash", "50000")),
         ("clerk", _talent(t1, "张伟")),
         ("clerk", _talent(t2, "李娜")),
@@ -101,8 +102,8 @@ def scenario(year: int, p: str) -> list[Step]:
         ("clerk", _propose(f"{p}G0", t1, prev, "settling_in", "20000")),
         ("approver", _approve(f"{p}G0")),
         ("treasury", _pay(f"{p}P0", f"{p}G0", "20000", date(prev, 6, 1), f"{p}BR0")),
-        ("admin", lambda a: a.close_fund_year(c.CloseFundYear(prev, "年度决算"))),
-        ("admin", lambda a: a.open_fund_year(c.OpenFundYear(year, "CNY"))),
+        ("admin", lambda a: a.execute(c.CloseFundYear(prev, "年度决算"))),
+        ("admin", lambda a: a.execute(c.OpenFundYear(year, "CNY"))),
         ("admin", _appropriate(year, f"{p}AP1", "settling_in", "cash", "200000")),
         ("admin", _appropriate(year, f"{p}AP2", "rent_subsidy", "cash", "60000")),
         ("admin", _appropriate(year, f"{p}AP3", "housing", "in_kind", "60000")),
@@ -114,18 +115,18 @@ def scenario(year: int, p: str) -> list[Step]:
         ("treasury", _return(f"{p}P2", date(year, 4, 3))),
         ("treasury", _pay(f"{p}P3", f"{p}G1", "5000.25", date(year, 5, 1), f"{p}BR3")),
         ("clerk", _propose(f"{p}G2", t2, year, "settling_in", "12000")),
-        ("approver", lambda a: a.reject_grant(c.RejectGrant(f"{p}G2", "材料不全"))),
+        ("approver", lambda a: a.execute(c.RejectGrant(f"{p}G2", "材料不全"))),
         ("clerk", _propose(f"{p}G3", t2, year, "settling_in", "20000")),
         ("approver", _approve(f"{p}G3")),
         ("treasury", _pay(f"{p}P4", f"{p}G3", "8000", date(year, 3, 10), f"{p}BR4")),
-        ("approver", lambda a: a.revoke_grant(c.RevokeGrant(f"{p}G3", "不符合条件"))),
+        ("approver", lambda a: a.execute(c.RevokeGrant(f"{p}G3", "不符合条件"))),
         ("treasury", _return(f"{p}P4", date(year, 3, 20))),
         ("clerk", _propose(f"{p}G4", t3, year, "rent_subsidy", "6000")),
         ("approver", _approve(f"{p}G4")),
         ("treasury", _pay(f"{p}P5", f"{p}G4", "6000", date(year, 2, 1), f"{p}BR5")),
         (
             "clerk",
-            lambda a: a.grant_waiver(
+            lambda a: a.execute(
                 c.GrantWaiver(
                     f"{p}W1",
                     t1,
@@ -138,10 +139,10 @@ def scenario(year: int, p: str) -> list[Step]:
                 )
             ),
         ),
-        ("clerk", lambda a: a.end_waiver(c.EndWaiver(f"{p}W1", date(year, 6, 15)))),
+        ("clerk", lambda a: a.execute(c.EndWaiver(f"{p}W1", date(year, 6, 15)))),
         (
             "clerk",
-            lambda a: a.grant_waiver(
+            lambda a: a.execute(
                 c.GrantWaiver(
                     f"{p}W2",
                     t3,
@@ -156,35 +157,35 @@ def scenario(year: int, p: str) -> list[Step]:
         ),
         (
             "clerk",
-            lambda a: a.depart_talent(c.DepartTalent(t1, date(year, 9, 30), "调离本市")),
+            lambda a: a.execute(c.DepartTalent(t1, date(year, 9, 30), "调离本市")),
         ),
         (
             "clerk",
-            lambda a: a.assess_clawback(
+            lambda a: a.execute(
                 c.AssessClawback(f"{p}C1", f"{p}G1", Decimal("12000"), "服务期未满")
             ),
         ),
         (
             "treasury",
-            lambda a: a.record_recovery(
+            lambda a: a.execute(
                 c.RecordRecovery(f"{p}C1", f"{p}R1", Decimal("5000"), date(year, 11, 1), f"{p}RB1")
             ),
         ),
         (
             "treasury",
-            lambda a: a.record_recovery(
+            lambda a: a.execute(
                 c.RecordRecovery(f"{p}C1", f"{p}R2", Decimal("2000"), date(year, 12, 1), f"{p}RB2")
             ),
         ),
         (
             "clerk",
-            lambda a: a.assess_clawback(
+            lambda a: a.execute(
                 c.AssessClawback(f"{p}C0", f"{p}G0", Decimal("6000"), "服务期未满")
             ),
         ),
         (
             "treasury",
-            lambda a: a.record_recovery(
+            lambda a: a.execute(
                 c.RecordRecovery(f"{p}C0", f"{p}R0", Decimal("6000"), date(year, 12, 2), f"{p}RB0")
             ),
         ),
@@ -212,7 +213,7 @@ def scenario(year: int, p: str) -> list[Step]:
 
 
 def run_scenario(
-    app: LedgerApplication, steps: list[Step], after_each: Callable[[], object] = lambda: None
+    app: Ledger, steps: list[Step], after_each: Callable[[], object] = lambda: None
 ) -> int:
     """Run every step as its actor; the position of the last event recorded."""
     last = 0
@@ -335,7 +336,7 @@ def rebuilt(db_url: str, settings: Settings) -> Dump:
 
 
 def test_a_rebuild_gives_the_tables_that_small_incremental_batches_gave(
-    ledger: LedgerApplication, worker: ProjectionWorker, db_url: str, test_settings: Settings
+    ledger: Ledger, worker: ProjectionWorker, db_url: str, test_settings: Settings
 ) -> None:
     batches: list[int] = []
     last = run_scenario(
@@ -360,7 +361,7 @@ def test_a_rebuild_gives_the_tables_that_small_incremental_batches_gave(
 
 
 def test_seq_numbers_do_not_depend_on_batch_boundaries(
-    ledger: LedgerApplication, worker: ProjectionWorker, db_url: str, test_settings: Settings
+    ledger: Ledger, worker: ProjectionWorker, db_url: str, test_settings: Settings
 ) -> None:
     run_scenario(ledger, scenario(2024, "s-"), after_each=lambda: worker.run_batch(limit=1))
     worker.catch_up()
@@ -369,7 +370,7 @@ def test_seq_numbers_do_not_depend_on_batch_boundaries(
 
 
 def test_reconciliation_line_seq_counts_within_its_reconciliation(
-    ledger: LedgerApplication, worker: ProjectionWorker, db_url: str
+    ledger: Ledger, worker: ProjectionWorker, db_url: str
 ) -> None:
     steps = [step for step in scenario(2024, "r-") if step[1].__qualname__.startswith("_statem")]
     assert len(steps) == 2
@@ -382,7 +383,7 @@ def test_reconciliation_line_seq_counts_within_its_reconciliation(
 
 
 def test_writes_after_a_rebuild_continue_incrementally_like_a_rebuild(
-    ledger: LedgerApplication, worker: ProjectionWorker, db_url: str, test_settings: Settings
+    ledger: Ledger, worker: ProjectionWorker, db_url: str, test_settings: Settings
 ) -> None:
     """A worker whose image predates a rebuild by another worker must not reuse it."""
     steps = scenario(2024, "b-")
@@ -406,7 +407,7 @@ def test_a_rebuild_of_an_empty_ledger_gives_empty_tables(
 
 @pytest.mark.parametrize("fails", [False, True])
 def test_a_rebuild_folds_with_the_cyclic_collector_paused_and_turns_it_back_on(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     worker: ProjectionWorker,
     monkeypatch: pytest.MonkeyPatch,
     fails: bool,
@@ -434,7 +435,7 @@ def test_a_rebuild_folds_with_the_cyclic_collector_paused_and_turns_it_back_on(
 
 
 def test_a_worker_overtaking_a_rebuild_ends_its_pipelined_pass_and_applies_nothing_twice(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     worker: ProjectionWorker,
     db_url: str,
     test_settings: Settings,
@@ -611,7 +612,7 @@ CRASHES = {
 @pytest.mark.parametrize("resume", ["same-worker", "fresh-worker"])
 @pytest.mark.parametrize("crash", list(CRASHES))
 def test_a_worker_dying_mid_batch_rolls_back_and_the_next_catches_up(
-    ledger: LedgerApplication,
+    ledger: Ledger,
     worker: ProjectionWorker,
     db_url: str,
     test_settings: Settings,

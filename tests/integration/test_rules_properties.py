@@ -1,6 +1,6 @@
 """Budget and payment rules as properties, on the real application and PostgreSQL.
 
-A hypothesis state machine sends random commands through `LedgerApplication` and
+A hypothesis state machine sends random commands through `Ledger` and
 keeps its own small model of CONTRACT §1 and §5: plain dicts and Decimal sums that
 decide, for every command, whether it must be accepted or refused (and with which
 error), and what every balance must then read. The model never calls the domain
@@ -32,11 +32,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ledger import commands as c
-from ledger.application import LedgerApplication, Outcome
-from ledger.context import acting_as
-from ledger.domain import FundYear, Grant
-from ledger.errors import (
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.budget import FundYear
+from ledger.domain.context import acting_as
+from ledger.domain.errors import (
     BudgetExceeded,
     ClawbackExceedsPaid,
     DuplicateBankReference,
@@ -49,7 +48,10 @@ from ledger.errors import (
     TalentDeparted,
     ValidationFailed,
 )
-from ledger.store import datastore_of
+from ledger.domain.grants import Grant
+from ledger.engine.outcome import Outcome
+from ledger.usecases import commands as c
+from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import ProjectionWorker
 
@@ -253,7 +255,7 @@ class Model:
 class LedgerMachine(RuleBasedStateMachine):
     """Random commands against one fund year and one talent, checked against `Model`."""
 
-    app: ClassVar[LedgerApplication]
+    app: ClassVar[Ledger]
     worker: ClassVar[ProjectionWorker]
 
     def __init__(self) -> None:
@@ -336,15 +338,15 @@ class LedgerMachine(RuleBasedStateMachine):
         """Every example starts with budget on each line and a few approved grants."""
         m = self.model
         with acting_as("admin", self.new_id("req-")):
-            self.app.open_fund_year(c.OpenFundYear(m.year, "CNY"))
+            self.app.execute(c.OpenFundYear(m.year, "CNY"))
             for (programme, kind), budget in zip(sorted(KIND.items()), budgets, strict=True):
                 appropriation_id = self.new_id("A")
-                self.app.appropriate(
+                self.app.execute(
                     c.Appropriate(m.year, appropriation_id, programme, kind, budget, "初始")
                 )
                 m.lines[programme] = (kind, [budget])
         with acting_as("clerk-a", self.new_id("req-")):
-            self.app.register_talent(
+            self.app.execute(
                 c.RegisterTalent(
                     m.talent_id, "王芳", "B", "Acme", m.arrived_on, date(m.year + 3, 2, 28)
                 )
@@ -366,7 +368,7 @@ class LedgerMachine(RuleBasedStateMachine):
             kind = OTHER_KIND[kind]
             refusals.add(ValidationFailed)
         cmd = c.Appropriate(m.year, self.new_id("A"), programme, kind, amount, "财预〔2100〕1号")
-        if self.send("admin", refusals, lambda: self.app.appropriate(cmd)):
+        if self.send("admin", refusals, lambda: self.app.execute(cmd)):
             m.lines.setdefault(programme, (kind, []))[1].append(amount)
 
     @rule(
@@ -398,7 +400,7 @@ class LedgerMachine(RuleBasedStateMachine):
         cmd = c.ProposeGrant(
             self.new_id("G"), m.talent_id, m.year, programme, amount, "人才政策 §3", "引进"
         )
-        if self.send(proposer, refusals, lambda: self.app.propose_grant(cmd)):
+        if self.send(proposer, refusals, lambda: self.app.execute(cmd)):
             m.grants[cmd.grant_id] = MGrant(cmd, proposer)
 
     def propose_again(self, grant: MGrant, retry: str) -> None:
@@ -408,7 +410,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if retry == "conflicting":
             cmd = replace(cmd, amount=cmd.amount + CENT)
             refusals.add(IdempotencyConflict)
-        self.send(grant.proposer, refusals, lambda: self.app.propose_grant(cmd), records=False)
+        self.send(grant.proposer, refusals, lambda: self.app.execute(cmd), records=False)
 
     @precondition(lambda self: self.model.grants)
     @rule(
@@ -437,11 +439,11 @@ class LedgerMachine(RuleBasedStateMachine):
             refusals.add(SelfApproval)
         call: Callable[[], Outcome[Grant]]
         if action == "approve":
-            call = lambda: self.app.approve_grant(c.ApproveGrant(grant_id, note), approver)  # noqa: E731
+            call = lambda: self.app.execute(c.ApproveGrant(grant_id, note))  # noqa: E731
         elif action == "reject":
-            call = lambda: self.app.reject_grant(c.RejectGrant(grant_id, reason))  # noqa: E731
+            call = lambda: self.app.execute(c.RejectGrant(grant_id, reason))  # noqa: E731
         else:
-            call = lambda: self.app.revoke_grant(c.RevokeGrant(grant_id, reason))  # noqa: E731
+            call = lambda: self.app.execute(c.RevokeGrant(grant_id, reason))  # noqa: E731
         if self.send(approver, refusals, call, records=not repeat):
             grant.status, grant.decision = becomes, decision
 
@@ -473,7 +475,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if reference in m.bank_references:
             refusals.add(DuplicateBankReference)
         cmd = c.RecordPayment(self.new_id("P"), grant_id, amount, value_date, reference)
-        if self.send("treasury", refusals, lambda: self.app.record_payment(cmd)):
+        if self.send("treasury", refusals, lambda: self.app.execute(cmd)):
             m.payments[cmd.payment_id] = MPayment(grant_id, amount, value_date)
             m.bank_references.append(reference)
 
@@ -499,7 +501,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif returned[0] < payment.value_date:
             refusals.add(ValidationFailed)
         cmd = c.ReturnPayment(payment_id, *returned)
-        call = lambda: self.app.return_payment(cmd)  # noqa: E731
+        call = lambda: self.app.execute(cmd)  # noqa: E731
         if self.send("treasury", refusals, call, records=not repeat):
             payment.returned = returned
 
@@ -513,7 +515,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if m.assessed(grant_id) + amount > m.net_paid(grant_id):
             refusals.add(ClawbackExceedsPaid)
         cmd = c.AssessClawback(self.new_id("C"), grant_id, amount, "服务期未满")
-        if self.send("clerk-a", refusals, lambda: self.app.assess_clawback(cmd)):
+        if self.send("clerk-a", refusals, lambda: self.app.execute(cmd)):
             m.clawbacks[cmd.clawback_id] = MClawback(grant_id, amount)
 
     @precondition(lambda self: any(k.due > 0 for k in self.model.clawbacks.values()))
@@ -539,7 +541,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if reference in m.bank_references:
             refusals.add(DuplicateBankReference)
         cmd = c.RecordRecovery(clawback_id, self.new_id("R"), amount, self.day(day), reference)
-        if self.send("treasury", refusals, lambda: self.app.record_recovery(cmd)):
+        if self.send("treasury", refusals, lambda: self.app.execute(cmd)):
             clawback.recovered.append(amount)
             m.bank_references.append(reference)
 
@@ -573,7 +575,7 @@ class LedgerMachine(RuleBasedStateMachine):
         cmd = c.GrantWaiver(
             self.new_id("W"), m.talent_id, m.year, programme, "公寓 3-201", start_on, end_on, rent
         )
-        if self.send("clerk-b", refusals, lambda: self.app.grant_waiver(cmd)):
+        if self.send("clerk-b", refusals, lambda: self.app.execute(cmd)):
             m.waivers[cmd.waiver_id] = MWaiver(programme, start_on, end_on, rent)
 
     @precondition(lambda self: any(not w.ended_on for w in self.model.waivers.values()))
@@ -596,7 +598,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif not waiver.start_on <= ended_on <= waiver.end_on:
             refusals.add(ValidationFailed)
         cmd = c.EndWaiver(waiver_id, ended_on)
-        call = lambda: self.app.end_waiver(cmd)  # noqa: E731
+        call = lambda: self.app.execute(cmd)  # noqa: E731
         if self.send("clerk-b", refusals, call, records=not repeat):
             waiver.ended_on = ended_on
 
@@ -617,9 +619,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if m.closed and not repeat:
                 refusals.add(InvalidState)
             close = c.CloseFundYear(m.year, reason)
-            if self.send(
-                "admin", refusals, lambda: self.app.close_fund_year(close), records=not repeat
-            ):
+            if self.send("admin", refusals, lambda: self.app.execute(close), records=not repeat):
                 m.closed = reason
             return
         departed = (self.day(day), reason)
@@ -629,9 +629,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif departed[0] < m.arrived_on:
             refusals.add(ValidationFailed)
         depart = c.DepartTalent(m.talent_id, *departed)
-        if self.send(
-            "clerk-a", refusals, lambda: self.app.depart_talent(depart), records=not repeat
-        ):
+        if self.send("clerk-a", refusals, lambda: self.app.execute(depart), records=not repeat):
             m.departed = departed
 
     # invariants
@@ -709,7 +707,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 def test_random_commands_keep_the_budget_and_payment_rules(
-    ledger: LedgerApplication, worker: ProjectionWorker
+    ledger: Ledger, worker: ProjectionWorker
 ) -> None:
     class Machine(LedgerMachine):
         app = ledger
@@ -739,22 +737,22 @@ def test_random_commands_keep_the_budget_and_payment_rules(
     payments=st.lists(st.integers(min_value=1, max_value=40_000).map(fen), max_size=10),
 )
 def test_payments_are_accepted_exactly_while_they_fit_the_grant(
-    ledger: LedgerApplication, worker: ProjectionWorker, amount: Decimal, payments: list[Decimal]
+    ledger: Ledger, worker: ProjectionWorker, amount: Decimal, payments: list[Decimal]
 ) -> None:
     n = next(_examples)
     year, talent_id, grant_id = 2100 + n, f"y{n}-T", f"y{n}-G"
     with acting_as("admin", f"y{n}-req-0"):
-        ledger.open_fund_year(c.OpenFundYear(year, "CNY"))
-        ledger.appropriate(c.Appropriate(year, f"y{n}-A", "settling_in", "cash", amount, "ref"))
+        ledger.execute(c.OpenFundYear(year, "CNY"))
+        ledger.execute(c.Appropriate(year, f"y{n}-A", "settling_in", "cash", amount, "ref"))
     with acting_as("clerk", f"y{n}-req-1"):
-        ledger.register_talent(
+        ledger.execute(
             c.RegisterTalent(talent_id, "张伟", "A", "Acme", date(2000, 1, 1), date(9999, 12, 31))
         )
-        ledger.propose_grant(
+        ledger.execute(
             c.ProposeGrant(grant_id, talent_id, year, "settling_in", amount, "ref", "why")
         )
     with acting_as("approver", f"y{n}-req-2"):
-        ledger.approve_grant(c.ApproveGrant(grant_id, None), "approver")
+        ledger.execute(c.ApproveGrant(grant_id, None))
 
     accepted: list[Decimal] = []
     refused: list[int] = []
@@ -768,7 +766,7 @@ def test_payments_are_accepted_exactly_while_they_fit_the_grant(
         cmd = c.RecordPayment(f"y{n}-P{k}", grant_id, payment, date(year, 6, 1), f"y{n}-B{k}")
         try:
             with acting_as("treasury", f"y{n}-req-p{k}"):
-                ledger.record_payment(cmd)
+                ledger.execute(cmd)
         except Overpayment:
             refused.append(k)
         else:

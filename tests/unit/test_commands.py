@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from ledger import commands as c
+from ledger.usecases import commands as c
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ledger.exceptions import (
+from ledger.domain.audit_exceptions import (
     ClawbackFacts,
     Facts,
     GrantFacts,

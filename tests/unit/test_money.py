@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.money import MAXIMUM, MoneyFormatError, format_money, parse_money
+from ledger.domain.money import MAXIMUM, MoneyFormatError, format_money, parse_money
 
 
 @pytest.mark.parametrize(

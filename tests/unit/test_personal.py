@@ -12,7 +12,8 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.personal import (
+from ledger.entrypoints.runtime import ConfigurationError, Settings, master_key
+from ledger.usecases.personal import (
     SEALED_PREFIX,
     DataKey,
     MasterKeyMismatch,
@@ -21,7 +22,6 @@ from ledger.personal import (
     new_master_key,
     parse_master_key,
 )
-from ledger.runtime import ConfigurationError, Settings, master_key
 
 
 class MemoryKeyStore:

@@ -12,16 +12,17 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.reconciliation import (
+from ledger.adapters.statement_csv import HEADER, parse_statement
+from ledger.domain.reconciliation import (
     BUCKETS,
     Movement,
+    Statement,
     pack,
     reconcile,
     reconciliation_id,
     unpack,
     unpack_json,
 )
-from ledger.statements import HEADER, Statement, parse_statement
 
 LINE_BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger")
 MONEY_RE = re.compile(r"^[0-9]+\.[0-9]{2}$")

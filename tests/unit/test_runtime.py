@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from ledger.runtime import tune_collector
+from ledger.entrypoints.runtime import tune_collector
 
 
 def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_startup_heap() -> None:

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.statements import HEADER, StatementLine, StatementRejected, parse_statement
+from ledger.adapters.statement_csv import HEADER, parse_statement
+from ledger.domain.errors import StatementRejected
+from ledger.domain.reconciliation import StatementLine
 
 HEAD = ",".join(HEADER) + "\n"
 BOM = b"\xef\xbb\xbf"

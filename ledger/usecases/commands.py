@@ -1,7 +1,10 @@
-"""Commands: validated intentions, as the application receives them from any caller.
+"""Commands: validated intentions, as the use cases receive them from any caller.
 
-A create command's `fingerprint` is what makes retries safe: the same id with the
-same fingerprint is a replay, the same id with another is an `idempotency_conflict`.
+Each field is declared once, here, with the form its value must have
+(`ledger.domain.values`); the HTTP layer derives its request bodies from these
+classes. A create command's `fingerprint` is what makes retries safe: the same id
+with the same fingerprint is a replay, the same id with another is an
+`idempotency_conflict`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import json
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+
+from ledger.domain.budget import LineKind
+from ledger.domain.values import Currency, Identifier, Slug, Text, Year
 
 
 def fingerprint(command: object) -> str:
@@ -24,79 +30,79 @@ def fingerprint(command: object) -> str:
 
 @dataclass(frozen=True)
 class OpenFundYear:
-    year: int
-    currency: str
+    year: Year
+    currency: Currency
 
 
 @dataclass(frozen=True)
 class Appropriate:
-    year: int
-    appropriation_id: str
-    programme: str
-    kind: str
+    year: Year
+    appropriation_id: Identifier
+    programme: Slug
+    kind: LineKind
     amount: Decimal
-    reference: str
+    reference: Text
 
 
 @dataclass(frozen=True)
 class CloseFundYear:
-    year: int
-    reason: str
+    year: Year
+    reason: Text
 
 
 @dataclass(frozen=True)
 class RegisterTalent:
-    talent_id: str
-    name: str
-    category: str
-    employer: str
+    talent_id: Identifier
+    name: Text
+    category: Slug
+    employer: Text
     arrived_on: date
     service_commitment_until: date
 
 
 @dataclass(frozen=True)
 class DepartTalent:
-    talent_id: str
+    talent_id: Identifier
     departed_on: date
-    reason: str
+    reason: Text
 
 
 @dataclass(frozen=True)
 class ProposeGrant:
-    grant_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
+    grant_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
     amount: Decimal
-    policy_reference: str
-    reason: str
+    policy_reference: Text
+    reason: Text
 
 
 @dataclass(frozen=True)
 class ApproveGrant:
-    grant_id: str
-    note: str | None
+    grant_id: Identifier
+    note: Text | None = None
 
 
 @dataclass(frozen=True)
 class RejectGrant:
-    grant_id: str
-    reason: str
+    grant_id: Identifier
+    reason: Text
 
 
 @dataclass(frozen=True)
 class RevokeGrant:
-    grant_id: str
-    reason: str
+    grant_id: Identifier
+    reason: Text
 
 
 @dataclass(frozen=True)
 class GrantWaiver:
-    waiver_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
-    apartment: str
+    waiver_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
+    apartment: Text
     start_on: date
     end_on: date
     monthly_rent: Decimal
@@ -104,38 +110,38 @@ class GrantWaiver:
 
 @dataclass(frozen=True)
 class EndWaiver:
-    waiver_id: str
+    waiver_id: Identifier
     ended_on: date
 
 
 @dataclass(frozen=True)
 class RecordPayment:
-    payment_id: str
-    grant_id: str
+    payment_id: Identifier
+    grant_id: Identifier
     amount: Decimal
     value_date: date
-    bank_reference: str
+    bank_reference: Identifier
 
 
 @dataclass(frozen=True)
 class ReturnPayment:
-    payment_id: str
+    payment_id: Identifier
     returned_on: date
-    reason: str
+    reason: Text
 
 
 @dataclass(frozen=True)
 class AssessClawback:
-    clawback_id: str
-    grant_id: str
+    clawback_id: Identifier
+    grant_id: Identifier
     amount: Decimal
-    reason: str
+    reason: Text
 
 
 @dataclass(frozen=True)
 class RecordRecovery:
-    clawback_id: str
-    recovery_id: str
+    clawback_id: Identifier
+    recovery_id: Identifier
     amount: Decimal
     value_date: date
-    bank_reference: str
+    bank_reference: Identifier

@@ -1,4 +1,4 @@
-"""Composition root: settings from the environment, the database, the application."""
+"""Composition root: settings from the environment, the database, the ledger."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
-from ledger.application import LedgerApplication
-from ledger.personal import Vault, new_master_key, parse_master_key
-from ledger.pool import use_ledger_pool
-from ledger.store import LedgerRecorder, PostgresKeyStore, migrate
-from projections.schema import MIGRATIONS as PROJECTION_MIGRATIONS
+from ledger.adapters.memory import MemoryKeyStore
+from ledger.adapters.pool import use_ledger_pool
+from ledger.adapters.postgres import MIGRATIONS, LedgerRecorder, migrate
+from ledger.adapters.talent_keys import PostgresKeyStore
+from ledger.usecases.ledger import Ledger
+from ledger.usecases.personal import Vault, new_master_key, parse_master_key
 
 EMBEDDED_DBNAME = "ledger"
 
@@ -126,14 +127,14 @@ def _kept_master_key(data_dir: Path) -> str:
     return path.read_text()
 
 
-def open_ledger(url: str, settings: Settings) -> LedgerApplication:
-    """The application on `url`, its schema created or upgraded first."""
+def open_ledger(url: str, settings: Settings) -> Ledger:
+    """The ledger on `url`, its schema created or upgraded first."""
     key = master_key(settings)
     params = conninfo_to_dict(url)
-    app = LedgerApplication(
+    app = Ledger(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "APPLICATION_RECORDER_TOPIC": "ledger.store:LedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.adapters.postgres:LedgerRecorder",
             "CREATE_TABLE": "n",
             "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
             "POSTGRES_HOST": str(params.get("host") or "localhost"),
@@ -154,6 +155,20 @@ def open_ledger(url: str, settings: Settings) -> LedgerApplication:
     recorder = app.recorder
     assert isinstance(recorder, LedgerRecorder)
     use_ledger_pool(recorder.datastore)  # rides out a database restart
-    migrate(recorder.datastore, recorder, PROJECTION_MIGRATIONS)
+    migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
+    return app
+
+
+def open_memory_ledger() -> Ledger:
+    """A ledger held in memory (its events, the talents' keys), with a master key of its
+    own: every use case and rule runs as on PostgreSQL, in microseconds."""
+    app = Ledger(
+        env={
+            "PERSISTENCE_MODULE": "ledger.adapters.memory:MemoryFactory",
+            "AGGREGATE_CACHE_MAXSIZE": "10000",
+            "AGGREGATE_CACHE_FASTFORWARD": "y",
+        }
+    )
+    app.vault = Vault(parse_master_key(new_master_key()), MemoryKeyStore())
     return app

@@ -1,8 +1,9 @@
-"""Matching a bank statement against the ledger's bank movements (CONTRACT §6).
+"""Bank statements and their reconciliation against the ledger's bank movements.
 
-Pure: given the statement lines and the movements the ledger expects, it answers
-the report. Each statement line lands in exactly one bucket; a ledger movement can
-be claimed by one line only, so a duplicated statement line is `unknown_in_ledger`.
+Matching is pure: given the statement lines and the movements the ledger expects, it
+answers the report. Each statement line lands in exactly one bucket; a ledger
+movement can be claimed by one line only, so a duplicated statement line is
+`unknown_in_ledger`. The report is recorded whole in one `Reconciliation` event.
 """
 
 from __future__ import annotations
@@ -10,17 +11,43 @@ from __future__ import annotations
 import base64
 import zlib
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple
+from uuid import UUID
 
 import orjson
+from eventsourcing.domain import event
 
-from ledger.money import format_money
-from ledger.statements import Statement, StatementLine
+from ledger.domain.base import LedgerAggregate, stream_id
+from ledger.domain.money import format_money
 
 DATE_TOLERANCE_DAYS = 3
 BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger", "missing_in_bank")
+DIRECTIONS = ("debit", "credit")
+
+
+class StatementLine(NamedTuple):
+    line: int
+    value_date: date
+    bank_reference: str
+    amount: Decimal
+    direction: str  # debit (money out: payments) or credit (returns, recoveries)
+    counterparty: str
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A parsed bank statement, named by the SHA-256 of the file it came from."""
+
+    sha256: str
+    lines: tuple[StatementLine, ...]
+
+    @property
+    def period(self) -> tuple[date, date]:
+        days = [line.value_date for line in self.lines]
+        return min(days), max(days)
 
 
 class Movement(NamedTuple):
@@ -139,3 +166,27 @@ def unpack_json(packed: str) -> bytes:
 def unpack(packed: str) -> dict[str, Any]:
     report: dict[str, Any] = orjson.loads(unpack_json(packed))
     return report
+
+
+class Reconciliation(LedgerAggregate):
+    """One imported bank statement and what it matched. Its id comes from the file's
+    SHA-256, so importing the file again finds this stream and records nothing."""
+
+    @staticmethod
+    def create_id(reconciliation_id: str) -> UUID:
+        return stream_id("reconciliations", reconciliation_id)
+
+    class Imported(LedgerAggregate.Created):
+        reconciliation_id: str
+        sha256: str
+        report_packed: str
+
+    @event(Imported)
+    def __init__(self, reconciliation_id: str, sha256: str, report_packed: str) -> None:
+        self.reconciliation_id = reconciliation_id
+        self.sha256 = sha256
+        self.report_packed = report_packed
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return unpack(self.report_packed)

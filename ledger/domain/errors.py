@@ -72,3 +72,15 @@ class ValidationFailed(LedgerError):
         super().__init__(detail)
         self.field = field
         self.where = where  # "body", or "query" for a query parameter
+
+
+class StatementRejected(LedgerError):
+    """A bank statement we cannot read, refused whole; `line` is 1-based (a CSV's
+    header is line 1)."""
+
+    code = "validation_error"
+
+    def __init__(self, line: int, field: str, detail: str) -> None:
+        super().__init__(f"line {line}: {detail}")
+        self.line = line
+        self.field = field

@@ -1,17 +1,15 @@
-"""Proof that the history is untampered: recompute the hash chain, independently of
-the database function that wrote it."""
+"""Proof that the stored history is untampered: recompute the hash chain from the
+event table, independently of the database function that wrote it."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
-from ledger.store import EVENTS_TABLE, GENESIS
+from ledger.adapters.postgres import EVENTS_TABLE
+from ledger.domain.chain import GENESIS, event_digest
 
 
 @dataclass(frozen=True)
@@ -20,21 +18,6 @@ class Verification:
     events_checked: int
     head: str
     first_bad_position: int | None
-
-
-def event_digest(
-    prev: bytes,
-    position: int,
-    originator_id: UUID,
-    version: int,
-    topic: str,
-    state: bytes,
-    recorded_at: datetime,
-) -> bytes:
-    """The same bytes as the `ledger_event_digest` SQL function hashes."""
-    instant = recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    head = f"{position}|{originator_id}|{version}|{topic}|".encode()
-    return hashlib.sha256(prev + head + state + f"|{instant}".encode()).digest()
 
 
 def verify_chain(datastore: PostgresDatastore) -> Verification:

@@ -1,4 +1,4 @@
-"""Bank statements (CONTRACT §6): parsed strictly, or refused naming the line.
+"""Bank statements as CSV: parsed strictly, or refused naming the line.
 
 A statement that is wrong anywhere is refused whole: reconciling half a file would
 leave treasury believing lines were checked that never were.
@@ -12,49 +12,15 @@ import hashlib
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
-from typing import NamedTuple
 
-from ledger.errors import LedgerError
-from ledger.money import MoneyFormatError, parse_money
+from ledger.domain.errors import StatementRejected
+from ledger.domain.money import MoneyFormatError, parse_money
+from ledger.domain.reconciliation import DIRECTIONS, Statement, StatementLine
 
 HEADER = ("value_date", "bank_reference", "amount", "direction", "counterparty")
-DIRECTIONS = ("debit", "credit")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _REFERENCE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
-
-
-class StatementRejected(LedgerError):
-    """The file is not a statement we can read; `line` is 1-based, the header is 1."""
-
-    code = "validation_error"
-
-    def __init__(self, line: int, field: str, detail: str) -> None:
-        super().__init__(f"line {line}: {detail}")
-        self.line = line
-        self.field = field
-
-
-class StatementLine(NamedTuple):
-    line: int
-    value_date: date
-    bank_reference: str
-    amount: Decimal
-    direction: str
-    counterparty: str
-
-
-@dataclass(frozen=True)
-class Statement:
-    sha256: str
-    lines: tuple[StatementLine, ...]
-
-    @property
-    def period(self) -> tuple[date, date]:
-        days = [line.value_date for line in self.lines]
-        return min(days), max(days)
 
 
 def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = None) -> Statement:

@@ -1,10 +1,11 @@
-"""The event store on PostgreSQL: eventsourcing's recorder, made stricter.
+"""The event store on PostgreSQL (`ledger.engine.store`): eventsourcing's recorder,
+made stricter, and the schema of everything the ledger stores besides read models.
 
 Events are appended in an `AppendSession`: a transaction holding the library's table
-lock (so positions follow commit order), in which the application re-checks the
-version of every aggregate a command read and decides again on what changed before
-it appends. This is what makes budget, payment and bank-reference rules race-free
-across threads and processes.
+lock (so positions follow commit order), in which the engine re-checks the version of
+every aggregate a command read and decides again on what changed before it appends.
+This is what makes budget, payment and bank-reference rules race-free across threads
+and processes.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from eventsourcing.postgres import (
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from ledger.domain.chain import GENESIS
+
 EVENTS_TABLE = "ledger_events"
-GENESIS = bytes(32)  # the "previous hash" of the first event
 GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
@@ -242,7 +244,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         # called from PL/pgSQL is run, not inlined, for every row, and this is the
         # append lock's critical section (5,000 rows in one statement: 77-79 -> 65-69
         # µs per row). The function stays: it states the digest, and tests hold the
-        # trigger, it and `ledger.audit.event_digest` to the same bytes.
+        # trigger, it and `ledger.domain.chain.event_digest` to the same bytes.
         "events-hash-chain-digest-inline",
         f"""
         CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -267,13 +269,18 @@ MIGRATIONS: list[tuple[str, str]] = [
 
 
 def migrate(
-    datastore: PostgresDatastore, recorder: LedgerRecorder, more: Sequence[tuple[str, str]]
+    datastore: PostgresDatastore,
+    steps: Sequence[tuple[str, str]],
+    *,
+    recorder: LedgerRecorder | None = None,
 ) -> None:
-    """Create or upgrade the schema; safe when several processes start at once."""
+    """Apply the `steps` not applied yet (after creating the event table, given its
+    `recorder`); safe when several processes start at once."""
     with datastore.get_connection() as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
         try:
-            recorder.create_table()
+            if recorder is not None:
+                recorder.create_table()
             with datastore.transaction(commit=True) as curs:
                 curs.execute(
                     "CREATE TABLE IF NOT EXISTS ledger_schema (name text PRIMARY KEY, "
@@ -281,49 +288,12 @@ def migrate(
                 )
                 curs.execute("SELECT name FROM ledger_schema")
                 done = {row["name"] for row in curs.fetchall()}
-                for name, statement in [*MIGRATIONS, *more]:
+                for name, statement in steps:
                     if name not in done:
                         curs.execute(statement)  # fixed DDL text
                         curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
-
-
-class PostgresKeyStore:
-    """`ledger.personal.KeyStore` on the `talent_keys` table."""
-
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self._datastore = datastore
-
-    def get_or_add(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes | None]:
-        ids = list(wrapped)
-        with self._datastore.transaction(commit=True) as curs:
-            curs.execute(
-                "INSERT INTO talent_keys (talent_id, wrapped) "
-                "SELECT * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT (talent_id) DO NOTHING",
-                (ids, list(wrapped.values())),
-            )
-            # a second statement: it sees keys other transactions committed meanwhile
-            curs.execute(
-                "SELECT talent_id, wrapped FROM talent_keys WHERE talent_id = ANY(%s)", (ids,)
-            )
-            rows = curs.fetchall()
-        return {r["talent_id"]: None if r["wrapped"] is None else bytes(r["wrapped"]) for r in rows}
-
-    def find(self, talent_id: str) -> bytes | None:
-        with statements(self._datastore) as curs:
-            curs.execute("SELECT wrapped FROM talent_keys WHERE talent_id = %s", (talent_id,))
-            row = curs.fetchone()
-        return None if row is None or row["wrapped"] is None else bytes(row["wrapped"])
-
-    def destroy(self, talent_id: str) -> bool:
-        with self._datastore.transaction(commit=True) as curs:
-            curs.execute(
-                "UPDATE talent_keys SET wrapped = NULL, destroyed_at = now() "
-                "WHERE talent_id = %s AND wrapped IS NOT NULL",
-                (talent_id,),
-            )
-            return bool(curs.rowcount)
 
 
 @contextmanager

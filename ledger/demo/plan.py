@@ -1,4 +1,4 @@
-"""Demo data set: the city's talent programme 2019-2023, as its published figures tell it.
+"""The demo's plan: the city's talent programme 2019-2023, as its published figures tell it.
 
 It reproduces the programme's published results for fund years 2019 to 2023:
 364 talents introduced (95 masters, 117 graduates of "double first-class"
@@ -6,39 +6,38 @@ universities), ¥3,030,000.00 of settling-in allowances and rent subsidies paid
 (net of bank returns), free rent in 2 talent apartment buildings, and 44 talent
 projects funded. People, employers and document numbers are invented.
 
-The data is planned first, as a list of commands, and then recorded through the
-application's use cases, exactly as API clients would record it: so the demo also
-exercises every rule (maker-checker, budgets, departures, clawback limits).
+The data is planned first, as a list of commands (here), and then recorded through
+the ledger's use cases (`ledger.demo.load_demo`), exactly as API clients would
+record it: so the demo also exercises every rule (maker-checker, budgets,
+departures, clawback limits).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
-from typing import Any
+from typing import Final
 
-from ledger import commands as c
-from ledger.application import LedgerApplication
-from ledger.context import acting_as
-from ledger.money import FEN, ZERO
+from ledger.domain.budget import LineKind
+from ledger.domain.money import FEN, ZERO
+from ledger.usecases import commands as c
 
 SEED = 20_240_315
 YEARS = range(2019, 2024)
 CLOSED_YEARS = range(2019, 2023)
-CURRENCY = "CNY"
+CURRENCY: Final = "CNY"
 #: the published total of settling-in allowances and rent subsidies paid
 PUBLISHED_CASH_PAID = Decimal("3030000.00")
 CASH_PROGRAMMES = ("settling_in", "rent_subsidy")
 #: programme lines of every fund year: kind, and the step its budget is rounded up to
 LINES = {
-    "settling_in": ("cash", 50_000),
-    "rent_subsidy": ("cash", 50_000),
-    "housing": ("in_kind", 50_000),
-    "project_support": ("cash", 500_000),
+    "settling_in": (LineKind.CASH, 50_000),
+    "rent_subsidy": (LineKind.CASH, 50_000),
+    "housing": (LineKind.IN_KIND, 50_000),
+    "project_support": (LineKind.CASH, 500_000),
 }
 
 ADMIN = "demo-admin"
@@ -133,38 +132,6 @@ PROJECT_TITLES = (
 )
 
 Step = tuple[str, object]
-
-
-def load_demo(ledger: LedgerApplication) -> None:
-    """Record the demo into an empty ledger, one use case (one transaction) per step."""
-    for number, (actor, command) in enumerate(plan_demo(), start=1):
-        with acting_as(actor, f"demo-{number:05d}"):
-            _execute(ledger, actor, command)
-
-
-def _execute(ledger: LedgerApplication, actor: str, command: object) -> None:
-    if isinstance(command, c.ApproveGrant):
-        ledger.approve_grant(command, actor)  # maker-checker: whoever acts approves
-    else:
-        _USE_CASES[type(command)](ledger, command)
-
-
-_USE_CASES: dict[type, Callable[[LedgerApplication, Any], object]] = {
-    c.OpenFundYear: LedgerApplication.open_fund_year,
-    c.Appropriate: LedgerApplication.appropriate,
-    c.CloseFundYear: LedgerApplication.close_fund_year,
-    c.RegisterTalent: LedgerApplication.register_talent,
-    c.DepartTalent: LedgerApplication.depart_talent,
-    c.ProposeGrant: LedgerApplication.propose_grant,
-    c.RejectGrant: LedgerApplication.reject_grant,
-    c.RevokeGrant: LedgerApplication.revoke_grant,
-    c.GrantWaiver: LedgerApplication.grant_waiver,
-    c.EndWaiver: LedgerApplication.end_waiver,
-    c.RecordPayment: LedgerApplication.record_payment,
-    c.ReturnPayment: LedgerApplication.return_payment,
-    c.AssessClawback: LedgerApplication.assess_clawback,
-    c.RecordRecovery: LedgerApplication.record_recovery,
-}
 
 
 def plan_demo() -> list[Step]:

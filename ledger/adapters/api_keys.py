@@ -10,18 +10,12 @@ import hashlib
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 
 from eventsourcing.postgres import PostgresDatastore
 
-ROLES = ("admin", "clerk", "approver", "treasury", "auditor")
+from ledger.domain.roles import ROLES, Principal
+
 KEY_PREFIX = "tl_"
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    roles: frozenset[str]
 
 
 def _digest(key: str) -> str:

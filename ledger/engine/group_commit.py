@@ -6,9 +6,9 @@ writes whatever the concurrency. Here one writer thread per process runs the wai
 commands one after another on a shared unit of work (so a hot fund year is loaded
 once and never conflicts with itself) and appends all their events in one
 transaction. Every rule still holds: each command decides on the state left by the
-ones before it, and `LedgerApplication.commit` re-checks everything read under the
-append lock, where the whole group decides again on what changed. Each caller gets
-its own result and position; a refused command records nothing.
+ones before it, and the engine's `commit` re-checks everything read under the append
+lock, where the whole group decides again on what changed. Each caller gets its own
+result and position; a refused command records nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from ledger.errors import LedgerError
-
-if TYPE_CHECKING:
-    from ledger.application import LedgerApplication, Outcome, UnitOfWork
+from ledger.domain.errors import LedgerError
+from ledger.engine.outcome import Attempt, Committed, Outcome
+from ledger.engine.unit_of_work import UnitOfWork, run_in
 
 T = TypeVar("T")
+
+
+class Committing(Protocol):
+    """The engine, as the writer uses it."""
+
+    def commit(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]: ...
+
 
 MAX_GROUP = 128
 
@@ -46,7 +52,7 @@ class _Leaked(Exception):
 
 
 class GroupCommitter:
-    def __init__(self, app: LedgerApplication) -> None:
+    def __init__(self, app: Committing) -> None:
         self._app = app
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
@@ -90,8 +96,6 @@ class GroupCommitter:
                 self._fail(group, e)
 
     def _commit(self, group: list[_Item]) -> None:
-        from ledger.application import Attempt  # noqa: PLC0415 - import cycle
-
         def attempt(uow: UnitOfWork) -> Attempt[tuple[dict[int, Any], dict[int, BaseException]]]:
             refused: dict[int, BaseException] = {}
             try:
@@ -127,8 +131,6 @@ class GroupCommitter:
         self, uow: UnitOfWork, group: list[_Item], refused: dict[int, BaseException]
     ) -> dict[int, tuple[Outcome[Any], list[Any]]]:
         """Each command on the shared unit of work, with the events it added."""
-        from ledger.application import run_in  # noqa: PLC0415 - import cycle
-
         done: dict[int, tuple[Outcome[Any], list[Any]]] = {}
         for index, item in enumerate(group):
             mark = uow.mark()
@@ -136,6 +138,7 @@ class GroupCommitter:
                 outcome = item.context.run(run_in, uow, item.call)
             except LedgerError as e:
                 refused[index] = e
+                uow.discard_created_since(mark)
                 if uow.events_since(mark):
                     raise _Leaked(index) from e
                 continue

@@ -1,4 +1,4 @@
-"""Red flags an auditor must see (CONTRACT §7), computed from plain facts.
+"""Red flags an auditor must see (the exceptions report), computed from plain facts.
 
 Pure functions: the read models gather the facts, this module judges them, so each
 rule can be tested firing and not firing without a database.
@@ -6,7 +6,6 @@ rule can be tested firing and not firing without a database.
 
 from __future__ import annotations
 
-from calendar import monthrange
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -14,7 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 from typing import Any
 
-from ledger.money import FEN, ZERO, format_money
+from ledger.domain.dates import whole_months
+from ledger.domain.money import FEN, ZERO, format_money
 
 CLAWBACK_OVERDUE_DAYS = 90
 UNPAID_DAYS = 180
@@ -80,23 +80,6 @@ class Facts:
     payments: list[PaymentFacts] = field(default_factory=list)
     clawbacks: list[ClawbackFacts] = field(default_factory=list)
     unmatched: list[UnmatchedLine] = field(default_factory=list)
-
-
-def add_months(day: date, months: int) -> date:
-    """The same day `months` later, or that month's last day when it has no such day."""
-    year, month = divmod(day.month - 1 + months, 12)
-    year, month = day.year + year, month + 1
-    return date(year, month, min(day.day, monthrange(year, month)[1]))
-
-
-def whole_months(start: date, last_day: date) -> int:
-    """Whole months from `start` through `last_day` included (2024-01-05 to 2029-01-04
-    is 60; 2024-01-31 to 2024-02-28 is 1): the months a talent served or promised."""
-    end = last_day + timedelta(days=1)
-    months = (end.year - start.year) * 12 + end.month - start.month
-    if add_months(start, months) > end:
-        months -= 1
-    return max(months, 0)
 
 
 def pro_rata_clawback(
@@ -244,7 +227,7 @@ def _unmatched_lines(facts: Facts) -> list[dict[str, Any]]:
 
 
 def find_exceptions(facts: Facts, today: date) -> list[dict[str, Any]]:
-    """Every red flag of CONTRACT §7 in `facts`, as of `today`."""
+    """Every red flag of the exceptions report in `facts`, as of `today`."""
     return [
         *_departures(facts),
         *_overdue_clawbacks(facts, today),

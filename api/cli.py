@@ -1,0 +1,59 @@
+"""`ledger serve`: the HTTP API (added to the command through the entry-point group
+`ledger.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import sys
+
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.postgres import datastore_of
+from ledger.demo import load_demo
+from ledger.domain.roles import ROLES
+from ledger.entrypoints.runtime import Settings, database_url, master_key, open_ledger
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    url = database_url(settings)
+    ledger = open_ledger(url, settings)
+    try:
+        if args.demo:
+            datastore = datastore_of(ledger)
+            if ledger.store.max_notification_id() is None:
+                load_demo(ledger)
+            for role in ROLES:
+                key = create_key(datastore, f"demo-{role}", [role])
+                print(f"{role:>9}: {key}", flush=True)
+    finally:
+        ledger.close()
+    # Worker processes find the database the parent resolved (and keeps running),
+    # and the master key that opens it.
+    os.environ["LEDGER_DATABASE_URL"] = url
+    os.environ["LEDGER_MASTER_KEY"] = base64.b64encode(master_key(settings)).decode()
+    # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
+    # embedded PostgreSQL this process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        "api.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_config=None,
+    )
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP API and the projection workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.add_argument("--demo", action="store_true", help="load demo data into an empty ledger")
+    serve.set_defaults(run=_serve)

@@ -1,0 +1,80 @@
+"""The ledger's stores in memory: the engine's event store (`ledger.engine.store`) and
+the talents' key store, for tests of every use case and rule without a database.
+
+The append lock is the recorder's own lock, held for the whole session, as
+PostgreSQL's table lock is: nothing else can be appended meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
+
+
+class MemoryReads:
+    def __init__(self, recorder: MemoryRecorder) -> None:
+        self._recorder = recorder
+
+    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
+        with self._recorder.locked():
+            current = {i: self._recorder.version(i) for i in read_versions}
+        return {i: v for i, v in current.items() if v != read_versions[i]}
+
+    def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        with self._recorder.locked():
+            return [e for i, v in versions.items() for e in self._recorder.select_events(i, gt=v)]
+
+
+class MemoryAppendSession(MemoryReads):
+    """Reads made holding the append lock."""
+
+
+class MemoryRecorder(POPOApplicationRecorder):
+    def locked(self) -> AbstractContextManager[bool]:
+        """The recorder's lock, which every insert takes."""
+        return self._database_lock
+
+    def version(self, aggregate_id: UUID) -> int:
+        index = self._stored_events_index.get(str(aggregate_id))
+        return max(index) if index else 0
+
+    @contextmanager
+    def reads(self) -> Iterator[MemoryReads]:
+        yield MemoryReads(self)
+
+    @contextmanager
+    def append_session(self) -> Iterator[MemoryAppendSession]:
+        with self._database_lock:
+            yield MemoryAppendSession(self)
+
+
+class MemoryFactory(POPOFactory):
+    """eventsourcing's in-memory persistence, with the recorder above."""
+
+    def application_recorder(self) -> MemoryRecorder:
+        return MemoryRecorder()
+
+
+class MemoryKeyStore:
+    """`ledger.usecases.personal.KeyStore` in a dict."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes | None] = {}
+
+    def get_or_add(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        for talent_id, key in wrapped.items():
+            self._keys.setdefault(talent_id, key)
+        return {talent_id: self._keys[talent_id] for talent_id in wrapped}
+
+    def find(self, talent_id: str) -> bytes | None:
+        return self._keys.get(talent_id)
+
+    def destroy(self, talent_id: str) -> bool:
+        had = self._keys.get(talent_id) is not None
+        if talent_id in self._keys:
+            self._keys[talent_id] = None
+        return had

@@ -1,0 +1,86 @@
+"""What every aggregate of the ledger shares: ids from business keys, and events
+stamped with who recorded them in which request.
+
+Public methods check the rules and raise a `LedgerError`; the private `@event`
+methods only assign state, because they run again each time an aggregate is
+rebuilt from its events. Ids are derived from the client's business keys, so the
+same key always names the same stream and a second create collides in the store.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from ledger.domain.context import actor_cvar, request_id_cvar
+from ledger.domain.errors import IdempotencyConflict
+
+
+@lru_cache(maxsize=65_536)  # a hash per call, and each command names its streams often
+def stream_id(kind: str, key: str) -> UUID:
+    """The aggregate id of a business key, e.g. `stream_id("grants", "G-1")`."""
+    return uuid5(NAMESPACE_URL, f"/{kind}/{key}")
+
+
+def is_retry(existing: Any, fingerprint: str, what: str) -> bool:
+    """Whether `existing` (a resource, or None) was made by this very request, and is
+    to be answered as it was: the same id with another body is an
+    `idempotency_conflict`."""
+    if existing is None:
+        return False
+    if existing.fingerprint != fingerprint:
+        raise IdempotencyConflict(f"{what} exists with a different body")
+    return True
+
+
+class LedgerAggregate(Aggregate):
+    """Stamps every event with who recorded it and in which request.
+
+    The stamp comes from context (`ledger.domain.context`), never from a request body;
+    an `@event` method that needs it declares `actor: str = ""` and receives the stamp.
+    """
+
+    # whether its history grows without bound, so that a first read is worth
+    # doing ahead of a decision's checks (`ledger.engine.engine`)
+    LONG_HISTORY = False
+
+    class Event(Aggregate.Event):
+        actor: str
+        request_id: str
+
+    class Created(Event, Aggregate.Created):
+        pass
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        super().trigger_event(event_class, **_stamped(kwargs))
+
+    @classmethod
+    def _create(cls, event_class: Any, **kwargs: Any) -> Any:
+        return super()._create(event_class, **_stamped(kwargs))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """Copies what can change and shares what cannot (values and recorded events
+        are immutable): every command works on copies, so this is on the hot path."""
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        for name, value in self.__dict__.items():
+            if type(value) in _IMMUTABLE:
+                state[name] = value
+            elif name == "_pending_events":
+                state[name] = list(value)
+            else:
+                state[name] = deepcopy(value, memo)
+        return clone
+
+
+_IMMUTABLE = frozenset({str, int, bool, Decimal, UUID, date, datetime, type(None)})
+
+
+def _stamped(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "actor": actor_cvar.get(), "request_id": request_id_cvar.get()}

@@ -1,0 +1,252 @@
+"""Cash grants: proposed (budget reserved), approved by another person, paid."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from ledger.domain.base import LedgerAggregate, stream_id
+from ledger.domain.budget import FundYear, LineKind
+from ledger.domain.clawbacks import Clawback
+from ledger.domain.context import actor_cvar
+from ledger.domain.errors import ClawbackExceedsPaid, InvalidState, Overpayment, SelfApproval
+from ledger.domain.money import ZERO
+from ledger.domain.payments import Payment
+
+
+class Grant(LedgerAggregate):
+    """A cash grant (a `Benefit` of a cash line): proposed, approved by another person
+    than its proposer, paid up to its amount."""
+
+    KIND: ClassVar[str] = "grant"
+    LINE_KIND: ClassVar[LineKind] = LineKind.CASH
+
+    @staticmethod
+    def create_id(grant_id: str) -> UUID:
+        return stream_id("grants", grant_id)
+
+    class Proposed(LedgerAggregate.Created):
+        grant_id: str
+        talent_id: str
+        fund_year: int
+        programme: str
+        amount: Decimal
+        policy_reference: str
+        reason: str
+        fingerprint: str
+
+    @event(Proposed)
+    def __init__(
+        self,
+        grant_id: str,
+        talent_id: str,
+        fund_year: int,
+        programme: str,
+        amount: Decimal,
+        policy_reference: str,
+        reason: str,
+        fingerprint: str,
+        actor: str = "",
+    ) -> None:
+        self.grant_id = grant_id
+        self.talent_id = talent_id
+        self.fund_year = fund_year
+        self.programme = programme
+        self.amount = amount
+        self.policy_reference = policy_reference
+        self.reason = reason
+        self.fingerprint = fingerprint
+        self.proposed_by = actor
+        self.status = "proposed"
+        self.decision_by: str | None = None
+        self.decision_note: str | None = None
+        self.paid = ZERO
+        self.returned = ZERO
+        self.clawed_back = ZERO
+
+    @property
+    def benefit_id(self) -> str:
+        return self.grant_id
+
+    @property
+    def reserved(self) -> Decimal:
+        return self.amount
+
+    @property
+    def in_year_dates(self) -> dict[str, date]:
+        return {}
+
+    @property
+    def net_paid(self) -> Decimal:
+        return self.paid - self.returned
+
+    @property
+    def effective_amount(self) -> Decimal:
+        """What the grant holds of its line's budget: its amount; none once rejected,
+        its net paid once revoked."""
+        if self.status == "rejected":
+            return ZERO
+        if self.status == "revoked":
+            return self.net_paid
+        return self.amount
+
+    @property
+    def payable(self) -> Decimal:
+        return self.amount - self.net_paid if self.status == "approved" else ZERO
+
+    def _repeat(self, status: str, note: str | None) -> bool:
+        """True when the grant is already `status` for this very note: answer, record nothing."""
+        if self.status != status:
+            return False
+        if note != self.decision_note:
+            raise InvalidState(f"grant {self.grant_id} is already {status}")
+        return True
+
+    def _require(self, status: str, action: str) -> None:
+        if self.status != status:
+            raise InvalidState(f"cannot {action} grant {self.grant_id}: it is {self.status}")
+
+    class Approved(LedgerAggregate.Event):
+        note: str | None
+
+    def approve(self, note: str | None) -> None:
+        """Approved by whoever is acting (`ledger.domain.context`), never its proposer."""
+        if self._repeat("approved", note):
+            return
+        self._require("proposed", "approve")
+        approver = actor_cvar.get()
+        if approver == self.proposed_by:
+            raise SelfApproval(f"{approver} proposed grant {self.grant_id} and cannot approve it")
+        self._approved(note)
+
+    @event(Approved)
+    def _approved(self, note: str | None, actor: str = "") -> None:
+        self.status = "approved"
+        self.decision_note = note
+        self.decision_by = actor
+
+    class Rejected(LedgerAggregate.Event):
+        reason: str
+
+    def reject(self, reason: str, budget: FundYear) -> None:
+        """Reject a proposal: its whole amount goes back to the budget."""
+        if self._repeat("rejected", reason):
+            return
+        self._require("proposed", "reject")
+        self._rejected(reason)
+        budget.release(self, self.amount)
+
+    @event(Rejected)
+    def _rejected(self, reason: str, actor: str = "") -> None:
+        self.status = "rejected"
+        self.decision_note = reason
+        self.decision_by = actor
+
+    class Revoked(LedgerAggregate.Event):
+        reason: str
+        released: Decimal
+
+    def revoke(self, reason: str, budget: FundYear) -> None:
+        """Revoke an approved grant: nothing more is payable, the unpaid remainder goes
+        back to the budget."""
+        if self._repeat("revoked", reason):
+            return
+        self._require("approved", "revoke")
+        released = self.amount - self.net_paid
+        self._revoked(reason, released)
+        budget.release(self, released)
+
+    @event(Revoked)
+    def _revoked(self, reason: str, released: Decimal, actor: str = "") -> None:
+        self.status = "revoked"
+        self.decision_note = reason
+        self.decision_by = actor
+
+    class Paid(LedgerAggregate.Event):
+        payment_id: str
+        amount: Decimal
+
+    def pay(
+        self,
+        payment_id: str,
+        amount: Decimal,
+        value_date: date,
+        bank_reference: str,
+        fingerprint: str,
+    ) -> Payment:
+        """Pay up to what is payable; answers the new payment."""
+        self._require("approved", "pay")
+        if amount > self.payable:
+            raise Overpayment(
+                f"grant {self.grant_id} has {self.payable} payable, {amount} requested"
+            )
+        self._paid(payment_id, amount)
+        return Payment(
+            payment_id,
+            self.grant_id,
+            self.talent_id,
+            self.fund_year,
+            self.programme,
+            amount,
+            value_date,
+            bank_reference,
+            fingerprint,
+        )
+
+    @event(Paid)
+    def _paid(self, payment_id: str, amount: Decimal) -> None:
+        self.paid += amount
+
+    class PaymentReturned(LedgerAggregate.Event):
+        payment_id: str
+        amount: Decimal
+        released: Decimal
+
+    def return_payment(
+        self, payment: Payment, returned_on: date, reason: str, budget: FundYear
+    ) -> None:
+        """A bank return of one of its payments: the amount is payable again, or on a
+        revoked grant leaves the budget instead. The same return again records nothing."""
+        if not payment.return_(returned_on, reason):
+            return
+        released = payment.amount if self.status == "revoked" else ZERO
+        self._payment_returned(payment.payment_id, payment.amount, released)
+        budget.release(self, released)
+
+    @event(PaymentReturned)
+    def _payment_returned(self, payment_id: str, amount: Decimal, released: Decimal) -> None:
+        self.returned += amount
+
+    class ClawbackAssessed(LedgerAggregate.Event):
+        clawback_id: str
+        amount: Decimal
+
+    def assess_clawback(
+        self, clawback_id: str, amount: Decimal, reason: str, fingerprint: str
+    ) -> Clawback:
+        """Claim back at most what was net paid and not claimed yet; answers the clawback."""
+        claimable = self.net_paid - self.clawed_back
+        if amount > claimable:
+            raise ClawbackExceedsPaid(
+                f"grant {self.grant_id} has {claimable} net paid not yet clawed back, "
+                f"{amount} assessed"
+            )
+        self._clawback_assessed(clawback_id, amount)
+        return Clawback(
+            clawback_id,
+            self.grant_id,
+            self.talent_id,
+            self.fund_year,
+            self.programme,
+            amount,
+            reason,
+            fingerprint,
+        )
+
+    @event(ClawbackAssessed)
+    def _clawback_assessed(self, clawback_id: str, amount: Decimal) -> None:
+        self.clawed_back += amount

@@ -1,0 +1,46 @@
+"""How the values a command carries are written: identifiers, codes and free text.
+
+Commands declare their fields with these types once; the HTTP layer derives its
+request bodies from them, so a rule such as "an identifier is at most 64 characters"
+is written only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """A text field's form: a full-match `pattern`, and whether surrounding blanks are
+    stripped before it is checked."""
+
+    pattern: str
+    strip: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class YearRange:
+    """A fund year: a calendar year within these bounds."""
+
+    first: int = 1900
+    last: int = 2999
+
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+#: a client's chosen id of a resource, or a bank's reference
+Identifier = Annotated[str, TextFormat(ID_PATTERN)]
+#: a code chosen by whoever appropriates: a programme, a category
+Slug = Annotated[str, TextFormat(SLUG_PATTERN)]
+#: free text: no control characters but tab and newlines (NUL cannot even be stored)
+Text = Annotated[
+    str,
+    TextFormat(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$", strip=True, min_length=1, max_length=1000),
+]
+Year = Annotated[int, YearRange()]
+Currency = Literal["CNY"]

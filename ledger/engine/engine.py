@@ -1,0 +1,328 @@
+"""The engine: runs a use case's decision race-free, alone, in a group or atomically.
+
+A decision (`decide(uow, command)`) first runs on this process's copies, without a
+query. Then, holding the store's append lock, every version it read is checked;
+whatever changed meanwhile, in this or any other process, is read there and the
+decision runs again, until it rests only on what is current. Under the lock nothing
+can change any more, so that decision is appended as it stands: a rule checked in a
+decision holds under any concurrency, and a decision is never thrown away for a
+lost race.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from copy import deepcopy
+from dataclasses import replace
+from datetime import date
+from functools import partial
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+
+from ledger.domain.base import LedgerAggregate
+from ledger.domain.errors import LedgerError, NotFound
+from ledger.engine.group_commit import GroupCommitter
+from ledger.engine.outcome import Attempt, Committed, Outcome
+from ledger.engine.store import AppendSession, EventStore, Reads
+from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
+
+T = TypeVar("T")
+C = TypeVar("C")
+A = TypeVar("A", bound=LedgerAggregate)
+
+#: a use case's decision: reads through the unit of work, changes aggregates, answers
+Decide = Callable[[UnitOfWork, C], T]
+
+CONFLICT_DEADLINE_SECONDS = 10.0
+# A copy further behind than this many events catches up with the append lock
+# released, a shorter tail under it (`Engine.commit`).
+CATCH_UP_UNDER_LOCK = 1_000
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class Contended(LedgerError):
+    """Conflicting writers kept winning for the whole deadline: try again later."""
+
+    code = "contended"
+
+
+class AtomicRefusal(LedgerError):
+    """One step of an atomic run was refused, so none of them was recorded."""
+
+    def __init__(self, index: int, error: LedgerError) -> None:
+        super().__init__(f"operation {index} was refused: {error.detail}")
+        self.index = index
+        self.error = error
+        self.code = error.code
+
+
+def _long_unseen(uow: UnitOfWork, known: Mapping[UUID, object]) -> set[UUID]:
+    """What `uow` took to be missing for want of a copy, has a long history, and is
+    not read yet."""
+    return {i for i, cls in uow.unseen.items() if cls.LONG_HISTORY and i not in known}
+
+
+class Engine(Application[UUID]):
+    """An eventsourcing application whose store is an `EventStore` (PostgreSQL or
+    memory), and which runs decisions as described above."""
+
+    _committer: GroupCommitter | None = None
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+
+    @property
+    def store(self) -> EventStore:
+        return cast(EventStore, self.recorder)
+
+    def start_group_commit(self) -> None:
+        """From now on, concurrent decisions of this process share transactions."""
+        self._committer = GroupCommitter(self)
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
+        super().close()
+
+    # --- running decisions ------------------------------------------------------
+
+    def run(self, decide: Decide[C, T], command: C) -> Outcome[T]:
+        """Run one decision: inside the ambient unit of work of a group or an atomic run
+        (which records everything at once), through the group committer, or alone."""
+        uow = ambient()
+        if uow is not None:
+            mark = uow.mark()
+            value = decide(uow, command)
+            # a snapshot: later commands of the same unit may change the same aggregate
+            return Outcome(deepcopy(value), 0, replayed=not uow.events_since(mark))
+        committer = self._committer
+        if committer is not None and not committer.in_writer:
+            return committer.run(partial(self.run, decide, command))
+
+        def attempt(uow: UnitOfWork) -> Attempt[T | LedgerError]:
+            try:
+                return Attempt(decide(uow, command))
+            except LedgerError as e:
+                return Attempt(e, refused=True, record=False)
+
+        done = self.commit(attempt)
+        if isinstance(done.value, LedgerError):
+            raise done.value
+        return Outcome(done.value, done.position, replayed=not done.recordings)
+
+    def run_later(self, decide: Decide[C, T], command: C) -> Future[Outcome[T]]:
+        """`run` in the next group commit, without waiting: for a caller that must not
+        block, such as an event loop."""
+        if self._committer is None:
+            raise RuntimeError("group commit is not started")
+        return self._committer.submit(partial(self.run, decide, command))
+
+    def run_atomic(self, steps: Sequence[tuple[Decide[Any, Any], Any]]) -> list[Outcome[Any]]:
+        """Run several decisions as one unit of work: all are recorded in one
+        transaction, or none is. A refusal raises `AtomicRefusal` naming the first
+        step that failed."""
+
+        def attempt(uow: UnitOfWork) -> Attempt[list[Outcome[Any]] | AtomicRefusal]:
+            outcomes = []
+            refusal = None
+            for index, (decide, command) in enumerate(steps):
+                try:
+                    outcomes.append(run_in(uow, partial(self.run, decide, command)))
+                except LedgerError as e:
+                    # the steps after it still run, so that everything the whole run
+                    # reads is known when it is checked, not one refusal at a time
+                    refusal = refusal or AtomicRefusal(index, e)
+            if refusal is not None:
+                return Attempt(refusal, refused=True, record=False)
+            return Attempt(outcomes)
+
+        done = self.commit(attempt)
+        if isinstance(done.value, AtomicRefusal):
+            raise done.value
+        return [replace(o, position=done.position) for o in done.value]
+
+    # --- the commit ---------------------------------------------------------------
+
+    def commit(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]:
+        """Decide with `run`, then record what it changed, race-free.
+
+        `run` first decides on this process's copies, without a query. Then, holding
+        the append lock, every version it read is checked; what changed (or what a
+        refusal may have missed) is read there, and `run` decides again, until a
+        decision rests only on what is current. Under the lock nothing can change any
+        more, so that decision is recorded as it stands. A fund year this process has
+        never seen, or any copy more than CATCH_UP_UNDER_LOCK events behind, is read
+        with the lock released (once per decision), and checked under it like any
+        other."""
+        deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
+        while True:
+            try:
+                return self._commit_once(run)
+            except RecordConflictError:  # something wrote an aggregate it never read
+                if time.monotonic() > deadline:
+                    raise Contended("too many concurrent writers; retry") from None
+                time.sleep(random.uniform(0.001, 0.02))  # noqa: S311 - jitter, not crypto
+
+    def _commit_once(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]:
+        known: dict[UUID, LedgerAggregate | None] = {}
+        store = self.store
+        uow = UnitOfWork(self)
+        attempt = run(uow)
+        # A decision may rest on a fund year this process has never seen (taken to be
+        # missing), or on a copy far behind. Its first read replays all its events,
+        # seconds for a long year, which every writer of every process would wait out
+        # under the lock: it is read with the lock released, each at most once (so
+        # that writers elsewhere cannot keep it behind), and under the lock only what
+        # changed since is read.
+        ahead = _long_unseen(uow, known)
+        read_ahead: set[UUID] = set()
+        while True:
+            while ahead:
+                read_ahead |= ahead
+                with store.reads() as reads:
+                    self._read_current(reads, self._bases(dict.fromkeys(ahead), known), known)
+                uow = UnitOfWork(self, known)
+                attempt = run(uow)
+                ahead = _long_unseen(uow, known)
+            with store.append_session() as session:
+                uow, attempt, ahead = self._decide_again(
+                    session, run, uow, attempt, known, read_ahead
+                )
+                if not ahead:
+                    # what `save` would do here (no snapshots, a fast-forwarding
+                    # cache), less its protocol checks of every aggregate, 6 % of a
+                    # batch's time
+                    events = (
+                        [e for a in uow.aggregates for e in a.collect_events()]
+                        if attempt.record
+                        else []
+                    )
+                    recordings = self.events.put(events, session=session) if events else []
+                    break
+        self._remember(uow)
+        # When nothing was recorded, any position at or after the decision will do for
+        # read-your-writes, and the head is one index lookup away.
+        position = max((r.notification.id for r in recordings), default=0) or (
+            store.max_notification_id() or 0
+        )
+        return Committed(attempt.value, recordings, position)
+
+    def _decide_again(
+        self,
+        session: AppendSession,
+        run: Callable[[UnitOfWork], Attempt[T]],
+        uow: UnitOfWork,
+        attempt: Attempt[T],
+        known: dict[UUID, LedgerAggregate | None],
+        read_ahead: set[UUID],
+    ) -> tuple[UnitOfWork, Attempt[T], set[UUID]]:
+        """Under the lock, read what changed since `uow` read it and, for a refusal,
+        what it took to be missing (in the version check's query), and decide again,
+        until the decision rests only on what is current (answering no aggregate).
+        Or stop early, before reading anything, answering the aggregates better read
+        with the lock released: a fund year never seen, or any copy more than
+        CATCH_UP_UNDER_LOCK events behind the base it would be read from, unless it
+        was read ahead already."""
+        while True:
+            if unseen := _long_unseen(uow, known):  # what is read ahead is known
+                return uow, attempt, unseen
+            versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
+            if attempt.refused:
+                versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
+            if not versions:
+                return uow, attempt, set()
+            bases = self._bases(versions, known)
+            behind = {
+                i
+                for i, version in versions.items()
+                if version is not None
+                and version - (base.version if (base := bases[i]) else 0) > CATCH_UP_UNDER_LOCK
+            } - read_ahead
+            if behind:
+                return uow, attempt, behind
+            self._read_current(session, bases, known)
+            uow = UnitOfWork(self, known)
+            attempt = run(uow)
+
+    def _bases(
+        self, versions: Mapping[UUID, int | None], known: Mapping[UUID, LedgerAggregate | None]
+    ) -> dict[UUID, LedgerAggregate | None]:
+        """What to bring the given aggregates up to date from (at their current
+        version, when known): the copy in `known` or else in the cache when it is not
+        ahead, else nothing (from their first event)."""
+        bases: dict[UUID, LedgerAggregate | None] = {}
+        for aggregate_id, version in versions.items():
+            base = known.get(aggregate_id) or self.cached_copy(aggregate_id)
+            bases[aggregate_id] = (
+                base if base is not None and (version is None or base.version <= version) else None
+            )
+        return bases
+
+    def _read_current(
+        self,
+        session: Reads,
+        bases: Mapping[UUID, LedgerAggregate | None],
+        known: dict[UUID, LedgerAggregate | None],
+    ) -> None:
+        """Bring `known` up to date with the store from `bases`, in one query."""
+        events: dict[UUID | str, list[Any]] = {i: [] for i in bases}
+        for stored in session.events_after({i: b.version if b else 0 for i, b in bases.items()}):
+            events[stored.originator_id].append(self.mapper.to_domain_event(stored))
+        for aggregate_id, base in bases.items():
+            aggregate = base
+            for event in events[aggregate_id]:
+                aggregate = event.mutate(aggregate)
+            known[aggregate_id] = aggregate
+
+    def _remember(self, uow: UnitOfWork) -> None:
+        """Keep what was just recorded (or checked) as this process's latest copies."""
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate in uow.aggregates:
+                if not aggregate.pending_events:  # a refusal's changes are not kept
+                    cache.put(aggregate.id, deepcopy(aggregate))
+
+    # --- copies -------------------------------------------------------------------
+
+    def cached_copy(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        """A copy of this process's latest copy of an aggregate, if it has one."""
+        cache = self.repository.cache
+        try:
+            copy = deepcopy(cache.get(aggregate_id)) if cache is not None else None
+        except (KeyError, RuntimeError):  # RuntimeError: raced a fast-forward in place
+            return None
+        return copy if isinstance(copy, LedgerAggregate) else None
+
+    def original(self, cls: type[A], aggregate_id: UUID) -> A:
+        """An aggregate as it was created (version 1), read from the store."""
+        original: LedgerAggregate = self.repository.get(aggregate_id, version=cls.INITIAL_VERSION)
+        assert isinstance(original, cls)
+        return original
+
+    def load(self, cls: type[A], key: Any, what: str) -> A:
+        """The current state of one resource, straight from its events."""
+        try:
+            aggregate: LedgerAggregate = self.repository.get(cls.create_id(key))
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what} {key}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no {what} {key}")
+        return aggregate

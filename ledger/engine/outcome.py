@@ -1,0 +1,39 @@
+"""What running a decision answers, at each level of the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import Recording
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a use case answers: the resource, the position to read after, and
+    whether it was a replay (nothing new recorded)."""
+
+    value: T
+    position: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[T]):
+    """One run of a unit of work: its answer, whether some command in it was refused
+    (a refusal may rest on an aggregate this process has not seen yet), and whether
+    what it changed is to be recorded."""
+
+    value: T
+    refused: bool = False
+    record: bool = True
+
+
+@dataclass(frozen=True)
+class Committed(Generic[T]):
+    value: T
+    recordings: list[Recording[UUID]]
+    position: int  # the last event recorded, else the head once the decision held

@@ -1,0 +1,37 @@
+"""What the engine needs of an event store: reads of what changed, and an append
+session in which nothing else can be appended (`ledger.adapters.postgres` on
+PostgreSQL, `ledger.adapters.memory` in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+
+class Reads(Protocol):
+    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
+        """The aggregates whose version is no longer the one read, with their version now."""
+
+    def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        """The events of each aggregate past the given version, in version order."""
+
+
+class AppendSession(Reads, Protocol):
+    """Reads made while no other writer, in any process, can append; the store's
+    `insert_events(events, session=...)` appends in it."""
+
+
+class EventStore(Protocol):
+    def reads(self) -> AbstractContextManager[Reads]:
+        """Reads holding no lock: what they find may be overtaken before an append
+        session checks it again."""
+
+    def append_session(self) -> AbstractContextManager[AppendSession]:
+        """A session holding the append lock until it ends."""
+
+    def max_notification_id(self) -> int | None:
+        """The position of the last event recorded, None when there is none."""

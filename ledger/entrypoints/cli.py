@@ -1,0 +1,133 @@
+"""The `ledger` command: its core subcommands, and those other packages add.
+
+The ledger itself knows nothing of the HTTP API or the read models; they add their
+subcommands (`serve`; `projections`, `export`, `reconcile`) through the entry-point
+group `ledger.commands` (see `pyproject.toml`): each entry is a function given the
+subcommands' parser. Every subcommand reads the same settings (`runtime.Settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+import structlog
+
+from ledger.adapters.api_keys import create_key
+from ledger.adapters.chain import verify_chain
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.context import acting_as
+from ledger.domain.errors import NotFound
+from ledger.domain.roles import ROLES
+from ledger.entrypoints.logs import configure_logging
+from ledger.entrypoints.runtime import (
+    ConfigurationError,
+    Settings,
+    database_url,
+    open_ledger,
+    tune_collector,
+)
+from ledger.usecases.personal import MasterKeyMismatch
+
+log = structlog.get_logger("ledger")
+
+COMMANDS_GROUP = "ledger.commands"
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        key = create_key(datastore_of(ledger), args.name, args.role)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+    print(f"created key for {args.name} with roles {', '.join(sorted(set(args.role)))}:")
+    print(key)
+    return 0
+
+
+def _audit_verify(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        result = verify_chain(datastore_of(ledger))
+    finally:
+        ledger.close()
+    if result.ok:
+        print(f"intact: {result.events_checked} events, head {result.head}")
+        return 0
+    print(
+        f"TAMPERED: the hash chain breaks at position {result.first_bad_position} "
+        f"({result.events_checked} events before it are intact)"
+    )
+    return 1
+
+
+def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        with acting_as(args.actor, f"cli-forget-{args.talent_id}"):
+            outcome = ledger.forget_talent(args.talent_id)
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    log.info("personal data erased", talent_id=args.talent_id, position=outcome.position)
+    print(f"erased the personal data of talent {args.talent_id}")
+    return 0
+
+
+def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key; the key is the last line printed")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, action="append", choices=ROLES)
+    create.set_defaults(run=_keys_create)
+
+    audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="check the hash chain over all events")
+    verify.set_defaults(run=_audit_verify)
+
+    talents = commands.add_parser("talents", help="talents' personal data").add_subparsers(
+        dest="talents_command", required=True
+    )
+    forget = talents.add_parser(
+        "forget", help="destroy a talent's data key: its name reads as erased everywhere"
+    )
+    forget.add_argument("talent_id")
+    forget.add_argument("--actor", default="cli-admin", help="recorded as who erased it")
+    forget.set_defaults(run=_talents_forget)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line: the core subcommands and every package's additions."""
+    top = argparse.ArgumentParser(prog="ledger", description="The talent benefits ledger.")
+    commands = top.add_subparsers(dest="command", required=True)
+    _add_core_commands(commands)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(commands)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    tune_collector()
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args, Settings.from_env())
+    except (ConfigurationError, MasterKeyMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

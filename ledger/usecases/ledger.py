@@ -1,0 +1,75 @@
+"""The ledger application: every command's use case, run by the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from ledger.domain.reconciliation import (
+    Movement,
+    Reconciliation,
+    Statement,
+    pack,
+    reconcile,
+    reconciliation_id,
+)
+from ledger.domain.talents import Talent
+from ledger.engine.engine import Decide, Engine
+from ledger.engine.outcome import Outcome
+from ledger.usecases import clawbacks, fund_years, grants, payments, talents, waivers
+from ledger.usecases.personal import Vault
+from ledger.usecases.reconciliations import MatchedStatement, record_reconciliation
+from ledger.usecases.registry import UseCase
+
+#: every write a client may ask for, by its command's type
+USE_CASES: dict[type, UseCase[Any, Any]] = {
+    use_case.command: use_case
+    for module in (fund_years, talents, grants, waivers, payments, clawbacks)
+    for use_case in vars(module).values()
+    if isinstance(use_case, UseCase)
+}
+
+Step = tuple[Decide[Any, Any], Any]
+
+
+class Ledger(Engine):
+    name = "Ledger"  # names the event table: ledger_events
+    vault: Vault  # set by whoever opens the ledger, which holds the master key
+
+    def step(self, command: object) -> Step:
+        """`command`'s decision, ready to run: what its use case prepares with I/O
+        (sealing a name) is done here, outside any lock."""
+        use_case = USE_CASES[type(command)]
+        prepared = use_case.prepare(self.vault, command) if use_case.prepare else command
+        return use_case.decide, prepared
+
+    def execute(self, command: object) -> Outcome[Any]:
+        """Run `command`'s use case (through the group committer, if started)."""
+        return self.run(*self.step(command))
+
+    def execute_later(self, step: Step) -> Future[Outcome[Any]]:
+        """Run a prepared step in the next group commit, without waiting."""
+        return self.run_later(*step)
+
+    def execute_atomic(self, commands: Sequence[object]) -> list[Outcome[Any]]:
+        """Run several commands as one unit of work: all are recorded, or none."""
+        return self.run_atomic([self.step(command) for command in commands])
+
+    def forget_talent(self, talent_id: str) -> Outcome[Talent]:
+        """Erase a talent's personal data: destroy its data key, then record that it
+        was done. Running it again finishes an erasure that stopped half-way."""
+        self.load(Talent, talent_id, "talent")
+        self.vault.forget(talent_id)
+        return self.run(talents.record_erasure, talent_id)
+
+    def import_statement(
+        self, statement: Statement, movements: Callable[[Statement], list[Movement]]
+    ) -> Outcome[Reconciliation]:
+        """Reconcile and record a statement; the same file again answers its first
+        report. `movements` are the ledger's bank movements a statement may match (the
+        read models know them)."""
+        key = reconciliation_id(statement)
+        is_new = Reconciliation.create_id(key) not in self.repository
+        packed = pack(reconcile(statement, movements(statement))) if is_new else ""
+        return self.run(record_reconciliation, MatchedStatement(key, statement.sha256, packed))

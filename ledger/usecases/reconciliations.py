@@ -1,0 +1,26 @@
+"""Reconciliations: a bank statement matched against the ledger, recorded once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.domain.reconciliation import Reconciliation
+from ledger.engine.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class MatchedStatement:
+    """A statement's reconciliation, matched before the decision (a large statement
+    takes seconds, which no other writer should wait for)."""
+
+    reconciliation_id: str
+    sha256: str
+    report_packed: str
+
+
+def record_reconciliation(uow: UnitOfWork, matched: MatchedStatement) -> Reconciliation:
+    """The same statement again answers its first reconciliation and records nothing."""
+    existing = uow.find(Reconciliation, matched.reconciliation_id)
+    if existing is not None:
+        return existing
+    return uow.add(Reconciliation(matched.reconciliation_id, matched.sha256, matched.report_packed))

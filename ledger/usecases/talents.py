@@ -1,0 +1,62 @@
+"""Talents: registered with their name sealed, departed, their personal data erased."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ledger.domain.errors import IdempotencyConflict, InvalidState, NotFound
+from ledger.domain.talents import Talent
+from ledger.engine.unit_of_work import UnitOfWork
+from ledger.usecases.commands import DepartTalent, RegisterTalent, fingerprint
+from ledger.usecases.personal import PersonalDataErased, Vault
+from ledger.usecases.registry import use_case
+
+
+@dataclass(frozen=True)
+class SealedRegistration:
+    """A registration ready to decide: its name replaced by a keyed digest (what a retry
+    compares, never the name), and the name sealed with the talent's data key."""
+
+    registration: RegisterTalent
+    sealed_name: str
+
+
+def seal_registration(vault: Vault, cmd: RegisterTalent) -> SealedRegistration:
+    Talent.check_commitment(cmd.arrived_on, cmd.service_commitment_until)
+    try:
+        key = vault.key_for_new(cmd.talent_id)
+    except PersonalDataErased as e:
+        raise IdempotencyConflict(f"{e}: its registration cannot be compared") from None
+    return SealedRegistration(replace(cmd, name=key.digest(cmd.name)), key.seal(cmd.name))
+
+
+@use_case(RegisterTalent, role="clerk", refuses=(IdempotencyConflict,), prepare=seal_registration)
+def register_talent(uow: UnitOfWork, sealed: SealedRegistration) -> Talent:
+    cmd = sealed.registration
+    fp = fingerprint(cmd)
+    if (original := uow.created_by(Talent, cmd.talent_id, fp)) is not None:
+        return original
+    talent = Talent(
+        cmd.talent_id,
+        sealed.sealed_name,
+        cmd.category,
+        cmd.employer,
+        cmd.arrived_on,
+        cmd.service_commitment_until,
+        fp,
+    )
+    return uow.add(talent)
+
+
+@use_case(DepartTalent, role="clerk", refuses=(NotFound, InvalidState))
+def depart_talent(uow: UnitOfWork, cmd: DepartTalent) -> Talent:
+    talent = uow.get(Talent, cmd.talent_id, "talent")
+    talent.depart(cmd.departed_on, cmd.reason)
+    return talent
+
+
+def record_erasure(uow: UnitOfWork, talent_id: str) -> Talent:
+    """Record that a talent's data key was destroyed (`Ledger.forget_talent`)."""
+    talent = uow.get(Talent, talent_id, "talent")
+    talent.record_erasure()
+    return talent

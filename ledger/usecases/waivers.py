@@ -1,0 +1,52 @@
+"""Rent waivers: granted against an in-kind line, ended early."""
+
+from __future__ import annotations
+
+from ledger.domain.budget import FundYear
+from ledger.domain.errors import (
+    BudgetExceeded,
+    FundYearClosed,
+    IdempotencyConflict,
+    InvalidState,
+    NotFound,
+    TalentDeparted,
+)
+from ledger.domain.talents import Talent
+from ledger.domain.waivers import RentWaiver
+from ledger.engine.unit_of_work import UnitOfWork
+from ledger.usecases.commands import EndWaiver, GrantWaiver, fingerprint
+from ledger.usecases.registry import use_case
+
+
+@use_case(
+    GrantWaiver,
+    role="clerk",
+    refuses=(IdempotencyConflict, BudgetExceeded, FundYearClosed, TalentDeparted),
+)
+def grant_waiver(uow: UnitOfWork, cmd: GrantWaiver) -> RentWaiver:
+    fp = fingerprint(cmd)
+    waiver = RentWaiver.grant(
+        cmd.waiver_id,
+        cmd.talent_id,
+        cmd.fund_year,
+        cmd.programme,
+        cmd.apartment,
+        cmd.start_on,
+        cmd.end_on,
+        cmd.monthly_rent,
+        fp,
+    )
+    if (original := uow.created_by(RentWaiver, cmd.waiver_id, fp)) is not None:
+        return original
+    talent = uow.refer(Talent, cmd.talent_id, "talent_id", "talent")
+    talent.check_may_receive()
+    fund_year = uow.refer(FundYear, cmd.fund_year, "fund_year", "fund year")
+    fund_year.reserve(waiver)
+    return uow.add(waiver)
+
+
+@use_case(EndWaiver, role="clerk", refuses=(NotFound, InvalidState))
+def end_waiver(uow: UnitOfWork, cmd: EndWaiver) -> RentWaiver:
+    waiver = uow.get(RentWaiver, cmd.waiver_id, "rent waiver")
+    waiver.end(cmd.ended_on, uow.get(FundYear, waiver.fund_year, "fund year"))
+    return waiver

@@ -1,0 +1,122 @@
+"""The `ledger` subcommands that work on the read models: `projections`, `export`,
+`reconcile` (added to the command through the entry-point group `ledger.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ledger.adapters.postgres import datastore_of
+from ledger.adapters.statement_csv import parse_statement
+from ledger.domain.context import acting_as
+from ledger.domain.errors import StatementRejected
+from ledger.domain.reconciliation import BUCKETS
+from ledger.entrypoints.runtime import Settings, database_url, open_ledger
+from projections.export import audit_csv
+from projections.reads import audit_rows, movements
+from projections.worker import ProjectionWorker, settle
+
+
+def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    worker = ProjectionWorker(ledger)
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ledger.close()
+    return 0
+
+
+def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        applied = ProjectionWorker(ledger).rebuild()
+        print(f"rebuilt the read models from {applied} events", flush=True)
+        settle(datastore_of(ledger))
+    finally:
+        ledger.close()
+    return 0
+
+
+def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        ProjectionWorker(ledger).catch_up()
+        lines = audit_csv(audit_rows(datastore_of(ledger), args.fund_year))
+        if args.out:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                out.writelines(lines)
+        else:
+            sys.stdout.writelines(lines)
+    finally:
+        ledger.close()
+    return 0
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    data = Path(args.file).read_bytes()
+
+    def bar(done: int, total: int) -> None:
+        filled = 30 * done // max(total, 1)
+        print(
+            f"\rreading  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} lines",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        statement = parse_statement(data, progress=bar)
+    except StatementRejected as e:
+        print(f"\nrefused: {e.detail}", file=sys.stderr)
+        return 2
+    print(f"\rreading  [{'#' * 30}] {len(statement.lines)} lines{' ' * 10}", file=sys.stderr)
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        with acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"):
+            ProjectionWorker(ledger).catch_up()
+            print("matching against the ledger...", file=sys.stderr, flush=True)
+            outcome = ledger.import_statement(
+                statement, lambda s: movements(datastore_of(ledger), s)
+            )
+    finally:
+        ledger.close()
+    report = outcome.value.report
+    counts = ", ".join(f"{bucket} {len(report[bucket])}" for bucket in BUCKETS)
+    print(
+        f"{report['reconciliation_id']}: {counts}"
+        + (" (already imported)" if outcome.replayed else "")
+    )
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    projections = commands.add_parser("projections", help="read-model workers").add_subparsers(
+        dest="projections_command", required=True
+    )
+    run = projections.add_parser("run", help="run projection workers in this process only")
+    run.set_defaults(run=_projections_run)
+    rebuild = projections.add_parser("rebuild", help="drop and rebuild every read model")
+    rebuild.set_defaults(run=_projections_rebuild)
+
+    rec = commands.add_parser("reconcile", help="reconcile a bank statement (CSV) and record it")
+    rec.add_argument("file")
+    rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
+    rec.add_argument("--out", default=None, help="also write the report as JSON to this file")
+    rec.set_defaults(run=_reconcile)
+
+    export = commands.add_parser("export", help="exports").add_subparsers(
+        dest="export_command", required=True
+    )
+    trail = export.add_parser("audit-trail", help="the audit trail as CSV (RFC 4180)")
+    trail.add_argument("--fund-year", type=int, default=None)
+    trail.add_argument("--out", default=None, help="a file instead of standard output")
+    trail.set_defaults(run=_export_audit_trail)
