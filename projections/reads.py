@@ -25,11 +25,12 @@ from ledger.domain.audit_exceptions import (
     TalentFacts,
     UnmatchedLine,
 )
+from ledger.domain.budget import available
 from ledger.domain.errors import NotFound, NotReached, ValidationFailed
 from ledger.domain.money import ZERO
 from ledger.domain.reconciliation import Movement, Statement
-from projections.schema import LINE_AMOUNTS, TALENT_AMOUNTS
-from projections.worker import PROJECTION, wait_for_position
+from projections.views.balances import LINE_AMOUNTS, TALENT_AMOUNTS, Balances
+from projections.worker import wait_for_position
 
 
 def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
@@ -48,7 +49,7 @@ def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
 
 def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
     amounts = {name: row[name] for name in LINE_AMOUNTS}
-    amounts["available"] = amounts["appropriated"] - amounts["committed"]
+    amounts["available"] = available(amounts["appropriated"], amounts["committed"])
     amounts["net_paid"] = amounts["paid"] - amounts["returned"]
     return amounts
 
@@ -56,7 +57,7 @@ def _line_amounts(row: dict[str, Any]) -> dict[str, Decimal]:
 _PINNED = sql.SQL(
     "SELECT pin.reached, pin.at, q.* FROM ("
     "  SELECT position AS reached, coalesce(%(asked)s, position) AS at"
-    "  FROM projection_tracking WHERE name = %(projection)s) pin "
+    "  FROM projection_tracking WHERE name = %(view)s) pin "
     "LEFT JOIN LATERAL ({query}) q ON pin.reached >= pin.at ORDER BY {order}"
 )
 
@@ -67,15 +68,15 @@ def _pinned(
     order: LiteralString,
     params: dict[str, Any],
     at: int | None,
+    view: str = Balances.NAME,
 ) -> tuple[int, list[DictRow]]:
-    """The rows of `query` as of position `at` (or, without one, the read models' own),
-    and that position. One statement both checks how far the read models are and
-    reads, as of `pin.at`: its rows agree whatever batch commits meanwhile (a rebuild
-    aside, which empties the tables). Short of `at`, it reads nothing, waits as
-    `min_position` does, and reads again. Without a match, the one row has only
-    `reached` and `at`."""
+    """The rows of `query` as of position `at` (or, without one, the view's own), and
+    that position. One statement both checks how far the view is and reads, as of
+    `pin.at`: its rows agree whatever batch commits meanwhile (a rebuild aside, which
+    empties the tables). Short of `at`, it reads nothing, waits as `min_position`
+    does, and reads again. Without a match, the one row has only `reached` and `at`."""
     statement = _PINNED.format(query=sql.SQL(query), order=sql.SQL(order))
-    values = {**params, "asked": at, "projection": PROJECTION}
+    values = {**params, "asked": at, "view": view}
 
     def fetch() -> list[DictRow]:
         with statements(datastore) as curs:
@@ -86,7 +87,7 @@ def _pinned(
     assert rows, "projection_tracking is not migrated"
     position: int = rows[0]["at"]
     if rows[0]["reached"] < position:
-        if not wait_for_position(datastore, position):
+        if not wait_for_position(datastore, position, (view,)):
             raise NotReached(position)
         rows = fetch()  # short again only if a rebuild started meanwhile
         if rows[0]["reached"] < position:

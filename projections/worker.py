@@ -1,360 +1,61 @@
-"""Follows the event store and keeps the read models, one transaction per batch.
+"""Follows the event store and keeps every view, one transaction per batch.
 
-A batch locks the tracking row, reads the next events, folds them in memory and
-writes every changed row plus the new position before committing: after a crash at
-any point the batch is wholly applied or not at all, and two workers never apply
-the same event. The in-memory image survives between batches only while this
-worker is the one advancing the position (same generation, same position).
+A batch locks the views' tracking rows, reads the next events once, folds them into
+each view (`projections.view`) and writes every changed row plus each view's new
+position before committing: after a crash at any point the batch is wholly applied or
+not at all, and two workers never apply the same event. Views at different positions
+(one just added, and being backfilled) are brought forward in batches of their own,
+the most current first, until they meet. A view's in-memory image survives between
+batches only while this worker is the one advancing its position.
 """
 
 from __future__ import annotations
 
 import gc
-import io
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
-from decimal import Decimal
-from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import Copy, Cursor, postgres, sql
-from psycopg.copy import FileWriter
-from psycopg.rows import DictRow, TupleRow, tuple_row
+from psycopg import sql
+from psycopg.rows import TupleRow, tuple_row
 
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, statements
 from ledger.usecases.ledger import Ledger
-from projections.fold import (
-    AccountKey,
-    BalanceKey,
-    Changes,
-    ClawbackRow,
-    FundYearRow,
-    GrantRow,
-    Line,
-    LineKey,
-    PaymentRow,
-    ReadModels,
-    Stream,
-    TalentRow,
-    Touched,
-)
-from projections.schema import LINE_AMOUNTS, READ_MODEL_TABLES, TALENT_AMOUNTS, ensure_schema
+from projections.schema import ensure_schema, tables
+from projections.streams import Streams
+from projections.tables import Curs, Writes
+from projections.view import At, Handler, View
+from projections.views import VIEWS
 
 log = structlog.get_logger(__name__)
 
-PROJECTION = "ledger"
-# Each batch costs a transaction, the tracking row and a statement per table: a rebuild
+# Each batch costs a transaction, the tracking rows and a statement per table: a rebuild
 # of 400,000 events ran 9 % faster in batches of 20,000 than of 5,000 (no faster at 50,000).
 BATCH_SIZE = 20_000
-MAX_IMAGE_STREAMS = 2_000_000  # past this, start again from an image loaded on demand
+MAX_IMAGE_ROWS = 2_000_000  # past this, a view starts again from an image loaded on demand
 # After any batch short of full, the worker waits this long: under a steady stream of
 # writes a batch of a few events costs nearly what a batch of hundreds does (a
-# transaction, the position, the rows it touches), so it lets more gather rather than
+# transaction, the positions, the rows it touches), so it lets more gather rather than
 # run back to back. Reads lag writes by about this much.
 POLL_SECONDS = 0.02
 MIN_POSITION_WAIT_SECONDS = 5.0
 
-Curs = Cursor[DictRow]
-
-
-class SqlLoader:
-    """Reads current rows through the batch's own transaction."""
-
-    def __init__(self) -> None:
-        self.curs: Curs | None = None
-
-    def _one(self, query: str, params: Sequence[Any]) -> DictRow | None:
-        assert self.curs is not None
-        self.curs.execute(query, params)
-        row: DictRow | None = self.curs.fetchone()
-        return row
-
-    def stream(self, stream_id: UUID) -> Stream | None:
-        row = self._one(
-            "SELECT kind, key, talent_id, year, programme, amount FROM rm_streams WHERE id = %s",
-            (stream_id,),
-        )
-        return Stream(**row) if row else None
-
-    def line(self, key: LineKey) -> Line | None:
-        row = self._one("SELECT * FROM rm_lines WHERE year = %s AND programme = %s", key)
-        return Line(row["kind"], {n: row[n] for n in LINE_AMOUNTS}) if row else None
-
-    def balance(self, key: BalanceKey) -> dict[str, Decimal] | None:
-        row = self._one(
-            "SELECT * FROM rm_talent_balances WHERE talent_id = %s AND year = %s "
-            "AND programme = %s",
-            key,
-        )
-        return {n: row[n] for n in TALENT_AMOUNTS} if row else None
-
-    def account(self, key: AccountKey) -> list[Decimal] | None:
-        row = self._one(
-            "SELECT debit, credit FROM rm_accounts WHERE year = %s AND account = %s "
-            "AND programme = %s",
-            key,
-        )
-        return [row["debit"], row["credit"]] if row else None
-
-    def fund_year(self, year: int) -> FundYearRow | None:
-        row = self._one(
-            "SELECT currency, opened_position, closed_position FROM rm_fund_years WHERE year = %s",
-            (year,),
-        )
-        return FundYearRow(**row) if row else None
-
-    def talent(self, talent_id: str) -> TalentRow | None:
-        row = self._one(
-            "SELECT sealed_name, category, employer, arrived_on, service_commitment_until, "
-            "registered_position, departed_on, departure_reason, departed_position "
-            "FROM rm_talents WHERE talent_id = %s",
-            (talent_id,),
-        )
-        return TalentRow(**row) if row else None
-
-    def grant(self, grant_id: str) -> GrantRow | None:
-        row = self._one(
-            "SELECT talent_id, year, programme, amount, status, approved_at, paid, returned, "
-            "clawed_back FROM rm_grants WHERE grant_id = %s",
-            (grant_id,),
-        )
-        return GrantRow(**row) if row else None
-
-    def payment(self, payment_id: str) -> PaymentRow | None:
-        row = self._one(
-            "SELECT grant_id, talent_id, year, programme, amount, value_date, bank_reference, "
-            "returned_on FROM rm_payments WHERE payment_id = %s",
-            (payment_id,),
-        )
-        return PaymentRow(**row) if row else None
-
-    def clawback(self, clawback_id: str) -> ClawbackRow | None:
-        row = self._one(
-            "SELECT grant_id, talent_id, year, programme, amount, assessed_at, recovered "
-            "FROM rm_clawbacks WHERE clawback_id = %s",
-            (clawback_id,),
-        )
-        return ClawbackRow(**row) if row else None
-
-
-_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], list[int]] = {}
-
-
-def _column_types(curs: Curs, table: str, columns: Sequence[str]) -> list[int]:
-    """The type OIDs of `columns`, for a binary COPY. The read models use built-in
-    types only, whose OIDs are the same in every database, so they are asked once."""
-    key = (table, tuple(columns))
-    if key not in _COLUMN_TYPES:
-        curs.execute(
-            "SELECT attname, atttypid FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (table,),
-        )
-        oids = {r["attname"]: r["atttypid"] for r in curs.fetchall()}
-        _COLUMN_TYPES[key] = [oids[c] for c in columns]
-    return _COLUMN_TYPES[key]
-
-
-K = TypeVar("K")
-_NUMERIC = postgres.types["numeric"].oid
-
-
-class Writes:
-    """One batch's rows, formatted for COPY by the thread that folds them (psycopg
-    formats in C): the thread that sends them then does little more than wait on
-    PostgreSQL, and reads nothing from the in-memory image, which may have moved on."""
-
-    def __init__(self) -> None:
-        self._copies: list[tuple[sql.Composed, bytes]] = []
-        self._upserts: list[tuple[sql.Composed, list[Sequence[Any]]]] = []
-
-    def copy(
-        self, curs: Curs, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-    ) -> None:
-        """Append rows by COPY, several times faster than row by row. psycopg builds a
-        binary numeric from `Decimal.as_tuple()`: a row of amounts costs three times
-        its text form, so tables with several amounts go as text, the others (where
-        binary timestamps and ids win) as binary."""
-        taken = list(rows)
-        if not taken:
-            return
-        types = _column_types(curs, table, columns)
-        binary = types.count(_NUMERIC) < 2
-        buffer = io.BytesIO()
-        with (
-            curs.connection.cursor() as formatting,  # a Copy needs a cursor without results
-            Copy(formatting, binary=binary, writer=FileWriter(buffer)) as copy,
-        ):
-            if binary:
-                copy.set_types(types)
-            for row in taken:
-                copy.write_row(row)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
-            sql.Identifier(table),
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL("(FORMAT BINARY)" if binary else ""),
-        )
-        self._copies.append((statement, buffer.getvalue()))
-
-    def rows(
-        self,
-        curs: Curs,
-        table: str,
-        keys: Sequence[str],
-        columns: Sequence[str],
-        touched: Touched[K],
-        row: Callable[[K], Sequence[Any]],
-    ) -> None:
-        """The rows of a current-state table: new ones appended, the others upserted."""
-        self.copy(curs, table, (*keys, *columns), map(row, touched.created))
-        if not touched.changed:
-            return
-        names = [*keys, *columns]
-        statement = sql.SQL(
-            "INSERT INTO {table} ({names}) VALUES ({values}) "
-            "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-        ).format(
-            table=sql.Identifier(table),
-            names=sql.SQL(", ").join(map(sql.Identifier, names)),
-            values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-            keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
-            ),
-        )
-        self._upserts.append((statement, [row(k) for k in touched.changed]))
-
-    def send(self, curs: Curs) -> None:
-        for statement, data in self._copies:
-            with curs.copy(statement) as copy:
-                copy.write(data)
-        for upsert, rows in self._upserts:
-            curs.executemany(upsert, rows)
-
-
-def _records(
-    out: Writes, curs: Curs, table: str, key: str, records: Mapping[Any, Any], touched: Touched[Any]
-) -> None:
-    """The touched dataclass rows of `records`, their fields as the columns."""
-    if not records:
-        return
-    columns = [f.name for f in fields(next(iter(records.values())))]
-    assert len(columns) > 1, "attrgetter of one name answers the value, not a tuple"
-    values = attrgetter(*columns)  # in C: 0.7 µs a row, against 1.6 for getattr in Python
-    out.rows(curs, table, (key,), columns, touched, lambda k: (k, *values(records[k])))
-
-
-_AUDIT_COLUMNS = (
-    "position",
-    "recorded_at",
-    "event_type",
-    "talent_id",
-    "grant_id",
-    "payment_id",
-    "waiver_id",
-    "clawback_id",
-    "recovery_id",
-    "bank_reference",
-    "fund_year",
-    "programme",
-    "amount",
-    "actor",
-    "reason",
-    "reference",
-    "request_id",
-    "hash",
-)
-
-
-def prepare_writes(models: ReadModels, changes: Changes, curs: Curs) -> Writes:
-    """Every row a batch changed, to be written in bulk."""
-    out = Writes()
-    out.copy(
-        curs,
-        "rm_streams",
-        ("id", "kind", "key", "talent_id", "year", "programme", "amount"),
-        (
-            (i, s.kind, s.key, s.talent_id, s.year, s.programme, s.amount)
-            for i, s in changes.streams.items()
-        ),
-    )
-    _records(out, curs, "rm_fund_years", "year", models.fund_years, changes.fund_years)
-    lines = models.lines
-    out.rows(
-        curs,
-        "rm_lines",
-        ("year", "programme"),
-        ("kind", *LINE_AMOUNTS),
-        changes.lines,
-        lambda k: (*k, lines[k].kind, *lines[k].amounts.values()),
-    )
-    out.copy(
-        curs,
-        "rm_line_versions",
-        ("year", "programme", "position", "kind", *LINE_AMOUNTS),
-        changes.line_versions.values(),
-    )
-    _records(out, curs, "rm_talents", "talent_id", models.talents, changes.talents)
-    balances = models.balances
-    out.rows(
-        curs,
-        "rm_talent_balances",
-        ("talent_id", "year", "programme"),
-        TALENT_AMOUNTS,
-        changes.balances,
-        lambda k: (*k, *balances[k].values()),
-    )
-    out.copy(
-        curs,
-        "rm_talent_balance_versions",
-        ("talent_id", "year", "programme", "position", *TALENT_AMOUNTS),
-        changes.balance_versions.values(),
-    )
-    accounts = models.accounts
-    out.rows(
-        curs,
-        "rm_accounts",
-        ("year", "account", "programme"),
-        ("debit", "credit"),
-        changes.accounts,
-        lambda k: (*k, *accounts[k]),
-    )
-    _records(out, curs, "rm_grants", "grant_id", models.grants, changes.grants)
-    _records(out, curs, "rm_payments", "payment_id", models.payments, changes.payments)
-    _records(out, curs, "rm_clawbacks", "clawback_id", models.clawbacks, changes.clawbacks)
-    out.copy(
-        curs,
-        "rm_recoveries",
-        ("clawback_id", "recovery_id", "amount", "value_date", "bank_reference"),
-        changes.recoveries,
-    )
-    out.copy(
-        curs,
-        "rm_reconciliation_lines",
-        ("reconciliation_id", "seq", "bucket", "bank_reference", "amount", "value_date"),
-        changes.reconciliation_lines,
-    )
-    out.copy(curs, "rm_audit_trail", _AUDIT_COLUMNS, changes.audit)
-    out.copy(
-        curs,
-        "rm_journal",
-        ("position", "seq", "year", "programme", "account", "debit", "credit"),
-        changes.journal,
-    )
-    return out
-
+NAMES = tuple(view.NAME for view in VIEWS)
 
 _NEXT_EVENTS = sql.SQL(
     "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at, "
     "hash FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+).format(sql.Identifier(EVENTS_TABLE))
+_FIRST_EVENT = sql.SQL(
+    "SELECT originator_id, originator_version, topic, state FROM {} "
+    "WHERE originator_id = %s AND originator_version = 1"
 ).format(sql.Identifier(EVENTS_TABLE))
 
 
@@ -368,12 +69,11 @@ def _next_events(curs: Curs, after: int, limit: int) -> list[TupleRow]:
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection meanwhile (in the whole process). A rebuild's image
-    grows (up to MAX_IMAGE_STREAMS), so each young-generation collection walks 50,000
-    objects that all survive: about 3 s of a rebuild of 1,000,000 events, against
-    0.8 s for the one collection once it is back on (29,600 -> 32,300 events/s, three
-    runs each). Reference counting still frees what the fold drops; the few cycles
-    it leaves wait for that collection."""
+    """No cyclic garbage collection meanwhile (in the whole process). A rebuild's images
+    grow, so each young-generation collection walks 50,000 objects that all survive:
+    about 3 s of a rebuild of 1,000,000 events, against 0.8 s for the one collection
+    once it is back on (29,600 -> 32,300 events/s, three runs each). Reference counting
+    still frees what the fold drops; the few cycles it leaves wait for that collection."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -384,78 +84,137 @@ def _collector_paused() -> Iterator[None]:
 
 
 class _Overtaken(Exception):
-    """Another worker moved the position during a rebuild's pipelined pass."""
+    """Another worker moved a position during a rebuild's pipelined pass."""
 
 
-def _lock_tracking(curs: Curs) -> tuple[int, int]:
-    """Lock the tracking row for this transaction: (generation, position)."""
+Tracked = dict[str, tuple[int, int]]  # view name -> (generation, position)
+
+
+def _lock(curs: Curs, names: Iterable[str]) -> Tracked:
+    """Lock the views' tracking rows for this transaction, in a fixed order."""
     curs.execute(
-        "SELECT position, generation FROM projection_tracking WHERE name = %s FOR UPDATE",
-        (PROJECTION,),
+        "SELECT name, position, generation FROM projection_tracking WHERE name = ANY(%s) "
+        "ORDER BY name FOR UPDATE",
+        (list(names),),
     )
-    row = curs.fetchone()
-    assert row is not None, "projection_tracking is not migrated"
-    return row["generation"], row["position"]
+    return {r["name"]: (r["generation"], r["position"]) for r in curs.fetchall()}
 
 
-def _set_position(curs: Curs, position: int) -> None:
+def _advance(curs: Curs, names: Sequence[str], position: int) -> None:
     curs.execute(
-        "UPDATE projection_tracking SET position = %s WHERE name = %s", (position, PROJECTION)
+        "UPDATE projection_tracking SET position = %s WHERE name = ANY(%s)",
+        (position, list(names)),
     )
+
+
+class Fold:
+    """Views folding the same run of events: each event is decoded once and handed to
+    the views that handle it (the handlers of an event type looked up once)."""
+
+    def __init__(self, mapper: Mapper[UUID], views: Sequence[View], streams: Streams) -> None:
+        self._to_event = mapper.to_domain_event
+        self._views = views
+        self._streams = streams
+        self._dispatch: dict[type, list[tuple[View, Handler]]] = {}
+
+    def _handlers(self, event_class: type) -> list[tuple[View, Handler]]:
+        found = self._dispatch.get(event_class)
+        if found is None:
+            found = self._dispatch[event_class] = [
+                (view, handler)
+                for view in self._views
+                if (handler := view.handler(event_class)) is not None
+            ]
+        return found
+
+    def apply(self, rows: Sequence[TupleRow]) -> None:
+        stream_of, to_event = self._streams.of, self._to_event
+        for position, originator_id, version, topic, state, recorded_at, hash_ in rows:
+            event = to_event(StoredEvent(originator_id, version, topic, state))
+            at = At(position, recorded_at, hash_.hex(), stream_of(event, originator_id, version))
+            for view, handler in self._handlers(type(event)):
+                view.at = at
+                handler(view, event)
+
+    def writes(self, curs: Curs) -> Writes:
+        out = Writes()
+        for view in self._views:
+            view.write(out, curs)
+        return out
 
 
 class ProjectionWorker:
-    """Applies events after the tracked position; safe to run in many processes."""
+    """Applies events after each view's tracked position; safe to run in many processes."""
 
-    def __init__(self, app: Ledger) -> None:
+    def __init__(self, app: Ledger, views: Sequence[type[View]] = VIEWS) -> None:
         self.app = app
         self.datastore = datastore_of(app)
-        ensure_schema(self.datastore)
-        self._loader = SqlLoader()
-        self._models = ReadModels(self._loader)
-        self._cached_at: tuple[int, int] | None = None
+        ensure_schema(self.datastore, views)
+        self.views = {view.NAME: view for view in views}
+        self._curs: Curs | None = None  # the cursor of the batch being folded
+        self._streams = Streams(self._first_event)
+        self._images: dict[str, View] = {}
+        self._cached_at: Tracked = {}
         self._stop = threading.Event()
 
+    def _first_event(self, aggregate_id: UUID) -> Any:
+        """An aggregate's first event, for a stream created before this worker started."""
+        assert self._curs is not None
+        self._curs.execute(_FIRST_EVENT, (aggregate_id,))
+        row = self._curs.fetchone()
+        assert row is not None, f"no first event of {aggregate_id}"
+        return self.app.mapper.to_domain_event(StoredEvent(**row))
+
+    def _image(self, name: str, at: tuple[int, int]) -> View:
+        """The view's image, kept if this worker left it at `at`, else started afresh."""
+        image = self._images.get(name)
+        if image is None or self._cached_at.get(name) != at or image.size() > MAX_IMAGE_ROWS:
+            image = self._images[name] = self.views[name](self._streams, complete=at[1] == 0)
+        return image
+
     def run_batch(self, limit: int = BATCH_SIZE) -> int:
-        """Apply the next batch; returns how many events it applied."""
-        try:
-            with self.datastore.transaction(commit=True) as curs:
-                return self._run_batch(curs, limit)
-        except BaseException:
-            self._cached_at = None  # the image may hold what was rolled back
-            raise
+        """Apply the next batch to the views, in one transaction while they stand at one
+        position; views behind the others (one being backfilled) follow in batches of
+        their own, the most current first. Returns how many events were applied, every
+        batch counted."""
+        applied = 0
+        left = list(self.views)
+        while left:
+            names: list[str] = []
+            try:
+                with self.datastore.transaction(commit=True) as curs:
+                    tracked = _lock(curs, left)
+                    head = max(position for _, position in tracked.values())
+                    names = [n for n in left if tracked[n][1] == head]
+                    applied += self._fold_batch(curs, names, tracked, limit)
+            except BaseException:
+                for name in names:  # the images may hold what was rolled back
+                    self._cached_at.pop(name, None)
+                raise
+            finally:
+                self._curs = None
+            left = [n for n in left if n not in names]
+        return applied
 
-    def _run_batch(self, curs: Curs, limit: int) -> int:
-        at = _lock_tracking(curs)
-        if at != self._cached_at or len(self._models.streams) > MAX_IMAGE_STREAMS:
-            self._models = ReadModels(self._loader, complete=at[1] == 0)
-        self._loader.curs = curs
-        rows = _next_events(curs, at[1], limit)
+    def _fold_batch(self, curs: Curs, names: list[str], tracked: Tracked, limit: int) -> int:
+        """The next events after the position `names` share, folded into them."""
+        images = [self._image(name, tracked[name]) for name in names]
+        self._curs = curs
+        for image in images:
+            image.curs = curs
+        after = tracked[names[0]][1]
+        rows = _next_events(curs, after, limit)
         if not rows:
-            self._cached_at = at
+            self._cached_at.update((n, tracked[n]) for n in names)
             return 0
-        self._apply(self._models, rows)
-        prepare_writes(self._models, self._models.take_changes(), curs).send(curs)
+        fold = Fold(self.app.mapper, images, self._streams)
+        fold.apply(rows)
+        fold.writes(curs).send(curs)
         position = rows[-1][0]
-        _set_position(curs, position)
-        self._cached_at = (at[0], position)
+        _advance(curs, names, position)
+        self._cached_at.update((n, (tracked[n][0], position)) for n in names)
+        self._streams.trim()
         return len(rows)
-
-    def _fold_next(self, models: ReadModels, after: int) -> tuple[Writes, int, int] | None:
-        """Fold the next batch after `after`: its writes, last position and size."""
-        with statements(self.datastore) as curs:  # no transaction left idle while folding
-            rows = _next_events(curs, after, BATCH_SIZE)
-            if not rows:
-                return None
-            self._apply(models, rows)
-            writes = prepare_writes(models, models.take_changes(), curs)
-            return writes, rows[-1][0], len(rows)
-
-    def _apply(self, models: ReadModels, rows: Sequence[TupleRow]) -> None:
-        to_event = self.app.mapper.to_domain_event
-        for position, originator_id, version, topic, state, recorded_at, hash_ in rows:
-            event = to_event(StoredEvent(originator_id, version, topic, state))
-            models.apply(event, position, recorded_at, hash_.hex())
 
     def catch_up(self) -> int:
         """Apply everything recorded so far; returns how many events were applied."""
@@ -464,35 +223,40 @@ class ProjectionWorker:
             total += applied
         return total
 
-    def rebuild(self) -> int:
-        """Empty every read model and apply all events again from the first."""
+    def rebuild(self, names: Sequence[str] | None = None) -> int:
+        """Empty the views (every one, unless named) and apply all events again."""
+        names = list(names or self.views)
         with self.datastore.transaction(commit=True) as curs:
-            generation = _lock_tracking(curs)[0] + 1
+            tracked = _lock(curs, names)
             curs.execute(
                 sql.SQL("TRUNCATE {}").format(
-                    sql.SQL(", ").join(map(sql.Identifier, READ_MODEL_TABLES))
+                    sql.SQL(", ").join(map(sql.Identifier, tables(self.views[n] for n in names)))
                 )
             )
-            curs.execute(
-                "UPDATE projection_tracking SET position = 0, generation = %s WHERE name = %s",
-                (generation, PROJECTION),
-            )
-        self._cached_at = None
+            for name in names:
+                curs.execute(
+                    "UPDATE projection_tracking SET position = 0, generation = %s WHERE name = %s",
+                    (tracked[name][0] + 1, name),
+                )
+        generations = {name: tracked[name][0] + 1 for name in names}
+        for name in names:
+            self._cached_at.pop(name, None)
         with _collector_paused():
-            return self._replay(generation) + self.catch_up()
+            return self._replay(generations) + self.catch_up()
 
-    def _replay(self, generation: int) -> int:
+    def _replay(self, generations: dict[str, int]) -> int:
         """A rebuild's first pass: this thread decodes and folds the next batch while
         another writes the one before, so PostgreSQL's half of the work runs beside
-        Python's. Each batch still commits with its position; should another worker
-        move the position meanwhile, or the image outgrow MAX_IMAGE_STREAMS, the pass
-        stops and `catch_up` carries on."""
-        models = ReadModels(self._loader, complete=True)
+        Python's. Each batch still commits with its positions; should another worker
+        move a position meanwhile, or an image outgrow MAX_IMAGE_ROWS, the pass stops
+        and `catch_up` carries on."""
+        images = {n: self.views[n](self._streams, complete=True) for n in generations}
+        fold = Fold(self.app.mapper, list(images.values()), self._streams)
         batches: queue.Queue[tuple[Writes, int, int] | None] = queue.Queue(maxsize=2)
         committed: list[int] = []
         failed: list[BaseException] = []
         writer = threading.Thread(
-            target=self._write_batches, args=(batches, generation, committed, failed)
+            target=self._write_batches, args=(batches, generations, committed, failed)
         )
         writer.start()
         last, finished = 0, False
@@ -500,29 +264,35 @@ class ProjectionWorker:
             # each batch read by one statement, outside any transaction: a fold (or a
             # wait on the writer) must not sit idle inside one, which the session's
             # idle timeout would end
-            while not failed and len(models.streams) <= MAX_IMAGE_STREAMS:
-                batch = self._fold_next(models, last)
-                if batch is None:
-                    finished = True
-                    break
-                last = batch[1]
-                batches.put(batch)
+            while not failed and all(i.size() <= MAX_IMAGE_ROWS for i in images.values()):
+                with statements(self.datastore) as curs:
+                    self._curs = curs
+                    rows = _next_events(curs, last, BATCH_SIZE)
+                    if not rows:
+                        finished = True
+                        break
+                    fold.apply(rows)
+                    batches.put((fold.writes(curs), rows[-1][0], len(rows)))
+                last = rows[-1][0]
         finally:
+            self._curs = None
             batches.put(None)
             writer.join()
         if failed and not isinstance(failed[0], _Overtaken):
             raise failed[0]
         if finished and not failed:
-            self._models, self._cached_at = models, (generation, last)
+            self._images.update(images)
+            self._cached_at.update((n, (g, last)) for n, g in generations.items())
         return sum(committed)
 
     def _write_batches(
         self,
         batches: queue.Queue[tuple[Writes, int, int] | None],
-        generation: int,
+        generations: dict[str, int],
         committed: list[int],
         failed: list[BaseException],
     ) -> None:
+        names = list(generations)
         position = 0
         while (batch := batches.get()) is not None:
             if failed:
@@ -530,17 +300,18 @@ class ProjectionWorker:
             writes, last, count = batch
             try:
                 with self.datastore.transaction(commit=True) as curs:
-                    if _lock_tracking(curs) != (generation, position):
+                    expected = {n: (g, position) for n, g in generations.items()}
+                    if _lock(curs, names) != expected:
                         raise _Overtaken
                     writes.send(curs)
-                    _set_position(curs, last)
+                    _advance(curs, names, last)
                 position = last
                 committed.append(count)
             except BaseException as e:  # handed to the folding thread, which raises it
                 failed.append(e)
 
     def run_forever(self) -> None:
-        log.info("projection_worker_started", projection=PROJECTION)
+        log.info("projection_worker_started", views=list(self.views))
         while not self._stop.is_set():
             try:
                 if self.run_batch() < BATCH_SIZE:
@@ -564,23 +335,28 @@ def settle(datastore: PostgresDatastore) -> None:
     later, under traffic (in `make bench` it ran through the as-of reads)."""
     with statements(datastore) as curs:  # VACUUM runs outside any transaction
         curs.execute(
-            sql.SQL("VACUUM (ANALYZE) {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, READ_MODEL_TABLES))
-            )
+            sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(", ").join(map(sql.Identifier, tables())))
         )
 
 
-def tracked_position(datastore: PostgresDatastore) -> int:
+def tracked_position(datastore: PostgresDatastore, names: Sequence[str] = NAMES) -> int:
+    """The position every one of the named views has reached."""
     with statements(datastore) as curs:
-        curs.execute("SELECT position FROM projection_tracking WHERE name = %s", (PROJECTION,))
+        curs.execute(
+            "SELECT coalesce(min(position), 0) AS position FROM projection_tracking "
+            "WHERE name = ANY(%s)",
+            (list(names),),
+        )
         row = curs.fetchone()
         return int(row["position"]) if row else 0
 
 
-def wait_for_position(datastore: PostgresDatastore, position: int) -> bool:
-    """Poll until the read models include `position`; False after the wait limit."""
+def wait_for_position(
+    datastore: PostgresDatastore, position: int, names: Sequence[str] = NAMES
+) -> bool:
+    """Poll until the named views include `position`; False after the wait limit."""
     deadline = time.monotonic() + MIN_POSITION_WAIT_SECONDS
-    while tracked_position(datastore) < position:
+    while tracked_position(datastore, names) < position:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)

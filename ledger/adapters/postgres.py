@@ -268,6 +268,17 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
+@contextmanager
+def schema_lock(datastore: PostgresDatastore) -> Iterator[None]:
+    """One process at a time changes the schema (every process does it on start)."""
+    with datastore.get_connection() as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
 def migrate(
     datastore: PostgresDatastore,
     steps: Sequence[tuple[str, str]],
@@ -276,24 +287,20 @@ def migrate(
 ) -> None:
     """Apply the `steps` not applied yet (after creating the event table, given its
     `recorder`); safe when several processes start at once."""
-    with datastore.get_connection() as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
-        try:
-            if recorder is not None:
-                recorder.create_table()
-            with datastore.transaction(commit=True) as curs:
-                curs.execute(
-                    "CREATE TABLE IF NOT EXISTS ledger_schema (name text PRIMARY KEY, "
-                    "applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                curs.execute("SELECT name FROM ledger_schema")
-                done = {row["name"] for row in curs.fetchall()}
-                for name, statement in steps:
-                    if name not in done:
-                        curs.execute(statement)  # fixed DDL text
-                        curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
-        finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    with schema_lock(datastore):
+        if recorder is not None:
+            recorder.create_table()
+        with datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "CREATE TABLE IF NOT EXISTS ledger_schema (name text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            curs.execute("SELECT name FROM ledger_schema")
+            done = {row["name"] for row in curs.fetchall()}
+            for name, statement in steps:
+                if name not in done:
+                    curs.execute(statement)  # fixed DDL text
+                    curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
 
 
 @contextmanager

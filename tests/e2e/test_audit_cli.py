@@ -19,7 +19,7 @@ from psycopg import sql
 from ledger.domain.context import acting_as
 from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
-from projections.schema import READ_MODEL_TABLES
+from projections.schema import tables as read_model_tables
 from projections.worker import ProjectionWorker
 from tests.e2e.conftest import LEDGER, ROOT, Server
 
@@ -108,7 +108,7 @@ def _tables(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
             table: conn.execute(
                 sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3, 4").format(sql.Identifier(table))
             ).fetchall()
-            for table in READ_MODEL_TABLES
+            for table in read_model_tables()
             if table != "rm_journal"
         }
         tables["rm_journal"] = conn.execute(
@@ -137,7 +137,7 @@ def test_projections_rebuild_exits_0_with_the_same_read_models(
         unsettled = conn.execute(
             "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s) "
             "AND (last_vacuum IS NULL OR last_analyze IS NULL)",
-            (list(READ_MODEL_TABLES),),
+            (read_model_tables(),),
         ).fetchall()
     assert unsettled == []
 

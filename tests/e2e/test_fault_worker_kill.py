@@ -246,13 +246,14 @@ def head(db_url: str) -> int:
 
 
 def tracked(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT position FROM projection_tracking WHERE name = 'ledger'").fetchone()
-    assert row is not None
+    """The position every view has reached."""
+    row = conn.execute("SELECT min(position) FROM projection_tracking").fetchone()
+    assert row is not None and row[0] is not None
     return int(row[0])
 
 
 def batch_holders(conn: psycopg.Connection[Any]) -> list[int]:
-    """The backends inside a worker's batch: holding the tracking row FOR UPDATE."""
+    """The backends inside a worker's batch: holding the tracking rows FOR UPDATE."""
     rows = conn.execute(
         "SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
         "WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "

@@ -28,14 +28,19 @@ from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.statement_csv import parse_statement
 from ledger.domain.context import acting_as
+from ledger.domain.grants import Grant
 from ledger.engine.outcome import Outcome
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections import reads
-from projections.fold import ReadModels
-from projections.schema import READ_MODEL_TABLES
-from projections.worker import ProjectionWorker, Writes, tracked_position
+from projections.schema import NewerReadModel
+from projections.schema import tables as read_model_tables
+from projections.tables import Table, Writes
+from projections.view import Rows, View, handles
+from projections.views import VIEWS
+from projections.views.audit_trail import AuditTrail
+from projections.worker import ProjectionWorker, tracked_position
 from tests.conftest import TEST_MASTER_KEY
 
 pytestmark = pytest.mark.db
@@ -233,7 +238,7 @@ def dump(db_url: str) -> Dump:
     """Every read-model table, each ordered by all of its columns."""
     tables: Dump = {}
     with psycopg.connect(db_url) as conn:
-        for table in READ_MODEL_TABLES:
+        for table in read_model_tables():
             count = conn.execute(
                 "SELECT count(*) FROM information_schema.columns WHERE table_name = %s", (table,)
             ).fetchone()
@@ -253,12 +258,24 @@ def head(db_url: str) -> int:
 
 
 def tracking(db_url: str) -> tuple[int, int]:
+    """The position and generation every view stands at."""
     with psycopg.connect(db_url) as conn:
-        row = conn.execute(
-            "SELECT position, generation FROM projection_tracking WHERE name = 'ledger'"
-        ).fetchone()
-    assert row is not None
+        rows = conn.execute("SELECT DISTINCT position, generation FROM projection_tracking")
+        (row,) = rows.fetchall()
     return int(row[0]), int(row[1])
+
+
+def on_each_event(m: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """Run `hook` as each event is folded (the audit trail folds every one, once)."""
+
+    def wrapped(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def fold(view: Any, event: Any) -> None:
+            hook()
+            handler(view, event)
+
+        return fold
+
+    m.setattr(AuditTrail, "HANDLERS", {t: wrapped(h) for t, h in AuditTrail.HANDLERS.items()})
 
 
 # tables whose second column `seq` numbers rows within their first column's group
@@ -295,7 +312,6 @@ def assert_same_tables(got: Dump, want: Dump, *, exact_seq: bool = False) -> Non
 
 # the tables the scenario fills (a table added later is compared, if maybe empty)
 FILLED = (
-    "rm_streams",
     "rm_fund_years",
     "rm_lines",
     "rm_line_versions",
@@ -415,15 +431,13 @@ def test_a_rebuild_folds_with_the_cyclic_collector_paused_and_turns_it_back_on(
     """Its image only grows: collections during the fold would walk it in vain."""
     run_scenario(ledger, scenario(2024, "gc-"))
     collector_on: list[bool] = []
-    real = ReadModels.apply
 
-    def apply(self: ReadModels, *args: Any, **kwargs: Any) -> None:
+    def fold() -> None:
         collector_on.append(gc.isenabled())
         if fails:
             raise RuntimeError("the fold failed")
-        real(self, *args, **kwargs)
 
-    monkeypatch.setattr(ReadModels, "apply", apply)
+    on_each_event(monkeypatch, fold)
     assert gc.isenabled()
     if fails:
         with pytest.raises(RuntimeError):
@@ -446,19 +460,17 @@ def test_a_worker_overtaking_a_rebuild_ends_its_pipelined_pass_and_applies_nothi
     last = run_scenario(ledger, scenario(2024, "o-"))
     other = ProjectionWorker(ledger)
     overtook: list[int] = []
-    real = ReadModels.apply
     calls = 0
 
-    def apply(self: ReadModels, *args: Any, **kwargs: Any) -> None:
+    def fold() -> None:
         nonlocal calls
         calls += 1
         if calls == 12:  # the rebuild's third batch of five
             overtook.append(other.run_batch(limit=3))
-        real(self, *args, **kwargs)
 
     with monkeypatch.context() as m:
         m.setattr(worker_module, "BATCH_SIZE", 5)
-        m.setattr(ReadModels, "apply", apply)
+        on_each_event(m, fold)
         applied = worker.rebuild()
 
     assert overtook == [3]
@@ -564,17 +576,15 @@ class CrashingCursor:
 
 
 def _crash_while_folding(m: pytest.MonkeyPatch, nth: int) -> None:
-    real = ReadModels.apply
     calls = 0
 
-    def apply(self: ReadModels, *args: Any, **kwargs: Any) -> None:
+    def fold() -> None:
         nonlocal calls
         calls += 1
         if calls == nth:
             raise Crash("the worker died while folding")
-        real(self, *args, **kwargs)
 
-    m.setattr(ReadModels, "apply", apply)
+    on_each_event(m, fold)
 
 
 def _crash_while_writing(m: pytest.MonkeyPatch, fail_at: int) -> None:
@@ -700,3 +710,96 @@ def test_readyz_reports_the_projection_lag_until_a_worker_catches_up(
     assert client.get("/readyz").json()["projection_lag"] == int(r.headers["Ledger-Position"]) - (
         position
     )
+
+
+# --- (e) a new view is backfilled alone ---------------------------------------------
+
+
+class GrantCount(View):
+    """A read model added later: grants proposed per talent."""
+
+    NAME = "grant_count"
+    VERSION = 1
+    TABLES = (
+        Table("rm_grant_count", {"talent_id": "text", "grants": "int NOT NULL"}, ("talent_id",)),
+    )
+    IGNORES = frozenset(AuditTrail.HANDLERS) - {Grant.Proposed}
+
+    def __init__(self, streams: Any, *, complete: bool) -> None:
+        super().__init__(streams, complete=complete)
+        self.counts: Rows[str, list[int]] = Rows(self.TABLES[0], lambda k, n: (k, n[0]))
+
+    def size(self) -> int:
+        return len(self.counts.rows)
+
+    def write(self, out: Writes, curs: Any) -> None:
+        self.counts.write(out, curs)
+
+    @handles(Grant.Proposed)
+    def _proposed(self, e: Grant.Proposed) -> None:
+        count = self.stored(self.counts, e.talent_id, lambda r: [r["grants"]])
+        if count is None:
+            count = self.counts.create(e.talent_id, [0])
+        self.counts.touch(e.talent_id)
+        count[0] += 1
+
+
+def test_a_view_added_later_is_backfilled_alone_while_the_others_carry_on(
+    ledger: Ledger, worker: ProjectionWorker, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = run_scenario(ledger, scenario(2024, "v-"))
+    worker.catch_up()
+    before = dump(db_url)
+    with psycopg.connect(db_url) as conn:
+        existing = conn.execute("SELECT name, position, generation FROM projection_tracking")
+        at_head = sorted(existing.fetchall())
+    assert {position for _, position, _ in at_head} == {last}
+
+    folded_by_the_others: list[int] = []
+    on_each_event(monkeypatch, lambda: folded_by_the_others.append(1))
+    added = ProjectionWorker(ledger, (*VIEWS, GrantCount))
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(
+            "SELECT position FROM projection_tracking WHERE name = 'grant_count'"
+        ).fetchone() == (0,)
+    assert added.catch_up() == last  # every event, once, for the new view alone
+    assert folded_by_the_others == []
+    assert_same_tables(dump(db_url), before)
+    with psycopg.connect(db_url) as conn:
+        tracked = sorted(conn.execute("SELECT name, position, generation FROM projection_tracking"))
+        counts = dict(conn.execute("SELECT talent_id, grants FROM rm_grant_count").fetchall())
+        proposed = conn.execute(
+            "SELECT talent_id, count(*) FROM rm_grants GROUP BY talent_id"
+        ).fetchall()
+    assert [row for row in tracked if row[0] != "grant_count"] == at_head
+    assert counts == dict(proposed) and counts
+
+    # writes after it reach every view together
+    run_scenario(ledger, scenario(2030, "w-")[:10])
+    added.catch_up()
+    assert tracking(db_url)[0] == head(db_url)
+
+
+def test_a_view_whose_version_rises_is_dropped_and_backfilled_alone(
+    ledger: Ledger, worker: ProjectionWorker, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = run_scenario(ledger, scenario(2024, "x-"))
+    ProjectionWorker(ledger, (*VIEWS, GrantCount)).catch_up()
+    with psycopg.connect(db_url) as conn:
+        generations = dict(conn.execute("SELECT name, generation FROM projection_tracking"))
+    monkeypatch.setattr(GrantCount, "VERSION", 2)
+    upgraded = ProjectionWorker(ledger, (*VIEWS, GrantCount))
+    with psycopg.connect(db_url) as conn:
+        after = {
+            n: (p, g)
+            for n, p, g in conn.execute(
+                "SELECT name, position, generation FROM projection_tracking"
+            )
+        }
+        assert conn.execute("SELECT count(*) FROM rm_grant_count").fetchone() == (0,)
+    assert after.pop("grant_count") == (0, generations["grant_count"] + 1)
+    assert after == {n: (last, g) for n, g in generations.items() if n != "grant_count"}
+    assert upgraded.catch_up() == last
+    monkeypatch.setattr(GrantCount, "VERSION", 1)
+    with pytest.raises(NewerReadModel):
+        ProjectionWorker(ledger, (*VIEWS, GrantCount))
