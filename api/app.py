@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import batch, reads, treasury, writes
+from api import batch, reads, treasury
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -21,6 +21,7 @@ from api.problems import (
     problem_responses,
     with_problem_schemas,
 )
+from api.resources import RESOURCES
 from api.routing import LedgerRoute
 from api.schemas import Health, Readiness
 from ledger.adapters.api_keys import KeyCache
@@ -197,7 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContext)
     install_problem_handlers(app)
     install_unavailable_handlers(app)
-    app.include_router(writes.router)
+    for resource in RESOURCES:
+        app.include_router(resource.router)
     app.include_router(batch.router)
     app.include_router(reads.router)
     app.include_router(treasury.router)

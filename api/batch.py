@@ -13,8 +13,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.operations import OPERATIONS, Ids, Operation, answer, presented
+from api.operations import Ids, Operation, answer, presented
 from api.problems import error_body, problem_body, problem_json, problem_responses
+from api.resources import OPERATIONS
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
 from api.writes import ALWAYS, written
 from ledger.domain.errors import LedgerError
@@ -22,7 +23,7 @@ from ledger.domain.roles import ROLES, Principal
 from ledger.engine.engine import AtomicRefusal
 from ledger.usecases.ledger import Ledger
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["writes"])
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["batch"])
 
 MAX_OPERATIONS = 1000
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
-"""Every write as one operation, declared once: its name (the `op` of `/v1/batch`), its
-path, its use case's command, and what it answers. The rest comes from the use case
-(`ledger.usecases`): the role that may call it, the refusals it can answer, and the
-fields of its body, which are the command's less the ids in the path. From this one
-table come the single routes (`api.writes`), the batch operations (`api.batch`) and
-the problems each documents."""
+"""A write operation, declared once in its resource's module (`api.resources`): its
+name (the `op` of `/v1/batch`), its path, its use case's command, and what it
+answers. The rest comes from the use case (`ledger.usecases`): the role that may
+call it, the refusals it can answer, and the fields of its body, which are the
+command's less the ids in the path. From each declaration come its route
+(`api.writes`), its batch operation (`api.batch`) and the problems it documents."""
 
 from __future__ import annotations
 
@@ -22,11 +22,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_model
 
 from api import schemas as s
-from ledger.domain.clawbacks import Clawback, Recovery
-from ledger.domain.talents import Talent
 from ledger.domain.values import TextFormat, YearRange
 from ledger.engine.outcome import Outcome
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import USE_CASES, Ledger
 from ledger.usecases.registry import UseCase
 
@@ -151,69 +148,3 @@ def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], A
         headers["Idempotent-Replayed"] = "true"
     status = 201 if op.created and not outcome.replayed else 200
     return status, headers, op.out.model_validate(outcome.value).model_dump(mode="json")
-
-
-def _talent(ledger: Ledger, talent: Talent, ids: Ids) -> dict[str, Any]:
-    name = ledger.vault.reveal(talent.talent_id, talent.sealed_name)
-    return s.revealed({**vars(talent), "status": talent.status}, name)
-
-
-def _appropriation(ledger: Ledger, appropriation: Any, ids: Ids) -> dict[str, Any]:
-    return {**vars(appropriation), "fund_year": ids["year"]}
-
-
-def _clawback(ledger: Ledger, clawback: Clawback, ids: Ids) -> s.ClawbackOut:
-    return s.ClawbackOut.of(clawback)
-
-
-def _recovery(ledger: Ledger, value: tuple[Clawback, Recovery], ids: Ids) -> dict[str, Any]:
-    return {**vars(value[1]), "clawback_id": ids["clawback_id"]}
-
-
-OPERATIONS: dict[str, Operation] = {
-    op.name: op
-    for op in (
-        Operation("fund_year.open", "/fund-years", c.OpenFundYear, s.FundYearSummary, True),
-        Operation(
-            "appropriation.add",
-            "/fund-years/{year}/appropriations",
-            c.Appropriate,
-            s.AppropriationOut,
-            True,
-            _appropriation,
-        ),
-        Operation(
-            "fund_year.close", "/fund-years/{year}/close", c.CloseFundYear, s.FundYearSummary, False
-        ),
-        Operation("talent.register", "/talents", c.RegisterTalent, s.TalentProfile, True, _talent),
-        Operation(
-            "talent.depart",
-            "/talents/{talent_id}/departure",
-            c.DepartTalent,
-            s.TalentProfile,
-            False,
-            _talent,
-        ),
-        Operation("grant.propose", "/grants", c.ProposeGrant, s.GrantOut, True),
-        Operation("grant.approve", "/grants/{grant_id}/approve", c.ApproveGrant, s.GrantOut, False),
-        Operation("grant.reject", "/grants/{grant_id}/reject", c.RejectGrant, s.GrantOut, False),
-        Operation("grant.revoke", "/grants/{grant_id}/revoke", c.RevokeGrant, s.GrantOut, False),
-        Operation("waiver.grant", "/rent-waivers", c.GrantWaiver, s.WaiverOut, True),
-        Operation("waiver.end", "/rent-waivers/{waiver_id}/end", c.EndWaiver, s.WaiverOut, False),
-        Operation("payment.record", "/payments", c.RecordPayment, s.PaymentOut, True),
-        Operation(
-            "payment.return", "/payments/{payment_id}/return", c.ReturnPayment, s.PaymentOut, False
-        ),
-        Operation(
-            "clawback.assess", "/clawbacks", c.AssessClawback, s.ClawbackOut, True, _clawback
-        ),
-        Operation(
-            "clawback.recover",
-            "/clawbacks/{clawback_id}/recoveries",
-            c.RecordRecovery,
-            s.RecoveryOut,
-            True,
-            _recovery,
-        ),
-    )
-}

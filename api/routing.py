@@ -7,11 +7,14 @@ checks the media type, and only then lets FastAPI parse and validate the body.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query, Request
+from eventsourcing.postgres import PostgresDatastore
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi._compat import ModelField
 from fastapi.dependencies.utils import get_flat_params, request_params_to_args
 from fastapi.params import Param, ParamTypes
@@ -20,15 +23,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.problems import ProblemError
+from api.problems import ProblemError, problem_responses
+from api.schemas import HistoryEntry, HistoryPage, Instant
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import actor_cvar
-from ledger.domain.errors import NotReached
+from ledger.domain.errors import NotReached, ValidationFailed
 from ledger.domain.roles import ROLES, Principal
 from ledger.domain.values import ID_PATTERN
 from ledger.usecases.ledger import Ledger
-from projections.worker import wait_for_position
+from projections import reads
+from projections.worker import NAMES, wait_for_position
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ANY_ROLE = ROLES
 PUBLIC: tuple[str, ...] = ()
@@ -131,23 +138,92 @@ async def _principal(
     return principal_of(request)
 
 
-async def _consistent(
-    request: Request,
-    min_position: Annotated[
-        int | None,
-        Query(ge=0, description="Wait (at most 5 s) until the read models include this position"),
+MIN_POSITION = "Wait (at most 5 s) until the read models include this position"
+
+
+def consistent(views: Sequence[str]) -> Any:
+    """A route's wait for `min_position`: until the views it reads include it."""
+
+    async def wait(
+        request: Request,
+        min_position: Annotated[
+            int | None,
+            Query(
+                ge=0, description="Wait (at most 5 s) until the read models include this position"
+            ),
+        ] = None,
+    ) -> None:
+        route = request.scope["route"]
+        assert isinstance(route, LedgerRoute)
+        if (
+            min_position is not None
+            and not route.refuses_parameters(request)
+            and not await run_in_threadpool(
+                wait_for_position, datastore_of(ledger_of(request)), min_position, views
+            )
+        ):
+            raise NotReached(min_position)
+
+    return Depends(wait)
+
+
+def read(
+    router: APIRouter,
+    path: str,
+    model: type | None = None,
+    *,
+    views: Sequence[str] = NAMES,
+    responses: dict[int | str, dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    """A read route, open to every role, waiting for `min_position` on the `views` it
+    reads (all of them, for one that reads the events themselves)."""
+    return router.get(
+        path,
+        response_model=model,
+        openapi_extra=roles(*ANY_ROLE),
+        dependencies=[consistent(views)],
+        responses={**READ_PROBLEMS, **(responses or {})},
+        **kwargs,
+    )
+
+
+READ_PROBLEMS = problem_responses("unauthenticated", "not_found", "validation_error", "unavailable")
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The point a read asked for. Checking the query is a coroutine (no worker
+    thread); finding the position of an instant takes a query, so the endpoint does
+    it in its own worker thread, one hand-off per read instead of two."""
+
+    instant: datetime | None
+    position: int | None
+
+    def resolve(self, datastore: PostgresDatastore) -> int | None:
+        """The position asked for (an instant's is that of the last event recorded by
+        then), or None; the read waits for the read models to reach it."""
+        if self.instant is not None:
+            return reads.position_at(datastore, self.instant)
+        return self.position
+
+
+async def _as_of(
+    as_of: Annotated[
+        Instant | None,
+        Query(description="Answer as of this instant (RFC 3339, events recorded at or before)"),
     ] = None,
-) -> None:
-    route = request.scope["route"]
-    assert isinstance(route, LedgerRoute)
-    if (
-        min_position is not None
-        and not route.refuses_parameters(request)
-        and not await run_in_threadpool(
-            wait_for_position, datastore_of(ledger_of(request)), min_position
-        )
-    ):
-        raise NotReached(min_position)
+    as_of_position: Annotated[
+        int | None, Query(ge=0, description="Answer as of this global position")
+    ] = None,
+) -> AsOf:
+    if as_of is not None and as_of_position is not None:
+        raise ValidationFailed("as_of", "give as_of or as_of_position, not both", "query")
+    return AsOf(as_of, as_of_position)
+
+
+def history_page(items: list[dict[str, Any]], cursor: str | None) -> HistoryPage:
+    return HistoryPage(items=[HistoryEntry.model_validate(i) for i in items], next=cursor)
 
 
 # Ids and years in a path follow the rules of bodies and of batch operations (which
@@ -157,4 +233,6 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 PathYear = Annotated[int, Path(ge=1900, le=2999)]
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
-Consistent = Depends(_consistent)
+AsOfQuery = Annotated[AsOf, Depends(_as_of)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
+After = Annotated[str | None, Query(description="The `next` cursor of the previous page")]

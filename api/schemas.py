@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -79,174 +79,6 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class FundYearSummary(Out):
-    year: int
-    currency: str
-    status: Literal["open", "closed"]
-    close_reason: str | None
-
-
-class Amounts(Out):
-    appropriated: Money
-    committed: Money
-    available: Money
-    paid: Money
-    returned: Money
-    net_paid: Money
-    in_kind_value: Money
-    clawback_assessed: Money
-    clawback_recovered: Money
-
-
-class LineOut(Amounts):
-    programme: str
-    kind: Literal["cash", "in_kind"]
-
-
-class FundYearOut(Out):
-    year: int
-    currency: str
-    status: Literal["open", "closed"]
-    lines: list[LineOut]
-    totals: Amounts
-
-
-class AppropriationOut(Out):
-    appropriation_id: str
-    fund_year: int
-    programme: str
-    kind: str
-    amount: Money
-    reference: str
-
-
-def revealed(talent: dict[str, Any], name: str | None) -> dict[str, Any]:
-    """A talent's fields as answered: its name in clear, or null once erased."""
-    return {**talent, "name": name, "personal_data_erased": name is None}
-
-
-class TalentProfile(Out):
-    talent_id: str
-    name: str | None = Field(description="null once the talent's personal data was erased")
-    personal_data_erased: bool
-    category: str
-    employer: str
-    arrived_on: date
-    service_commitment_until: date
-    status: Literal["active", "departed"]
-    departed_on: date | None
-    departure_reason: str | None
-
-
-class TalentBalance(Out):
-    fund_year: int
-    programme: str
-    granted: Money
-    approved: Money
-    paid: Money
-    returned: Money
-    outstanding: Money
-    in_kind_value: Money
-    clawback_assessed: Money
-    clawback_recovered: Money
-    clawback_due: Money
-
-
-class TalentOut(TalentProfile):
-    balances: list[TalentBalance]
-
-
-class GrantOut(Out):
-    grant_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
-    amount: Money
-    policy_reference: str
-    reason: str
-    status: Literal["proposed", "approved", "rejected", "revoked"]
-    proposed_by: str
-    decision_by: str | None
-    decision_note: str | None
-    effective_amount: Money
-    paid: Money
-    returned: Money
-    net_paid: Money
-    payable: Money
-    clawed_back: Money
-
-
-class PaymentOut(Out):
-    payment_id: str
-    grant_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
-    amount: Money
-    value_date: date
-    bank_reference: str
-    status: Literal["paid", "returned"]
-    returned_on: date | None
-    return_reason: str | None
-
-
-class WaiverOut(Out):
-    waiver_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
-    apartment: str
-    start_on: date
-    end_on: date
-    monthly_rent: Money
-    months: int
-    value: Money
-    status: Literal["active", "ended"]
-    ended_on: date | None
-
-
-class RecoveryOut(Out):
-    clawback_id: str
-    recovery_id: str
-    amount: Money
-    value_date: date
-    bank_reference: str
-
-
-class RecoveryItem(Out):
-    recovery_id: str
-    amount: Money
-    value_date: date
-    bank_reference: str
-
-
-class ClawbackOut(Out):
-    clawback_id: str
-    grant_id: str
-    talent_id: str
-    fund_year: int
-    programme: str
-    amount: Money
-    reason: str
-    status: Literal["open", "recovered"]
-    recovered: Money
-    due: Money
-    recoveries: list[RecoveryItem]
-
-    @classmethod
-    def of(cls, clawback: Any) -> ClawbackOut:
-        return cls.model_validate(
-            {
-                **{
-                    name: getattr(clawback, name)
-                    for name in cls.model_fields
-                    if name != "recoveries"
-                },
-                "recoveries": list(clawback.recoveries.values()),
-            }
-        )
-
-
 class Health(BaseModel):
     status: str
 
@@ -283,20 +115,6 @@ class HistoryEntry(Out):
 class HistoryPage(BaseModel):
     items: list[HistoryEntry]
     next: str | None = Field(description="Cursor of the next page (`after=`), null at the end")
-
-
-class TrialBalanceAccount(Out):
-    account: str = Field(description="`<account>:<programme>`, see the chart of accounts")
-    programme: str
-    debit: Money
-    credit: Money
-
-
-class TrialBalance(Out):
-    fund_year: int
-    accounts: list[TrialBalanceAccount]
-    total_debit: Money
-    total_credit: Money
 
 
 class VerificationOut(Out):

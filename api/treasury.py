@@ -12,12 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
-    Consistent,
     LedgerDep,
     LedgerRoute,
     PathId,
     PrincipalDep,
+    consistent,
     ledger_of,
+    read,
     roles,
 )
 from api.schemas import Day, ExceptionsReport, ReconciliationReport
@@ -30,6 +31,8 @@ from ledger.domain.reconciliation import Reconciliation, Statement, unpack_json
 from ledger.engine.outcome import Outcome
 from ledger.usecases.ledger import Ledger
 from projections import reads
+from projections.views.balances import Balances
+from projections.views.treasury import Treasury
 from projections.worker import wait_for_position
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and audit"])
@@ -85,13 +88,7 @@ async def create_reconciliation(request: Request) -> Response:
     return _report(outcome.value, 200 if outcome.replayed else 201, headers)
 
 
-@router.get(
-    "/reconciliations/{reconciliation_id}",
-    response_model=ReconciliationReport,
-    openapi_extra=roles(*ANY_ROLE),
-    dependencies=[Consistent],
-    responses=problem_responses("unauthenticated", "not_found", "validation_error", "unavailable"),
-)
+@read(router, "/reconciliations/{reconciliation_id}", ReconciliationReport)
 def get_reconciliation(reconciliation_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> Response:
     return _report(ledger.load(Reconciliation, reconciliation_id, "reconciliation"), 200, {})
 
@@ -111,7 +108,7 @@ def _report(reconciliation: Reconciliation, status: int, headers: dict[str, str]
     "/reports/exceptions",
     response_model=ExceptionsReport,
     openapi_extra=roles(*ANY_ROLE),
-    dependencies=[Consistent],
+    dependencies=[consistent((Treasury.NAME, Balances.NAME))],
     responses=problem_responses("unauthenticated", "validation_error", "unavailable"),
 )
 def exceptions_report(

@@ -1,10 +1,10 @@
-"""The write routes: one per operation of `api.operations`, made from its declaration."""
+"""The write routes: one per operation (`api.operations`), made from its declaration."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,12 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.operations import OPERATIONS, Operation, answer, as_decided, presented
+from api.operations import Operation, answer, as_decided, presented
 from api.problems import problem_responses
-from api.routing import LedgerDep, LedgerRoute, PathId, PathYear, PrincipalDep, roles
+from api.routing import LedgerDep, PathId, PathYear, PrincipalDep, roles
 from ledger.usecases.ledger import Ledger
-
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["writes"])
 
 ALWAYS = (
     "unauthenticated",
@@ -101,17 +99,19 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
     return endpoint
 
 
-for _op in OPERATIONS.values():
-    router.add_api_route(
-        _op.path,
-        _endpoint(_op),
-        methods=["POST"],
-        name=_op.use_case.decide.__name__,
-        response_model=_op.out,
-        status_code=201 if _op.created else 200,
-        openapi_extra=roles(_op.role),
-        responses={
-            **written(_op.out, created=_op.created),
-            **problem_responses(*ALWAYS, *_op.refusals),
-        },
-    )
+def add_writes(router: APIRouter, operations: Iterable[Operation]) -> None:
+    """A route on `router` for each of `operations`, as it declares."""
+    for op in operations:
+        router.add_api_route(
+            op.path,
+            _endpoint(op),
+            methods=["POST"],
+            name=op.use_case.decide.__name__,
+            response_model=op.out,
+            status_code=201 if op.created else 200,
+            openapi_extra=roles(op.role),
+            responses={
+                **written(op.out, created=op.created),
+                **problem_responses(*ALWAYS, *op.refusals),
+            },
+        )

@@ -4,9 +4,10 @@ type it folds, in memory, a batch at a time.
 A view keeps an image of the rows it changes, loaded on demand through its tables'
 declarations and kept while its worker is the one advancing its position. An image
 that starts at position 0 is complete: a row it lacks does not exist yet, so it never
-looks one up (what makes a rebuild fast). Each view handles or ignores every event
-type of the domain by name: one it was never told of stops the worker
-(`UnknownEvent`) rather than becoming an empty row.
+looks one up (what makes a rebuild fast). A view folds the event types it names and
+skips the others; a view that must record every event (the audit trail) says so,
+and an event type it was never told of then stops the worker (`UnknownEvent`)
+rather than becoming an empty row.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Handler = Callable[[Any, Any], None]
 
 
 class UnknownEvent(Exception):
-    """A view met an event type it neither handles nor ignores."""
+    """A view that folds every event met an event type it does not know."""
 
 
 class At(NamedTuple):
@@ -72,13 +73,13 @@ class Rows(Generic[K, R]):
 class View:
     """A read model. A subclass names its tracking row (`NAME`), declares its `TABLES`
     and their `VERSION` (raised when they change: the view alone is then dropped and
-    backfilled), folds events in methods marked `@handles(...)` and lists the event
-    types it `IGNORES`."""
+    backfilled), and folds events in methods marked `@handles(...)`; the event types
+    it names no method for, it skips, unless it `FOLDS_EVERY_EVENT`."""
 
     NAME: ClassVar[str]
     VERSION: ClassVar[int]
     TABLES: ClassVar[tuple[Table, ...]]
-    IGNORES: ClassVar[frozenset[type]] = frozenset()
+    FOLDS_EVERY_EVENT: ClassVar[bool] = False
     HANDLERS: ClassVar[dict[type, Handler]] = {}
 
     def __init_subclass__(cls) -> None:
@@ -97,9 +98,9 @@ class View:
 
     @classmethod
     def handler(cls, event_class: type) -> Handler | None:
-        """The method folding events of `event_class`; None for one it ignores."""
+        """The method folding events of `event_class`; None for one it skips."""
         found = cls.HANDLERS.get(event_class)
-        if found is None and event_class not in cls.IGNORES:
+        if found is None and cls.FOLDS_EVERY_EVENT:
             raise UnknownEvent(f"view {cls.NAME} does not know {event_class.__qualname__}")
         return found
 

@@ -37,8 +37,8 @@ from ledger.domain.talents import Talent
 from ledger.engine.engine import AtomicRefusal
 from ledger.engine.outcome import Outcome
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
+from tests import commands as c
 
 D = Decimal
 YEAR = 2024

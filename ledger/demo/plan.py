@@ -23,7 +23,12 @@ from typing import Final
 
 from ledger.domain.budget import LineKind
 from ledger.domain.money import FEN, ZERO
-from ledger.usecases import commands as c
+from ledger.usecases.clawbacks import AssessClawback, RecordRecovery
+from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
+from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
+from ledger.usecases.payments import RecordPayment, ReturnPayment
+from ledger.usecases.talents import DepartTalent, RegisterTalent
+from ledger.usecases.waivers import EndWaiver, GrantWaiver
 
 SEED = 20_240_315
 YEARS = range(2019, 2024)
@@ -200,7 +205,7 @@ class _Planner:
             self._plan_year(_Year(year))
         for year in CLOSED_YEARS:
             reason = f"{year}年度人才发展专项资金决算完成，年度关闭"
-            self.steps.append((ADMIN, c.CloseFundYear(year, reason)))
+            self.steps.append((ADMIN, CloseFundYear(year, reason)))
         return self.steps
 
     def _next(self, kind: str, width: int) -> str:
@@ -271,7 +276,7 @@ class _Planner:
             self.steps.append(
                 (
                     CLERK,
-                    c.RegisterTalent(
+                    RegisterTalent(
                         talent.talent_id,
                         self._name(),
                         category,
@@ -302,20 +307,20 @@ class _Planner:
     ) -> _Grant:
         grant = _Grant(self._grant_id(fy.year), talent, programme, amount)
         fy.committed[programme] += amount
-        command = c.ProposeGrant(
+        command = ProposeGrant(
             grant.grant_id, talent.talent_id, fy.year, programme, amount, policy, reason
         )
         self.steps.append((CLERK, command))
         return grant
 
     def _approve(self, grant: _Grant, note: str | None = None) -> None:
-        self.steps.append((APPROVER, c.ApproveGrant(grant.grant_id, note)))
+        self.steps.append((APPROVER, ApproveGrant(grant.grant_id, note)))
 
     def _reject(self, grant: _Grant, reason: str) -> None:
-        self.steps.append((APPROVER, c.RejectGrant(grant.grant_id, reason)))
+        self.steps.append((APPROVER, RejectGrant(grant.grant_id, reason)))
 
     def _revoke(self, grant: _Grant, reason: str) -> None:
-        self.steps.append((APPROVER, c.RevokeGrant(grant.grant_id, reason)))
+        self.steps.append((APPROVER, RevokeGrant(grant.grant_id, reason)))
 
     def _bank_reference(self, value_date: date) -> str:
         self.serial["BR"] += 1
@@ -328,7 +333,7 @@ class _Planner:
         if grant.programme in CASH_PROGRAMMES:
             self.cash_paid += amount
         fy.payments.append(payment)
-        command = c.RecordPayment(
+        command = RecordPayment(
             payment.payment_id, grant.grant_id, amount, value_date, self._bank_reference(value_date)
         )
         self.steps.append((TREASURY, command))
@@ -338,7 +343,7 @@ class _Planner:
         payment.grant.net_paid -= payment.amount
         if payment.grant.programme in CASH_PROGRAMMES:
             self.cash_paid -= payment.amount
-        self.steps.append((TREASURY, c.ReturnPayment(payment.payment_id, returned_on, reason)))
+        self.steps.append((TREASURY, ReturnPayment(payment.payment_id, returned_on, reason)))
 
     def _policy(self, year: int, article: str) -> str:
         document = "嘉人才〔2018〕6号" if year < 2021 else "嘉人才〔2021〕2号"
@@ -449,14 +454,14 @@ class _Planner:
             waiver_id = self._next(f"W-{year}", 3)
             fy.committed["housing"] += rent * months
             fy.waivers[talent.talent_id] = (waiver_id, start)
-            command = c.GrantWaiver(
+            command = GrantWaiver(
                 waiver_id, talent.talent_id, year, "housing", talent.apartment, start, end, rent
             )
             self.steps.append((CLERK, command))
 
     def _end_waiver(self, fy: _Year, talent: _Talent, ended_on: date) -> None:
         waiver_id, start = fy.waivers[talent.talent_id]
-        self.steps.append((CLERK, c.EndWaiver(waiver_id, max(ended_on, start))))
+        self.steps.append((CLERK, EndWaiver(waiver_id, max(ended_on, start))))
         talent.housed = False
 
     # --- departures and clawbacks -----------------------------------------------
@@ -475,7 +480,7 @@ class _Planner:
                 continue
             talent.departed_on = departed_on
             reason = self.rng.choice(reasons)
-            self.steps.append((CLERK, c.DepartTalent(talent.talent_id, departed_on, reason)))
+            self.steps.append((CLERK, DepartTalent(talent.talent_id, departed_on, reason)))
             if talent.talent_id in fy.waivers:
                 self._end_waiver(fy, talent, departed_on)
             for grant in talent.projects:
@@ -505,9 +510,7 @@ class _Planner:
                 f"服务期未满（承诺至{talent.service_commitment_until.isoformat()}，"
                 f"{departed_on.isoformat()}离职），按未服务期限比例退回安家补贴"
             )
-            self.steps.append(
-                (CLERK, c.AssessClawback(clawback_id, grant.grant_id, amount, reason))
-            )
+            self.steps.append((CLERK, AssessClawback(clawback_id, grant.grant_id, amount, reason)))
             draw = self.rng.random()
             if draw < 0.2:
                 continue  # still due
@@ -515,7 +518,7 @@ class _Planner:
             value_date = min(
                 departed_on + timedelta(days=self.rng.randint(15, 60)), date(fy.year, 12, 31)
             )
-            recovery = c.RecordRecovery(
+            recovery = RecordRecovery(
                 clawback_id,
                 self._next(f"R-{fy.year}", 3),
                 recovered,
@@ -581,7 +584,7 @@ class _Planner:
         rent subsidies get part of theirs as a supplementary budget before the run."""
         year = fy.year
         numbers = iter(sorted(self.rng.sample(range(5, 60), 5)))
-        opening: list[Step] = [(ADMIN, c.OpenFundYear(year, CURRENCY))]
+        opening: list[Step] = [(ADMIN, OpenFundYear(year, CURRENCY))]
         supplement: list[Step] = []
         for number, (programme, (kind, step)) in enumerate(LINES.items(), start=1):
             headroom = Decimal(self.rng.randint(105, 125)) / 100
@@ -590,7 +593,7 @@ class _Planner:
             initial = _round_up(amount * Decimal("0.6"), step)
             if programme == "rent_subsidy" and year >= 2021 and initial < amount:
                 # the run is topped up just before it starts, as mid-year budgets are
-                extra = c.Appropriate(
+                extra = Appropriate(
                     year,
                     f"A-{year}-{len(LINES) + 1:02d}",
                     programme,
@@ -600,7 +603,7 @@ class _Planner:
                 )
                 supplement.append((ADMIN, extra))
                 amount = initial
-            appropriation = c.Appropriate(
+            appropriation = Appropriate(
                 year, f"A-{year}-{number:02d}", programme, kind, amount, reference
             )
             opening.append((ADMIN, appropriation))

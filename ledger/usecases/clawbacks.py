@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
 from ledger.domain.base import is_retry
 from ledger.domain.clawbacks import Clawback, Recovery
 from ledger.domain.errors import (
@@ -12,10 +16,32 @@ from ledger.domain.errors import (
     Overpayment,
 )
 from ledger.domain.grants import Grant
+from ledger.domain.values import Identifier, Text
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import AssessClawback, RecordRecovery, fingerprint
 from ledger.usecases.payments import claim_bank_reference
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssessClawback:
+    clawback_id: Identifier
+    grant_id: Identifier
+    amount: Decimal
+    reason: Text
+
+
+@dataclass(frozen=True)
+class RecordRecovery:
+    clawback_id: Identifier
+    recovery_id: Identifier
+    amount: Decimal
+    value_date: date
+    bank_reference: Identifier
+
+
+# --- decisions -----------------------------------------------------------
 
 
 @use_case(AssessClawback, role="clerk", refuses=(IdempotencyConflict, ClawbackExceedsPaid))

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 from ledger.domain.base import is_retry
-from ledger.domain.budget import Appropriation, FundYear
+from ledger.domain.budget import Appropriation, FundYear, LineKind
 from ledger.domain.errors import FundYearClosed, IdempotencyConflict, InvalidState, NotFound
+from ledger.domain.values import Currency, Identifier, Slug, Text, Year
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import Appropriate, CloseFundYear, OpenFundYear, fingerprint
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenFundYear:
+    year: Year
+    currency: Currency
+
+
+@dataclass(frozen=True)
+class Appropriate:
+    year: Year
+    appropriation_id: Identifier
+    programme: Slug
+    kind: LineKind
+    amount: Decimal
+    reference: Text
+
+
+@dataclass(frozen=True)
+class CloseFundYear:
+    year: Year
+    reason: Text
+
+
+# --- decisions -----------------------------------------------------------
 
 
 @use_case(OpenFundYear, role="admin", refuses=(IdempotencyConflict,))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 from ledger.domain.budget import FundYear
 from ledger.domain.errors import (
     BudgetExceeded,
@@ -14,15 +17,43 @@ from ledger.domain.errors import (
 )
 from ledger.domain.grants import Grant
 from ledger.domain.talents import Talent
+from ledger.domain.values import Identifier, Slug, Text, Year
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import (
-    ApproveGrant,
-    ProposeGrant,
-    RejectGrant,
-    RevokeGrant,
-    fingerprint,
-)
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProposeGrant:
+    grant_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
+    amount: Decimal
+    policy_reference: Text
+    reason: Text
+
+
+@dataclass(frozen=True)
+class ApproveGrant:
+    grant_id: Identifier
+    note: Text | None = None
+
+
+@dataclass(frozen=True)
+class RejectGrant:
+    grant_id: Identifier
+    reason: Text
+
+
+@dataclass(frozen=True)
+class RevokeGrant:
+    grant_id: Identifier
+    reason: Text
+
+
+# --- decisions -----------------------------------------------------------
 
 
 @use_case(

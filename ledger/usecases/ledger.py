@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+import ledger.usecases
 from ledger.domain.reconciliation import (
     Movement,
     Reconciliation,
@@ -17,15 +18,16 @@ from ledger.domain.reconciliation import (
 from ledger.domain.talents import Talent
 from ledger.engine.engine import Decide, Engine
 from ledger.engine.outcome import Outcome
-from ledger.usecases import clawbacks, fund_years, grants, payments, talents, waivers
 from ledger.usecases.personal import Vault
 from ledger.usecases.reconciliations import MatchedStatement, record_reconciliation
-from ledger.usecases.registry import UseCase
+from ledger.usecases.registry import UseCase, modules_of
+from ledger.usecases.talents import record_erasure
 
-#: every write a client may ask for, by its command's type
+#: every write a client may ask for, by its command's type: each module of this
+#: package declares its own
 USE_CASES: dict[type, UseCase[Any, Any]] = {
     use_case.command: use_case
-    for module in (fund_years, talents, grants, waivers, payments, clawbacks)
+    for module in modules_of(ledger.usecases)
     for use_case in vars(module).values()
     if isinstance(use_case, UseCase)
 }
@@ -61,7 +63,7 @@ class Ledger(Engine):
         was done. Running it again finishes an erasure that stopped half-way."""
         self.load(Talent, talent_id, "talent")
         self.vault.forget(talent_id)
-        return self.run(talents.record_erasure, talent_id)
+        return self.run(record_erasure, talent_id)
 
     def import_statement(
         self, statement: Statement, movements: Callable[[Statement], list[Movement]]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
 from ledger.domain.budget import FundYear
 from ledger.domain.errors import (
     DuplicateBankReference,
@@ -14,9 +18,30 @@ from ledger.domain.errors import (
 from ledger.domain.grants import Grant
 from ledger.domain.payments import BankReference, Payment
 from ledger.domain.talents import Talent
+from ledger.domain.values import Identifier, Text
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import RecordPayment, ReturnPayment, fingerprint
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordPayment:
+    payment_id: Identifier
+    grant_id: Identifier
+    amount: Decimal
+    value_date: date
+    bank_reference: Identifier
+
+
+@dataclass(frozen=True)
+class ReturnPayment:
+    payment_id: Identifier
+    returned_on: date
+    reason: Text
+
+
+# --- decisions -----------------------------------------------------------
 
 
 def claim_bank_reference(

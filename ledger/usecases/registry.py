@@ -1,10 +1,16 @@
 """How a use case is declared: once, beside its decision, with everything a caller
-needs to offer it (the HTTP routes, `/v1/batch` and the demo all read this)."""
+needs to offer it (the HTTP routes, `/v1/batch` and the demo all read this), and how
+the registries find what a new module declares."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from ledger.domain.errors import LedgerError
@@ -13,6 +19,15 @@ from ledger.usecases.personal import Vault
 
 C = TypeVar("C")
 T = TypeVar("T")
+
+
+def fingerprint(command: object) -> str:
+    """SHA-256 of the command's canonical JSON: equal for bodies that mean the same.
+
+    Stored in every created aggregate, so its value must never change: commands are
+    flat, and their fields are read as they are (`asdict` copied each one deeply)."""
+    canonical = json.dumps(vars(command), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -44,3 +59,12 @@ def use_case(
         return UseCase(command, decide, role, refuses, prepare)
 
     return declare
+
+
+def modules_of(package: ModuleType) -> list[ModuleType]:
+    """Every module of `package`, imported, by name: the registries of use cases, views
+    and API resources read them, so that a new one is a new module and nothing else."""
+    return [
+        importlib.import_module(f"{package.__name__}.{module.name}")
+        for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)
+    ]

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import date
 
 from ledger.domain.errors import IdempotencyConflict, InvalidState, NotFound
 from ledger.domain.talents import Talent
+from ledger.domain.values import Identifier, Slug, Text
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import DepartTalent, RegisterTalent, fingerprint
 from ledger.usecases.personal import PersonalDataErased, Vault
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterTalent:
+    talent_id: Identifier
+    name: Text
+    category: Slug
+    employer: Text
+    arrived_on: date
+    service_commitment_until: date
+
+
+@dataclass(frozen=True)
+class DepartTalent:
+    talent_id: Identifier
+    departed_on: date
+    reason: Text
+
+
+# --- decisions -----------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
 from ledger.domain.budget import FundYear
 from ledger.domain.errors import (
     BudgetExceeded,
@@ -12,10 +16,33 @@ from ledger.domain.errors import (
     TalentDeparted,
 )
 from ledger.domain.talents import Talent
+from ledger.domain.values import Identifier, Slug, Text, Year
 from ledger.domain.waivers import RentWaiver
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.commands import EndWaiver, GrantWaiver, fingerprint
-from ledger.usecases.registry import use_case
+from ledger.usecases.registry import fingerprint, use_case
+
+# --- commands ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantWaiver:
+    waiver_id: Identifier
+    talent_id: Identifier
+    fund_year: Year
+    programme: Slug
+    apartment: Text
+    start_on: date
+    end_on: date
+    monthly_rent: Decimal
+
+
+@dataclass(frozen=True)
+class EndWaiver:
+    waiver_id: Identifier
+    ended_on: date
+
+
+# --- decisions -----------------------------------------------------------
 
 
 @use_case(

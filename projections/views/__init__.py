@@ -4,18 +4,23 @@ created when a worker or an API process starts, and it alone is backfilled."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import sys
 
+from ledger.usecases.registry import modules_of
 from projections.view import View
 
-
-def _discover() -> tuple[type[View], ...]:
-    """Every view defined in this package's modules, by name."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    found = [v for v in View.__subclasses__() if v.__module__.startswith(f"{__name__}.")]
-    return tuple(sorted(found, key=lambda view: view.NAME))
-
-
-VIEWS = _discover()
+#: every view a module of this package defines, by name
+VIEWS: tuple[type[View], ...] = tuple(
+    sorted(
+        (
+            member
+            for module in modules_of(sys.modules[__name__])
+            for member in vars(module).values()
+            if isinstance(member, type)
+            and issubclass(member, View)
+            and member is not View
+            and member.__module__ == module.__name__
+        ),
+        key=lambda view: view.NAME,
+    )
+)

@@ -1,6 +1,6 @@
 """The audit trail: one entry per event, with the ids it involves, its amount, who
-recorded it, why, in which request, and its chain hash. Every event has an entry, so
-this view ignores none."""
+recorded it, why, in which request, and its chain hash. Every event has an entry: an
+event type this view does not know stops the worker."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ AUDIT_TRAIL = Table(
     indexes=(("talent_id", "position"), ("fund_year", "position")),
 )
 
-#: the column naming each kind of benefit a fund year reserves budget for
+#: the column naming each kind of benefit a fund year reserves budget for (a kind
+#: without a column of its own is named under `reference`)
 BENEFIT_ID_FIELDS = {Grant.KIND: "grant_id", RentWaiver.KIND: "waiver_id"}
 
 
@@ -52,6 +53,7 @@ class AuditTrail(View):
     NAME = "audit_trail"
     VERSION = 1
     TABLES = (AUDIT_TRAIL,)
+    FOLDS_EVERY_EVENT = True
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)
@@ -129,7 +131,7 @@ class AuditTrail(View):
     def _budget(self, e: FundYear.Reserved | FundYear.Released) -> None:
         self._entry(
             e,
-            **{BENEFIT_ID_FIELDS[e.benefit]: e.benefit_id},
+            **{BENEFIT_ID_FIELDS.get(e.benefit, "reference"): e.benefit_id},
             fund_year=self.stream(e).year,
             programme=e.programme,
             amount=e.amount,

@@ -15,8 +15,7 @@ from ledger.domain.budget import FundYear
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
-from ledger.domain.payments import BankReference, Payment
-from ledger.domain.reconciliation import Reconciliation
+from ledger.domain.payments import Payment
 from ledger.domain.talents import Talent
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Stream, Streams
@@ -135,15 +134,6 @@ class Balances(View):
     NAME = "balances"
     VERSION = 1
     TABLES = (FUND_YEARS, LINES, LINE_VERSIONS, TALENTS, BALANCES, BALANCE_VERSIONS)
-    IGNORES = frozenset(
-        {
-            Talent.PersonalDataErased,  # names are revealed through the data key, now gone
-            Grant.Paid,  # counted as the payment's own event
-            Grant.ClawbackAssessed,  # counted as the clawback's own event
-            BankReference.Claimed,
-            Reconciliation.Imported,
-        }
-    )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)

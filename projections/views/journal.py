@@ -24,9 +24,7 @@ from ledger.domain.budget import FundYear
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
-from ledger.domain.payments import BankReference, Payment
-from ledger.domain.reconciliation import Reconciliation
-from ledger.domain.talents import Talent
+from ledger.domain.payments import Payment
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Stream, Streams
 from projections.tables import Curs, Table, Writes
@@ -59,21 +57,6 @@ class Journal(View):
     NAME = "journal"
     VERSION = 1
     TABLES = (JOURNAL, ACCOUNTS)
-    IGNORES = frozenset(
-        {
-            FundYear.Opened,
-            FundYear.Closed,
-            Talent.Registered,
-            Talent.Departed,
-            Talent.PersonalDataErased,
-            Grant.Proposed,  # its reservation posts the commitment
-            Grant.Rejected,  # its release posts it back
-            Grant.Paid,  # posted as the payment's own event
-            Grant.ClawbackAssessed,  # posted as the clawback's own event
-            BankReference.Claimed,
-            Reconciliation.Imported,
-        }
-    )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)

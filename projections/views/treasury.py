@@ -9,14 +9,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from ledger.domain.budget import FundYear
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
-from ledger.domain.payments import BankReference, Payment
+from ledger.domain.payments import Payment
 from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
-from ledger.domain.talents import Talent
-from ledger.domain.waivers import RentWaiver
 from projections.streams import Streams
 from projections.tables import Curs, Table, Writes
 from projections.view import Rows, View, handles, keyed
@@ -135,21 +132,6 @@ class Treasury(View):
     NAME = "treasury"
     VERSION = 1
     TABLES = (GRANTS, PAYMENTS, CLAWBACKS, RECOVERIES, RECONCILIATION_LINES)
-    IGNORES = frozenset(
-        {
-            FundYear.Opened,
-            FundYear.Appropriated,
-            FundYear.Reserved,
-            FundYear.Released,
-            FundYear.Closed,
-            Talent.Registered,
-            Talent.Departed,
-            Talent.PersonalDataErased,
-            RentWaiver.Granted,
-            RentWaiver.Ended,
-            BankReference.Claimed,
-        }
-    )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)

@@ -17,10 +17,10 @@ import pytest
 from psycopg import sql
 
 from ledger.domain.context import acting_as
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections.schema import tables as read_model_tables
 from projections.worker import ProjectionWorker
+from tests import commands as c
 from tests.e2e.conftest import LEDGER, ROOT, Server
 
 pytestmark = pytest.mark.db

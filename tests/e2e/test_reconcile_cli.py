@@ -18,10 +18,10 @@ import pytest
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
 from ledger.domain.reconciliation import Reconciliation
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections.reads import history
 from projections.worker import ProjectionWorker
+from tests import commands as c
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Counter = Callable[[], int]

@@ -23,9 +23,9 @@ from ledger.adapters.postgres import MIGRATIONS, datastore_of
 from ledger.domain.chain import GENESIS, event_digest
 from ledger.domain.context import acting_as
 from ledger.entrypoints.runtime import Settings, open_ledger
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections.worker import ProjectionWorker
+from tests import commands as c
 from tests.integration.scenario import (
     YEAR,
     Actors,

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
+from tests import commands as c
 
 REFUSED = [
     "UPDATE ledger_events SET topic = 'x'",

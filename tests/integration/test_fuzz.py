@@ -284,8 +284,10 @@ def _aim(case: Case, data: st.DataObject, world: World) -> None:
                     case.body[name] = data.draw(st.sampled_from(world.known[name]))
     for name in ("min_position", "as_of_position"):
         value = (case.query or {}).get(name)
-        if isinstance(value, int) and value > world.head:
-            case.query[name] = value % (world.head + 1)
+        # a whole number may come as a float (30.0), which the server reads as 30
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if whole and value > world.head:
+            case.query[name] = int(value) % (world.head + 1)
 
 
 def _fuzz(

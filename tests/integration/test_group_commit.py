@@ -20,9 +20,9 @@ from ledger.domain.context import acting_as
 from ledger.domain.errors import BudgetExceeded, InvalidState, ValidationFailed
 from ledger.engine import engine as application
 from ledger.entrypoints.runtime import Settings, open_ledger
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault
+from tests import commands as c
 from tests.integration.scenario import Api, expect, funded
 
 

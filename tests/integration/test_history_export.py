@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections.export import CSV_COLUMNS, audit_csv
 from projections.reads import audit_rows
 from projections.worker import ProjectionWorker
+from tests import commands as c
 from tests.integration.scenario import (
     MONEY_RE,
     YEAR,

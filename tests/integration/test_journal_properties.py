@@ -27,10 +27,10 @@ from ledger.domain.errors import LedgerError
 from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import ProjectionWorker
+from tests import commands as c
 
 pytestmark = pytest.mark.db
 

@@ -31,7 +31,6 @@ from ledger.domain.context import acting_as
 from ledger.domain.grants import Grant
 from ledger.engine.outcome import Outcome
 from ledger.entrypoints.runtime import Settings, open_ledger
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.schema import NewerReadModel
@@ -41,6 +40,7 @@ from projections.view import Rows, View, handles
 from projections.views import VIEWS
 from projections.views.audit_trail import AuditTrail
 from projections.worker import ProjectionWorker, tracked_position
+from tests import commands as c
 from tests.conftest import TEST_MASTER_KEY
 
 pytestmark = pytest.mark.db
@@ -723,7 +723,6 @@ class GrantCount(View):
     TABLES = (
         Table("rm_grant_count", {"talent_id": "text", "grants": "int NOT NULL"}, ("talent_id",)),
     )
-    IGNORES = frozenset(AuditTrail.HANDLERS) - {Grant.Proposed}
 
     def __init__(self, streams: Any, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)

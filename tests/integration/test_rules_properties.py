@@ -50,10 +50,10 @@ from ledger.domain.errors import (
 )
 from ledger.domain.grants import Grant
 from ledger.engine.outcome import Outcome
-from ledger.usecases import commands as c
 from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import ProjectionWorker
+from tests import commands as c
 
 pytestmark = pytest.mark.db
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.usecases import commands as c
+from ledger.usecases.registry import fingerprint
+from tests import commands as c
 
 
 @pytest.mark.parametrize(
@@ -38,10 +39,10 @@ from ledger.usecases import commands as c
     ],
 )
 def test_fingerprints_never_change(command: object, expected: str) -> None:
-    assert c.fingerprint(command) == expected
+    assert fingerprint(command) == expected
 
 
 def test_fingerprint_tells_apart_amounts_that_differ_in_the_fen() -> None:
     one = c.ProposeGrant("G-1", "T-1", 2026, "settling_in", Decimal("1200.50"), "P-7", "r")
     other = c.ProposeGrant("G-1", "T-1", 2026, "settling_in", Decimal("1200.51"), "P-7", "r")
-    assert c.fingerprint(one) != c.fingerprint(other)
+    assert fingerprint(one) != fingerprint(other)

@@ -1,0 +1,128 @@
+"""Fund years: opened, appropriated to programme lines, closed; their lines and totals
+(now or as of any moment), history and trial balance."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from api.operations import Ids, Operation
+from api.routing import (
+    After,
+    AsOfQuery,
+    LedgerDep,
+    LedgerRoute,
+    Limit,
+    PathYear,
+    PrincipalDep,
+    history_page,
+    read,
+)
+from api.schemas import HistoryPage, Money, Out
+from api.writes import add_writes
+from ledger.adapters.postgres import datastore_of
+from ledger.domain.budget import Appropriation
+from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
+from ledger.usecases.ledger import Ledger
+from projections import reads
+from projections.views.audit_trail import AuditTrail
+from projections.views.balances import Balances
+from projections.views.journal import Journal
+
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["fund years"])
+
+
+class FundYearSummary(Out):
+    year: int
+    currency: str
+    status: Literal["open", "closed"]
+    close_reason: str | None
+
+
+class Amounts(Out):
+    appropriated: Money
+    committed: Money
+    available: Money
+    paid: Money
+    returned: Money
+    net_paid: Money
+    in_kind_value: Money
+    clawback_assessed: Money
+    clawback_recovered: Money
+
+
+class LineOut(Amounts):
+    programme: str
+    kind: Literal["cash", "in_kind"]
+
+
+class FundYearOut(Out):
+    year: int
+    currency: str
+    status: Literal["open", "closed"]
+    lines: list[LineOut]
+    totals: Amounts
+
+
+class AppropriationOut(Out):
+    appropriation_id: str
+    fund_year: int
+    programme: str
+    kind: str
+    amount: Money
+    reference: str
+
+
+class TrialBalanceAccount(Out):
+    account: str = Field(description="`<account>:<programme>`, see the chart of accounts")
+    programme: str
+    debit: Money
+    credit: Money
+
+
+class TrialBalance(Out):
+    fund_year: int
+    accounts: list[TrialBalanceAccount]
+    total_debit: Money
+    total_credit: Money
+
+
+def _appropriation(ledger: Ledger, appropriation: Appropriation, ids: Ids) -> dict[str, Any]:
+    return {**vars(appropriation), "fund_year": ids["year"]}
+
+
+OPERATIONS = (
+    Operation("fund_year.open", "/fund-years", OpenFundYear, FundYearSummary, True),
+    Operation(
+        "appropriation.add",
+        "/fund-years/{year}/appropriations",
+        Appropriate,
+        AppropriationOut,
+        True,
+        _appropriation,
+    ),
+    Operation("fund_year.close", "/fund-years/{year}/close", CloseFundYear, FundYearSummary, False),
+)
+add_writes(router, OPERATIONS)
+
+
+@read(router, "/fund-years/{year}", FundYearOut, views=(Balances.NAME,))
+def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
+    datastore = datastore_of(ledger)
+    return reads.fund_year(datastore, year, as_of.resolve(datastore))
+
+
+@read(router, "/fund-years/{year}/history", HistoryPage, views=(AuditTrail.NAME,))
+def fund_year_history(
+    year: PathYear, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
+) -> HistoryPage:
+    return history_page(
+        *reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit)
+    )
+
+
+@read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME,))
+def trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> Any:
+    return reads.trial_balance(datastore_of(ledger), year)

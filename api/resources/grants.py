@@ -1,0 +1,51 @@
+"""Grants: proposed against a line's budget, approved by another person, rejected or
+revoked; a grant with its totals."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from api.operations import Operation
+from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
+from api.schemas import Money, Out
+from api.writes import add_writes
+from ledger.domain.grants import Grant
+from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
+
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["grants"])
+
+
+class GrantOut(Out):
+    grant_id: str
+    talent_id: str
+    fund_year: int
+    programme: str
+    amount: Money
+    policy_reference: str
+    reason: str
+    status: Literal["proposed", "approved", "rejected", "revoked"]
+    proposed_by: str
+    decision_by: str | None
+    decision_note: str | None
+    effective_amount: Money
+    paid: Money
+    returned: Money
+    net_paid: Money
+    payable: Money
+    clawed_back: Money
+
+
+OPERATIONS = (
+    Operation("grant.propose", "/grants", ProposeGrant, GrantOut, True),
+    Operation("grant.approve", "/grants/{grant_id}/approve", ApproveGrant, GrantOut, False),
+    Operation("grant.reject", "/grants/{grant_id}/reject", RejectGrant, GrantOut, False),
+    Operation("grant.revoke", "/grants/{grant_id}/revoke", RevokeGrant, GrantOut, False),
+)
+add_writes(router, OPERATIONS)
+
+
+@read(router, "/grants/{grant_id}", GrantOut)
+def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> GrantOut:
+    return GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
