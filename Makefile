@@ -17,7 +17,7 @@ AUDIT_ARGS ?=
 LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
 	PIP_CONFIG_FILE=/dev/null
 
-.PHONY: install run test lint bench audit lock clean
+.PHONY: install run test lint bench audit docs lock clean
 
 # Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
 # any package it does not pin; --only-binary runs no one's setup.py. The project itself is
@@ -50,6 +50,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The reference parts of docs/api.md and docs/cli.md, from the OpenAPI document and
+# the command's parser (a test fails when they lag the code).
+docs: install
+	$(BIN)/python -m api.reference
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding,
 # and --strict also fails when a package could not be checked at all.

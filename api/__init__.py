@@ -1,1 +1,1 @@
-"""The HTTP face of the ledger (CONTRACT §2-§5)."""
+"""The HTTP face of the ledger (docs/api.md)."""

@@ -8,12 +8,27 @@ import base64
 import os
 import signal
 import sys
+from pathlib import Path
 
 from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.demo import load_demo
 from ledger.domain.roles import ROLES
 from ledger.entrypoints.runtime import Settings, database_url, master_key, open_ledger
+from ledger.usecases.ledger import Ledger
+
+
+def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
+    """A new key per role, printed, and kept as shell variables (ADMIN=tl_..., one per
+    role) in `data_dir/demo-keys.sh`, readable by its owner only."""
+    keys = {role: create_key(datastore_of(ledger), f"demo-{role}", [role]) for role in ROLES}
+    for role, key in keys.items():
+        print(f"{role:>9}: {key}", flush=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "demo-keys.sh"
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{role.upper()}={key}\n" for role, key in keys.items()))
+    print(f"the keys, as shell variables: . {path}", flush=True)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -23,12 +38,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(url, settings)
     try:
         if args.demo:
-            datastore = datastore_of(ledger)
             if ledger.store.max_notification_id() is None:
                 load_demo(ledger)
-            for role in ROLES:
-                key = create_key(datastore, f"demo-{role}", [role])
-                print(f"{role:>9}: {key}", flush=True)
+            _demo_keys(ledger, settings.data_dir)
     finally:
         ledger.close()
     # Worker processes find the database the parent resolved (and keeps running),
@@ -52,8 +64,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API and the projection workers")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="API processes")
     serve.add_argument("--demo", action="store_true", help="load demo data into an empty ledger")
     serve.set_defaults(run=_serve)

@@ -142,7 +142,7 @@ def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
 
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 # Headers every problem of that status carries: a 401 names the scheme (RFC 9110
-# §11.6.1), a 503 says when to retry (CONTRACT §2).
+# §11.6.1), a 503 says when to retry (docs/api.md, "Conventions").
 PROBLEM_HEADERS: dict[int, dict[str, Any]] = {
     401: {
         "WWW-Authenticate": {

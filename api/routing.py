@@ -1,4 +1,4 @@
-"""Who may call what, checked before the body is even read (CONTRACT §3).
+"""Who may call what, checked before the body is even read (docs/api.md, "Conventions").
 
 Each route declares its roles in `openapi_extra["x-roles"]` (readable by the docs and
 by the authorization test); `LedgerRoute` authenticates and authorizes first, then

@@ -180,7 +180,7 @@ def rebuild_rate(url: str) -> tuple[float, float]:
 class Server:
     """`ledger serve` (API workers only), with one `ledger projections run` beside it
     unless `projections` is off (a second API for reads shares the first's), as the
-    README's deployment runs them. Its log goes to var/bench-{name}.log."""
+    docs/deployment.md runs them. Its log goes to var/bench-{name}.log."""
 
     def __init__(self, url: str, workers: int, name: str, *, projections: bool = True) -> None:
         with socket.socket() as s:

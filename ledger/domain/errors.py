@@ -1,4 +1,4 @@
-"""Domain refusals, each with the stable code of CONTRACT §2 (and `NotReached`, the
+"""Domain refusals, each with the stable code of docs/api.md, "Conventions" (and `NotReached`, the
 one error of a read: nothing is recorded by either)."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ _MONEY_RE = re.compile(MONEY_PATTERN, re.ASCII)
 
 
 class MoneyFormatError(ValueError):
-    """The text is not a positive amount in the contract's wire form."""
+    """The text is not a positive amount in the API's wire form (docs/api.md)."""
 
 
 def parse_money(value: object) -> Decimal:

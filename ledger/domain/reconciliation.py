@@ -116,7 +116,8 @@ def _bucket(line: StatementLine, movement: Movement) -> str:
 
 
 def reconcile(statement: Statement, movements: list[Movement]) -> dict[str, Any]:
-    """The report of CONTRACT §6 for `statement` against the ledger's `movements`."""
+    """The report of docs/api.md, "Bank statements and reconciliation" for `statement`
+    against the ledger's `movements`."""
     unclaimed: dict[tuple[str, str], list[Movement]] = defaultdict(list)
     for movement in movements:
         unclaimed[movement.direction, movement.bank_reference].append(movement)

@@ -86,8 +86,12 @@ def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         dest="keys_command", required=True
     )
     create = keys.add_parser("create", help="create a key; the key is the last line printed")
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, action="append", choices=ROLES)
+    create.add_argument(
+        "--name", required=True, help="who holds it: the actor recorded on what it does"
+    )
+    create.add_argument(
+        "--role", required=True, action="append", choices=ROLES, help="repeat for several"
+    )
     create.set_defaults(run=_keys_create)
 
     audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
@@ -102,7 +106,7 @@ def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     forget = talents.add_parser(
         "forget", help="destroy a talent's data key: its name reads as erased everywhere"
     )
-    forget.add_argument("talent_id")
+    forget.add_argument("talent_id", help="the talent whose name and key go")
     forget.add_argument("--actor", default="cli-admin", help="recorded as who erased it")
     forget.set_defaults(run=_talents_forget)
 

@@ -33,7 +33,7 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob is an environment variable; see the README's configuration table."""
+    """Every knob is an environment variable; see docs/deployment.md, "Configuration"."""
 
     database_url: str | None
     data_dir: Path

@@ -1,5 +1,5 @@
 """`ledger audit verify`, `ledger projections rebuild` and `ledger export audit-trail`
-(CONTRACT §8), run as real processes on the test database."""
+(docs/cli.md), run as real processes on the test database."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A `ledger serve` killed with SIGKILL while clients write, and its replacement.
 
 Clients keep every request they have not seen answered and send it again, with the
-same id and body, to a second server on the same database (CONTRACT §2: a create
+same id and body, to a second server on the same database (docs/api.md, "Conventions": a create
 repeated with the same body answers 200 `Idempotent-Replayed`, or 201 if the first
 attempt never landed). Whatever the kill interrupted, each acknowledged write must
 be stored exactly once, nothing half-stored, and the books must read exactly as the

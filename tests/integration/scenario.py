@@ -69,7 +69,7 @@ def position(response: httpx.Response) -> int:
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> Json:
-    """An RFC 9457 problem with the contract's fields, `status` and stable `code`."""
+    """An RFC 9457 problem with the API's fields, `status` and stable `code`."""
     assert response.status_code == status, f"{response.status_code}: {response.text}"
     assert response.headers["content-type"].split(";")[0] == "application/problem+json"
     body: Json = response.json()

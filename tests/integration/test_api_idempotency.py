@@ -1,4 +1,4 @@
-"""Retries are safe (CONTRACT §2): a create re-sent with the same body is answered
+"""Retries are safe (docs/api.md, "Conventions"): a create re-sent with the same body is answered
 again without recording anything; the same id with another body is a conflict;
 an action repeated on a resource already in that state records nothing."""
 

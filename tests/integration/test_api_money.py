@@ -1,4 +1,4 @@
-"""Money over HTTP (CONTRACT §2): a JSON string of ASCII digits with at most two
+"""Money over HTTP (docs/api.md, "Conventions"): a JSON string of ASCII digits with at most two
 decimals, positive, at most 999999999999.99; answered with exactly two decimals."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every refusal code of CONTRACT §2, over HTTP: an RFC 9457 problem, and no event.
+"""Every refusal code of docs/api.md, "Conventions", over HTTP: an RFC 9457 problem, and no event.
 
 One test per code; its cases run as subtests on one database, each checking that the
 event count did not move.

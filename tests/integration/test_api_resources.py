@@ -1,4 +1,5 @@
-"""Reads of CONTRACT §5 after a full scenario, positions (§2) and the OpenAPI document."""
+"""Reads (docs/api.md, "What the reads answer") after a full scenario, positions and the
+OpenAPI document."""
 
 from __future__ import annotations
 
@@ -558,7 +559,7 @@ def test_an_as_of_position_beyond_the_head_is_503_after_the_wait(api: Api) -> No
 
 # --- OpenAPI ----------------------------------------------------------------------
 
-# the 409 codes each write can answer (CONTRACT §2 and §4)
+# the 409 codes each write can answer (docs/api.md)
 WRITE_CONFLICTS = {
     "/v1/fund-years": {"idempotency_conflict"},
     "/v1/fund-years/{year}/appropriations": {"idempotency_conflict", "fund_year_closed"},

@@ -1,4 +1,4 @@
-"""As-of reads (CONTRACT §2, §5): `as_of=<instant>` or `as_of_position=N` answers
+"""As-of reads (docs/api.md, "Conventions"): `as_of=<instant>` or `as_of_position=N` answers
 exactly what a read at that moment answered, whatever happened since."""
 
 from __future__ import annotations

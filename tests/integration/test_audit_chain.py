@@ -1,4 +1,4 @@
-"""The hash chain (CONTRACT §2 Integrity, §5 `GET /v1/audit/verify`): every event is
+"""The hash chain (docs/api.md, "Conventions" and `GET /v1/audit/verify`): every event is
 chained to the one before it, so changing or removing one stored row, even with the
 table's triggers bypassed, is found at exactly that position."""
 

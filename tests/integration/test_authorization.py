@@ -63,7 +63,7 @@ def test_every_route_answers_each_role_as_declared(
                 assert r.status_code == 403, (role, method, url, r.text)
                 assert r.json()["code"] == "forbidden"
             checked += 1
-    assert checked >= len(ROLES) * 30  # every route of the contract was reached
+    assert checked >= len(ROLES) * 30  # every route of the API was reached
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -1,6 +1,7 @@
-"""`POST /v1/batch` (CONTRACT §4): each operation answers exactly what its single call
-would (checked against the same single calls on a second, fresh database); `atomic`
-batches are all or nothing; roles are checked per operation; bad batches are 422."""
+"""`POST /v1/batch` (docs/api.md, "Batches" and its reference): each operation answers
+exactly what its single call would (checked against the same single calls on a second,
+fresh database); `atomic` batches are all or nothing; roles are checked per operation;
+bad batches are 422."""
 
 from __future__ import annotations
 

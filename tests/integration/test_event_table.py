@@ -1,4 +1,4 @@
-"""The event table itself refuses to change or lose a row (CONTRACT §2, Integrity):
+"""The event table itself refuses to change or lose a row (docs/design.md, "Integrity"):
 not the application's good manners, the database's."""
 
 from __future__ import annotations

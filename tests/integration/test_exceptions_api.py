@@ -1,4 +1,4 @@
-"""`GET /v1/reports/exceptions` (CONTRACT §7) over HTTP on a real database: each red
+"""`GET /v1/reports/exceptions` (docs/api.md, "Exceptions") over HTTP on a real database: each red
 flag an auditor must see, seen firing and not firing, with its stable `code`; `on=`
 moves "today" to judge the 90- and 180-day ages, `fund_year=` keeps one year."""
 

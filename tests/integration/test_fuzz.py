@@ -1,5 +1,5 @@
 """Schemathesis fuzzes every operation of the app's own `/openapi.json` against a real
-database: no 5xx, every error an RFC 9457 problem with the contract's `code`, and every
+database: no 5xx, every error an RFC 9457 problem with a stable `code`, and every
 answer (status, body, headers) as the document declares it. A static test first makes
 sure the document says enough for that to mean something.
 
@@ -226,10 +226,10 @@ def _schema(app: FastAPI) -> OpenApiSchema:
                 "with-security-parameters": False,
             },
             "checks": {
-                # The contract answers 422 to well-formed bodies that the domain refuses:
+                # The API answers 422 to well-formed bodies that the domain refuses:
                 # a talent, grant or fund year that does not exist, an unknown programme,
                 # a line of the wrong kind, dates outside the fund year, a zero amount, a
-                # blank text (CONTRACT §2, README "Choices where the contract is silent").
+                # blank text (docs/api.md, "Choices the ledger made").
                 "positive_data_acceptance": {
                     "expected-statuses": ["2xx", "401", "403", "404", "409", "422"]
                 },
@@ -269,7 +269,7 @@ def _aim(case: Case, data: st.DataObject, world: World) -> None:
     (an invalid one is refused by validation before any lookup).
 
     A `min_position` or `as_of_position` past the head is a position no write has
-    answered yet: the read waits 5 s and answers 503 `unavailable`, as the contract
+    answered yet: the read waits 5 s and answers 503 `unavailable`, as docs/api.md
     says (test_api_resources shows it). Such positions are folded into the seeded
     history, so that the fuzz reads instead of waiting.
     """

@@ -1,5 +1,5 @@
-"""Audit trails (CONTRACT §5): talent and fund-year histories, the event stream, and
-the CSV export (RFC 4180, UTF-8, spreadsheet-safe)."""
+"""Audit trails (docs/api.md, "What the reads answer"): talent and fund-year histories,
+the event stream, and the CSV export (RFC 4180, UTF-8, spreadsheet-safe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The double-entry journal as a property (CONTRACT §5 trial balance; the chart of
+"""The double-entry journal as a property (docs/design.md, "Double-entry journal"; the chart of
 accounts in projections/views/journal.py): for any sequence of commands, accepted or refused,
 every posting balances, the trial balance balances, and each account's balance is
 the balance-projection figure it stands for.

@@ -1,4 +1,4 @@
-"""Structured logs (CONTRACT §8): JSON lines off a terminal, a `request_id` on every
+"""Structured logs (docs/cli.md): JSON lines off a terminal, a `request_id` on every
 line of a request, one access line per request, and no secret or personal data.
 
 structlog's configuration is global and `configure_logging` caches loggers on first

@@ -1,4 +1,4 @@
-"""The read models are a pure function of the events (CONTRACT §1, §8 rebuild).
+"""The read models are a pure function of the events (docs/design.md, "Read models").
 
 Whatever way the events reach them (many small batches interleaved with writes,
 several workers racing, a worker dying mid-batch), the read-model tables end up

@@ -1,7 +1,7 @@
-"""`POST /v1/reconciliations` and `GET /v1/reconciliations/{id}` (CONTRACT §6) over
-HTTP on a real database: treasury imports a CSV statement, every line lands in one
-bucket, the same file again answers the same report and records nothing, and a bad
-file is refused whole, naming the line."""
+"""`POST /v1/reconciliations` and `GET /v1/reconciliations/{id}` (docs/api.md, "Bank
+statements and reconciliation") over HTTP on a real database: treasury imports a CSV
+statement, every line lands in one bucket, the same file again answers the same report
+and records nothing, and a bad file is refused whole, naming the line."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Budget and payment rules as properties, on the real application and PostgreSQL.
 
 A hypothesis state machine sends random commands through `Ledger` and
-keeps its own small model of CONTRACT §1 and §5: plain dicts and Decimal sums that
+keeps its own small model of docs/api.md, "What the reads answer": plain dicts and Decimal sums that
 decide, for every command, whether it must be accepted or refused (and with which
 error), and what every balance must then read. The model never calls the domain
 code; amounts are derived from their definitions on each check, not kept as
@@ -177,7 +177,7 @@ class Model:
     clawbacks: dict[str, MClawback] = field(default_factory=dict)
     bank_references: list[str] = field(default_factory=list)
 
-    # CONTRACT §5, from the definitions
+    # docs/api.md, "What the reads answer", from the definitions
 
     def paid(self, grant_id: str) -> Decimal:
         return total(p.amount for p in self.payments.values() if p.grant_id == grant_id)
@@ -294,7 +294,7 @@ class LedgerMachine(RuleBasedStateMachine):
         records: bool = True,
     ) -> bool:
         """Run a command as `actor`; True if accepted. `refusals` are the errors the
-        model says apply (any one of them is a correct answer, since the contract
+        model says apply (any one of them is a correct answer, since the API
         does not order them); none means it must be accepted, and then record new
         events unless `records` is False (a repeat, which answers without any)."""
         self.commands += 1

@@ -1,4 +1,4 @@
-"""The red flags of CONTRACT §7, judged from plain facts: each rule seen firing and
+"""The red flags of docs/api.md, "Exceptions", judged from plain facts: each rule seen firing and
 not firing, and the pro-rata clawback arithmetic checked against an independent
 computation (month stepping and exact fractions)."""
 

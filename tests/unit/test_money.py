@@ -1,4 +1,4 @@
-"""Money parsing: the strict wire form of CONTRACT §2, and nothing else."""
+"""Money parsing: the strict wire form of docs/api.md, "Conventions", and nothing else."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Matching a statement against the ledger's bank movements (CONTRACT §6), without a
-database: every line lands in exactly one bucket, and the ledger's payments of the
-period that the bank does not show are `missing_in_bank`."""
+"""Matching a statement against the ledger's bank movements (docs/api.md, "Bank
+statements and reconciliation"), without a database: every line lands in exactly one
+bucket, and the ledger's payments of the period that the bank does not show are
+`missing_in_bank`."""
 
 from __future__ import annotations
 

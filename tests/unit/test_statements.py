@@ -1,5 +1,6 @@
-"""Bank statements are parsed strictly (CONTRACT §6): a readable file gives every line
-with its number, a file wrong anywhere is refused whole, naming the line and the field."""
+"""Bank statements are parsed strictly (docs/api.md, "Bank statements and
+reconciliation"): a readable file gives every line with its number, a file wrong
+anywhere is refused whole, naming the line and the field."""
 
 from __future__ import annotations
 
