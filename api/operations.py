@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_mo
 from api import schemas as s
 from ledger.domain.values import TextFormat, YearRange
 from ledger.engine.outcome import Outcome
-from ledger.usecases.ledger import USE_CASES, Ledger
+from ledger.usecases.ledger import Ledger, use_cases
 from ledger.usecases.registry import UseCase
 
 Ids = dict[str, Any]
@@ -94,13 +94,15 @@ class Operation:
     command: type
     out: type[BaseModel]
     created: bool
-    # the answer from the use case's value, after the decision (it may need a query:
-    # a talent's name is unsealed)
+    # the answer from the use case's value, after the decision
     present: Callable[[Ledger, Any, Ids], Any] = as_decided
+    # whether `present` queries the database (a talent's name is unsealed), and so
+    # must not run in the event loop
+    present_queries: bool = False
 
     @cached_property
     def use_case(self) -> UseCase[Any, Any]:
-        return USE_CASES[self.command]
+        return use_cases()[self.command]
 
     @property
     def role(self) -> str:

@@ -17,6 +17,7 @@ from ledger.domain.errors import NotFound
 from projections import reads
 from projections.export import audit_csv
 from projections.views.audit_trail import AuditTrail
+from projections.views.balances import Balances
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
@@ -36,7 +37,7 @@ def audit_verify(ledger: LedgerDep, _: PrincipalDep) -> s.VerificationOut:
 @read(
     router,
     "/exports/audit-trail.csv",
-    views=(AuditTrail.NAME,),
+    views=(AuditTrail.NAME, Balances.NAME),  # a fund year's existence is the balances'
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}, "description": "RFC 4180 CSV, UTF-8"}},
 )

@@ -41,10 +41,10 @@ STATEMENT_MEDIA_TYPES = ("text/csv", "application/csv")
 
 
 def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:
-    """Reconcile against read models that include every event recorded so far."""
+    """Reconcile against the treasury view once it includes every event recorded so far."""
     datastore = datastore_of(ledger)
     head = ledger.store.max_notification_id() or 0
-    if not wait_for_position(datastore, head):
+    if not wait_for_position(datastore, head, (Treasury.NAME,)):
         raise ProblemError(
             "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}
         )

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.operations import Operation, answer, as_decided, presented
+from api.operations import Operation, answer, presented
 from api.problems import problem_responses
 from api.routing import LedgerDep, PathId, PathYear, PrincipalDep, roles
 from ledger.usecases.ledger import Ledger
@@ -66,8 +66,10 @@ async def perform(op: Operation, ledger: Ledger, ids: dict[str, Any], body: Any)
     else:
         step = await run_in_threadpool(ledger.step, command)
     outcome = await asyncio.wrap_future(ledger.execute_later(step))
-    if op.present is not as_decided:
+    if op.present_queries:
         outcome = await run_in_threadpool(presented, ledger, op, ids, outcome)
+    else:
+        outcome = presented(ledger, op, ids, outcome)
     status, headers, content = answer(op, outcome)
     return JSONResponse(content, status_code=status, headers=headers)
 

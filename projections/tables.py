@@ -19,6 +19,7 @@ from psycopg.copy import FileWriter
 from psycopg.rows import DictRow
 
 Curs = Cursor[DictRow]
+AMOUNT = "numeric(20,2) NOT NULL"  # the SQL type of an amount column
 _NUMERIC = postgres.types["numeric"].oid
 
 

@@ -104,7 +104,7 @@ class View:
             raise UnknownEvent(f"view {cls.NAME} does not know {event_class.__qualname__}")
         return found
 
-    def stream(self, event: Any) -> Stream:
+    def stream(self) -> Stream:
         """What the aggregate of the event being folded was created as."""
         stream = self.at.stream
         assert stream is not None

@@ -223,9 +223,9 @@ class ProjectionWorker:
             total += applied
         return total
 
-    def rebuild(self, names: Sequence[str] | None = None) -> int:
-        """Empty the views (every one, unless named) and apply all events again."""
-        names = list(names or self.views)
+    def rebuild(self) -> int:
+        """Empty every view and apply all events again."""
+        names = list(self.views)
         with self.datastore.transaction(commit=True) as curs:
             tracked = _lock(curs, names)
             curs.execute(

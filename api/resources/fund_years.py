@@ -114,7 +114,8 @@ def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsO
     return reads.fund_year(datastore, year, as_of.resolve(datastore))
 
 
-@read(router, "/fund-years/{year}/history", HistoryPage, views=(AuditTrail.NAME,))
+# the fund year's existence is the balances' to say, for these two
+@read(router, "/fund-years/{year}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
 def fund_year_history(
     year: PathYear, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> HistoryPage:
@@ -123,6 +124,6 @@ def fund_year_history(
     )
 
 
-@read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME,))
+@read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME, Balances.NAME))
 def trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> Any:
     return reads.trial_balance(datastore_of(ledger), year)

@@ -76,7 +76,7 @@ def _profile(ledger: Ledger, talent: Talent, ids: Ids) -> dict[str, Any]:
 
 
 OPERATIONS = (
-    Operation("talent.register", "/talents", RegisterTalent, TalentProfile, True, _profile),
+    Operation("talent.register", "/talents", RegisterTalent, TalentProfile, True, _profile, True),
     Operation(
         "talent.depart",
         "/talents/{talent_id}/departure",
@@ -84,6 +84,7 @@ OPERATIONS = (
         TalentProfile,
         False,
         _profile,
+        present_queries=True,
     ),
 )
 add_writes(router, OPERATIONS)
@@ -97,7 +98,8 @@ def get_talent(talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsO
     return revealed(talent, name)
 
 
-@read(router, "/talents/{talent_id}/history", HistoryPage, views=(AuditTrail.NAME,))
+# the talent's existence is the balances' to say (`reads.history`)
+@read(router, "/talents/{talent_id}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
 def talent_history(
     talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
 ) -> HistoryPage:

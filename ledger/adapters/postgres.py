@@ -68,7 +68,7 @@ class AppendSession(Reads):
 class LedgerRecorder(PostgresApplicationRecorder):
     # eventsourcing retries these reads ten times, 0.2 s apart, on a connection error:
     # a request would hang for seconds while the database is down. One attempt, then
-    # a retryable 503; `ledger.pool` already replaces the connections a restart broke.
+    # a retryable 503; `ledger.adapters.pool` already replaces the connections a restart broke.
     select_events = PostgresAggregateRecorder.select_events.__wrapped__
     max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
 
@@ -226,7 +226,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,  # noqa: S608 - DDL from constants, no values
     ),
     (
-        # Talents' data keys, wrapped by the master key (`ledger.personal`). Kept out
+        # Talents' data keys, wrapped by the master key (`ledger.usecases.personal`). Kept out
         # of the immutable events so that destroying one erases that talent's name.
         "talent-keys",
         """

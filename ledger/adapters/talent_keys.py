@@ -10,7 +10,7 @@ from ledger.adapters.postgres import statements
 
 
 class PostgresKeyStore:
-    """`ledger.personal.KeyStore` on the `talent_keys` table."""
+    """`ledger.usecases.personal.KeyStore` on the `talent_keys` table."""
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         self._datastore = datastore

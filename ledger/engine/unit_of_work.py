@@ -96,7 +96,9 @@ class UnitOfWork:
         return self._copies.original(cls, existing.id)
 
     def add(self, aggregate: A) -> A:
-        """A new aggregate, to be recorded with the rest."""
+        """A new aggregate, to be recorded with the rest (`discard_created_since` relies
+        on its id being new to this unit of work)."""
+        assert aggregate.id not in self._aggregates, f"{aggregate.id} is in it already"
         self._aggregates[aggregate.id] = aggregate
         self._handed_out.append((aggregate, aggregate.version - len(aggregate.pending_events)))
         return aggregate

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from functools import cache
 from typing import Any
 
 import ledger.usecases
+from ledger.domain.errors import LedgerError
 from ledger.domain.reconciliation import (
     Movement,
     Reconciliation,
@@ -18,21 +20,31 @@ from ledger.domain.reconciliation import (
 from ledger.domain.talents import Talent
 from ledger.engine.engine import Decide, Engine
 from ledger.engine.outcome import Outcome
+from ledger.engine.unit_of_work import UnitOfWork
 from ledger.usecases.personal import Vault
 from ledger.usecases.reconciliations import MatchedStatement, record_reconciliation
 from ledger.usecases.registry import UseCase, modules_of
 from ledger.usecases.talents import record_erasure
 
-#: every write a client may ask for, by its command's type: each module of this
-#: package declares its own
-USE_CASES: dict[type, UseCase[Any, Any]] = {
-    use_case.command: use_case
-    for module in modules_of(ledger.usecases)
-    for use_case in vars(module).values()
-    if isinstance(use_case, UseCase)
-}
+
+@cache
+def use_cases() -> dict[type, UseCase[Any, Any]]:
+    """Every write a client may ask for, by its command's type: each module of this
+    package declares its own (found once every module is loaded, this one too)."""
+    return {
+        use_case.command: use_case
+        for module in modules_of(ledger.usecases)
+        for use_case in vars(module).values()
+        if isinstance(use_case, UseCase)
+    }
+
 
 Step = tuple[Decide[Any, Any], Any]
+
+
+def _refused(uow: UnitOfWork, refusal: LedgerError) -> None:
+    """The decision of a command refused before it could be decided."""
+    raise refusal
 
 
 class Ledger(Engine):
@@ -42,7 +54,7 @@ class Ledger(Engine):
     def step(self, command: object) -> Step:
         """`command`'s decision, ready to run: what its use case prepares with I/O
         (sealing a name) is done here, outside any lock."""
-        use_case = USE_CASES[type(command)]
+        use_case = use_cases()[type(command)]
         prepared = use_case.prepare(self.vault, command) if use_case.prepare else command
         return use_case.decide, prepared
 
@@ -55,8 +67,15 @@ class Ledger(Engine):
         return self.run_later(*step)
 
     def execute_atomic(self, commands: Sequence[object]) -> list[Outcome[Any]]:
-        """Run several commands as one unit of work: all are recorded, or none."""
-        return self.run_atomic([self.step(command) for command in commands])
+        """Run several commands as one unit of work: all are recorded, or none. A
+        refusal while preparing one counts as that command's, in its place."""
+        steps: list[Step] = []
+        for command in commands:
+            try:
+                steps.append(self.step(command))
+            except LedgerError as refusal:
+                steps.append((_refused, refusal))
+        return self.run_atomic(steps)
 
     def forget_talent(self, talent_id: str) -> Outcome[Talent]:
         """Erase a talent's personal data: destroy its data key, then record that it

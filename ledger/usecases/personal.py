@@ -52,7 +52,7 @@ def new_master_key() -> str:
 
 
 class KeyStore(Protocol):
-    """Where wrapped data keys live (`ledger.store.PostgresKeyStore`)."""
+    """Where wrapped data keys live (`ledger.adapters.talent_keys.PostgresKeyStore`)."""
 
     def get_or_add(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes | None]:
         """Store each talent's `wrapped` key unless it has one; answer the stored keys,

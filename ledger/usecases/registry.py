@@ -42,9 +42,6 @@ class UseCase(Generic[C, T]):
     refuses: tuple[type[LedgerError], ...]
     prepare: Callable[[Vault, C], Any] | None = None
 
-    def __call__(self, uow: UnitOfWork, command: Any) -> T:
-        return self.decide(uow, command)
-
 
 def use_case(
     command: type[C],

@@ -122,7 +122,7 @@ class AuditTrail(View):
 
     @handles(FundYear.Appropriated)
     def _appropriated(self, e: FundYear.Appropriated) -> None:
-        year = self.stream(e).year
+        year = self.stream().year
         self._entry(
             e, fund_year=year, programme=e.programme, amount=e.amount, reference=e.reference
         )
@@ -132,14 +132,14 @@ class AuditTrail(View):
         self._entry(
             e,
             **{BENEFIT_ID_FIELDS.get(e.benefit, "reference"): e.benefit_id},
-            fund_year=self.stream(e).year,
+            fund_year=self.stream().year,
             programme=e.programme,
             amount=e.amount,
         )
 
     @handles(FundYear.Closed)
     def _closed(self, e: FundYear.Closed) -> None:
-        self._entry(e, fund_year=self.stream(e).year, reason=e.reason)
+        self._entry(e, fund_year=self.stream().year, reason=e.reason)
 
     # --- talents ------------------------------------------------------------------------
 
@@ -149,46 +149,46 @@ class AuditTrail(View):
 
     @handles(Talent.Departed)
     def _departed(self, e: Talent.Departed) -> None:
-        self._entry(e, talent_id=self.stream(e).key, reason=e.reason)
+        self._entry(e, talent_id=self.stream().key, reason=e.reason)
 
     @handles(Talent.PersonalDataErased)
     def _erased(self, e: Talent.PersonalDataErased) -> None:
-        self._entry(e, talent_id=self.stream(e).key)
+        self._entry(e, talent_id=self.stream().key)
 
     # --- grants -------------------------------------------------------------------------
 
     @handles(Grant.Proposed)
     def _proposed(self, e: Grant.Proposed) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(e, s, "grant_id", amount=e.amount, reason=e.reason, reference=e.policy_reference)
 
     @handles(Grant.Approved)
     def _approved(self, e: Grant.Approved) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(e, s, "grant_id", amount=s.amount, reason=e.note)
 
     @handles(Grant.Rejected)
     def _rejected(self, e: Grant.Rejected) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(e, s, "grant_id", amount=s.amount, reason=e.reason)
 
     @handles(Grant.Revoked)
     def _revoked(self, e: Grant.Revoked) -> None:
-        self._of(e, self.stream(e), "grant_id", amount=e.released, reason=e.reason)
+        self._of(e, self.stream(), "grant_id", amount=e.released, reason=e.reason)
 
     @handles(Grant.Paid, Grant.PaymentReturned)
     def _grant_money(self, e: Grant.Paid | Grant.PaymentReturned) -> None:
-        self._of(e, self.stream(e), "grant_id", amount=e.amount, payment_id=e.payment_id)
+        self._of(e, self.stream(), "grant_id", amount=e.amount, payment_id=e.payment_id)
 
     @handles(Grant.ClawbackAssessed)
     def _grant_clawback(self, e: Grant.ClawbackAssessed) -> None:
-        self._of(e, self.stream(e), "grant_id", amount=e.amount, clawback_id=e.clawback_id)
+        self._of(e, self.stream(), "grant_id", amount=e.amount, clawback_id=e.clawback_id)
 
     # --- payments, waivers, clawbacks, bank references, reconciliations ----------------
 
     @handles(Payment.Recorded)
     def _paid(self, e: Payment.Recorded) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(
             e,
             s,
@@ -200,25 +200,25 @@ class AuditTrail(View):
 
     @handles(Payment.Returned)
     def _returned(self, e: Payment.Returned) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(e, s, "payment_id", amount=s.amount, reason=e.reason)
 
     @handles(RentWaiver.Granted)
     def _waived(self, e: RentWaiver.Granted) -> None:
-        self._of(e, self.stream(e), "waiver_id", amount=e.value, reference=e.apartment)
+        self._of(e, self.stream(), "waiver_id", amount=e.value, reference=e.apartment)
 
     @handles(RentWaiver.Ended)
     def _waiver_ended(self, e: RentWaiver.Ended) -> None:
-        self._of(e, self.stream(e), "waiver_id", amount=e.released)
+        self._of(e, self.stream(), "waiver_id", amount=e.released)
 
     @handles(Clawback.Assessed)
     def _assessed(self, e: Clawback.Assessed) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(e, s, "clawback_id", grant_id=e.grant_id, amount=e.amount, reason=e.reason)
 
     @handles(Clawback.Recovered)
     def _recovered(self, e: Clawback.Recovered) -> None:
-        s = self.stream(e)
+        s = self.stream()
         self._of(
             e,
             s,

@@ -19,7 +19,7 @@ from ledger.domain.payments import Payment
 from ledger.domain.talents import Talent
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Stream, Streams
-from projections.tables import Curs, Table, Writes
+from projections.tables import AMOUNT, Curs, Table, Writes
 from projections.view import Rows, View, handles, keyed
 
 LINE_AMOUNTS = (
@@ -40,7 +40,6 @@ TALENT_AMOUNTS = (
     "clawback_assessed",
     "clawback_recovered",
 )
-AMOUNT = "numeric(20,2) NOT NULL"
 
 FUND_YEARS = Table(
     "rm_fund_years",
@@ -196,7 +195,7 @@ class Balances(View):
 
     @handles(FundYear.Appropriated)
     def _appropriated(self, e: FundYear.Appropriated) -> None:
-        year = self.stream(e).year
+        year = self.stream().year
         assert year is not None
         key = (year, e.programme)
         if self.stored(self.lines, key, _line) is None:
@@ -205,19 +204,19 @@ class Balances(View):
 
     @handles(FundYear.Reserved)
     def _reserved(self, e: FundYear.Reserved) -> None:
-        year = self.stream(e).year
+        year = self.stream().year
         assert year is not None
         self._add_line((year, e.programme), committed=e.amount)
 
     @handles(FundYear.Released)
     def _released(self, e: FundYear.Released) -> None:
-        year = self.stream(e).year
+        year = self.stream().year
         assert year is not None
         self._add_line((year, e.programme), committed=-e.amount)
 
     @handles(FundYear.Closed)
     def _closed(self, e: FundYear.Closed) -> None:
-        year = self.stream(e).year
+        year = self.stream().year
         assert year is not None
         self.row(
             self.fund_years, year, lambda r: FundYearRow(**r)
@@ -241,7 +240,7 @@ class Balances(View):
 
     @handles(Talent.Departed)
     def _departed(self, e: Talent.Departed) -> None:
-        talent = self.row(self.talents, self.stream(e).key, lambda r: TalentRow(**r))
+        talent = self.row(self.talents, self.stream().key, lambda r: TalentRow(**r))
         talent.departed_on = e.departed_on
         talent.departure_reason = e.reason
         talent.departed_position = self.at.position
@@ -250,53 +249,53 @@ class Balances(View):
 
     @handles(Grant.Proposed)
     def _proposed(self, e: Grant.Proposed) -> None:
-        self._add_talent(self.stream(e), granted=e.amount)
+        self._add_talent(self.stream(), granted=e.amount)
 
     @handles(Grant.Approved)
     def _approved(self, e: Grant.Approved) -> None:
-        s = self.stream(e)
+        s = self.stream()
         assert s.amount is not None
         self._add_talent(s, approved=s.amount)
 
     @handles(Grant.Rejected)
     def _rejected(self, e: Grant.Rejected) -> None:
-        s = self.stream(e)
+        s = self.stream()
         assert s.amount is not None
         self._add_talent(s, granted=-s.amount)
 
     @handles(Grant.Revoked)
     def _revoked(self, e: Grant.Revoked) -> None:
-        self._add_talent(self.stream(e), granted=-e.released, approved=-e.released)
+        self._add_talent(self.stream(), granted=-e.released, approved=-e.released)
 
     @handles(Grant.PaymentReturned)
     def _grant_payment_returned(self, e: Grant.PaymentReturned) -> None:
         if e.released:
-            self._add_talent(self.stream(e), granted=-e.released, approved=-e.released)
+            self._add_talent(self.stream(), granted=-e.released, approved=-e.released)
 
     # --- payments, waivers, clawbacks -----------------------------------------------
 
     @handles(Payment.Recorded)
     def _paid(self, e: Payment.Recorded) -> None:
-        self._add_both(self.stream(e), paid=e.amount)
+        self._add_both(self.stream(), paid=e.amount)
 
     @handles(Payment.Returned)
     def _returned(self, e: Payment.Returned) -> None:
-        s = self.stream(e)
+        s = self.stream()
         assert s.amount is not None
         self._add_both(s, returned=s.amount)
 
     @handles(RentWaiver.Granted)
     def _waived(self, e: RentWaiver.Granted) -> None:
-        self._add_both(self.stream(e), in_kind_value=e.value)
+        self._add_both(self.stream(), in_kind_value=e.value)
 
     @handles(RentWaiver.Ended)
     def _waiver_ended(self, e: RentWaiver.Ended) -> None:
-        self._add_both(self.stream(e), in_kind_value=-e.released)
+        self._add_both(self.stream(), in_kind_value=-e.released)
 
     @handles(Clawback.Assessed)
     def _assessed(self, e: Clawback.Assessed) -> None:
-        self._add_both(self.stream(e), clawback_assessed=e.amount)
+        self._add_both(self.stream(), clawback_assessed=e.amount)
 
     @handles(Clawback.Recovered)
     def _recovered(self, e: Clawback.Recovered) -> None:
-        self._add_both(self.stream(e), clawback_recovered=e.amount)
+        self._add_both(self.stream(), clawback_recovered=e.amount)

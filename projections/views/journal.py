@@ -27,10 +27,9 @@ from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Stream, Streams
-from projections.tables import Curs, Table, Writes
+from projections.tables import AMOUNT, Curs, Table, Writes
 from projections.view import Rows, View, handles
 
-AMOUNT = "numeric(20,2) NOT NULL"
 JOURNAL = Table(
     "rm_journal",
     {
@@ -98,7 +97,7 @@ class Journal(View):
 
     def _post_year(self, e: Any, debit: str, credit: str) -> None:
         """A fund year's own event, on the line it names."""
-        year = self.stream(e).year
+        year = self.stream().year
         assert year is not None
         self._post(year, e.programme, debit, credit, e.amount)
 
@@ -116,40 +115,40 @@ class Journal(View):
 
     @handles(Grant.Approved)
     def _approved(self, e: Grant.Approved) -> None:
-        s = self.stream(e)
+        s = self.stream()
         assert s.amount is not None
         self._post_on(s, "expense", "payable", s.amount)
 
     @handles(Grant.Revoked)
     def _revoked(self, e: Grant.Revoked) -> None:
-        self._post_on(self.stream(e), "payable", "expense", e.released)
+        self._post_on(self.stream(), "payable", "expense", e.released)
 
     @handles(Grant.PaymentReturned)
     def _grant_payment_returned(self, e: Grant.PaymentReturned) -> None:
-        self._post_on(self.stream(e), "payable", "expense", e.released)
+        self._post_on(self.stream(), "payable", "expense", e.released)
 
     @handles(Payment.Recorded)
     def _paid(self, e: Payment.Recorded) -> None:
-        self._post_on(self.stream(e), "payable", "bank", e.amount)
+        self._post_on(self.stream(), "payable", "bank", e.amount)
 
     @handles(Payment.Returned)
     def _returned(self, e: Payment.Returned) -> None:
-        s = self.stream(e)
+        s = self.stream()
         assert s.amount is not None
         self._post_on(s, "bank", "payable", s.amount)
 
     @handles(RentWaiver.Granted)
     def _waived(self, e: RentWaiver.Granted) -> None:
-        self._post_on(self.stream(e), "in_kind_expense", "in_kind_provided", e.value)
+        self._post_on(self.stream(), "in_kind_expense", "in_kind_provided", e.value)
 
     @handles(RentWaiver.Ended)
     def _waiver_ended(self, e: RentWaiver.Ended) -> None:
-        self._post_on(self.stream(e), "in_kind_provided", "in_kind_expense", e.released)
+        self._post_on(self.stream(), "in_kind_provided", "in_kind_expense", e.released)
 
     @handles(Clawback.Assessed)
     def _assessed(self, e: Clawback.Assessed) -> None:
-        self._post_on(self.stream(e), "receivable", "clawback_recovery", e.amount)
+        self._post_on(self.stream(), "receivable", "clawback_recovery", e.amount)
 
     @handles(Clawback.Recovered)
     def _recovered(self, e: Clawback.Recovered) -> None:
-        self._post_on(self.stream(e), "bank", "receivable", e.amount)
+        self._post_on(self.stream(), "bank", "receivable", e.amount)

@@ -15,10 +15,9 @@ from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
 from projections.streams import Streams
-from projections.tables import Curs, Table, Writes
+from projections.tables import AMOUNT, Curs, Table, Writes
 from projections.view import Rows, View, handles, keyed
 
-AMOUNT = "numeric(20,2) NOT NULL"
 GRANTS = Table(
     "rm_grants",
     {
@@ -153,7 +152,7 @@ class Treasury(View):
         self.recoveries, self.reconciliation_lines = [], []
 
     def _grant(self, e: Any) -> GrantRow:
-        return self.row(self.grants, self.stream(e).key, lambda r: GrantRow(**r))
+        return self.row(self.grants, self.stream().key, lambda r: GrantRow(**r))
 
     @handles(Grant.Proposed)
     def _proposed(self, e: Grant.Proposed) -> None:
@@ -201,7 +200,7 @@ class Treasury(View):
 
     @handles(Payment.Returned)
     def _returned(self, e: Payment.Returned) -> None:
-        payment = self.row(self.payments, self.stream(e).key, lambda r: PaymentRow(**r))
+        payment = self.row(self.payments, self.stream().key, lambda r: PaymentRow(**r))
         payment.returned_on = e.returned_on
 
     @handles(Clawback.Assessed)
@@ -215,7 +214,7 @@ class Treasury(View):
 
     @handles(Clawback.Recovered)
     def _recovered(self, e: Clawback.Recovered) -> None:
-        key = self.stream(e).key
+        key = self.stream().key
         self.row(self.clawbacks, key, lambda r: ClawbackRow(**r)).recovered += e.amount
         self.recoveries.append((key, e.recovery_id, e.amount, e.value_date, e.bank_reference))
 

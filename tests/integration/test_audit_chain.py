@@ -42,7 +42,7 @@ from tests.integration.scenario import (
     recovery_body,
 )
 
-# ledger.audit.verify_chain leaves its named server cursor open (see
+# ledger.adapters.chain.verify_chain leaves its named server cursor open (see
 # test_verify_leaves_no_cursor_open); that one warning is ignored elsewhere so that the
 # chain itself is still tested.
 pytestmark = [pytest.mark.db]
@@ -75,7 +75,7 @@ def tamper(db_url: str, statement: str, params: tuple[Any, ...] = ()) -> None:
 
 
 def expected_chain(rows: list[Row]) -> list[bytes]:
-    """Each event's hash as `ledger.audit.event_digest` chains it from the genesis."""
+    """Each event's hash as `ledger.domain.chain.event_digest` chains it from the genesis."""
     prev = GENESIS
     chain = []
     for at, originator_id, version, topic, state, recorded_at, _ in rows:

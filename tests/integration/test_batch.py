@@ -344,6 +344,27 @@ def test_an_atomic_batch_with_a_refused_operation_records_nothing(
     assert line["committed"] == "0.00"
 
 
+@pytest.mark.parametrize("refused_first", [True, False], ids=["its refusal", "an earlier one"])
+def test_an_atomic_batch_names_a_registration_refused_before_its_decision(
+    api: Api, count_events: Counter, refused_first: bool
+) -> None:
+    """A registration is checked (and its name sealed) before any decision is made; its
+    refusal still names its own operation, and an earlier operation's refusal still
+    comes first."""
+    a = _small_budget(api)
+    events = count_events()
+    backwards = talent_body("T-8", arrived_on="2024-05-01", service_commitment_until="2024-04-30")
+    before = [] if refused_first else [op("grant.propose", grant_body("G-1", "T-404"))]
+    operations = [*before, op("talent.register", talent_body("T-9"))]
+    operations.append(op("talent.register", backwards))
+
+    field = "service_commitment_until" if refused_first else "talent_id"
+    body = assert_validation_error(batch(a.clerk, True, *operations), field)
+    assert body["failed_operation"] == (1 if refused_first else 0)
+    assert body["errors"][0]["loc"][:2] == ["operations", body["failed_operation"]]
+    assert count_events() == events
+
+
 def test_an_independent_batch_records_each_operation_that_succeeds(
     api: Api, count_events: Counter
 ) -> None:

@@ -1,4 +1,4 @@
-"""The connection pool after its connections died under it (`ledger.pool`)."""
+"""The connection pool after its connections died under it (`ledger.adapters.pool`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Sealing and erasing personal data (`ledger.personal`), and where the master key comes from."""
+"""Sealing and erasing personal data (`ledger.usecases.personal`), and where the master
+key comes from."""
 
 from __future__ import annotations
 
