@@ -86,6 +86,19 @@ def _benefit_of_v1(state: dict[str, Any]) -> None:
     )
 
 
+class BudgetMove(LedgerAggregate.Event):
+    """An amount of a line committed to a benefit (`FundYear.Reserved`) or given back
+    (`FundYear.Released`)."""
+
+    class_version = 2
+    programme: str
+    amount: Decimal
+    benefit: str
+    benefit_id: str
+
+    upcast_v1_v2 = staticmethod(_benefit_of_v1)
+
+
 class FundYear(LedgerAggregate):
     """One calendar year of the special fund: the boundary of every budget rule."""
 
@@ -172,14 +185,8 @@ class FundYear(LedgerAggregate):
             appropriation_id, programme, line_kind, amount, reference, fingerprint
         )
 
-    class Reserved(LedgerAggregate.Event):
-        class_version = 2
-        programme: str
-        amount: Decimal
-        benefit: str
-        benefit_id: str
-
-        upcast_v1_v2 = staticmethod(_benefit_of_v1)
+    class Reserved(BudgetMove):
+        pass
 
     def reserve(self, benefit: Benefit) -> None:
         """Commit budget for a new benefit; refuse what its line cannot hold."""
@@ -199,14 +206,8 @@ class FundYear(LedgerAggregate):
     def _reserved(self, programme: str, amount: Decimal, benefit: str, benefit_id: str) -> None:
         self.lines[programme].committed += amount
 
-    class Released(LedgerAggregate.Event):
-        class_version = 2
-        programme: str
-        amount: Decimal
-        benefit: str
-        benefit_id: str
-
-        upcast_v1_v2 = staticmethod(_benefit_of_v1)
+    class Released(BudgetMove):
+        pass
 
     def release(self, benefit: Benefit, amount: Decimal) -> None:
         """Give back budget a benefit no longer needs (allowed after closing)."""
