@@ -70,11 +70,17 @@ def _prepare(item: BatchOperation, principal: Principal) -> Prepared | dict[str,
         try:
             ids[name] = adapter.validate_python(value)
         except ValidationError as e:
-            errors += [{"loc": ["body", name], "msg": err["msg"]} for err in e.errors()]
+            errors += [
+                {"loc": ["body", name], "msg": err["msg"], "type": err["type"]}
+                for err in e.errors()
+            ]
     try:
         body = op.body.model_validate(raw)
     except ValidationError as e:
-        errors += [{"loc": ["body", *err["loc"]], "msg": err["msg"]} for err in e.errors()]
+        errors += [
+            {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in e.errors()
+        ]
     if errors:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem_body("validation_error", detail, errors)

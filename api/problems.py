@@ -9,9 +9,11 @@ from eventsourcing.persistence import PersistenceError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from ledger.domain.errors import LedgerError, ValidationFailed
 
@@ -53,9 +55,20 @@ STATUS = {
 }
 
 
+#: the `type` of an error that a rule of the ledger found in a well-formed request
+RULE = "rule"
+
+
 class FieldError(BaseModel):
-    loc: list[str | int]
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field")
     msg: str
+    type: str = Field(
+        description="What kind of error: `rule` for a well-formed value a rule of the ledger "
+        "refuses (an unknown talent, a date outside the fund year, a position not yet "
+        "recorded), `statement` for a malformed line of a bank statement, else pydantic's "
+        "type of a value the schema does not allow (`missing`, `string_pattern_mismatch`, "
+        "`extra_forbidden`...)"
+    )
 
 
 class Problem(BaseModel):
@@ -105,7 +118,8 @@ def error_body(error: LedgerError) -> dict[str, Any]:
     """The problem a domain refusal answers."""
     if isinstance(error, ValidationFailed):
         loc: list[str | int] = [error.where, error.field]
-        return problem_body(error.code, error.detail, [{"loc": loc, "msg": error.detail}])
+        error_item = {"loc": loc, "msg": error.detail, "type": RULE}
+        return problem_body(error.code, error.detail, [error_item])
     return problem_body(error.code, error.detail)
 
 
@@ -182,24 +196,49 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]], "msg": e["msg"]}
+            {
+                "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
+                "msg": e["msg"],
+                "type": e["type"],
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
         return problem_response("validation_error", detail, errors=errors)
 
     @app.exception_handler(HTTPException)
-    def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "validation_error"
         )
-        # kept: a 405 must say which methods are allowed (`Allow`, RFC 9110 §15.5.6)
         headers = dict(exc.headers) if exc.headers else None
+        if code == "method_not_allowed":
+            headers = {"Allow": _allowed(request)}
         # FastAPI raises one other: a body it cannot read (not UTF-8). Like every
         # validation problem, it says where the request is wrong.
         detail = str(exc.detail)
-        errors = [{"loc": ["body"], "msg": detail}] if code == "validation_error" else None
+        errors = (
+            [{"loc": ["body"], "msg": detail, "type": "json_invalid"}]
+            if code == "validation_error"
+            else None
+        )
         return problem_response(code, detail, headers=headers, errors=errors)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path answers (`Allow`, RFC 9110 §15.5.6). Starlette names only
+    those of the first route matching the path, where a list and its create are two.
+    Our routers are included without a prefix: each route's own path is the one served."""
+    routes = (context.original_route for context in iter_route_contexts(request.app.routes))
+    methods = {
+        method
+        for route in routes
+        if isinstance(route, Route)
+        and route.methods
+        and route.matches(request.scope)[0] != Match.NONE
+        for method in route.methods
+    }
+    return ", ".join(sorted(methods))
 
 
 def install_unavailable_handlers(app: FastAPI) -> None:

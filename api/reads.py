@@ -4,13 +4,14 @@ module (`api.resources`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api import schemas as s
-from api.routing import After, LedgerDep, LedgerRoute, Limit, PrincipalDep, history_page, read
+from api.lists import After, HistoryPage, Limit, as_page
+from api.routing import LedgerDep, LedgerRoute, PrincipalDep, read
 from ledger.adapters.chain import verify_chain
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.errors import NotFound
@@ -22,11 +23,9 @@ from projections.views.balances import Balances
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
 
-@read(router, "/events", s.HistoryPage, views=(AuditTrail.NAME,))
-def events(
-    ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
-) -> s.HistoryPage:
-    return history_page(*reads.history(datastore_of(ledger), after=after, limit=limit))
+@read(router, "/events", HistoryPage, views=(AuditTrail.NAME,))
+def events(ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100) -> Any:
+    return as_page(*reads.history(datastore_of(ledger), after=after, limit=limit))
 
 
 @read(router, "/audit/verify", s.VerificationOut)

@@ -24,13 +24,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.problems import ProblemError, problem_responses
-from api.schemas import HistoryEntry, HistoryPage, Instant
+from api.schemas import Instant
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import actor_cvar
-from ledger.domain.errors import NotReached, ValidationFailed
+from ledger.domain.errors import NotReached
 from ledger.domain.roles import ROLES, Principal
-from ledger.domain.values import ID_PATTERN
+from ledger.domain.values import ID_PATTERN, YEARS
 from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import NAMES, wait_for_position
@@ -59,6 +59,24 @@ class LedgerRoute(APIRoute):
             and f.field_info.in_ in (ParamTypes.path, ParamTypes.query)
         ]
 
+    @cached_property
+    def _query_names(self) -> frozenset[str]:
+        return frozenset(f.alias for f, kind in self._path_and_query if kind == ParamTypes.query)
+
+    def refuse_unknown_parameters(self, request: Request) -> None:
+        """A query parameter the route does not declare is a mistake (a misspelt filter
+        would otherwise answer everything): a 422 naming it."""
+        unknown = sorted(request.query_params.keys() - self._query_names)
+        if unknown:
+            raise ProblemError(
+                "validation_error",
+                f"unknown query parameter: {', '.join(unknown)}",
+                errors=[
+                    {"loc": ["query", name], "msg": "unknown parameter", "type": "extra_forbidden"}
+                    for name in unknown
+                ],
+            )
+
     def refuses_parameters(self, request: Request) -> bool:
         """Whether FastAPI will answer this request's path or query with a 422. It
         checks them only after the dependencies, one of which waits for `min_position`:
@@ -80,6 +98,7 @@ class LedgerRoute(APIRoute):
                     raise ProblemError(
                         "forbidden", f"this needs one of the roles: {', '.join(allowed)}"
                     )
+            self.refuse_unknown_parameters(request)
             has_body = request.headers.get("content-length", "0") != "0" or (
                 "transfer-encoding" in request.headers
             )
@@ -138,7 +157,7 @@ async def _principal(
     return principal_of(request)
 
 
-MIN_POSITION = "Wait (at most 5 s) until the read models include this position"
+MAX_POSITION = 2**63 - 1  # a bigint, what PostgreSQL numbers events with
 
 
 def consistent(views: Sequence[str]) -> Any:
@@ -149,7 +168,10 @@ def consistent(views: Sequence[str]) -> Any:
         min_position: Annotated[
             int | None,
             Query(
-                ge=0, description="Wait (at most 5 s) until the read models include this position"
+                ge=0,
+                le=MAX_POSITION,
+                description="Wait (at most 5 s) until the read models include this position "
+                "(one a write answered: a position past the last event recorded is a 422)",
             ),
         ] = None,
     ) -> None:
@@ -201,38 +223,41 @@ class AsOf:
     position: int | None
 
     def resolve(self, datastore: PostgresDatastore) -> int | None:
-        """The position asked for (an instant's is that of the last event recorded by
-        then), or None; the read waits for the read models to reach it."""
+        """The position asked for, or None; the read waits for the read models to reach
+        it. An instant's is that of the last event recorded by then; given both, an
+        event counts only if it meets both, so the earlier of the two."""
+        positions = [] if self.position is None else [self.position]
         if self.instant is not None:
-            return reads.position_at(datastore, self.instant)
-        return self.position
+            positions.append(reads.position_at(datastore, self.instant))
+        return min(positions, default=None)
 
 
 async def _as_of(
     as_of: Annotated[
         Instant | None,
-        Query(description="Answer as of this instant (RFC 3339, events recorded at or before)"),
+        Query(
+            description="Answer as of this instant: the events recorded at or before it "
+            "(with `as_of_position` too, only those that meet both)"
+        ),
     ] = None,
     as_of_position: Annotated[
-        int | None, Query(ge=0, description="Answer as of this global position")
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_POSITION,
+            description="Answer as of this global position: the events up to it "
+            "(a position past the last event recorded is a 422)",
+        ),
     ] = None,
 ) -> AsOf:
-    if as_of is not None and as_of_position is not None:
-        raise ValidationFailed("as_of", "give as_of or as_of_position, not both", "query")
     return AsOf(as_of, as_of_position)
-
-
-def history_page(items: list[dict[str, Any]], cursor: str | None) -> HistoryPage:
-    return HistoryPage(items=[HistoryEntry.model_validate(i) for i in items], next=cursor)
 
 
 # Ids and years in a path follow the rules of bodies and of batch operations (which
 # carry them in their bodies): a malformed one is a 422, as in a batch, and never reaches
 # a query (a NUL byte in an id made PostgreSQL refuse the query: a 503).
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
-PathYear = Annotated[int, Path(ge=1900, le=2999)]
+PathYear = Annotated[int, Path(ge=YEARS.first, le=YEARS.last)]
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 AsOfQuery = Annotated[AsOf, Depends(_as_of)]
-Limit = Annotated[int, Query(ge=1, le=1000, description="Entries per page")]
-After = Annotated[str | None, Query(description="The `next` cursor of the previous page")]

@@ -112,11 +112,6 @@ class HistoryEntry(Out):
     hash: str
 
 
-class HistoryPage(BaseModel):
-    items: list[HistoryEntry]
-    next: str | None = Field(description="Cursor of the next page (`after=`), null at the end")
-
-
 class VerificationOut(Out):
     ok: bool
     events_checked: int
@@ -146,6 +141,25 @@ class ReconciliationReport(BaseModel):
     date_mismatch: list[StatementEntry]
     unknown_in_ledger: list[StatementEntry]
     missing_in_bank: list[StatementEntry]
+
+
+class ReconciliationCounts(BaseModel):
+    """How many statement lines (or, for `missing_in_bank`, ledger payments) fell into
+    each bucket."""
+
+    matched: int
+    amount_mismatch: int
+    date_mismatch: int
+    unknown_in_ledger: int
+    missing_in_bank: int
+
+
+class ReconciliationSummary(BaseModel):
+    reconciliation_id: str
+    period: Period
+    line_count: int
+    counts: ReconciliationCounts
+    recorded_at: datetime
 
 
 class ExceptionItem(BaseModel):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from api.lists import After, DateFrom, DateTo, Limit, as_page, page_model
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
@@ -21,7 +22,7 @@ from api.routing import (
     read,
     roles,
 )
-from api.schemas import Day, ExceptionsReport, ReconciliationReport
+from api.schemas import Day, ExceptionsReport, ReconciliationReport, ReconciliationSummary
 from api.writes import ALWAYS, written
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.statement_csv import parse_statement
@@ -30,7 +31,7 @@ from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import Reconciliation, Statement, unpack_json
 from ledger.engine.outcome import Outcome
 from ledger.usecases.ledger import Ledger
-from projections import reads
+from projections import lists, reads
 from projections.views.balances import Balances
 from projections.views.treasury import Treasury
 from projections.worker import wait_for_position
@@ -79,13 +80,39 @@ async def create_reconciliation(request: Request) -> Response:
         raise ProblemError(
             "validation_error",
             e.detail,
-            errors=[{"loc": ["body", e.line, e.field], "msg": e.detail}],
+            errors=[{"loc": ["body", e.line, e.field], "msg": e.detail, "type": "statement"}],
         ) from None
     outcome = await run_in_threadpool(import_statement, ledger_of(request), statement)
     headers = {"Ledger-Position": str(outcome.position)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
     return _report(outcome.value, 200 if outcome.replayed else 201, headers)
+
+
+@read(
+    router,
+    "/reconciliations",
+    page_model(ReconciliationSummary, "ReconciliationPage"),
+    views=(Treasury.NAME,),
+)
+def list_reconciliations(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    value_date_from: DateFrom = None,
+    value_date_to: DateTo = None,
+) -> Any:
+    """Statements whose period meets the dates asked for."""
+    return as_page(
+        *lists.reconciliations(
+            datastore_of(ledger),
+            value_date_from=value_date_from,
+            value_date_to=value_date_to,
+            after=after,
+            limit=limit,
+        )
+    )
 
 
 @read(router, "/reconciliations/{reconciliation_id}", ReconciliationReport)

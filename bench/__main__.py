@@ -404,6 +404,54 @@ def measure_r1(
     return {"r1_seconds": seconds, "r1_lines": len(rows), "r1_statement_bytes": len(data)}
 
 
+def _page_ms(c: httpx.Client, path: str, params: dict[str, Any], repeat: int) -> float:
+    """The median latency of one page, read `repeat` times."""
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        r = c.get(path, params=params)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert r.status_code == 200, r.text[:300]
+    return percentile(samples, 0.5)
+
+
+def measure_l1(server: Server, keys: dict[str, str], items: int = 100_000) -> dict[str, Any]:
+    """L1: the grants list walked 100 at a time through its first `items` grants, and
+    the list of one fund year's approved grants (a filter) to its end; the first and
+    the last page read again and again: a keyset page costs the same at any depth."""
+    out: dict[str, Any] = {}
+    headers = {"Authorization": f"Bearer {keys['auditor']}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
+        for name, filters, cap in (
+            ("l1", {}, items),
+            ("l1_filtered", {"fund_year": 2024, "status": "approved"}, None),
+        ):
+            params: dict[str, Any] = {"limit": 100, **filters}
+            walked, pages, cursors = 0, [], [None]
+            started = time.monotonic()
+            while cap is None or walked < cap:
+                t = time.perf_counter()
+                page = c.get("/v1/grants", params=params).json()
+                pages.append((time.perf_counter() - t) * 1000)
+                walked += len(page["items"])
+                if page["next"] is None:
+                    break
+                cursors.append(page["next"])
+                params["after"] = page["next"]
+            first = {"limit": 100, **filters}
+            last = {"limit": 100, **filters, "after": cursors[-1]} if cursors[-1] else first
+            out |= {
+                f"{name}_items": walked,
+                f"{name}_pages": len(pages),
+                f"{name}_walk_seconds": time.monotonic() - started,
+                f"{name}_page_p50_ms": percentile(pages, 0.5),
+                f"{name}_page_p99_ms": percentile(pages, 0.99),
+                f"{name}_first_page_ms": _page_ms(c, "/v1/grants", first, 50),
+                f"{name}_last_page_ms": _page_ms(c, "/v1/grants", last, 50),
+            }
+    return out
+
+
 def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
     log("starting ledger serve --workers 2 for writes, and --workers 1 for reads")
     server = Server(url, workers=2, name="server")
@@ -416,6 +464,8 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         out.update(measure_w2(server, keys))
         log("R1: reconciling a 100,000-line statement")
         out.update(measure_r1(server, url, keys))
+        log("L1: walking the grants list, 100 a page")
+        out.update(measure_l1(reads_server, keys))
         return out
     finally:
         if reads_server is not None:
@@ -450,6 +500,10 @@ def report(results: dict[str, Any]) -> None:
         ("Q1 p50 ms", "q1_p50_ms", None),
         ("Q1 p99 ms", "q1_p99_ms", 20.0),
         ("R1 seconds", "r1_seconds", 10.0),
+        ("L1 first page ms", "l1_first_page_ms", None),
+        ("L1 last page ms", "l1_last_page_ms", None),
+        ("L1 filtered first ms", "l1_filtered_first_page_ms", None),
+        ("L1 filtered last ms", "l1_filtered_last_page_ms", None),
     )
     for name, key, limit in bounds:
         verdict = "" if limit is None else ("yes" if results[key] <= limit else "NO")

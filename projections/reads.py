@@ -6,7 +6,6 @@ before the position: one index probe each, whatever the length of the history.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -26,9 +25,10 @@ from ledger.domain.audit_exceptions import (
     UnmatchedLine,
 )
 from ledger.domain.budget import available
-from ledger.domain.errors import NotFound, NotReached, ValidationFailed
+from ledger.domain.errors import NotFound, NotReached
 from ledger.domain.money import ZERO
 from ledger.domain.reconciliation import Movement, Statement
+from projections.paging import Where, page
 from projections.views.balances import LINE_AMOUNTS, TALENT_AMOUNTS, Balances
 from projections.worker import wait_for_position
 
@@ -87,7 +87,7 @@ def _pinned(
     assert rows, "projection_tracking is not migrated"
     position: int = rows[0]["at"]
     if rows[0]["reached"] < position:
-        if not wait_for_position(datastore, position, (view,)):
+        if not wait_for_position(datastore, position, (view,), "as_of_position"):
             raise NotReached(position)
         rows = fetch()  # short again only if a rebuild started meanwhile
         if rows[0]["reached"] < position:
@@ -113,23 +113,62 @@ def fund_year(datastore: PostgresDatastore, year: int, at: int | None = None) ->
     head = rows[0]
     if head["currency"] is None:
         raise NotFound(f"no fund year {year}")
-    lines = [
-        {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)}
-        for row in rows
-        if row["programme"] is not None
-    ]
     closed = head["closed_position"] is not None and head["closed_position"] <= position
-    totals = {
-        name: sum((line[name] for line in lines), ZERO)
-        for name in (*LINE_AMOUNTS, "available", "net_paid")
-    }
     return {
         "year": year,
         "currency": head["currency"],
         "status": "closed" if closed else "open",
-        "lines": lines,
-        "totals": totals,
+        **_lines_and_totals([row for row in rows if row["programme"] is not None]),
     }
+
+
+def _lines_and_totals(rows: list[DictRow]) -> dict[str, Any]:
+    """A fund year's lines, from their rows (as they stand, or as of a position), and
+    the totals of each amount."""
+    lines = [
+        {"programme": row["programme"], "kind": row["kind"], **_line_amounts(row)} for row in rows
+    ]
+    totals = {
+        name: sum((line[name] for line in lines), ZERO)
+        for name in (*LINE_AMOUNTS, "available", "net_paid")
+    }
+    return {"lines": lines, "totals": totals}
+
+
+def fund_year_figures(datastore: PostgresDatastore, years: list[int]) -> dict[int, Any]:
+    """The lines and totals of these fund years as they stand, in one query."""
+    with statements(datastore) as curs:
+        curs.execute(
+            "SELECT * FROM rm_lines WHERE year = ANY(%s) ORDER BY year, programme", (years,)
+        )
+        rows = curs.fetchall()
+    by_year: dict[int, list[DictRow]] = {year: [] for year in years}
+    for row in rows:
+        by_year[row["year"]].append(row)
+    return {year: _lines_and_totals(lines) for year, lines in by_year.items()}
+
+
+def _balance(row: DictRow) -> dict[str, Any]:
+    """A talent's balance on one line, from its row (as it stands, or as of a position)."""
+    amounts = {name: row[name] for name in TALENT_AMOUNTS}
+    amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
+    amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
+    return {"fund_year": row["year"], "programme": row["programme"], **amounts}
+
+
+def talent_balances(datastore: PostgresDatastore, talent_ids: list[str]) -> dict[str, Any]:
+    """The balances of these talents as they stand, in one query."""
+    with statements(datastore) as curs:
+        curs.execute(
+            "SELECT * FROM rm_talent_balances WHERE talent_id = ANY(%s) "
+            "ORDER BY talent_id, year, programme",
+            (talent_ids,),
+        )
+        rows = curs.fetchall()
+    balances: dict[str, list[dict[str, Any]]] = {talent_id: [] for talent_id in talent_ids}
+    for row in rows:
+        balances[row["talent_id"]].append(_balance(row))
+    return balances
 
 
 def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) -> dict[str, Any]:
@@ -154,14 +193,7 @@ def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) 
     profile = rows[0]
     if profile["sealed_name"] is None:
         raise NotFound(f"no talent {talent_id}")
-    balances = []
-    for row in rows:
-        if row["programme"] is None:
-            continue
-        amounts = {name: row[name] for name in TALENT_AMOUNTS}
-        amounts["outstanding"] = amounts["approved"] - amounts["paid"] + amounts["returned"]
-        amounts["clawback_due"] = amounts["clawback_assessed"] - amounts["clawback_recovered"]
-        balances.append({"fund_year": row["year"], "programme": row["programme"], **amounts})
+    balances = [_balance(row) for row in rows if row["programme"] is not None]
     departed = profile["departed_position"] is not None and profile["departed_position"] <= position
     return {
         "talent_id": talent_id,
@@ -181,51 +213,25 @@ def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) 
 # --- audit trail ------------------------------------------------------------------
 
 
-def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("p"):
-            raise ValueError(text)
-        return int(text[1:])
-    except ValueError:
-        raise ValidationFailed("after", "not a cursor this API gave out", "query") from None
-
-
 def history(
     datastore: PostgresDatastore,
     *,
     talent_id: str | None = None,
     fund_year: int | None = None,
-    after: str | None = None,
+    after: int = 0,
     limit: int = 100,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Audit-trail entries oldest first, of one talent, one fund year or all, from the
-    `after` cursor; with the cursor of the next page, if any."""
+) -> tuple[list[DictRow], str | None]:
+    """Audit-trail entries oldest first, of one talent, one fund year or all, after
+    position `after`; with the cursor of the next page, if any."""
     if talent_id is not None and not exists_talent(datastore, talent_id):
         raise NotFound(f"no talent {talent_id}")
     if fund_year is not None and not exists_fund_year(datastore, fund_year):
         raise NotFound(f"no fund year {fund_year}")
-    conditions = [sql.SQL("position > %s")]
-    params: list[Any] = [decode_cursor(after) if after else 0]
-    if talent_id is not None:
-        conditions.append(sql.SQL("talent_id = %s"))
-        params.append(talent_id)
-    if fund_year is not None:
-        conditions.append(sql.SQL("fund_year = %s"))
-        params.append(fund_year)
-    query = sql.SQL("SELECT * FROM rm_audit_trail WHERE {} ORDER BY position LIMIT %s").format(
-        sql.SQL(" AND ").join(conditions)
-    )
-    with datastore.transaction(commit=False) as curs:
-        curs.execute(query, [*params, limit + 1])
-        rows = curs.fetchall()
-    more = len(rows) > limit
-    items = [_in_utc(row) for row in rows[:limit]]
-    return items, encode_cursor(items[-1]["position"]) if more else None
+    where = Where()
+    where.equal("talent_id", talent_id)
+    where.equal("fund_year", fund_year)
+    rows, cursor = page(datastore, "rm_audit_trail", where, after, limit)
+    return [_in_utc(row) for row in rows], cursor
 
 
 def audit_rows(datastore: PostgresDatastore, fund_year: int | None) -> Iterator[dict[str, Any]]:

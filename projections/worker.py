@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow, tuple_row
 
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, statements
+from ledger.domain.errors import ValidationFailed
 from ledger.usecases.ledger import Ledger
 from projections.schema import ensure_schema, tables
 from projections.streams import Streams
@@ -351,10 +352,28 @@ def tracked_position(datastore: PostgresDatastore, names: Sequence[str] = NAMES)
         return int(row["position"]) if row else 0
 
 
+_HEAD = sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(
+    sql.Identifier(EVENTS_TABLE)
+)
+
+
 def wait_for_position(
-    datastore: PostgresDatastore, position: int, names: Sequence[str] = NAMES
+    datastore: PostgresDatastore,
+    position: int,
+    names: Sequence[str] = NAMES,
+    parameter: str = "min_position",
 ) -> bool:
-    """Poll until the named views include `position`; False after the wait limit."""
+    """Poll until the named views include `position`; False after the wait limit. A
+    position past the last event recorded is none a write has answered: waiting could
+    not help, so it is refused at once, naming the query `parameter` that gave it."""
+    if tracked_position(datastore, names) >= position:
+        return True
+    with statements(datastore) as curs:
+        head = curs.execute(_HEAD).fetchone()["head"]  # type: ignore[index]
+    if position > head:
+        raise ValidationFailed(
+            parameter, f"no event has position {position}: the last recorded is {head}", "query"
+        )
     deadline = time.monotonic() + MIN_POSITION_WAIT_SECONDS
     while tracked_position(datastore, names) < position:
         if time.monotonic() > deadline:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from api.lists import After, FundYearFilter, Limit, TalentFilter, as_page, page_model
 from api.operations import Ids, Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
+from ledger.adapters.postgres import datastore_of
 from ledger.domain.clawbacks import Clawback, Recovery
 from ledger.usecases.clawbacks import AssessClawback, RecordRecovery
 from ledger.usecases.ledger import Ledger
+from projections import lists
+from projections.views.treasury import Treasury
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["clawbacks"])
 
@@ -33,6 +37,9 @@ class RecoveryItem(Out):
     bank_reference: str
 
 
+ClawbackStatus = Literal["open", "recovered"]
+
+
 class ClawbackOut(Out):
     clawback_id: str
     grant_id: str
@@ -41,7 +48,7 @@ class ClawbackOut(Out):
     programme: str
     amount: Money
     reason: str
-    status: Literal["open", "recovered"]
+    status: ClawbackStatus
     recovered: Money
     due: Money
     recoveries: list[RecoveryItem]
@@ -75,3 +82,27 @@ add_writes(router, OPERATIONS)
 def get_clawback(clawback_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> ClawbackOut:
     clawback = ledger.load(Clawback, clawback_id, "clawback")
     return ClawbackOut.model_validate(_clawback(None, clawback))
+
+
+@read(router, "/clawbacks", page_model(ClawbackOut, "ClawbackPage"), views=(Treasury.NAME,))
+def list_clawbacks(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    fund_year: FundYearFilter = None,
+    talent_id: TalentFilter = None,
+    status: Annotated[
+        ClawbackStatus | None, Query(description="Only clawbacks in this status")
+    ] = None,
+) -> Any:
+    return as_page(
+        *lists.clawbacks(
+            datastore_of(ledger),
+            fund_year=fund_year,
+            talent_id=talent_id,
+            status=status,
+            after=after,
+            limit=limit,
+        )
+    )

@@ -3,30 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import Field
 
+from api.lists import After, HistoryPage, Limit, as_page, page_model
 from api.operations import Ids, Operation
 from api.routing import (
-    After,
     AsOfQuery,
     LedgerDep,
     LedgerRoute,
-    Limit,
     PathYear,
     PrincipalDep,
-    history_page,
     read,
 )
-from api.schemas import HistoryPage, Money, Out
+from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.budget import Appropriation
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.ledger import Ledger
-from projections import reads
+from projections import lists, reads
 from projections.views.audit_trail import AuditTrail
 from projections.views.balances import Balances
 from projections.views.journal import Journal
@@ -34,10 +32,13 @@ from projections.views.journal import Journal
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["fund years"])
 
 
+FundYearStatus = Literal["open", "closed"]
+
+
 class FundYearSummary(Out):
     year: int
     currency: str
-    status: Literal["open", "closed"]
+    status: FundYearStatus
     close_reason: str | None
 
 
@@ -61,7 +62,7 @@ class LineOut(Amounts):
 class FundYearOut(Out):
     year: int
     currency: str
-    status: Literal["open", "closed"]
+    status: FundYearStatus
     lines: list[LineOut]
     totals: Amounts
 
@@ -114,14 +115,25 @@ def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsO
     return reads.fund_year(datastore, year, as_of.resolve(datastore))
 
 
+@read(router, "/fund-years", page_model(FundYearOut, "FundYearPage"), views=(Balances.NAME,))
+def list_fund_years(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    status: Annotated[
+        FundYearStatus | None, Query(description="Only fund years in this status")
+    ] = None,
+) -> Any:
+    return as_page(*lists.fund_years(datastore_of(ledger), status=status, after=after, limit=limit))
+
+
 # the fund year's existence is the balances' to say, for these two
 @read(router, "/fund-years/{year}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
 def fund_year_history(
-    year: PathYear, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
-) -> HistoryPage:
-    return history_page(
-        *reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit)
-    )
+    year: PathYear, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
+) -> Any:
+    return as_page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
 
 
 @read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME, Balances.NAME))

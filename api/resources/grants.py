@@ -3,18 +3,33 @@ revoked; a grant with its totals."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from api.lists import (
+    After,
+    FundYearFilter,
+    Limit,
+    ProgrammeFilter,
+    TalentFilter,
+    as_page,
+    page_model,
+)
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
+from ledger.adapters.postgres import datastore_of
 from ledger.domain.grants import Grant
 from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
+from projections import lists
+from projections.views.treasury import Treasury
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["grants"])
+
+
+GrantStatus = Literal["proposed", "approved", "rejected", "revoked"]
 
 
 class GrantOut(Out):
@@ -25,7 +40,7 @@ class GrantOut(Out):
     amount: Money
     policy_reference: str
     reason: str
-    status: Literal["proposed", "approved", "rejected", "revoked"]
+    status: GrantStatus
     proposed_by: str
     decision_by: str | None
     decision_note: str | None
@@ -49,3 +64,27 @@ add_writes(router, OPERATIONS)
 @read(router, "/grants/{grant_id}", GrantOut)
 def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> GrantOut:
     return GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
+
+
+@read(router, "/grants", page_model(GrantOut, "GrantPage"), views=(Treasury.NAME,))
+def list_grants(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    fund_year: FundYearFilter = None,
+    programme: ProgrammeFilter = None,
+    talent_id: TalentFilter = None,
+    status: Annotated[GrantStatus | None, Query(description="Only grants in this status")] = None,
+) -> Any:
+    return as_page(
+        *lists.grants(
+            datastore_of(ledger),
+            fund_year=fund_year,
+            programme=programme,
+            talent_id=talent_id,
+            status=status,
+            after=after,
+            limit=limit,
+        )
+    )

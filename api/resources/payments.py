@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from api.lists import (
+    After,
+    DateFrom,
+    DateTo,
+    FundYearFilter,
+    GrantFilter,
+    Limit,
+    ProgrammeFilter,
+    TalentFilter,
+    as_page,
+    page_model,
+)
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
+from ledger.adapters.postgres import datastore_of
 from ledger.domain.payments import Payment
 from ledger.usecases.payments import RecordPayment, ReturnPayment
+from projections import lists
+from projections.views.treasury import Treasury
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["payments"])
+
+
+PaymentStatus = Literal["paid", "returned"]
 
 
 class PaymentOut(Out):
@@ -26,7 +44,7 @@ class PaymentOut(Out):
     amount: Money
     value_date: date
     bank_reference: str
-    status: Literal["paid", "returned"]
+    status: PaymentStatus
     returned_on: date | None
     return_reason: str | None
 
@@ -41,3 +59,35 @@ add_writes(router, OPERATIONS)
 @read(router, "/payments/{payment_id}", PaymentOut)
 def get_payment(payment_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> PaymentOut:
     return PaymentOut.model_validate(ledger.load(Payment, payment_id, "payment"))
+
+
+@read(router, "/payments", page_model(PaymentOut, "PaymentPage"), views=(Treasury.NAME,))
+def list_payments(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    fund_year: FundYearFilter = None,
+    programme: ProgrammeFilter = None,
+    talent_id: TalentFilter = None,
+    grant_id: GrantFilter = None,
+    status: Annotated[
+        PaymentStatus | None, Query(description="Only payments in this status")
+    ] = None,
+    value_date_from: DateFrom = None,
+    value_date_to: DateTo = None,
+) -> Any:
+    return as_page(
+        *lists.payments(
+            datastore_of(ledger),
+            fund_year=fund_year,
+            programme=programme,
+            talent_id=talent_id,
+            grant_id=grant_id,
+            status=status,
+            value_date_from=value_date_from,
+            value_date_to=value_date_to,
+            after=after,
+            limit=limit,
+        )
+    )

@@ -4,34 +4,36 @@ as of any moment) and history."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import Field
 
+from api.lists import After, DateFrom, DateTo, HistoryPage, Limit, as_page, page_model
 from api.operations import Ids, Operation
 from api.routing import (
-    After,
     AsOfQuery,
     LedgerDep,
     LedgerRoute,
-    Limit,
     PathId,
     PrincipalDep,
-    history_page,
     read,
 )
-from api.schemas import HistoryPage, Money, Out
+from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.talents import Talent
+from ledger.domain.values import SLUG_PATTERN, TEXT
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.talents import DepartTalent, RegisterTalent
-from projections import reads
+from projections import lists, reads
 from projections.views.audit_trail import AuditTrail
 from projections.views.balances import Balances
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["talents"])
+
+
+TalentStatus = Literal["active", "departed"]
 
 
 class TalentProfile(Out):
@@ -42,7 +44,7 @@ class TalentProfile(Out):
     employer: str
     arrived_on: date
     service_commitment_until: date
-    status: Literal["active", "departed"]
+    status: TalentStatus
     departed_on: date | None
     departure_reason: str | None
 
@@ -90,19 +92,58 @@ OPERATIONS = (
 add_writes(router, OPERATIONS)
 
 
+def opened(ledger: Ledger, talent: dict[str, Any]) -> dict[str, Any]:
+    """A talent read from the views, its name opened with its wrapped data key."""
+    wrapped = talent.pop("wrapped_key")
+    return revealed(talent, ledger.vault.open(talent["talent_id"], wrapped, talent["sealed_name"]))
+
+
 @read(router, "/talents/{talent_id}", TalentOut, views=(Balances.NAME,))
 def get_talent(talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
     datastore = datastore_of(ledger)
-    talent = reads.talent(datastore, talent_id, as_of.resolve(datastore))
-    name = ledger.vault.open(talent_id, talent.pop("wrapped_key"), talent["sealed_name"])
-    return revealed(talent, name)
+    return opened(ledger, reads.talent(datastore, talent_id, as_of.resolve(datastore)))
+
+
+@read(router, "/talents", page_model(TalentOut, "TalentPage"), views=(Balances.NAME,))
+def list_talents(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    category: Annotated[
+        str | None, Query(pattern=SLUG_PATTERN, description="Only talents of this category")
+    ] = None,
+    employer: Annotated[
+        str | None,
+        Query(
+            pattern=TEXT.pattern,
+            min_length=TEXT.min_length,
+            max_length=TEXT.max_length,
+            description="Only talents of this employer (as registered)",
+        ),
+    ] = None,
+    status: Annotated[TalentStatus | None, Query(description="Only talents in this status")] = None,
+    arrived_from: DateFrom = None,
+    arrived_to: DateTo = None,
+) -> Any:
+    items, cursor = lists.talents(
+        datastore_of(ledger),
+        category=category,
+        employer=employer,
+        status=status,
+        arrived_from=arrived_from,
+        arrived_to=arrived_to,
+        after=after,
+        limit=limit,
+    )
+    return as_page([opened(ledger, item) for item in items], cursor)
 
 
 # the talent's existence is the balances' to say (`reads.history`)
 @read(router, "/talents/{talent_id}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
 def talent_history(
-    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, limit: Limit = 100, after: After = None
-) -> HistoryPage:
-    return history_page(
+    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
+) -> Any:
+    return as_page(
         *reads.history(datastore_of(ledger), talent_id=talent_id, after=after, limit=limit)
     )

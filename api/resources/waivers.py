@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from api.lists import After, FundYearFilter, Limit, TalentFilter, as_page, page_model
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
+from ledger.adapters.postgres import datastore_of
 from ledger.domain.waivers import RentWaiver
 from ledger.usecases.waivers import EndWaiver, GrantWaiver
+from projections import lists
+from projections.views.treasury import Treasury
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["rent waivers"])
+
+
+WaiverStatus = Literal["active", "ended"]
 
 
 class WaiverOut(Out):
@@ -28,7 +35,7 @@ class WaiverOut(Out):
     monthly_rent: Money
     months: int
     value: Money
-    status: Literal["active", "ended"]
+    status: WaiverStatus
     ended_on: date | None
 
 
@@ -42,3 +49,25 @@ add_writes(router, OPERATIONS)
 @read(router, "/rent-waivers/{waiver_id}", WaiverOut)
 def get_waiver(waiver_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> WaiverOut:
     return WaiverOut.model_validate(ledger.load(RentWaiver, waiver_id, "rent waiver"))
+
+
+@read(router, "/rent-waivers", page_model(WaiverOut, "WaiverPage"), views=(Treasury.NAME,))
+def list_waivers(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    after: After,
+    limit: Limit = 100,
+    fund_year: FundYearFilter = None,
+    talent_id: TalentFilter = None,
+    status: Annotated[WaiverStatus | None, Query(description="Only waivers in this status")] = None,
+) -> Any:
+    return as_page(
+        *lists.waivers(
+            datastore_of(ledger),
+            fund_year=fund_year,
+            talent_id=talent_id,
+            status=status,
+            after=after,
+            limit=limit,
+        )
+    )

@@ -18,6 +18,21 @@ from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 
 
+def effective_amount(status: str, amount: Decimal, net_paid: Decimal) -> Decimal:
+    """What a grant holds of its line's budget: its amount; none once rejected, its net
+    paid once revoked."""
+    if status == "rejected":
+        return ZERO
+    if status == "revoked":
+        return net_paid
+    return amount
+
+
+def payable(status: str, amount: Decimal, net_paid: Decimal) -> Decimal:
+    """What may still be paid on a grant: only an approved one's unpaid amount."""
+    return amount - net_paid if status == "approved" else ZERO
+
+
 class Grant(LedgerAggregate):
     """A cash grant (a `Benefit` of a cash line): proposed, approved by another person
     than its proposer, paid up to its amount."""
@@ -86,17 +101,11 @@ class Grant(LedgerAggregate):
 
     @property
     def effective_amount(self) -> Decimal:
-        """What the grant holds of its line's budget: its amount; none once rejected,
-        its net paid once revoked."""
-        if self.status == "rejected":
-            return ZERO
-        if self.status == "revoked":
-            return self.net_paid
-        return self.amount
+        return effective_amount(self.status, self.amount, self.net_paid)
 
     @property
     def payable(self) -> Decimal:
-        return self.amount - self.net_paid if self.status == "approved" else ZERO
+        return payable(self.status, self.amount, self.net_paid)
 
     def _repeat(self, status: str, note: str | None) -> bool:
         """True when the grant is already `status` for this very note: answer, record nothing."""

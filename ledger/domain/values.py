@@ -38,9 +38,10 @@ Identifier = Annotated[str, TextFormat(ID_PATTERN)]
 #: a code chosen by whoever appropriates: a programme, a category
 Slug = Annotated[str, TextFormat(SLUG_PATTERN)]
 #: free text: no control characters but tab and newlines (NUL cannot even be stored)
-Text = Annotated[
-    str,
-    TextFormat(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$", strip=True, min_length=1, max_length=1000),
-]
-Year = Annotated[int, YearRange()]
+TEXT = TextFormat(
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$", strip=True, min_length=1, max_length=1000
+)
+Text = Annotated[str, TEXT]
+YEARS = YearRange()
+Year = Annotated[int, YEARS]
 Currency = Literal["CNY"]

@@ -50,6 +50,7 @@ FUND_YEARS = Table(
         "closed_position": "bigint",
     },
     key=("year",),
+    indexes=(("opened_position",),),
 )
 LINES = Table(
     "rm_lines",
@@ -78,6 +79,11 @@ TALENTS = Table(
         "departed_position": "bigint",
     },
     key=("talent_id",),
+    indexes=(
+        ("registered_position",),
+        ("category", "registered_position"),
+        ("employer", "registered_position"),
+    ),
 )
 BALANCES = Table(
     "rm_talent_balances",
@@ -131,7 +137,7 @@ def _line(row: DictRow) -> Line:
 
 class Balances(View):
     NAME = "balances"
-    VERSION = 1
+    VERSION = 2  # 2: the lists' indexes
     TABLES = (FUND_YEARS, LINES, LINE_VERSIONS, TALENTS, BALANCES, BALANCE_VERSIONS)
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:

@@ -1,6 +1,7 @@
-"""Treasury facts: grants, payments, clawbacks and their recoveries as they stand, and
-every statement line a reconciliation did not match. What reconciliation matches
-against, and what the exceptions report judges."""
+"""The resources as they stand: grants, payments, rent waivers, clawbacks and their
+recoveries, and reconciliations with every statement line they did not match. What
+the lists page through (each row knows the position it was created at), what
+reconciliation matches against, and what the reports judge."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
+from ledger.domain.waivers import RentWaiver
 from projections.streams import Streams
 from projections.tables import AMOUNT, Curs, Table, Writes
 from projections.view import Rows, View, handles, keyed
@@ -22,23 +24,35 @@ GRANTS = Table(
     "rm_grants",
     {
         "grant_id": "text",
+        "position": "bigint NOT NULL",
         "talent_id": "text NOT NULL",
         "year": "int NOT NULL",
         "programme": "text NOT NULL",
         "amount": AMOUNT,
+        "policy_reference": "text NOT NULL",
+        "reason": "text NOT NULL",
+        "proposed_by": "text NOT NULL",
         "status": "text NOT NULL",
         "approved_at": "timestamptz",
+        "decision_by": "text",
+        "decision_note": "text",
         "paid": AMOUNT,
         "returned": AMOUNT,
         "clawed_back": AMOUNT,
     },
     key=("grant_id",),
-    indexes=(("year",),),
+    indexes=(
+        ("position",),
+        ("year", "position"),
+        ("talent_id", "position"),
+        ("status", "position"),
+    ),
 )
 PAYMENTS = Table(
     "rm_payments",
     {
         "payment_id": "text",
+        "position": "bigint NOT NULL",
         "grant_id": "text NOT NULL",
         "talent_id": "text NOT NULL",
         "year": "int NOT NULL",
@@ -47,35 +61,80 @@ PAYMENTS = Table(
         "value_date": "date NOT NULL",
         "bank_reference": "text NOT NULL",
         "returned_on": "date",
+        "return_reason": "text",
     },
     key=("payment_id",),
-    indexes=(("bank_reference",), ("value_date",), ("year",)),
+    indexes=(
+        ("position",),
+        ("bank_reference",),
+        ("value_date",),
+        ("year", "position"),
+        ("talent_id", "position"),
+        ("grant_id", "position"),
+    ),
+)
+WAIVERS = Table(
+    "rm_waivers",
+    {
+        "waiver_id": "text",
+        "position": "bigint NOT NULL",
+        "talent_id": "text NOT NULL",
+        "year": "int NOT NULL",
+        "programme": "text NOT NULL",
+        "apartment": "text NOT NULL",
+        "start_on": "date NOT NULL",
+        "end_on": "date NOT NULL",
+        "monthly_rent": AMOUNT,
+        "months": "int NOT NULL",
+        "value": AMOUNT,
+        "ended_on": "date",
+    },
+    key=("waiver_id",),
+    indexes=(("position",), ("year", "position"), ("talent_id", "position")),
 )
 CLAWBACKS = Table(
     "rm_clawbacks",
     {
         "clawback_id": "text",
+        "position": "bigint NOT NULL",
         "grant_id": "text NOT NULL",
         "talent_id": "text NOT NULL",
         "year": "int NOT NULL",
         "programme": "text NOT NULL",
         "amount": AMOUNT,
+        "reason": "text NOT NULL",
         "assessed_at": "timestamptz NOT NULL",
         "recovered": AMOUNT,
     },
     key=("clawback_id",),
+    indexes=(("position",), ("year", "position"), ("talent_id", "position")),
 )
 RECOVERIES = Table(
     "rm_recoveries",
     {
         "clawback_id": "text",
         "recovery_id": "text",
+        "position": "bigint NOT NULL",
         "amount": AMOUNT,
         "value_date": "date NOT NULL",
         "bank_reference": "text NOT NULL",
     },
     key=("clawback_id", "recovery_id"),
     indexes=(("bank_reference",),),
+)
+RECONCILIATIONS = Table(
+    "rm_reconciliations",
+    {
+        "reconciliation_id": "text",
+        "position": "bigint NOT NULL",
+        "period_from": "date NOT NULL",
+        "period_to": "date NOT NULL",
+        "line_count": "int NOT NULL",
+        **dict.fromkeys(BUCKETS, "int NOT NULL"),
+        "recorded_at": "timestamptz NOT NULL",
+    },
+    key=("reconciliation_id",),
+    indexes=(("position",), ("period_to", "period_from")),
 )
 RECONCILIATION_LINES = Table(
     "rm_reconciliation_lines",
@@ -93,12 +152,18 @@ RECONCILIATION_LINES = Table(
 
 @dataclass
 class GrantRow:
+    position: int
     talent_id: str
     year: int
     programme: str
     amount: Decimal
+    policy_reference: str
+    reason: str
+    proposed_by: str
     status: str = "proposed"
     approved_at: datetime | None = None
+    decision_by: str | None = None
+    decision_note: str | None = None
     paid: Decimal = ZERO
     returned: Decimal = ZERO
     clawed_back: Decimal = ZERO
@@ -106,6 +171,7 @@ class GrantRow:
 
 @dataclass
 class PaymentRow:
+    position: int
     grant_id: str
     talent_id: str
     year: int
@@ -114,80 +180,129 @@ class PaymentRow:
     value_date: date
     bank_reference: str
     returned_on: date | None = None
+    return_reason: str | None = None
+
+
+@dataclass
+class WaiverRow:
+    position: int
+    talent_id: str
+    year: int
+    programme: str
+    apartment: str
+    start_on: date
+    end_on: date
+    monthly_rent: Decimal
+    months: int
+    value: Decimal
+    ended_on: date | None = None
 
 
 @dataclass
 class ClawbackRow:
+    position: int
     grant_id: str
     talent_id: str
     year: int
     programme: str
     amount: Decimal
+    reason: str
     assessed_at: datetime
     recovered: Decimal = ZERO
 
 
 class Treasury(View):
     NAME = "treasury"
-    VERSION = 1
-    TABLES = (GRANTS, PAYMENTS, CLAWBACKS, RECOVERIES, RECONCILIATION_LINES)
+    VERSION = 2  # 2: what the lists show, and waivers and reconciliations
+    TABLES = (
+        GRANTS,
+        PAYMENTS,
+        WAIVERS,
+        CLAWBACKS,
+        RECOVERIES,
+        RECONCILIATIONS,
+        RECONCILIATION_LINES,
+    )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
         super().__init__(streams, complete=complete)
         self.grants: Rows[str, GrantRow] = Rows(GRANTS, keyed(GrantRow))
         self.payments: Rows[str, PaymentRow] = Rows(PAYMENTS, keyed(PaymentRow))
+        self.waivers: Rows[str, WaiverRow] = Rows(WAIVERS, keyed(WaiverRow))
         self.clawbacks: Rows[str, ClawbackRow] = Rows(CLAWBACKS, keyed(ClawbackRow))
         self.recoveries: list[tuple[Any, ...]] = []
+        self.reconciliations: list[tuple[Any, ...]] = []
         self.reconciliation_lines: list[tuple[Any, ...]] = []
 
     def size(self) -> int:
-        return len(self.grants.rows) + len(self.payments.rows) + len(self.clawbacks.rows)
+        return sum(
+            len(rows.rows) for rows in (self.grants, self.payments, self.waivers, self.clawbacks)
+        )
 
     def write(self, out: Writes, curs: Curs) -> None:
         self.grants.write(out, curs)
         self.payments.write(out, curs)
+        self.waivers.write(out, curs)
         self.clawbacks.write(out, curs)
         out.copy(curs, RECOVERIES, self.recoveries)
+        out.copy(curs, RECONCILIATIONS, self.reconciliations)
         out.copy(curs, RECONCILIATION_LINES, self.reconciliation_lines)
-        self.recoveries, self.reconciliation_lines = [], []
+        self.recoveries, self.reconciliations, self.reconciliation_lines = [], [], []
 
-    def _grant(self, e: Any) -> GrantRow:
+    def _grant(self) -> GrantRow:
         return self.row(self.grants, self.stream().key, lambda r: GrantRow(**r))
 
     @handles(Grant.Proposed)
     def _proposed(self, e: Grant.Proposed) -> None:
-        self.grants.create(e.grant_id, GrantRow(e.talent_id, e.fund_year, e.programme, e.amount))
+        self.grants.create(
+            e.grant_id,
+            GrantRow(
+                self.at.position,
+                e.talent_id,
+                e.fund_year,
+                e.programme,
+                e.amount,
+                e.policy_reference,
+                e.reason,
+                e.actor,
+            ),
+        )
+
+    def _decided(self, status: str, note: str | None, actor: str) -> GrantRow:
+        grant = self._grant()
+        grant.status, grant.decision_note, grant.decision_by = status, note, actor
+        return grant
 
     @handles(Grant.Approved)
     def _approved(self, e: Grant.Approved) -> None:
-        grant = self._grant(e)
-        grant.status, grant.approved_at = "approved", self.at.recorded_at
+        self._decided("approved", e.note, e.actor).approved_at = self.at.recorded_at
 
     @handles(Grant.Rejected)
     def _rejected(self, e: Grant.Rejected) -> None:
-        self._grant(e).status = "rejected"
+        self._decided("rejected", e.reason, e.actor)
 
     @handles(Grant.Revoked)
     def _revoked(self, e: Grant.Revoked) -> None:
-        self._grant(e).status = "revoked"
+        self._decided("revoked", e.reason, e.actor)
 
     @handles(Grant.Paid)
     def _grant_paid(self, e: Grant.Paid) -> None:
-        self._grant(e).paid += e.amount
+        self._grant().paid += e.amount
 
     @handles(Grant.PaymentReturned)
     def _grant_payment_returned(self, e: Grant.PaymentReturned) -> None:
-        self._grant(e).returned += e.amount
+        self._grant().returned += e.amount
 
     @handles(Grant.ClawbackAssessed)
     def _grant_clawback(self, e: Grant.ClawbackAssessed) -> None:
-        self._grant(e).clawed_back += e.amount
+        self._grant().clawed_back += e.amount
 
     @handles(Payment.Recorded)
     def _paid(self, e: Payment.Recorded) -> None:
         self.payments.create(
             e.payment_id,
             PaymentRow(
+                self.at.position,
                 e.grant_id,
                 e.talent_id,
                 e.fund_year,
@@ -201,14 +316,45 @@ class Treasury(View):
     @handles(Payment.Returned)
     def _returned(self, e: Payment.Returned) -> None:
         payment = self.row(self.payments, self.stream().key, lambda r: PaymentRow(**r))
-        payment.returned_on = e.returned_on
+        payment.returned_on, payment.return_reason = e.returned_on, e.reason
+
+    @handles(RentWaiver.Granted)
+    def _waived(self, e: RentWaiver.Granted) -> None:
+        self.waivers.create(
+            e.waiver_id,
+            WaiverRow(
+                self.at.position,
+                e.talent_id,
+                e.fund_year,
+                e.programme,
+                e.apartment,
+                e.start_on,
+                e.end_on,
+                e.monthly_rent,
+                e.months,
+                e.value,
+            ),
+        )
+
+    @handles(RentWaiver.Ended)
+    def _waiver_ended(self, e: RentWaiver.Ended) -> None:
+        waiver = self.row(self.waivers, self.stream().key, lambda r: WaiverRow(**r))
+        waiver.ended_on, waiver.months = e.ended_on, e.months
+        waiver.value -= e.released
 
     @handles(Clawback.Assessed)
     def _assessed(self, e: Clawback.Assessed) -> None:
         self.clawbacks.create(
             e.clawback_id,
             ClawbackRow(
-                e.grant_id, e.talent_id, e.fund_year, e.programme, e.amount, self.at.recorded_at
+                self.at.position,
+                e.grant_id,
+                e.talent_id,
+                e.fund_year,
+                e.programme,
+                e.amount,
+                e.reason,
+                self.at.recorded_at,
             ),
         )
 
@@ -216,11 +362,25 @@ class Treasury(View):
     def _recovered(self, e: Clawback.Recovered) -> None:
         key = self.stream().key
         self.row(self.clawbacks, key, lambda r: ClawbackRow(**r)).recovered += e.amount
-        self.recoveries.append((key, e.recovery_id, e.amount, e.value_date, e.bank_reference))
+        self.recoveries.append(
+            (key, e.recovery_id, self.at.position, e.amount, e.value_date, e.bank_reference)
+        )
 
     @handles(Reconciliation.Imported)
     def _imported(self, e: Reconciliation.Imported) -> None:
         report = unpack(e.report_packed)
+        period = report["period"]
+        self.reconciliations.append(
+            (
+                e.reconciliation_id,
+                self.at.position,
+                date.fromisoformat(period["from"]),
+                date.fromisoformat(period["to"]),
+                report["line_count"],
+                *(len(report[bucket]) for bucket in BUCKETS),
+                self.at.recorded_at,
+            )
+        )
         unmatched = [(b, item) for b in BUCKETS[1:] for item in report[b]]  # not "matched"
         for seq, (bucket, item) in enumerate(unmatched):
             self.reconciliation_lines.append(

@@ -269,9 +269,8 @@ def _aim(case: Case, data: st.DataObject, world: World) -> None:
     (an invalid one is refused by validation before any lookup).
 
     A `min_position` or `as_of_position` past the head is a position no write has
-    answered yet: the read waits 5 s and answers 503 `unavailable`, as docs/api.md
-    says (test_api_resources shows it). Such positions are folded into the seeded
-    history, so that the fuzz reads instead of waiting.
+    answered yet, refused with a 422 (test_api_resources shows it). Such positions are
+    folded into the seeded history, so that the fuzz reads instead.
     """
     meta = case.meta
     if meta is not None and meta.generation.mode.is_positive:

@@ -1,0 +1,59 @@
+"""What every list shares (docs/api.md, "Lists"): its page, its cursor, and the types of
+its filters, each as narrow as the field it filters (a malformed value is a 422).
+
+A cursor is the position the page before ended at, as a decimal: the next page is one
+index range scan from there, whatever its depth (`projections.paging`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Query
+from pydantic import BaseModel, Field, create_model
+
+from api.schemas import Day, HistoryEntry
+from ledger.domain.values import ID_PATTERN, SLUG_PATTERN, YEARS
+
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+
+async def _after(
+    after: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="The `next` cursor of the page before: this page starts after it",
+        ),
+    ] = None,
+) -> int:
+    return int(after) if after else 0
+
+
+#: the position a page starts after
+After = Annotated[int, Depends(_after)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Items per page")]
+
+FundYearFilter = Annotated[
+    int | None, Query(ge=YEARS.first, le=YEARS.last, description="Only those of this fund year")
+]
+ProgrammeFilter = Annotated[
+    str | None, Query(pattern=SLUG_PATTERN, description="Only those of this programme")
+]
+TalentFilter = Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this talent's")]
+GrantFilter = Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this grant's")]
+DateFrom = Annotated[Day | None, Query(description="On or after this date")]
+DateTo = Annotated[Day | None, Query(description="On or before this date")]
+
+NEXT = Field(description="The cursor of the next page (`after=`); null on the last page")
+
+
+def page_model(item: type[BaseModel], name: str) -> type[BaseModel]:
+    """The page of a list of `item`s: `{"items": [...], "next": cursor or null}`."""
+    return create_model(name, items=(list[item], ...), next=(str | None, NEXT))  # type: ignore[valid-type]
+
+
+HistoryPage = page_model(HistoryEntry, "HistoryPage")
+
+
+def as_page(items: list[Any], cursor: str | None) -> dict[str, Any]:
+    return {"items": items, "next": cursor}

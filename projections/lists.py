@@ -1,0 +1,261 @@
+"""Lists of the resources, oldest first, a page at a time (`projections.paging`).
+Filters combine with AND; their values arrive validated. Items carry the same fields
+as the resource's single read."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from typing import Any, LiteralString
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.rows import DictRow
+
+from ledger.adapters.postgres import statements
+from ledger.domain.grants import effective_amount, payable
+from ledger.domain.money import ZERO
+from ledger.domain.reconciliation import BUCKETS
+from projections.paging import Page, Where, page
+from projections.reads import fund_year_figures, talent_balances
+
+
+def _net(row: DictRow) -> Any:
+    return row["paid"] - row["returned"]
+
+
+def grants(
+    datastore: PostgresDatastore,
+    *,
+    fund_year: int | None,
+    programme: str | None,
+    talent_id: str | None,
+    status: str | None,
+    after: int,
+    limit: int,
+) -> Page:
+    where = Where()
+    where.equal("year", fund_year)
+    where.equal("programme", programme)
+    where.equal("talent_id", talent_id)
+    where.equal("status", status)
+    rows, cursor = page(datastore, "rm_grants", where, after, limit)
+    items = []
+    for row in rows:
+        net_paid = _net(row)
+        items.append(
+            {
+                **row,
+                "fund_year": row["year"],
+                "net_paid": net_paid,
+                "effective_amount": effective_amount(row["status"], row["amount"], net_paid),
+                "payable": payable(row["status"], row["amount"], net_paid),
+            }
+        )
+    return items, cursor
+
+
+PAYMENT_STATUS: dict[str, LiteralString] = {
+    "paid": "returned_on IS NULL",
+    "returned": "returned_on IS NOT NULL",
+}
+
+
+def payments(
+    datastore: PostgresDatastore,
+    *,
+    fund_year: int | None,
+    programme: str | None,
+    talent_id: str | None,
+    grant_id: str | None,
+    status: str | None,
+    value_date_from: date | None,
+    value_date_to: date | None,
+    after: int,
+    limit: int,
+) -> Page:
+    where = Where()
+    where.equal("year", fund_year)
+    where.equal("programme", programme)
+    where.equal("talent_id", talent_id)
+    where.equal("grant_id", grant_id)
+    where.status(status, PAYMENT_STATUS)
+    where.between("value_date", value_date_from, value_date_to)
+    rows, cursor = page(datastore, "rm_payments", where, after, limit)
+    items = [
+        {
+            **row,
+            "fund_year": row["year"],
+            "status": "paid" if row["returned_on"] is None else "returned",
+        }
+        for row in rows
+    ]
+    return items, cursor
+
+
+WAIVER_STATUS: dict[str, LiteralString] = {
+    "active": "ended_on IS NULL",
+    "ended": "ended_on IS NOT NULL",
+}
+
+
+def waivers(
+    datastore: PostgresDatastore,
+    *,
+    fund_year: int | None,
+    talent_id: str | None,
+    status: str | None,
+    after: int,
+    limit: int,
+) -> Page:
+    where = Where()
+    where.equal("year", fund_year)
+    where.equal("talent_id", talent_id)
+    where.status(status, WAIVER_STATUS)
+    rows, cursor = page(datastore, "rm_waivers", where, after, limit)
+    items = [
+        {
+            **row,
+            "fund_year": row["year"],
+            "status": "active" if row["ended_on"] is None else "ended",
+        }
+        for row in rows
+    ]
+    return items, cursor
+
+
+CLAWBACK_STATUS: dict[str, LiteralString] = {
+    "open": "recovered < amount",
+    "recovered": "recovered >= amount",
+}
+
+
+def clawbacks(
+    datastore: PostgresDatastore,
+    *,
+    fund_year: int | None,
+    talent_id: str | None,
+    status: str | None,
+    after: int,
+    limit: int,
+) -> Page:
+    where = Where()
+    where.equal("year", fund_year)
+    where.equal("talent_id", talent_id)
+    where.status(status, CLAWBACK_STATUS)
+    rows, cursor = page(datastore, "rm_clawbacks", where, after, limit)
+    recoveries: dict[str, list[DictRow]] = defaultdict(list)
+    if rows:
+        with statements(datastore) as curs:
+            curs.execute(
+                "SELECT * FROM rm_recoveries WHERE clawback_id = ANY(%s) ORDER BY position",
+                ([row["clawback_id"] for row in rows],),
+            )
+            for recovery in curs.fetchall():
+                recoveries[recovery["clawback_id"]].append(recovery)
+    items = []
+    for row in rows:
+        due = row["amount"] - row["recovered"]
+        items.append(
+            {
+                **row,
+                "fund_year": row["year"],
+                "due": due,
+                "status": "recovered" if due == ZERO else "open",
+                "recoveries": recoveries[row["clawback_id"]],
+            }
+        )
+    return items, cursor
+
+
+TALENT_STATUS: dict[str, LiteralString] = {
+    "active": "departed_on IS NULL",
+    "departed": "departed_on IS NOT NULL",
+}
+
+
+def talents(
+    datastore: PostgresDatastore,
+    *,
+    category: str | None,
+    employer: str | None,
+    status: str | None,
+    arrived_from: date | None,
+    arrived_to: date | None,
+    after: int,
+    limit: int,
+) -> Page:
+    """Talents with their balances as they stand, and each one's wrapped data key (to
+    reveal the name with)."""
+    where = Where()
+    where.equal("category", category)
+    where.equal("employer", employer)
+    where.status(status, TALENT_STATUS)
+    where.between("arrived_on", arrived_from, arrived_to)
+    rows, cursor = page(datastore, "rm_talents", where, after, limit, "registered_position")
+    ids = [row["talent_id"] for row in rows]
+    balances = talent_balances(datastore, ids)
+    with statements(datastore) as curs:
+        curs.execute("SELECT talent_id, wrapped FROM talent_keys WHERE talent_id = ANY(%s)", (ids,))
+        keys = {row["talent_id"]: row["wrapped"] for row in curs.fetchall()}
+    items = [
+        {
+            **row,
+            "wrapped_key": keys.get(row["talent_id"]),
+            "status": "active" if row["departed_on"] is None else "departed",
+            "balances": balances[row["talent_id"]],
+        }
+        for row in rows
+    ]
+    return items, cursor
+
+
+FUND_YEAR_STATUS: dict[str, LiteralString] = {
+    "open": "closed_position IS NULL",
+    "closed": "closed_position IS NOT NULL",
+}
+
+
+def fund_years(datastore: PostgresDatastore, *, status: str | None, after: int, limit: int) -> Page:
+    """Fund years with their lines and totals as they stand."""
+    where = Where()
+    where.status(status, FUND_YEAR_STATUS)
+    rows, cursor = page(datastore, "rm_fund_years", where, after, limit, "opened_position")
+    figures = fund_year_figures(datastore, [row["year"] for row in rows])
+    items = [
+        {
+            "year": row["year"],
+            "currency": row["currency"],
+            "status": "open" if row["closed_position"] is None else "closed",
+            **figures[row["year"]],
+        }
+        for row in rows
+    ]
+    return items, cursor
+
+
+def reconciliations(
+    datastore: PostgresDatastore,
+    *,
+    value_date_from: date | None,
+    value_date_to: date | None,
+    after: int,
+    limit: int,
+) -> Page:
+    """Reconciliations whose statement's period meets [from, to]."""
+    where = Where()
+    if value_date_from is not None:
+        where.add("period_to >= %s", value_date_from)
+    if value_date_to is not None:
+        where.add("period_from <= %s", value_date_to)
+    rows, cursor = page(datastore, "rm_reconciliations", where, after, limit)
+    items = [
+        {
+            "reconciliation_id": row["reconciliation_id"],
+            "period": {"from": row["period_from"], "to": row["period_to"]},
+            "line_count": row["line_count"],
+            "counts": {bucket: row[bucket] for bucket in BUCKETS},
+            "recorded_at": row["recorded_at"],
+        }
+        for row in rows
+    ]
+    return items, cursor
