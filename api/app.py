@@ -175,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
         ledger = open_ledger(database_url(settings), settings)
         ledger.start_group_commit()
         app.state.ledger = ledger
+        app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
@@ -31,6 +31,7 @@ from ledger.domain.context import actor_cvar
 from ledger.domain.errors import NotReached
 from ledger.domain.roles import ROLES, Principal
 from ledger.domain.values import ID_PATTERN, YEARS
+from ledger.entrypoints.runtime import Settings
 from ledger.usecases.ledger import Ledger
 from projections import reads
 from projections.worker import NAMES, wait_for_position
@@ -129,6 +130,11 @@ async def _authenticate(request: Request) -> Principal:
             "unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def ledger_of(request: Request) -> Ledger:
@@ -253,6 +259,10 @@ async def _as_of(
     return AsOf(as_of, as_of_position)
 
 
+async def _today(request: Request) -> date:
+    return settings_of(request).today()
+
+
 # Ids and years in a path follow the rules of bodies and of batch operations (which
 # carry them in their bodies): a malformed one is a 422, as in a batch, and never reaches
 # a query (a NUL byte in an id made PostgreSQL refuse the query: a 503).
@@ -261,3 +271,5 @@ PathYear = Annotated[int, Path(ge=YEARS.first, le=YEARS.last)]
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 AsOfQuery = Annotated[AsOf, Depends(_as_of)]
+#: the business date now, what a date left out defaults to (`LEDGER_TIMEZONE`)
+Today = Annotated[date, Depends(_today)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -17,10 +16,12 @@ from api.routing import (
     LedgerRoute,
     PathId,
     PrincipalDep,
+    Today,
     consistent,
     ledger_of,
     read,
     roles,
+    settings_of,
 )
 from api.schemas import Day, ExceptionsReport, ReconciliationReport, ReconciliationSummary
 from api.writes import ALWAYS, written
@@ -141,11 +142,15 @@ def _report(reconciliation: Reconciliation, status: int, headers: dict[str, str]
 def exceptions_report(
     ledger: LedgerDep,
     _: PrincipalDep,
+    request: Request,
+    today: Today,
     fund_year: Annotated[int | None, Query(description="Only this fund year")] = None,
     on: Annotated[
-        Day | None, Query(description="Judge ages (90 and 180 days) as of this day; today")
+        Day | None,
+        Query(description="Judge ages (90 and 180 days) as of this business date; today"),
     ] = None,
 ) -> dict[str, Any]:
-    today = on or datetime.now(UTC).date()
-    facts = reads.exception_facts(datastore_of(ledger), fund_year)
-    return {"fund_year": fund_year, "on": today, "items": find_exceptions(facts, today)}
+    day = on or today
+    zone = settings_of(request).timezone
+    facts = reads.exception_facts(datastore_of(ledger), fund_year, zone)
+    return {"fund_year": fund_year, "on": day, "items": find_exceptions(facts, day)}

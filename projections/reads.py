@@ -7,7 +7,7 @@ before the position: one index probe each, whatever the length of the history.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -337,13 +337,14 @@ def _in_utc(row: DictRow) -> DictRow:
     return row
 
 
-def _utc_day(instant: datetime) -> date:
-    """The UTC calendar day of an instant, whatever the session's time zone."""
-    return instant.astimezone(UTC).date()
+def _business_day(instant: datetime, zone: tzinfo) -> date:
+    """The business date of an instant: its date in the ledger's time zone."""
+    return instant.astimezone(zone).date()
 
 
-def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Facts:
-    """What the exception rules judge, of one fund year (or all)."""
+def exception_facts(datastore: PostgresDatastore, fund_year: int | None, zone: tzinfo) -> Facts:
+    """What the exception rules judge, of one fund year (or all), approvals and
+    assessments dated in the business time zone `zone`."""
     year_filter = sql.SQL("WHERE year = %(year)s") if fund_year is not None else sql.SQL("")
     params = {"year": fund_year}
     with datastore.transaction(commit=False) as curs:
@@ -360,7 +361,7 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Fact
                 r["programme"],
                 r["amount"],
                 r["status"],
-                _utc_day(r["approved_at"]) if r["approved_at"] else None,
+                _business_day(r["approved_at"], zone) if r["approved_at"] else None,
                 r["paid"] - r["returned"],
                 r["clawed_back"],
             )
@@ -395,7 +396,7 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None) -> Fact
                 r["year"],
                 r["amount"],
                 r["recovered"],
-                _utc_day(r["assessed_at"]),
+                _business_day(r["assessed_at"], zone),
             )
             for r in rows("SELECT * FROM rm_clawbacks {where}")
         ]

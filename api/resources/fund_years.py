@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from api.lists import After, HistoryPage, Limit, as_page, page_model
@@ -16,18 +17,20 @@ from api.routing import (
     LedgerRoute,
     PathYear,
     PrincipalDep,
+    Today,
     read,
 )
-from api.schemas import Money, Out
+from api.schemas import Day, Money, Out
 from api.writes import add_writes
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.budget import Appropriation
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.ledger import Ledger
-from projections import lists, reads
+from projections import lists, reads, reports
 from projections.views.audit_trail import AuditTrail
 from projections.views.balances import Balances
 from projections.views.journal import Journal
+from projections.views.treasury import Treasury
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["fund years"])
 
@@ -65,6 +68,80 @@ class FundYearOut(Out):
     status: FundYearStatus
     lines: list[LineOut]
     totals: Amounts
+
+
+Share = Annotated[
+    str,
+    Field(
+        pattern=r"^-?[0-9]+\.[0-9]{4}$",
+        description="A share with 4 decimals, rounded half to even",
+        examples=["0.5014"],
+    ),
+]
+
+
+class Flow(Out):
+    paid: Money
+    returned: Money
+    net_paid: Money
+
+
+class ExecutionMonth(Flow):
+    month: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}$", examples=["2024-05"])
+    in_kind_value: Money
+
+
+class ExecutionAmounts(Out):
+    appropriated: Money
+    committed: Money
+    net_paid: Money = Field(description="the twelve months' and `outside_year`'s")
+    in_kind_value: Money
+    execution_rate: Share = Field(description="(net_paid + in_kind_value) / appropriated")
+    lag: Share = Field(description="elapsed_share − execution_rate")
+    outside_year: Flow = Field(
+        description="paid or returned on dates outside the year (a grant paid the next year)"
+    )
+
+
+class ExecutionLine(ExecutionAmounts):
+    programme: str
+    kind: Literal["cash", "in_kind"]
+    months: list[ExecutionMonth] = Field(description="always the year's 12, January first")
+
+
+class Execution(Out):
+    year: int
+    on: date
+    elapsed_share: Share = Field(description="days of the year up to and including `on`")
+    lines: list[ExecutionLine]
+    totals: ExecutionAmounts
+
+
+class YearEndAmounts(Out):
+    appropriated: Money
+    committed: Money
+    net_paid: Money
+    in_kind_value: Money
+    carried_forward: Money = Field(description="approved grants' amounts not yet net paid")
+    pending: Money = Field(description="proposed grants not yet decided")
+    lapsed: Money = Field(description="never committed: the line's `available`")
+    clawback_recovered: Money
+
+
+class YearEndLine(YearEndAmounts):
+    programme: str
+    kind: Literal["cash", "in_kind"]
+
+
+class YearEnd(Out):
+    year: int
+    status: FundYearStatus
+    closed_at: datetime | None
+    checkpoint_id: str | None = Field(
+        description="the checkpoint signed at closing; null until checkpoints are signed"
+    )
+    lines: list[YearEndLine]
+    totals: YearEndAmounts
 
 
 class AppropriationOut(Out):
@@ -134,6 +211,30 @@ def fund_year_history(
     year: PathYear, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
 ) -> Any:
     return as_page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
+
+
+REPORT_VIEWS = (Balances.NAME, Treasury.NAME)
+
+
+@read(router, "/fund-years/{year}/execution", Execution, views=REPORT_VIEWS)
+def execution(
+    year: PathYear,
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    response: Response,
+    today: Today,
+    on: Annotated[Day | None, Query(description="The business date to report at; today")] = None,
+) -> Any:
+    report = reports.execution_report(datastore_of(ledger), year, on or today)
+    response.headers["Ledger-Position"] = str(report.pop("position"))
+    return report
+
+
+@read(router, "/fund-years/{year}/year-end", YearEnd, views=REPORT_VIEWS)
+def year_end(year: PathYear, ledger: LedgerDep, _: PrincipalDep, response: Response) -> Any:
+    report = reports.year_end_report(datastore_of(ledger), year)
+    response.headers["Ledger-Position"] = str(report.pop("position"))
+    return report
 
 
 @read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME, Balances.NAME))

@@ -312,6 +312,16 @@ def statements(datastore: PostgresDatastore) -> Iterator[Cursor[DictRow]]:
         yield conn.cursor()
 
 
+@contextmanager
+def snapshot(datastore: PostgresDatastore) -> Iterator[Cursor[DictRow]]:
+    """A read-only transaction whose statements all see one moment: the read models a
+    report joins agree with each other whatever batch commits meanwhile. Kept short:
+    nothing inside it waits on a client."""
+    with datastore.transaction(commit=False) as curs:
+        curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield curs
+
+
 def datastore_of(app: Application[Any]) -> PostgresDatastore:
     """The connection pool behind an application, shared by read models and keys."""
     recorder = app.recorder

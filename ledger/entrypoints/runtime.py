@@ -8,8 +8,10 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import structlog
@@ -31,6 +33,18 @@ class ConfigurationError(Exception):
     """A setting is missing or malformed: the process cannot start."""
 
 
+BUSINESS_TIMEZONE = ZoneInfo("Asia/Shanghai")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"LEDGER_TIMEZONE={name!r} is not an IANA time zone (e.g. Asia/Shanghai)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob is an environment variable; see docs/deployment.md, "Configuration"."""
@@ -41,6 +55,12 @@ class Settings:
     lock_timeout_seconds: int = 5
     pool_size: int = 8
     projections_in_process: bool = True
+    timezone: ZoneInfo = BUSINESS_TIMEZONE
+
+    def today(self, now: datetime | None = None) -> date:
+        """The business date (now, or at `now`): the date in the ledger's time zone,
+        never UTC's. What a business date defaults to."""
+        return (now or datetime.now(UTC)).astimezone(self.timezone).date()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +72,7 @@ class Settings:
             lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
+            timezone=_zone(env.get("LEDGER_TIMEZONE") or BUSINESS_TIMEZONE.key),
         )
 
 

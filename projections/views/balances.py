@@ -5,7 +5,7 @@ is one index probe per line)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +48,7 @@ FUND_YEARS = Table(
         "currency": "text NOT NULL",
         "opened_position": "bigint NOT NULL",
         "closed_position": "bigint",
+        "closed_at": "timestamptz",
     },
     key=("year",),
     indexes=(("opened_position",),),
@@ -107,6 +108,7 @@ class FundYearRow:
     currency: str
     opened_position: int
     closed_position: int | None = None
+    closed_at: datetime | None = None
 
 
 @dataclass
@@ -137,7 +139,7 @@ def _line(row: DictRow) -> Line:
 
 class Balances(View):
     NAME = "balances"
-    VERSION = 2  # 2: the lists' indexes
+    VERSION = 2  # 2: the lists' indexes, and when a fund year closed
     TABLES = (FUND_YEARS, LINES, LINE_VERSIONS, TALENTS, BALANCES, BALANCE_VERSIONS)
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
@@ -224,9 +226,8 @@ class Balances(View):
     def _closed(self, e: FundYear.Closed) -> None:
         year = self.stream().year
         assert year is not None
-        self.row(
-            self.fund_years, year, lambda r: FundYearRow(**r)
-        ).closed_position = self.at.position
+        fund_year = self.row(self.fund_years, year, lambda r: FundYearRow(**r))
+        fund_year.closed_position, fund_year.closed_at = self.at.position, self.at.recorded_at
 
     # --- talents --------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The double-entry journal as a property (docs/design.md, "Double-entry journal"; the chart of
 accounts in projections/views/journal.py): for any sequence of commands, accepted or refused,
 every posting balances, the trial balance balances, and each account's balance is
-the balance-projection figure it stands for.
+the balance-projection figure it stands for; the year-end statement balances and the
+execution report agrees with both.
 
 One database serves a test function; each hypothesis example works in a fund year,
 talents and ids of its own, and looks at nothing else.
@@ -28,7 +29,7 @@ from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 from ledger.usecases.ledger import Ledger
-from projections import reads
+from projections import reads, reports
 from projections.worker import ProjectionWorker
 from tests import commands as c
 
@@ -350,6 +351,29 @@ def check_journal(app: Ledger, year: int, talents: list[str]) -> None:
         # and the talents' figures add up to the line's
         for name in ("paid", "returned", "in_kind_value", "clawback_assessed"):
             assert sum((b[name] for b in mine), ZERO) == line[name], (p, name)
+    check_reports(app, year, fund_year, balances)
+
+
+def check_reports(
+    ledger: Ledger, year: int, fund_year: dict[str, Any], balances: list[dict[str, Any]]
+) -> None:
+    """The year-end statement balances (it refuses to answer otherwise) and agrees with
+    the balances; the execution report after every date counts what they count."""
+    datastore = datastore_of(ledger)
+    statement = reports.year_end_report(datastore, year)
+    executed = reports.execution_report(datastore, year, date(year + 1, 12, 31))
+    assert executed["elapsed_share"] == "1.0000"
+    lines = {line["programme"]: line for line in fund_year["lines"]}
+    assert {line["programme"] for line in statement["lines"]} == lines.keys()
+    for end, run in zip(statement["lines"], executed["lines"], strict=True):
+        p = end["programme"]
+        mine = [b for b in balances if b["programme"] == p]
+        assert end["lapsed"] == lines[p]["available"], p
+        assert end["net_paid"] == run["net_paid"] == lines[p]["net_paid"], p
+        assert end["in_kind_value"] == run["in_kind_value"] == lines[p]["in_kind_value"], p
+        assert end["carried_forward"] == sum((b["outstanding"] for b in mine), ZERO), p
+        assert end["pending"] == sum((b["granted"] - b["approved"] for b in mine), ZERO), p
+        assert end["clawback_recovered"] == lines[p]["clawback_recovered"], p
 
 
 @settings(

@@ -1,10 +1,13 @@
-"""Process set-up shared by `ledger serve`, the projection workers and the CLI."""
+"""Process set-up and settings shared by `ledger serve`, the projection workers and the CLI."""
 
 from __future__ import annotations
 
 import gc
+from datetime import UTC, date, datetime
 
-from ledger.entrypoints.runtime import tune_collector
+import pytest
+
+from ledger.entrypoints.runtime import ConfigurationError, Settings, tune_collector
 
 
 def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_startup_heap() -> None:
@@ -21,3 +24,20 @@ def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_startup_hea
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_business_date_is_the_date_in_the_ledger_time_zone() -> None:
+    """17:00 UTC on 1 May is already 2 May in Shanghai, the default zone."""
+    evening = datetime(2024, 5, 1, 17, 0, tzinfo=UTC)
+    assert Settings.from_env({}).today(evening) == date(2024, 5, 2)
+    in_utc = Settings.from_env({"LEDGER_TIMEZONE": "UTC"})
+    assert in_utc.today(evening) == date(2024, 5, 1)
+    assert Settings.from_env({"LEDGER_TIMEZONE": "Asia/Shanghai"}).today(
+        datetime(2024, 5, 1, 15, 59, tzinfo=UTC)
+    ) == date(2024, 5, 1)
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", "+08:00"])
+def test_an_unknown_time_zone_stops_the_process_at_start(zone: str) -> None:
+    with pytest.raises(ConfigurationError, match="LEDGER_TIMEZONE"):
+        Settings.from_env({"LEDGER_TIMEZONE": zone})
