@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import batch, reads, treasury
+from api import batch, exports, reads, treasury
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -204,6 +204,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(reads.router)
     app.include_router(treasury.router)
+    app.include_router(exports.router)
     _document_problems(app)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])

@@ -16,6 +16,7 @@ from ledger.demo import load_demo
 from ledger.domain.roles import ROLES
 from ledger.entrypoints.runtime import Settings, database_url, master_key, open_ledger
 from ledger.usecases.ledger import Ledger
+from projections.worker import ProjectionWorker
 
 
 def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
@@ -40,6 +41,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.demo:
             if ledger.store.max_notification_id() is None:
                 load_demo(ledger)
+            # the walk-through's first read comes as soon as the server answers
+            ProjectionWorker(ledger).catch_up()
             _demo_keys(ledger, settings.data_dir)
     finally:
         ledger.close()

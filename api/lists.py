@@ -6,13 +6,20 @@ index range scan from there, whatever its depth (`projections.paging`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from eventsourcing.postgres import PostgresDatastore
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, create_model
 
+from api import routing
+from api.routing import LedgerDep, PrincipalDep
 from api.schemas import Day, HistoryEntry
+from ledger.adapters.postgres import datastore_of
 from ledger.domain.values import ID_PATTERN, SLUG_PATTERN, YEARS
+from ledger.usecases.ledger import Ledger
+from projections.paging import Page
 
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
 
@@ -57,3 +64,31 @@ HistoryPage = page_model(HistoryEntry, "HistoryPage")
 
 def as_page(items: list[Any], cursor: str | None) -> dict[str, Any]:
     return {"items": items, "next": cursor}
+
+
+def list_route(
+    router: APIRouter,
+    path: str,
+    item: type[BaseModel],
+    filters: Callable[..., Any],
+    read: Callable[[PostgresDatastore, dict[str, Any], int, int], Page],
+    views: Sequence[str],
+    present: Callable[[Ledger, dict[str, Any]], Any] | None = None,
+) -> None:
+    """`GET path`: the list of `item`s that `read` gives, a page at a time, filtered by
+    what the dependency `filters` gives (its query parameters are the list's filters);
+    each item `present`ed first if it must be (a talent's name is unsealed)."""
+    name = item.__name__.removesuffix("Out")
+
+    def endpoint(
+        ledger: LedgerDep,
+        _: PrincipalDep,
+        after: After,
+        limit: Limit = 100,
+        chosen: dict[str, Any] = Depends(filters),  # noqa: B008 - each list's own filters
+    ) -> Any:
+        items, cursor = read(datastore_of(ledger), chosen, after, limit)
+        return as_page([present(ledger, i) for i in items] if present else items, cursor)
+
+    endpoint.__name__ = f"list_{name.lower()}s"
+    routing.read(router, path, page_model(item, f"{name}Page"), views=views)(endpoint)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.lists import After, DateFrom, DateTo, Limit, as_page, page_model
+from api.lists import DateFrom, DateTo, list_route
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
@@ -90,30 +90,21 @@ async def create_reconciliation(request: Request) -> Response:
     return _report(outcome.value, 200 if outcome.replayed else 201, headers)
 
 
-@read(
+async def reconciliation_filters(
+    value_date_from: DateFrom = None, value_date_to: DateTo = None
+) -> dict[str, Any]:
+    """Statements whose period meets these dates."""
+    return {"value_date_from": value_date_from, "value_date_to": value_date_to}
+
+
+list_route(
     router,
     "/reconciliations",
-    page_model(ReconciliationSummary, "ReconciliationPage"),
-    views=(Treasury.NAME,),
+    ReconciliationSummary,
+    reconciliation_filters,
+    lists.reconciliations,
+    (Treasury.NAME,),
 )
-def list_reconciliations(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
-    value_date_from: DateFrom = None,
-    value_date_to: DateTo = None,
-) -> Any:
-    """Statements whose period meets the dates asked for."""
-    return as_page(
-        *lists.reconciliations(
-            datastore_of(ledger),
-            value_date_from=value_date_from,
-            value_date_to=value_date_to,
-            after=after,
-            limit=limit,
-        )
-    )
 
 
 @read(router, "/reconciliations/{reconciliation_id}", ReconciliationReport)

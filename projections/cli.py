@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from ledger.adapters.postgres import datastore_of
+from ledger.adapters.spreadsheets import write_csv
 from ledger.adapters.statement_csv import parse_statement
 from ledger.domain.context import acting_as
-from ledger.domain.errors import StatementRejected
+from ledger.domain.errors import NotFound, StatementRejected
 from ledger.domain.reconciliation import BUCKETS
+from ledger.domain.vocabulary import LANGS
 from ledger.entrypoints.runtime import Settings, database_url, open_ledger
-from projections.export import audit_csv
-from projections.reads import audit_rows, movements
+from projections.exports import At, Extract, export
+from projections.reads import movements
 from projections.worker import ProjectionWorker, settle
 
 
@@ -46,12 +49,16 @@ def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(database_url(settings), settings)
     try:
         ProjectionWorker(ledger).catch_up()
-        lines = audit_csv(audit_rows(datastore_of(ledger), args.fund_year))
-        if args.out:
-            with open(args.out, "w", encoding="utf-8", newline="") as out:
-                out.writelines(lines)
-        else:
-            sys.stdout.writelines(lines)
+        filters = {"fund_year": args.fund_year, "talent_id": None}
+
+        def write(extract: Extract, at: At) -> None:
+            with open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out:
+                write_csv(extract.columns, extract.rows, args.lang, out, bom=args.bom)
+
+        export(datastore_of(ledger), "audit-trail", filters, write)
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         ledger.close()
     return 0
@@ -119,4 +126,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     trail = export.add_parser("audit-trail", help="the audit trail as CSV (RFC 4180)")
     trail.add_argument("--fund-year", type=int, default=None, help="only this fund year")
     trail.add_argument("--out", default=None, help="a file instead of standard output")
+    trail.add_argument(
+        "--lang", choices=LANGS, default="zh", help="headers and code labels in this language"
+    )
+    trail.add_argument("--bom", action="store_true", help="start with a byte-order mark")
     trail.set_defaults(run=_export_audit_trail)

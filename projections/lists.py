@@ -1,10 +1,11 @@
 """Lists of the resources, oldest first, a page at a time (`projections.paging`).
-Filters combine with AND; their values arrive validated. Items carry the same fields
-as the resource's single read."""
+Filters arrive validated, by name (None: not filtered), and combine with AND. Items
+carry the same fields as the resource's single read."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, LiteralString
 
@@ -18,40 +19,34 @@ from ledger.domain.reconciliation import BUCKETS
 from projections.paging import Page, Where, page
 from projections.reads import fund_year_figures, talent_balances
 
-
-def _net(row: DictRow) -> Any:
-    return row["paid"] - row["returned"]
+Filters = Mapping[str, Any]
 
 
-def grants(
-    datastore: PostgresDatastore,
-    *,
-    fund_year: int | None,
-    programme: str | None,
-    talent_id: str | None,
-    status: str | None,
-    after: int,
-    limit: int,
-) -> Page:
+def grant_where(
+    fund_year: int | None, programme: str | None, talent_id: str | None, status: str | None
+) -> Where:
     where = Where()
     where.equal("year", fund_year)
     where.equal("programme", programme)
     where.equal("talent_id", talent_id)
     where.equal("status", status)
-    rows, cursor = page(datastore, "rm_grants", where, after, limit)
-    items = []
-    for row in rows:
-        net_paid = _net(row)
-        items.append(
-            {
-                **row,
-                "fund_year": row["year"],
-                "net_paid": net_paid,
-                "effective_amount": effective_amount(row["status"], row["amount"], net_paid),
-                "payable": payable(row["status"], row["amount"], net_paid),
-            }
-        )
-    return items, cursor
+    return where
+
+
+def grant_item(row: DictRow) -> dict[str, Any]:
+    net_paid = row["paid"] - row["returned"]
+    return {
+        **row,
+        "fund_year": row["year"],
+        "net_paid": net_paid,
+        "effective_amount": effective_amount(row["status"], row["amount"], net_paid),
+        "payable": payable(row["status"], row["amount"], net_paid),
+    }
+
+
+def grants(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
+    rows, cursor = page(datastore, "rm_grants", grant_where(**filters), after, limit)
+    return [grant_item(row) for row in rows], cursor
 
 
 PAYMENT_STATUS: dict[str, LiteralString] = {
@@ -60,9 +55,7 @@ PAYMENT_STATUS: dict[str, LiteralString] = {
 }
 
 
-def payments(
-    datastore: PostgresDatastore,
-    *,
+def payment_where(
     fund_year: int | None,
     programme: str | None,
     talent_id: str | None,
@@ -70,9 +63,7 @@ def payments(
     status: str | None,
     value_date_from: date | None,
     value_date_to: date | None,
-    after: int,
-    limit: int,
-) -> Page:
+) -> Where:
     where = Where()
     where.equal("year", fund_year)
     where.equal("programme", programme)
@@ -80,16 +71,17 @@ def payments(
     where.equal("grant_id", grant_id)
     where.status(status, PAYMENT_STATUS)
     where.between("value_date", value_date_from, value_date_to)
-    rows, cursor = page(datastore, "rm_payments", where, after, limit)
-    items = [
-        {
-            **row,
-            "fund_year": row["year"],
-            "status": "paid" if row["returned_on"] is None else "returned",
-        }
-        for row in rows
-    ]
-    return items, cursor
+    return where
+
+
+def payment_item(row: DictRow) -> dict[str, Any]:
+    status = "paid" if row["returned_on"] is None else "returned"
+    return {**row, "fund_year": row["year"], "status": status}
+
+
+def payments(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
+    rows, cursor = page(datastore, "rm_payments", payment_where(**filters), after, limit)
+    return [payment_item(row) for row in rows], cursor
 
 
 WAIVER_STATUS: dict[str, LiteralString] = {
@@ -98,19 +90,11 @@ WAIVER_STATUS: dict[str, LiteralString] = {
 }
 
 
-def waivers(
-    datastore: PostgresDatastore,
-    *,
-    fund_year: int | None,
-    talent_id: str | None,
-    status: str | None,
-    after: int,
-    limit: int,
-) -> Page:
+def waivers(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
     where = Where()
-    where.equal("year", fund_year)
-    where.equal("talent_id", talent_id)
-    where.status(status, WAIVER_STATUS)
+    where.equal("year", filters["fund_year"])
+    where.equal("talent_id", filters["talent_id"])
+    where.status(filters["status"], WAIVER_STATUS)
     rows, cursor = page(datastore, "rm_waivers", where, after, limit)
     items = [
         {
@@ -129,19 +113,12 @@ CLAWBACK_STATUS: dict[str, LiteralString] = {
 }
 
 
-def clawbacks(
-    datastore: PostgresDatastore,
-    *,
-    fund_year: int | None,
-    talent_id: str | None,
-    status: str | None,
-    after: int,
-    limit: int,
-) -> Page:
+def clawbacks(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
+    """Clawbacks, each with its recoveries (one query for the page's)."""
     where = Where()
-    where.equal("year", fund_year)
-    where.equal("talent_id", talent_id)
-    where.status(status, CLAWBACK_STATUS)
+    where.equal("year", filters["fund_year"])
+    where.equal("talent_id", filters["talent_id"])
+    where.status(filters["status"], CLAWBACK_STATUS)
     rows, cursor = page(datastore, "rm_clawbacks", where, after, limit)
     recoveries: dict[str, list[DictRow]] = defaultdict(list)
     if rows:
@@ -173,24 +150,14 @@ TALENT_STATUS: dict[str, LiteralString] = {
 }
 
 
-def talents(
-    datastore: PostgresDatastore,
-    *,
-    category: str | None,
-    employer: str | None,
-    status: str | None,
-    arrived_from: date | None,
-    arrived_to: date | None,
-    after: int,
-    limit: int,
-) -> Page:
+def talents(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
     """Talents with their balances as they stand, and each one's wrapped data key (to
     reveal the name with)."""
     where = Where()
-    where.equal("category", category)
-    where.equal("employer", employer)
-    where.status(status, TALENT_STATUS)
-    where.between("arrived_on", arrived_from, arrived_to)
+    where.equal("category", filters["category"])
+    where.equal("employer", filters["employer"])
+    where.status(filters["status"], TALENT_STATUS)
+    where.between("arrived_on", filters["arrived_from"], filters["arrived_to"])
     rows, cursor = page(datastore, "rm_talents", where, after, limit, "registered_position")
     ids = [row["talent_id"] for row in rows]
     balances = talent_balances(datastore, ids)
@@ -215,10 +182,10 @@ FUND_YEAR_STATUS: dict[str, LiteralString] = {
 }
 
 
-def fund_years(datastore: PostgresDatastore, *, status: str | None, after: int, limit: int) -> Page:
+def fund_years(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
     """Fund years with their lines and totals as they stand."""
     where = Where()
-    where.status(status, FUND_YEAR_STATUS)
+    where.status(filters["status"], FUND_YEAR_STATUS)
     rows, cursor = page(datastore, "rm_fund_years", where, after, limit, "opened_position")
     figures = fund_year_figures(datastore, [row["year"] for row in rows])
     items = [
@@ -233,20 +200,13 @@ def fund_years(datastore: PostgresDatastore, *, status: str | None, after: int, 
     return items, cursor
 
 
-def reconciliations(
-    datastore: PostgresDatastore,
-    *,
-    value_date_from: date | None,
-    value_date_to: date | None,
-    after: int,
-    limit: int,
-) -> Page:
+def reconciliations(datastore: PostgresDatastore, filters: Filters, after: int, limit: int) -> Page:
     """Reconciliations whose statement's period meets [from, to]."""
     where = Where()
-    if value_date_from is not None:
-        where.add("period_to >= %s", value_date_from)
-    if value_date_to is not None:
-        where.add("period_from <= %s", value_date_to)
+    if filters["value_date_from"] is not None:
+        where.add("period_to >= %s", filters["value_date_from"])
+    if filters["value_date_to"] is not None:
+        where.add("period_from <= %s", filters["value_date_to"])
     rows, cursor = page(datastore, "rm_reconciliations", where, after, limit)
     items = [
         {

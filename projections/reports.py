@@ -1,5 +1,6 @@
 """The facts of a fund year's reports (`ledger.domain.reports`), read from the balances
-and treasury views in one snapshot, so that both views stand at the same position."""
+and treasury views in one snapshot (`ledger.adapters.postgres.snapshot`), so that both
+views stand at the same position."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from projections.views.treasury import Treasury
 VIEWS = (Balances.NAME, Treasury.NAME)
 
 
-def _agreed_position(curs: Curs, names: Sequence[str] = VIEWS) -> int:
+def agreed_position(curs: Curs, names: Sequence[str] = VIEWS) -> int:
     """The one position the views stand at; while one is rebuilt alone they differ,
     and a report joining them would mix two moments (a 503 until they agree)."""
     curs.execute("SELECT position FROM projection_tracking WHERE name = ANY(%s)", (list(names),))
@@ -62,60 +63,64 @@ def _monthly(
     return _by_month(curs.fetchall())
 
 
+def execution_at(curs: Curs, year: int, on: date) -> dict[str, Any]:
+    """The budget execution of fund year `year` by business date `on`, read with a
+    cursor of a snapshot."""
+    _fund_year(curs, year)
+    curs.execute(
+        "SELECT programme, kind, appropriated, committed FROM rm_lines WHERE year = %s "
+        "ORDER BY programme",
+        (year,),
+    )
+    lines = [
+        Line(r["programme"], LineKind(r["kind"]), r["appropriated"], r["committed"])
+        for r in curs.fetchall()
+    ]
+    flows = Flows(_monthly(curs, year, "value_date", on), _monthly(curs, year, "returned_on", on))
+    curs.execute(
+        "SELECT programme, start_on, months, monthly_rent FROM rm_waivers WHERE year = %s",
+        (year,),
+    )
+    waivers = [Waiver(**row) for row in curs.fetchall()]
+    return execution(year, on, lines, flows, waivers)
+
+
+def year_end_at(curs: Curs, year: int) -> dict[str, Any]:
+    """The year-end statement of fund year `year` as it stands, read with a cursor of
+    a snapshot."""
+    fund_year = _fund_year(curs, year)
+    curs.execute(
+        "SELECT l.programme, l.kind, l.appropriated, l.committed, "
+        "l.paid - l.returned AS net_paid, l.in_kind_value, l.clawback_recovered, "
+        "coalesce(g.carried_forward, 0) AS carried_forward, "
+        "coalesce(g.pending, 0) AS pending "
+        "FROM rm_lines l LEFT JOIN ("
+        "  SELECT programme,"
+        "  sum(amount - paid + returned) FILTER (WHERE status = 'approved') "
+        "    AS carried_forward,"
+        "  sum(amount) FILTER (WHERE status = 'proposed') AS pending"
+        "  FROM rm_grants WHERE year = %(year)s GROUP BY programme"
+        ") g ON g.programme = l.programme "
+        "WHERE l.year = %(year)s ORDER BY l.programme",
+        {"year": year},
+    )
+    lines = [YearEndLine(**{**row, "kind": LineKind(row["kind"])}) for row in curs.fetchall()]
+    return {
+        "year": year,
+        "status": "open" if fund_year["closed_position"] is None else "closed",
+        "closed_at": fund_year["closed_at"],
+        "checkpoint_id": None,  # the checkpoint signed at closing: none are signed yet
+        **year_end(lines),
+    }
+
+
 def execution_report(datastore: PostgresDatastore, year: int, on: date) -> dict[str, Any]:
-    """The budget execution of fund year `year` by business date `on`, and the
-    position it was read at."""
+    """`execution_at` in a snapshot of its own, with the position it was read at."""
     with snapshot(datastore) as curs:
-        position = _agreed_position(curs)
-        _fund_year(curs, year)
-        curs.execute(
-            "SELECT programme, kind, appropriated, committed FROM rm_lines WHERE year = %s "
-            "ORDER BY programme",
-            (year,),
-        )
-        lines = [
-            Line(r["programme"], LineKind(r["kind"]), r["appropriated"], r["committed"])
-            for r in curs.fetchall()
-        ]
-        flows = Flows(
-            _monthly(curs, year, "value_date", on), _monthly(curs, year, "returned_on", on)
-        )
-        curs.execute(
-            "SELECT programme, start_on, months, monthly_rent FROM rm_waivers WHERE year = %s",
-            (year,),
-        )
-        waivers = [Waiver(**row) for row in curs.fetchall()]
-    return {**execution(year, on, lines, flows, waivers), "position": position}
+        return {"position": agreed_position(curs), **execution_at(curs, year, on)}
 
 
 def year_end_report(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
-    """The year-end statement of fund year `year` as it stands, and the position it was
-    read at."""
+    """`year_end_at` in a snapshot of its own, with the position it was read at."""
     with snapshot(datastore) as curs:
-        position = _agreed_position(curs)
-        fund_year = _fund_year(curs, year)
-        curs.execute(
-            "SELECT l.programme, l.kind, l.appropriated, l.committed, "
-            "l.paid - l.returned AS net_paid, l.in_kind_value, l.clawback_recovered, "
-            "coalesce(g.carried_forward, 0) AS carried_forward, "
-            "coalesce(g.pending, 0) AS pending "
-            "FROM rm_lines l LEFT JOIN ("
-            "  SELECT programme,"
-            "  sum(amount - paid + returned) FILTER (WHERE status = 'approved') "
-            "    AS carried_forward,"
-            "  sum(amount) FILTER (WHERE status = 'proposed') AS pending"
-            "  FROM rm_grants WHERE year = %(year)s GROUP BY programme"
-            ") g ON g.programme = l.programme "
-            "WHERE l.year = %(year)s ORDER BY l.programme",
-            {"year": year},
-        )
-        lines = [YearEndLine(**{**row, "kind": LineKind(row["kind"])}) for row in curs.fetchall()]
-    closed = fund_year["closed_position"] is not None
-    return {
-        "year": year,
-        "status": "closed" if closed else "open",
-        "closed_at": fund_year["closed_at"],
-        "checkpoint_id": None,  # the checkpoint signed at closing: not built yet
-        **year_end(lines),
-        "position": position,
-    }
+        return {"position": agreed_position(curs), **year_end_at(curs, year)}

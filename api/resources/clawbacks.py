@@ -7,12 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.lists import After, FundYearFilter, Limit, TalentFilter, as_page, page_model
+from api.lists import FundYearFilter, TalentFilter, list_route
 from api.operations import Ids, Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.clawbacks import Clawback, Recovery
 from ledger.usecases.clawbacks import AssessClawback, RecordRecovery
 from ledger.usecases.ledger import Ledger
@@ -84,25 +83,21 @@ def get_clawback(clawback_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> Cla
     return ClawbackOut.model_validate(_clawback(None, clawback))
 
 
-@read(router, "/clawbacks", page_model(ClawbackOut, "ClawbackPage"), views=(Treasury.NAME,))
-def list_clawbacks(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def clawback_filters(
     fund_year: FundYearFilter = None,
     talent_id: TalentFilter = None,
     status: Annotated[
         ClawbackStatus | None, Query(description="Only clawbacks in this status")
     ] = None,
-) -> Any:
-    return as_page(
-        *lists.clawbacks(
-            datastore_of(ledger),
-            fund_year=fund_year,
-            talent_id=talent_id,
-            status=status,
-            after=after,
-            limit=limit,
-        )
-    )
+) -> dict[str, Any]:
+    return {"fund_year": fund_year, "talent_id": talent_id, "status": status}
+
+
+list_route(
+    router,
+    "/clawbacks",
+    ClawbackOut,
+    clawback_filters,
+    lists.clawbacks,
+    (Treasury.NAME,),
+)

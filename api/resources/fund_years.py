@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
-from api.lists import After, HistoryPage, Limit, as_page, page_model
+from api.lists import After, HistoryPage, Limit, as_page, list_route
 from api.operations import Ids, Operation
 from api.routing import (
     AsOfQuery,
@@ -192,17 +192,22 @@ def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsO
     return reads.fund_year(datastore, year, as_of.resolve(datastore))
 
 
-@read(router, "/fund-years", page_model(FundYearOut, "FundYearPage"), views=(Balances.NAME,))
-def list_fund_years(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def fund_year_filters(
     status: Annotated[
         FundYearStatus | None, Query(description="Only fund years in this status")
     ] = None,
-) -> Any:
-    return as_page(*lists.fund_years(datastore_of(ledger), status=status, after=after, limit=limit))
+) -> dict[str, Any]:
+    return {"status": status}
+
+
+list_route(
+    router,
+    "/fund-years",
+    FundYearOut,
+    fund_year_filters,
+    lists.fund_years,
+    (Balances.NAME,),
+)
 
 
 # the fund year's existence is the balances' to say, for these two

@@ -7,20 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.lists import (
-    After,
-    FundYearFilter,
-    Limit,
-    ProgrammeFilter,
-    TalentFilter,
-    as_page,
-    page_model,
-)
+from api.lists import FundYearFilter, ProgrammeFilter, TalentFilter, list_route
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.grants import Grant
 from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
 from projections import lists
@@ -66,25 +57,26 @@ def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> GrantOut:
     return GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
 
 
-@read(router, "/grants", page_model(GrantOut, "GrantPage"), views=(Treasury.NAME,))
-def list_grants(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def grant_filters(
     fund_year: FundYearFilter = None,
     programme: ProgrammeFilter = None,
     talent_id: TalentFilter = None,
     status: Annotated[GrantStatus | None, Query(description="Only grants in this status")] = None,
-) -> Any:
-    return as_page(
-        *lists.grants(
-            datastore_of(ledger),
-            fund_year=fund_year,
-            programme=programme,
-            talent_id=talent_id,
-            status=status,
-            after=after,
-            limit=limit,
-        )
-    )
+) -> dict[str, Any]:
+    """The filters of the grants' list and export."""
+    return {
+        "fund_year": fund_year,
+        "programme": programme,
+        "talent_id": talent_id,
+        "status": status,
+    }
+
+
+list_route(
+    router,
+    "/grants",
+    GrantOut,
+    grant_filters,
+    lists.grants,
+    (Treasury.NAME,),
+)

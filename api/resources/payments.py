@@ -8,22 +8,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from api.lists import (
-    After,
     DateFrom,
     DateTo,
     FundYearFilter,
     GrantFilter,
-    Limit,
     ProgrammeFilter,
     TalentFilter,
-    as_page,
-    page_model,
+    list_route,
 )
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.payments import Payment
 from ledger.usecases.payments import RecordPayment, ReturnPayment
 from projections import lists
@@ -61,12 +57,7 @@ def get_payment(payment_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> Payme
     return PaymentOut.model_validate(ledger.load(Payment, payment_id, "payment"))
 
 
-@read(router, "/payments", page_model(PaymentOut, "PaymentPage"), views=(Treasury.NAME,))
-def list_payments(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def payment_filters(
     fund_year: FundYearFilter = None,
     programme: ProgrammeFilter = None,
     talent_id: TalentFilter = None,
@@ -76,18 +67,24 @@ def list_payments(
     ] = None,
     value_date_from: DateFrom = None,
     value_date_to: DateTo = None,
-) -> Any:
-    return as_page(
-        *lists.payments(
-            datastore_of(ledger),
-            fund_year=fund_year,
-            programme=programme,
-            talent_id=talent_id,
-            grant_id=grant_id,
-            status=status,
-            value_date_from=value_date_from,
-            value_date_to=value_date_to,
-            after=after,
-            limit=limit,
-        )
-    )
+) -> dict[str, Any]:
+    """The filters of the payments' list and export."""
+    return {
+        "fund_year": fund_year,
+        "programme": programme,
+        "talent_id": talent_id,
+        "grant_id": grant_id,
+        "status": status,
+        "value_date_from": value_date_from,
+        "value_date_to": value_date_to,
+    }
+
+
+list_route(
+    router,
+    "/payments",
+    PaymentOut,
+    payment_filters,
+    lists.payments,
+    (Treasury.NAME,),
+)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import Field
 
-from api.lists import After, DateFrom, DateTo, HistoryPage, Limit, as_page, page_model
+from api.lists import After, DateFrom, DateTo, HistoryPage, Limit, as_page, list_route
 from api.operations import Ids, Operation
 from api.routing import (
     AsOfQuery,
@@ -104,12 +104,7 @@ def get_talent(talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsO
     return opened(ledger, reads.talent(datastore, talent_id, as_of.resolve(datastore)))
 
 
-@read(router, "/talents", page_model(TalentOut, "TalentPage"), views=(Balances.NAME,))
-def list_talents(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def talent_filters(
     category: Annotated[
         str | None, Query(pattern=SLUG_PATTERN, description="Only talents of this category")
     ] = None,
@@ -125,18 +120,17 @@ def list_talents(
     status: Annotated[TalentStatus | None, Query(description="Only talents in this status")] = None,
     arrived_from: DateFrom = None,
     arrived_to: DateTo = None,
-) -> Any:
-    items, cursor = lists.talents(
-        datastore_of(ledger),
-        category=category,
-        employer=employer,
-        status=status,
-        arrived_from=arrived_from,
-        arrived_to=arrived_to,
-        after=after,
-        limit=limit,
-    )
-    return as_page([opened(ledger, item) for item in items], cursor)
+) -> dict[str, Any]:
+    return {
+        "category": category,
+        "employer": employer,
+        "status": status,
+        "arrived_from": arrived_from,
+        "arrived_to": arrived_to,
+    }
+
+
+list_route(router, "/talents", TalentOut, talent_filters, lists.talents, (Balances.NAME,), opened)
 
 
 # the talent's existence is the balances' to say (`reads.history`)

@@ -7,12 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from api.lists import After, FundYearFilter, Limit, TalentFilter, as_page, page_model
+from api.lists import FundYearFilter, TalentFilter, list_route
 from api.operations import Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.waivers import RentWaiver
 from ledger.usecases.waivers import EndWaiver, GrantWaiver
 from projections import lists
@@ -51,23 +50,19 @@ def get_waiver(waiver_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> WaiverO
     return WaiverOut.model_validate(ledger.load(RentWaiver, waiver_id, "rent waiver"))
 
 
-@read(router, "/rent-waivers", page_model(WaiverOut, "WaiverPage"), views=(Treasury.NAME,))
-def list_waivers(
-    ledger: LedgerDep,
-    _: PrincipalDep,
-    after: After,
-    limit: Limit = 100,
+async def waiver_filters(
     fund_year: FundYearFilter = None,
     talent_id: TalentFilter = None,
     status: Annotated[WaiverStatus | None, Query(description="Only waivers in this status")] = None,
-) -> Any:
-    return as_page(
-        *lists.waivers(
-            datastore_of(ledger),
-            fund_year=fund_year,
-            talent_id=talent_id,
-            status=status,
-            after=after,
-            limit=limit,
-        )
-    )
+) -> dict[str, Any]:
+    return {"fund_year": fund_year, "talent_id": talent_id, "status": status}
+
+
+list_route(
+    router,
+    "/rent-waivers",
+    WaiverOut,
+    waiver_filters,
+    lists.waivers,
+    (Treasury.NAME,),
+)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import sql
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
 
 from ledger.adapters.postgres import EVENTS_TABLE
 from ledger.domain.chain import GENESIS, event_digest
@@ -51,3 +52,19 @@ def verify_chain(datastore: PostgresDatastore) -> Verification:
             prev = expected
             checked += 1
     return Verification(True, checked, prev.hex(), None)
+
+
+def chain_hash_at(curs: Cursor[DictRow], position: int) -> str:
+    """The chain's hash after the event at `position` (the genesis hash at 0), hex: what
+    a copy of the history up to that position must reproduce."""
+    if position == 0:
+        return GENESIS.hex()
+    curs.execute(
+        sql.SQL("SELECT hash FROM {} WHERE notification_id = %s").format(
+            sql.Identifier(EVENTS_TABLE)
+        ),
+        (position,),
+    )
+    row = curs.fetchone()
+    assert row is not None, f"no event at position {position}"
+    return bytes(row["hash"]).hex()

@@ -23,6 +23,7 @@ from typing import Final
 
 from ledger.domain.budget import LineKind
 from ledger.domain.money import FEN, ZERO
+from ledger.domain.vocabulary import code_label
 from ledger.usecases.clawbacks import AssessClawback, RecordRecovery
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
@@ -58,14 +59,6 @@ CATEGORIES = {
     "doctorate": 46,
     "urgently_needed": 36,
     "leading_talent": 12,
-}
-CATEGORY_LABELS = {
-    "master": "硕士研究生",
-    "double_first_class": "“双一流”高校毕业生",
-    "bachelor": "全日制本科毕业生",
-    "doctorate": "博士研究生",
-    "urgently_needed": "紧缺急需人才",
-    "leading_talent": "领军人才",
 }
 SERVICE_YEARS = {"leading_talent": 5, "doctorate": 5}  # others commit to 3 years
 SETTLING_IN = {
@@ -360,7 +353,7 @@ class _Planner:
             amount = SETTLING_IN.get(talent.category)
             if amount is None:
                 continue
-            label = CATEGORY_LABELS[talent.category]
+            label = code_label("category", talent.category, "zh")
             reason = f"{label}安家补贴（{talent.arrived_on:%Y年%m月}到岗）"
             policy = self._policy(fy.year, "第五条")
             grant = self._propose(fy, talent, "settling_in", amount, policy, reason)

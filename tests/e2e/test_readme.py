@@ -68,4 +68,6 @@ def test_the_walk_through_prints_what_the_readme_says(
     assert len(printed) == len(steps) + 1, done.stderr
     for (code, expected), out in zip(steps, printed, strict=False):
         lines = out.splitlines()
-        assert _matches(lines, expected), f"{code}\nprinted {lines}\nexpected {expected}"
+        assert _matches(lines, expected), (
+            f"{code}\nprinted {lines}\nexpected {expected}\nstderr {done.stderr}"
+        )

@@ -17,10 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger.adapters.postgres import datastore_of
+from ledger.adapters.spreadsheets import write_csv
 from ledger.domain.context import acting_as
+from ledger.domain.vocabulary import CODES, code_label
 from ledger.usecases.ledger import Ledger
-from projections.export import CSV_COLUMNS, audit_csv
-from projections.reads import audit_rows
+from projections import exports
+from projections.exports import AUDIT_TRAIL_COLUMNS
 from projections.worker import ProjectionWorker
 from tests import commands as c
 from tests.integration.scenario import (
@@ -42,8 +44,6 @@ from tests.integration.scenario import (
     waiver_body,
 )
 
-# projections.reads.audit_rows leaves its named server cursor open (see
-# test_the_export_leaves_no_cursor_open); that one warning is ignored elsewhere.
 pytestmark = [pytest.mark.db]
 
 OTHER_YEAR = YEAR + 1
@@ -401,15 +401,30 @@ def record_terminators(text: str) -> list[str]:
 
 
 def export(world: World, year: int | None) -> tuple[str, list[dict[str, str]]]:
-    params: dict[str, Any] = {"min_position": world.head}
+    """The English export, its rows keyed by field name, its codes as they were."""
+    params: dict[str, Any] = {"min_position": world.head, "lang": "en"}
     if year is not None:
         params["fund_year"] = year
     r = world.a.auditor.get("/v1/exports/audit-trail.csv", params=params)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].split(";")[0].strip() == "text/csv"
     text = r.content.decode("utf-8")  # strict: the bytes are UTF-8
-    rows = list(csv.DictReader(io.StringIO(text, newline=""), strict=True))
-    return text, rows
+    return text, _by_field(text)
+
+
+def _by_field(text: str) -> list[dict[str, str]]:
+    fields = {column.title("en"): column.field for column in AUDIT_TRAIL_COLUMNS}
+    codes = {
+        name: {code_label(name, code, "en"): code for code in CODES[name]}
+        for name in ("event_type", "programme")
+    }
+    rows = []
+    for row in csv.DictReader(io.StringIO(text, newline=""), strict=True):
+        named = {fields[title]: value for title, value in row.items()}
+        for name, labels in codes.items():
+            named[name] = labels.get(named[name], named[name])
+        rows.append(named)
+    return rows
 
 
 def unguarded(cell: str, original: str | None) -> str:
@@ -480,23 +495,28 @@ def test_the_export_leaves_no_cursor_open(ledger: Ledger) -> None:
     with acting_as("admin", "req-1"):
         ledger.execute(c.OpenFundYear(YEAR, "CNY"))
     ProjectionWorker(ledger).catch_up()
+    filters = {"fund_year": YEAR, "talent_id": None}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chunks = list(audit_csv(audit_rows(datastore_of(ledger), YEAR)))
+        rows = exports.export(
+            datastore_of(ledger), "audit-trail", filters, lambda e, _: list(e.rows)
+        )
         gc.collect()
-    assert len(chunks) >= 2
+    assert len(rows) == 1
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_csv_cells_of_the_writer_itself() -> None:
     """The export writer on hand-made rows: guards, quoting, CRLF, None as empty."""
-    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
+    row: dict[str, Any] = {column.field: None for column in AUDIT_TRAIL_COLUMNS}
     row.update(position=1, event_type="X", actor="a", request_id="r", hash="h")
     rows = []
     for text in ("=1+1", "+1", "-1", "@x", "\tx", "plain", 'q"uote', "多\r\n行", ""):
         rows.append({**row, "reason": text, "amount": Decimal("1.50")})
-    out = "".join(audit_csv(iter(rows)))
-    parsed = list(csv.DictReader(io.StringIO(out, newline="")))
+    buffer = io.BytesIO()
+    assert write_csv(AUDIT_TRAIL_COLUMNS, rows, "en", buffer, bom=False) == len(rows)
+    out = buffer.getvalue().decode()
+    parsed = _by_field(out)
     assert [p["reason"] for p in parsed] == [
         "'=1+1",
         "'+1",

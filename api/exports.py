@@ -1,0 +1,253 @@
+"""`GET /v1/exports/{name}.csv` and `.xlsx` (docs/api.md, "Exports"): files people open
+in a spreadsheet, in Chinese or English.
+
+Each file is written whole to a temporary file inside one short read-only snapshot,
+and only then sent: no database transaction or pooled connection waits on a slow
+reader, and what a 200 sends is always the whole file. At most `EXPORTS_AT_ONCE` are
+built at a time in a process, so that exports never take the connections writers need.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import IO, Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.lists import FundYearFilter, TalentFilter
+from api.problems import ProblemError, problem_responses
+from api.resources.grants import grant_filters
+from api.resources.payments import payment_filters
+from api.routing import READ_PROBLEMS, LedgerDep, LedgerRoute, PrincipalDep, read, settings_of
+from api.schemas import Day
+from ledger.adapters.postgres import datastore_of
+from ledger.adapters.spreadsheets import XLSX_MAX_ROWS, write_csv, write_xlsx
+from ledger.domain.values import YEARS
+from ledger.domain.vocabulary import LANGS, Lang
+from ledger.usecases.ledger import Ledger
+from projections import exports
+from projections.exports import EXPORTS, At, Extract
+
+router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["exports"])
+
+EXPORTS_AT_ONCE = 2  # per process: each holds a pooled connection while it is built
+SLOT_WAIT_SECONDS = 10.0
+CHUNK_BYTES = 64 * 1024
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_slots = threading.BoundedSemaphore(EXPORTS_AT_ONCE)
+
+FundYearRequired = Annotated[
+    int, Query(ge=YEARS.first, le=YEARS.last, description="The fund year reported on")
+]
+
+
+async def audit_trail_filters(
+    fund_year: FundYearFilter = None, talent_id: TalentFilter = None
+) -> dict[str, Any]:
+    """The filters of the histories: one fund year's, one talent's, or every event."""
+    return {"fund_year": fund_year, "talent_id": talent_id}
+
+
+async def execution_filters(
+    request: Request,
+    fund_year: FundYearRequired,
+    on: Annotated[Day | None, Query(description="The business date to report at; today")] = None,
+) -> dict[str, Any]:
+    return {"fund_year": fund_year, "on": on or settings_of(request).today()}
+
+
+async def year_end_filters(fund_year: FundYearRequired) -> dict[str, Any]:
+    return {"fund_year": fund_year}
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
+    "audit-trail": audit_trail_filters,
+    "grants": grant_filters,
+    "payments": payment_filters,
+    "execution": execution_filters,
+    "year-end": year_end_filters,
+}
+DESCRIPTIONS = {
+    "audit-trail": "Every event (of one fund year, or one talent), oldest first.",
+    "grants": "The grants' list, with its filters.",
+    "payments": "The payments' list, with its filters.",
+    "execution": "A fund year's budget execution by business date: a row per line, its "
+    "twelve months' amounts as columns.",
+    "year-end": "A fund year's year-end statement: a row per line.",
+}
+
+
+def negotiate(lang: Lang | None, accept_language: str | None) -> Lang:
+    """`lang` if given; else the first of zh and en that `Accept-Language` prefers (by
+    q-value, then order); else zh."""
+    if lang is not None:
+        return lang
+    ranked: list[tuple[float, int, Lang]] = []
+    for n, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGS and quality > 0:
+            ranked.append((-quality, n, primary))
+    return min(ranked)[2] if ranked else "zh"
+
+
+def _manifest(
+    name: str, filters: dict[str, Any], lang: Lang, at: At
+) -> Callable[[int], list[tuple[str, Any]]]:
+    def rows(count: int) -> list[tuple[str, Any]]:
+        chosen = [(f"filter {k}", str(v)) for k, v in filters.items() if v is not None]
+        return [
+            ("export", name),
+            *chosen,
+            ("rows", count),
+            ("position", at.position),
+            ("chain_hash", at.chain_hash),
+            ("language", lang),
+            ("generated_at", datetime.now(UTC).isoformat(timespec="seconds")),
+        ]
+
+    return rows
+
+
+def build(
+    ledger: Ledger, name: str, fmt: str, filters: dict[str, Any], lang: Lang, bom: bool
+) -> tuple[IO[bytes], At]:
+    """The whole file, written to a temporary file, and where in the history it was read."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the response, which closes it
+
+    def write(extract: Extract, at: At) -> At:
+        if fmt == "csv":
+            write_csv(extract.columns, extract.rows, lang, out, bom=bom)
+        elif extract.count > XLSX_MAX_ROWS:
+            raise ProblemError(
+                "validation_error",
+                f"{extract.count} rows are more than a sheet holds ({XLSX_MAX_ROWS}): "
+                "narrow the filters, or export CSV",
+                errors=[{"loc": ["path", "format"], "msg": "too many rows", "type": "rule"}],
+            )
+        else:
+            write_xlsx(extract.columns, extract.rows, lang, out, _manifest(name, filters, lang, at))
+        return at
+
+    if not _slots.acquire(timeout=SLOT_WAIT_SECONDS):
+        out.close()
+        raise ProblemError(
+            "unavailable", "too many exports are being built; retry", headers={"Retry-After": "5"}
+        )
+    try:
+        at = exports.export(datastore_of(ledger), name, filters, write)
+    except BaseException:
+        out.close()
+        raise
+    finally:
+        _slots.release()
+    out.seek(0)
+    return out, at
+
+
+def _chunks(out: IO[bytes]) -> Iterator[bytes]:
+    try:
+        while chunk := out.read(CHUNK_BYTES):
+            yield chunk
+    finally:
+        out.close()
+
+
+def _response(name: str, fmt: str, lang: Lang, out: IO[bytes], at: At) -> StreamingResponse:
+    size = out.seek(0, 2)
+    out.seek(0)
+    return StreamingResponse(
+        _chunks(out),
+        media_type=MEDIA_TYPES[fmt],
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}-{at.position}.{fmt}"',
+            "Content-Language": lang,
+            "Ledger-Position": str(at.position),
+            "Ledger-Chain-Hash": at.chain_hash,
+        },
+    )
+
+
+HEADERS = {
+    "Ledger-Position": {
+        "description": "The file holds exactly what was recorded up to this position",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "Ledger-Chain-Hash": {
+        "description": "The hash chain's head at that position (hex)",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
+LangQuery = Annotated[
+    Literal["zh", "en"] | None,
+    Query(description="Headers and code labels in Chinese or English; else Accept-Language"),
+]
+AcceptLanguage = Annotated[str | None, Header(max_length=500)]
+
+
+async def _bom(
+    bom: Annotated[
+        bool, Query(description="Start with a byte-order mark (for Excel on Chinese Windows)")
+    ] = False,
+) -> bool:
+    return bom
+
+
+async def _no_bom() -> bool:
+    return False
+
+
+def _add(name: str, fmt: str) -> None:
+    filters = FILTERS[name]
+    responses = {
+        200: {
+            "description": f"The {fmt.upper()} file",
+            "content": {MEDIA_TYPES[fmt].split(";")[0]: {"schema": {"type": "string"}}},
+            "headers": HEADERS,
+        },
+        **READ_PROBLEMS,
+        **problem_responses("not_found", "unavailable"),
+    }
+
+    def endpoint(
+        ledger: LedgerDep,
+        _: PrincipalDep,
+        lang: LangQuery = None,
+        accept_language: AcceptLanguage = None,
+        chosen: dict[str, Any] = Depends(filters),  # noqa: B008 - each export's own filters
+        bom: bool = Depends(_bom if fmt == "csv" else _no_bom),
+    ) -> StreamingResponse:
+        language = negotiate(lang, accept_language)
+        out, at = build(ledger, name, fmt, chosen, language, bom)
+        return _response(name, fmt, language, out, at)
+
+    endpoint.__name__ = f"export_{name.replace('-', '_')}_{fmt}"
+    endpoint.__doc__ = DESCRIPTIONS[name]
+    read(
+        router,
+        f"/exports/{name}.{fmt}",
+        views=EXPORTS[name].views,
+        response_class=StreamingResponse,
+        responses=responses,
+    )(endpoint)
+
+
+for _name in EXPORTS:
+    for _fmt in ("csv", "xlsx"):
+        _add(_name, _fmt)
