@@ -17,7 +17,7 @@ AUDIT_ARGS ?=
 LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
 	PIP_CONFIG_FILE=/dev/null
 
-.PHONY: install run test lint bench audit docs lock clean
+.PHONY: install run test lint bench audit docs examples lock clean
 
 # Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
 # any package it does not pin; --only-binary runs no one's setup.py. The project itself is
@@ -55,6 +55,11 @@ bench: install
 # the command's parser (a test fails when they lag the code).
 docs: install
 	$(BIN)/python -m api.reference
+
+# The API's examples (api/examples.json), recorded from the story of tests/story.py told to
+# a fresh database (as `make test` would: LEDGER_TEST_DATABASE_URL, else embedded).
+examples: install
+	LEDGER_RECORD_EXAMPLES=1 $(BIN)/python -m pytest -q tests/integration/test_examples.py
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding,
 # and --strict also fails when a package could not be checked at all.

@@ -7,13 +7,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import batch, exports, reads, treasury
+from api.examples import with_examples
 from api.problems import (
     install_problem_handlers,
     install_unavailable_handlers,
@@ -163,10 +169,48 @@ def _document_problems(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _with_request_ids(with_problem_schemas(build()))
+            app.openapi_schema = with_examples(_with_request_ids(with_problem_schemas(build())))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _documentation_pages(app: FastAPI) -> None:
+    """`/docs` and `/redoc`, their scripts, styles and icon served from `/static`
+    (docs/supply-chain.md): the intranets this runs in reach no CDN."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    title = f"{app.title} {app.version}"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "",
+            title=title,
+            swagger_js_url="/static/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "",
+            title=title,
+            redoc_js_url="/static/redoc.standalone.js",
+            redoc_favicon_url="/static/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId: its endpoint's name in camelCase (`list_grants` ->
+    `listGrants`): stable, and what a generated client names its method after."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -190,6 +234,9 @@ def create_app(settings: Settings) -> FastAPI:
             ledger.close()
 
     app = FastAPI(
+        docs_url=None,  # served below, with assets of its own
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
         title="Talent benefits ledger",
         version="1",
         description="Event-sourced ledger of a city's talent-attraction fund.",
@@ -207,19 +254,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(exports.router)
     _document_problems(app)
 
-    @app.get("/healthz", response_model=Health, tags=["operations"])
-    def healthz() -> Health:
-        """Liveness: the process answers."""
+    _documentation_pages(app)
+
+    @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
+    def get_health() -> Health:
+        """Liveness: the process answers, whatever the database does (a probe that
+        restarts the process on a failure asks this one)."""
         return Health(status="ok")
 
     @app.get(
         "/readyz",
         response_model=Readiness,
         tags=["operations"],
+        summary="Readiness",
         responses=problem_responses("unavailable"),  # the database does not answer
     )
-    def readyz(request: Request) -> Any:
-        """Readiness: the database answers, and how far the read models lag behind."""
+    def get_readiness(request: Request) -> Any:
+        """Readiness: the database answers, and how far the read models lag behind the
+        last event recorded (a load balancer asks this one)."""
         datastore = datastore_of(request.app.state.ledger)
         head = request.app.state.ledger.store.max_notification_id() or 0
         position = tracked_position(datastore)

@@ -106,6 +106,7 @@ def _run_one(ledger: Ledger, prepared: Prepared) -> dict[str, Any]:
 
 @router.post(
     "/batch",
+    summary="Run operations in a batch",
     response_model=BatchOut,
     openapi_extra=roles(*ROLES),
     responses={
@@ -116,7 +117,10 @@ def _run_one(ledger: Ledger, prepared: Prepared) -> dict[str, Any]:
         ),
     },
 )
-def batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+def run_batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+    """Up to 1,000 write operations, each answering what its single call would; roles
+    are checked per operation. `atomic: true` records all of them in one transaction or
+    none, answering the first refusal with `failed_operation`."""
     prepared = [_prepare(item, principal) for item in body.operations]
     if not body.atomic:
         results = [

@@ -19,10 +19,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.lists import FundYearFilter, TalentFilter
-from api.problems import ProblemError, problem_responses
+from api.problems import ProblemError
 from api.resources.grants import grant_filters
 from api.resources.payments import payment_filters
-from api.routing import READ_PROBLEMS, LedgerDep, LedgerRoute, PrincipalDep, read, settings_of
+from api.routing import LedgerDep, LedgerRoute, PrincipalDep, read, settings_of
 from api.schemas import Day
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import XLSX_MAX_ROWS, write_csv, write_xlsx
@@ -74,13 +74,16 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "execution": execution_filters,
     "year-end": year_end_filters,
 }
-DESCRIPTIONS = {
-    "audit-trail": "Every event (of one fund year, or one talent), oldest first.",
-    "grants": "The grants' list, with its filters.",
-    "payments": "The payments' list, with its filters.",
-    "execution": "A fund year's budget execution by business date: a row per line, its "
-    "twelve months' amounts as columns.",
-    "year-end": "A fund year's year-end statement: a row per line.",
+#: what each export holds, in words: the items, and the rows
+WHAT = {
+    "audit-trail": ("the audit trail", "a row per event (of one fund year, or one talent)"),
+    "grants": ("grants", "a row per grant of the grants' list, with its filters"),
+    "payments": ("payments", "a row per payment of the payments' list, with its filters"),
+    "execution": (
+        "a fund year's budget execution",
+        "a row per line at a business date, its twelve months' amounts as columns",
+    ),
+    "year-end": ("a fund year's year-end statement", "a row per line"),
 }
 
 
@@ -215,14 +218,14 @@ async def _no_bom() -> bool:
 
 def _add(name: str, fmt: str) -> None:
     filters = FILTERS[name]
-    responses = {
+    responses: dict[int | str, dict[str, Any]] = {
         200: {
             "description": f"The {fmt.upper()} file",
-            "content": {MEDIA_TYPES[fmt].split(";")[0]: {"schema": {"type": "string"}}},
+            "content": {
+                MEDIA_TYPES[fmt].split(";")[0]: {"schema": {"type": "string", "format": "binary"}}
+            },
             "headers": HEADERS,
         },
-        **READ_PROBLEMS,
-        **problem_responses("not_found", "unavailable"),
     }
 
     def endpoint(
@@ -237,11 +240,19 @@ def _add(name: str, fmt: str) -> None:
         out, at = build(ledger, name, fmt, chosen, language, bom)
         return _response(name, fmt, language, out, at)
 
+    what, rows = WHAT[name]
     endpoint.__name__ = f"export_{name.replace('-', '_')}_{fmt}"
-    endpoint.__doc__ = DESCRIPTIONS[name]
+    endpoint.__doc__ = (
+        f"{what[0].upper()}{what[1:]} as {fmt.upper()}: {rows}; headers and code labels "
+        "in Chinese or English. The file holds exactly what was recorded up to its "
+        "`Ledger-Position`, and is built whole before it is sent."
+        + (" `bom=true` starts it with a byte-order mark." if fmt == "csv" else "")
+        + (" A second sheet, `manifest`, says what it holds." if fmt == "xlsx" else "")
+    )
     read(
         router,
         f"/exports/{name}.{fmt}",
+        summary=f"Export {what} as {fmt.upper()}",
         views=EXPORTS[name].views,
         response_class=StreamingResponse,
         responses=responses,

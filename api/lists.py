@@ -74,11 +74,14 @@ def list_route(
     read: Callable[[PostgresDatastore, dict[str, Any], int, int], Page],
     views: Sequence[str],
     present: Callable[[Ledger, dict[str, Any]], Any] | None = None,
+    *,
+    name: str,
+    what: str,
 ) -> None:
     """`GET path`: the list of `item`s that `read` gives, a page at a time, filtered by
     what the dependency `filters` gives (its query parameters are the list's filters);
-    each item `present`ed first if it must be (a talent's name is unsealed)."""
-    name = item.__name__.removesuffix("Out")
+    each item `present`ed first if it must be (a talent's name is unsealed). `name` is
+    the operation's, `what` the items' in words ("grants")."""
 
     def endpoint(
         ledger: LedgerDep,
@@ -90,5 +93,11 @@ def list_route(
         items, cursor = read(datastore_of(ledger), chosen, after, limit)
         return as_page([present(ledger, i) for i in items] if present else items, cursor)
 
-    endpoint.__name__ = f"list_{name.lower()}s"
-    routing.read(router, path, page_model(item, f"{name}Page"), views=views)(endpoint)
+    endpoint.__name__ = name
+    endpoint.__doc__ = (
+        f"The {what}, oldest first (by the position each was created at), a page at a "
+        "time: follow `next` as `after` until it is null. Filters combine with AND; "
+        "dates are inclusive. An item is what the single read answers."
+    )
+    page = page_model(item, f"{item.__name__.removesuffix('Out')}Page")
+    routing.read(router, path, page, summary=f"List {what}", views=views)(endpoint)

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import Enum
@@ -19,10 +19,18 @@ from functools import cached_property
 from types import NoneType, UnionType
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    create_model,
+)
+from pydantic.config import JsonDict
 
 from api import schemas as s
-from ledger.domain.values import TextFormat, YearRange
+from ledger.domain.values import NOT_BLANK, TextFormat, YearRange
 from ledger.engine.outcome import Outcome
 from ledger.usecases.ledger import Ledger, use_cases
 from ledger.usecases.registry import UseCase
@@ -34,18 +42,22 @@ def _constrained(base: Any, metadata: tuple[Any, ...]) -> Any:
     """A field annotated with its form in the domain (`ledger.domain.values`)."""
     for meta in metadata:
         if isinstance(meta, TextFormat):
-            return Annotated[
-                str,
-                StringConstraints(
-                    strict=True,
-                    strip_whitespace=meta.strip or None,
-                    min_length=meta.min_length,
-                    max_length=meta.max_length,
-                    pattern=meta.pattern,
-                ),
-            ]
+            constraints = StringConstraints(
+                strict=True,
+                strip_whitespace=meta.strip or None,
+                min_length=meta.min_length,
+                max_length=meta.max_length,
+                pattern=meta.pattern,
+            )
+            if not meta.strip:
+                return Annotated[str, constraints]
+            # the schema says what the stripping means: something besides blanks
+            not_blank: JsonDict = {"allOf": [{"pattern": NOT_BLANK}]}
+            return Annotated[str, constraints, Field(json_schema_extra=not_blank)]
         if isinstance(meta, YearRange):
-            return Annotated[int, Field(strict=True, ge=meta.first, le=meta.last)]
+            return Annotated[
+                int, Field(strict=True, ge=meta.first, le=meta.last), BeforeValidator(s.whole)
+            ]
     return _wire(base)
 
 
@@ -99,6 +111,11 @@ class Operation:
     # whether `present` queries the database (a talent's name is unsealed), and so
     # must not run in the event loop
     present_queries: bool = False
+    # what the API documents: a line, then what a caller needs to know
+    summary: str = field(default="", kw_only=True)
+    description: str = field(default="", kw_only=True)
+    # the operationId that reads what it wrote, and the id it takes
+    reads: tuple[str, str] = field(kw_only=True)
 
     @cached_property
     def use_case(self) -> UseCase[Any, Any]:

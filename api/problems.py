@@ -139,15 +139,22 @@ def problem_json(body: dict[str, Any], headers: dict[str, str] | None = None) ->
     )
 
 
+def problem_schema(codes: list[str]) -> dict[str, Any]:
+    """A problem whose `code` is one of `codes`."""
+    only = {"type": "object", "properties": {"code": {"type": "string", "enum": codes}}}
+    return {"allOf": [{"$ref": PROBLEM_SCHEMA_REF}, only]}
+
+
 def problem_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the problems a route can answer."""
-    by_status: dict[int, list[str]] = {}
+    """OpenAPI `responses` entries for the problems a route can answer, each status
+    with the `code`s it can carry."""
+    by_status: dict[int, set[str]] = {}
     for code in codes:
-        by_status.setdefault(STATUS.get(code, 409), []).append(code)
+        by_status.setdefault(STATUS.get(code, 409), set()).add(code)
     return {
         status: {
             "description": "Problem: " + ", ".join(f"`{c}`" for c in sorted(names)),
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": problem_schema(sorted(names))}},
             **({"headers": PROBLEM_HEADERS[status]} if status in PROBLEM_HEADERS else {}),
         }
         for status, names in sorted(by_status.items())

@@ -19,11 +19,16 @@ from projections.views.audit_trail import AuditTrail
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
 
-@read(router, "/events", HistoryPage, views=(AuditTrail.NAME,))
-def events(ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100) -> Any:
+@read(router, "/events", HistoryPage, summary="List every event", views=(AuditTrail.NAME,))
+def list_events(ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100) -> Any:
+    """The whole audit trail, oldest first, a page at a time: each event's position,
+    instant, type, the ids it involves, amount, actor, reason or reference, request id
+    and chain hash."""
     return as_page(*reads.history(datastore_of(ledger), after=after, limit=limit))
 
 
-@read(router, "/audit/verify", s.VerificationOut)
-def audit_verify(ledger: LedgerDep, _: PrincipalDep) -> s.VerificationOut:
+@read(router, "/audit/verify", s.VerificationOut, summary="Verify the hash chain")
+def verify_audit_chain(ledger: LedgerDep, _: PrincipalDep) -> s.VerificationOut:
+    """Recompute every event's hash from the one before, independently of the database
+    function that wrote them, and name the first position that does not follow."""
     return s.VerificationOut.model_validate(verify_chain(datastore_of(ledger)))

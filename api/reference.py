@@ -6,12 +6,14 @@ documents no longer say what the code answers."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from api.app import create_app
+from api.examples import recorded
 from ledger.entrypoints.cli import parser
 from ledger.entrypoints.runtime import Settings
 
@@ -64,6 +66,59 @@ def _body(openapi: dict[str, Any], operation: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+ROLE_KEYS = {"admin": "ADMIN", "clerk": "CLERK", "approver": "APPROVER"}
+ROLE_KEYS |= {"treasury": "TREASURY", "auditor": "AUDITOR"}
+LONG_ANSWER = 900  # characters: past this an answer shows its first list item only
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _shortened(v) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > 1:
+        return [_shortened(value[0]), "…"]
+    return value
+
+
+def _example(operation: dict[str, Any], method: str) -> list[str]:
+    """The operation's example, as `curl` with a key named by its role, and what it
+    answered when `tests/story.py` told a fresh ledger its story."""
+    example = recorded().get(operation["operationId"])
+    if example is None:
+        return []
+    roles = operation.get("x-roles") or []
+    key = ROLE_KEYS[roles[0]] if roles else None
+    query = "&".join(f"{k}={v}" for k, v in example["query"].items())
+    url = f"http://localhost:8000{example['path']}" + (f"?{query}" if query else "")
+    command = ["curl -s" + (" -X POST" if method == "post" else ""), f"'{url}'"]
+    if key:
+        command.append(f'-H "Authorization: Bearer ${key}"')
+    body = example["body"]
+    if isinstance(body, str):
+        command += ["-H 'Content-Type: text/csv'", "--data-binary @statement.csv"]
+    elif body is not None:
+        command += [
+            "-H 'Content-Type: application/json'",
+            f"-d '{json.dumps(body, ensure_ascii=False)}'",
+        ]
+    answer = json.dumps(example["answer"], ensure_ascii=False, indent=2)
+    if len(answer) > LONG_ANSWER:
+        answer = json.dumps(_shortened(example["answer"]), ensure_ascii=False, indent=2)
+    return [
+        "Example, a step of the story the examples come from:",
+        "",
+        "```sh",
+        " \\\n  ".join(command),
+        "```",
+        "",
+        f"answers `{example['status']}`:",
+        "",
+        "```json",
+        answer,
+        "```",
+        "",
+    ]
+
+
 def api_reference(openapi: dict[str, Any]) -> str:
     """Every route of the document, by tag, in the document's order."""
     by_tag: dict[str, list[str]] = {}
@@ -72,7 +127,8 @@ def api_reference(openapi: dict[str, Any]) -> str:
             lines = [f"### `{method.upper()} {path}`", ""]
             roles = operation.get("x-roles")
             who = ", ".join(f"`{r}`" for r in roles) if roles else "anyone, without a key"
-            lines += [f"{operation.get('summary', '')}. Who: {who}.", ""]
+            lines += [f"**{operation['summary']}** (`{operation['operationId']}`). Who: {who}.", ""]
+            lines += [operation["description"], ""]
             parameters = [p for p in operation.get("parameters", []) if p["in"] == "query"]
             if parameters:
                 names = ", ".join(f"`{p['name']}`" for p in parameters)
@@ -83,6 +139,7 @@ def api_reference(openapi: dict[str, Any]) -> str:
                 f"| {status} | {response['description']} |"
                 for status, response in operation["responses"].items()
             ]
+            lines += ["", *_example(operation, method)]
             by_tag.setdefault(operation.get("tags", ["other"])[0], []).append(
                 "\n".join([*lines, ""])
             )

@@ -200,15 +200,18 @@ def read(
     path: str,
     model: type | None = None,
     *,
+    summary: str,
     views: Sequence[str] = NAMES,
     responses: dict[int | str, dict[str, Any]] | None = None,
     **kwargs: Any,
 ) -> Callable[[F], F]:
     """A read route, open to every role, waiting for `min_position` on the `views` it
-    reads (all of them, for one that reads the events themselves)."""
+    reads (all of them, for one that reads the events themselves). Its `summary` is a
+    line; the endpoint's docstring, what a caller needs to know."""
     return router.get(
         path,
         response_model=model,
+        summary=summary,
         openapi_extra=roles(*ANY_ROLE),
         dependencies=[consistent(views)],
         responses={**READ_PROBLEMS, **(responses or {})},

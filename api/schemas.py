@@ -21,7 +21,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ledger.domain.money import MONEY_PATTERN, format_money, parse_money
+from ledger.domain.money import MONEY_PATTERN, ZERO_PATTERN, format_money, parse_money
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _INSTANT_RE = re.compile(
@@ -36,6 +36,14 @@ def _day(value: object) -> date:
     return date.fromisoformat(value)
 
 
+def whole(value: object) -> object:
+    """JSON Schema's integer, which counts 1975.0 as one: a number with no fraction is
+    its integer. Never a string or a boolean."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _instant(value: object) -> object:
     """Only RFC 3339 with its zone: pydantic alone would take a number as Unix time,
     a bare date as midnight and a naive time as UTC."""
@@ -47,7 +55,15 @@ def _instant(value: object) -> object:
 MoneyIn = Annotated[
     Decimal,
     BeforeValidator(parse_money),
-    WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["3000.00"]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": MONEY_PATTERN,
+            "not": {"pattern": ZERO_PATTERN},
+            "description": "An amount: positive, at most 999999999999.99",
+            "examples": ["3000.00"],
+        }
+    ),
 ]
 Money = Annotated[
     Decimal,

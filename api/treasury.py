@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.lists import DateFrom, DateTo, list_route
+from api.lists import DateFrom, DateTo, FundYearFilter, list_route
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
@@ -24,7 +24,7 @@ from api.routing import (
     settings_of,
 )
 from api.schemas import Day, ExceptionsReport, ReconciliationReport, ReconciliationSummary
-from api.writes import ALWAYS, written
+from api.writes import ALWAYS, linked, read_link, written
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.statement_csv import parse_statement
 from ledger.domain.audit_exceptions import find_exceptions
@@ -55,22 +55,30 @@ def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconcilia
 
 @router.post(
     "/reconciliations",
+    summary="Import a bank statement",
     status_code=201,
     response_model=ReconciliationReport,
     openapi_extra={
         **roles("treasury"),
         "requestBody": {
             "required": True,
-            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
             "description": "value_date,bank_reference,amount,direction,counterparty (UTF-8)",
         },
     },
     responses={
-        **written(ReconciliationReport, created=True),
+        **linked(
+            written(ReconciliationReport, created=True),
+            read_link("getReconciliation", "reconciliation_id", ()),
+        ),
         **problem_responses(*ALWAYS),
     },
 )
-async def create_reconciliation(request: Request) -> Response:
+async def import_bank_statement(request: Request) -> Response:
+    """Reconcile a bank statement (CSV: `value_date,bank_reference,amount,direction,
+    counterparty`, UTF-8) against the ledger's payments, returns and recoveries, and
+    record the report. A statement wrong anywhere is refused whole, naming its line;
+    the same file again answers the same report."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in STATEMENT_MEDIA_TYPES:
         raise ProblemError("unsupported_media_type", "send the statement as text/csv")
@@ -104,11 +112,19 @@ list_route(
     reconciliation_filters,
     lists.reconciliations,
     (Treasury.NAME,),
+    name="list_reconciliations",
+    what="reconciliations, each its statement's period and how many lines fell in each bucket",
 )
 
 
-@read(router, "/reconciliations/{reconciliation_id}", ReconciliationReport)
+@read(
+    router,
+    "/reconciliations/{reconciliation_id}",
+    ReconciliationReport,
+    summary="Read a reconciliation",
+)
 def get_reconciliation(reconciliation_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> Response:
+    """The report recorded when the statement was imported, as it was recorded."""
     return _report(ledger.load(Reconciliation, reconciliation_id, "reconciliation"), 200, {})
 
 
@@ -125,22 +141,27 @@ def _report(reconciliation: Reconciliation, status: int, headers: dict[str, str]
 
 @router.get(
     "/reports/exceptions",
+    summary="Read the exceptions report",
     response_model=ExceptionsReport,
     openapi_extra=roles(*ANY_ROLE),
     dependencies=[consistent((Treasury.NAME, Balances.NAME))],
     responses=problem_responses("unauthenticated", "validation_error", "unavailable"),
 )
-def exceptions_report(
+def get_exceptions_report(
     ledger: LedgerDep,
     _: PrincipalDep,
     request: Request,
     today: Today,
-    fund_year: Annotated[int | None, Query(description="Only this fund year")] = None,
+    fund_year: FundYearFilter = None,
     on: Annotated[
         Day | None,
         Query(description="Judge ages (90 and 180 days) as of this business date; today"),
     ] = None,
 ) -> dict[str, Any]:
+    """The red flags an auditor must see, each with a stable `code`: a departed talent
+    without a clawback (with the pro-rata proposal), a clawback overdue, a duplicate
+    payment suspected, a grant approved and unpaid too long, an unmatched statement line,
+    a clawback above what was net paid."""
     day = on or today
     zone = settings_of(request).timezone
     facts = reads.exception_facts(datastore_of(ledger), fund_year, zone)

@@ -24,6 +24,7 @@ ALWAYS = (
     "unsupported_media_type",
     "validation_error",
     "unavailable",
+    "contended",
 )
 
 
@@ -101,6 +102,29 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
     return endpoint
 
 
+def read_link(operation_id: str, key: str, ids: Iterable[str]) -> dict[str, Any]:
+    """An OpenAPI link from a write's answer to the read of what it wrote: the id from
+    the request's path or the answer's body, and `min_position` from `Ledger-Position`,
+    so that the read sees the write."""
+    source = f"$request.path.{key}" if key in ids else f"$response.body#/{key}"
+    return {
+        operation_id: {
+            "operationId": operation_id,
+            "parameters": {key: source, "min_position": "$response.header.Ledger-Position"},
+            "description": "Read what the write recorded, once the read models include it",
+        }
+    }
+
+
+def linked(
+    responses: dict[int | str, dict[str, Any]], links: dict[str, Any]
+) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {**response, "links": links} if str(status).startswith("2") else response
+        for status, response in responses.items()
+    }
+
+
 def add_writes(router: APIRouter, operations: Iterable[Operation]) -> None:
     """A route on `router` for each of `operations`, as it declares."""
     for op in operations:
@@ -109,11 +133,13 @@ def add_writes(router: APIRouter, operations: Iterable[Operation]) -> None:
             _endpoint(op),
             methods=["POST"],
             name=op.use_case.decide.__name__,
+            summary=op.summary,
+            description=op.description,
             response_model=op.out,
             status_code=201 if op.created else 200,
             openapi_extra=roles(op.role),
             responses={
-                **written(op.out, created=op.created),
+                **linked(written(op.out, created=op.created), read_link(*op.reads, op.ids)),
                 **problem_responses(*ALWAYS, *op.refusals),
             },
         )

@@ -64,7 +64,19 @@ def _recovery(ledger: Ledger, value: tuple[Clawback, Recovery], ids: Ids) -> dic
 
 
 OPERATIONS = (
-    Operation("clawback.assess", "/clawbacks", AssessClawback, ClawbackOut, True, _clawback),
+    Operation(
+        "clawback.assess",
+        "/clawbacks",
+        AssessClawback,
+        ClawbackOut,
+        True,
+        _clawback,
+        reads=("getClawback", "clawback_id"),
+        summary="Assess a clawback",
+        description="Money a departed talent owes back on a grant, at most what was net "
+        "paid on it (`clawback_exceeds_paid`). The exceptions report proposes the pro-rata "
+        "amount.",
+    ),
     Operation(
         "clawback.recover",
         "/clawbacks/{clawback_id}/recoveries",
@@ -72,13 +84,18 @@ OPERATIONS = (
         RecoveryOut,
         True,
         _recovery,
+        reads=("getClawback", "clawback_id"),
+        summary="Record a recovery",
+        description="Money recovered on a clawback, as the bank received it: at most what "
+        "is still due (`overpayment`), under a bank reference not used before.",
     ),
 )
 add_writes(router, OPERATIONS)
 
 
-@read(router, "/clawbacks/{clawback_id}", ClawbackOut)
+@read(router, "/clawbacks/{clawback_id}", ClawbackOut, summary="Read a clawback")
 def get_clawback(clawback_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> ClawbackOut:
+    """A clawback, what is still due and its recoveries, read from its own events."""
     clawback = ledger.load(Clawback, clawback_id, "clawback")
     return ClawbackOut.model_validate(_clawback(None, clawback))
 
@@ -100,4 +117,6 @@ list_route(
     clawback_filters,
     lists.clawbacks,
     (Treasury.NAME,),
+    name="list_clawbacks",
+    what="clawbacks, each with its recoveries",
 )

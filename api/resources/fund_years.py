@@ -97,7 +97,7 @@ class ExecutionAmounts(Out):
     net_paid: Money = Field(description="the twelve months' and `outside_year`'s")
     in_kind_value: Money
     execution_rate: Share = Field(description="(net_paid + in_kind_value) / appropriated")
-    lag: Share = Field(description="elapsed_share − execution_rate")
+    lag: Share = Field(description="elapsed_share - execution_rate")
     outside_year: Flow = Field(
         description="paid or returned on dates outside the year (a grant paid the next year)"
     )
@@ -172,7 +172,17 @@ def _appropriation(ledger: Ledger, appropriation: Appropriation, ids: Ids) -> di
 
 
 OPERATIONS = (
-    Operation("fund_year.open", "/fund-years", OpenFundYear, FundYearSummary, True),
+    Operation(
+        "fund_year.open",
+        "/fund-years",
+        OpenFundYear,
+        FundYearSummary,
+        True,
+        reads=("getFundYear", "year"),
+        summary="Open a fund year",
+        description="A fund year of the special fund, in CNY: the budget its programme "
+        "lines are appropriated to.",
+    ),
     Operation(
         "appropriation.add",
         "/fund-years/{year}/appropriations",
@@ -180,14 +190,33 @@ OPERATIONS = (
         AppropriationOut,
         True,
         _appropriation,
+        reads=("getFundYear", "year"),
+        summary="Appropriate to a programme line",
+        description="Add budget to a programme line of an open fund year, under the "
+        "document that decided it. The line's kind (`cash` or `in_kind`) is fixed by its "
+        "first appropriation.",
     ),
-    Operation("fund_year.close", "/fund-years/{year}/close", CloseFundYear, FundYearSummary, False),
+    Operation(
+        "fund_year.close",
+        "/fund-years/{year}/close",
+        CloseFundYear,
+        FundYearSummary,
+        False,
+        reads=("getFundYear", "year"),
+        summary="Close a fund year",
+        description="Nothing new may be granted from a closed year (`fund_year_closed`); "
+        "what was granted before may still be decided, paid, returned and clawed back. "
+        "Its year-end statement then gives `closed_at`.",
+    ),
 )
 add_writes(router, OPERATIONS)
 
 
-@read(router, "/fund-years/{year}", FundYearOut, views=(Balances.NAME,))
+@read(router, "/fund-years/{year}", FundYearOut, summary="Read a fund year", views=(Balances.NAME,))
 def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
+    """A fund year's programme lines and totals: appropriated, committed, available,
+    paid, returned, net paid, in-kind value and clawbacks; now, or as of an instant or a
+    position (`as_of`, `as_of_position`)."""
     datastore = datastore_of(ledger)
     return reads.fund_year(datastore, year, as_of.resolve(datastore))
 
@@ -207,22 +236,37 @@ list_route(
     fund_year_filters,
     lists.fund_years,
     (Balances.NAME,),
+    name="list_fund_years",
+    what="fund years, each with its lines and totals as they stand",
 )
 
 
 # the fund year's existence is the balances' to say, for these two
-@read(router, "/fund-years/{year}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
-def fund_year_history(
+@read(
+    router,
+    "/fund-years/{year}/history",
+    HistoryPage,
+    summary="Read a fund year's history",
+    views=(AuditTrail.NAME, Balances.NAME),
+)
+def get_fund_year_history(
     year: PathYear, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
 ) -> Any:
+    """The audit-trail entries of the fund year, oldest first, a page at a time."""
     return as_page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
 
 
 REPORT_VIEWS = (Balances.NAME, Treasury.NAME)
 
 
-@read(router, "/fund-years/{year}/execution", Execution, views=REPORT_VIEWS)
-def execution(
+@read(
+    router,
+    "/fund-years/{year}/execution",
+    Execution,
+    summary="Read a fund year's budget execution",
+    views=REPORT_VIEWS,
+)
+def get_execution(
     year: PathYear,
     ledger: LedgerDep,
     _: PrincipalDep,
@@ -230,18 +274,39 @@ def execution(
     today: Today,
     on: Annotated[Day | None, Query(description="The business date to report at; today")] = None,
 ) -> Any:
+    """How far the year's money has gone by a business date (预算执行), line by line and
+    month by month, against the share of the year elapsed (序时进度): `execution_rate` =
+    (net paid + in-kind value) / appropriated, `lag` = `elapsed_share` - `execution_rate`,
+    exact until written with 4 decimals, rounded half to even. `Ledger-Position` says
+    where in the history it was read."""
     report = reports.execution_report(datastore_of(ledger), year, on or today)
     response.headers["Ledger-Position"] = str(report.pop("position"))
     return report
 
 
-@read(router, "/fund-years/{year}/year-end", YearEnd, views=REPORT_VIEWS)
-def year_end(year: PathYear, ledger: LedgerDep, _: PrincipalDep, response: Response) -> Any:
+@read(
+    router,
+    "/fund-years/{year}/year-end",
+    YearEnd,
+    summary="Read a fund year's year-end statement",
+    views=REPORT_VIEWS,
+)
+def get_year_end(year: PathYear, ledger: LedgerDep, _: PrincipalDep, response: Response) -> Any:
+    """The year-end statement (年终结转和结余), per line and in total: always appropriated =
+    net paid + in-kind value + carried forward + pending + lapsed."""
     report = reports.year_end_report(datastore_of(ledger), year)
     response.headers["Ledger-Position"] = str(report.pop("position"))
     return report
 
 
-@read(router, "/fund-years/{year}/trial-balance", TrialBalance, views=(Journal.NAME, Balances.NAME))
-def trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> Any:
+@read(
+    router,
+    "/fund-years/{year}/trial-balance",
+    TrialBalance,
+    summary="Read a fund year's trial balance",
+    views=(Journal.NAME, Balances.NAME),
+)
+def get_trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> Any:
+    """The double-entry journal's accounts, each balance on its side: total debits equal
+    total credits."""
     return reads.trial_balance(datastore_of(ledger), year)

@@ -44,16 +44,60 @@ class GrantOut(Out):
 
 
 OPERATIONS = (
-    Operation("grant.propose", "/grants", ProposeGrant, GrantOut, True),
-    Operation("grant.approve", "/grants/{grant_id}/approve", ApproveGrant, GrantOut, False),
-    Operation("grant.reject", "/grants/{grant_id}/reject", RejectGrant, GrantOut, False),
-    Operation("grant.revoke", "/grants/{grant_id}/revoke", RevokeGrant, GrantOut, False),
+    Operation(
+        "grant.propose",
+        "/grants",
+        ProposeGrant,
+        GrantOut,
+        True,
+        reads=("getGrant", "grant_id"),
+        summary="Propose a grant",
+        description="A cash grant to a talent from a cash line of an open fund year. Its "
+        "amount is reserved against the line's available budget at once (`budget_exceeded` "
+        "past it); the talent must not have departed. It waits for another person's "
+        "approval.",
+    ),
+    Operation(
+        "grant.approve",
+        "/grants/{grant_id}/approve",
+        ApproveGrant,
+        GrantOut,
+        False,
+        reads=("getGrant", "grant_id"),
+        summary="Approve a grant",
+        description="Approve a proposed grant: the approver is the key's holder, never the "
+        "one who proposed it (`self_approval`). Once approved, it may be paid up to its "
+        "amount.",
+    ),
+    Operation(
+        "grant.reject",
+        "/grants/{grant_id}/reject",
+        RejectGrant,
+        GrantOut,
+        False,
+        reads=("getGrant", "grant_id"),
+        summary="Reject a grant",
+        description="Reject a proposed grant, with a reason: its whole amount goes back to "
+        "the line's budget.",
+    ),
+    Operation(
+        "grant.revoke",
+        "/grants/{grant_id}/revoke",
+        RevokeGrant,
+        GrantOut,
+        False,
+        reads=("getGrant", "grant_id"),
+        summary="Revoke a grant",
+        description="Revoke an approved grant, with a reason: nothing more may be paid on "
+        "it, and what was not paid goes back to the line's budget.",
+    ),
 )
 add_writes(router, OPERATIONS)
 
 
-@read(router, "/grants/{grant_id}", GrantOut)
+@read(router, "/grants/{grant_id}", GrantOut, summary="Read a grant")
 def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> GrantOut:
+    """A grant with its status and totals, read from its own events: always current."""
     return GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
 
 
@@ -79,4 +123,6 @@ list_route(
     grant_filters,
     lists.grants,
     (Treasury.NAME,),
+    name="list_grants",
+    what="grants",
 )

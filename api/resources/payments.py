@@ -46,14 +46,38 @@ class PaymentOut(Out):
 
 
 OPERATIONS = (
-    Operation("payment.record", "/payments", RecordPayment, PaymentOut, True),
-    Operation("payment.return", "/payments/{payment_id}/return", ReturnPayment, PaymentOut, False),
+    Operation(
+        "payment.record",
+        "/payments",
+        RecordPayment,
+        PaymentOut,
+        True,
+        reads=("getPayment", "payment_id"),
+        summary="Record a payment",
+        description="A payment on an approved grant, as the bank made it: at most what is "
+        "still payable (`overpayment`), under a bank reference no payment or recovery has "
+        "used (`duplicate_bank_reference`), dated no later than the talent's departure "
+        "(`talent_departed`).",
+    ),
+    Operation(
+        "payment.return",
+        "/payments/{payment_id}/return",
+        ReturnPayment,
+        PaymentOut,
+        False,
+        reads=("getPayment", "payment_id"),
+        summary="Return a payment",
+        description="The bank returned a payment (an account closed, a name that does not "
+        "match): it is payable again, or, on a revoked grant, its budget goes back to the "
+        "line.",
+    ),
 )
 add_writes(router, OPERATIONS)
 
 
-@read(router, "/payments/{payment_id}", PaymentOut)
+@read(router, "/payments/{payment_id}", PaymentOut, summary="Read a payment")
 def get_payment(payment_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> PaymentOut:
+    """A payment and whether the bank returned it, read from its own events."""
     return PaymentOut.model_validate(ledger.load(Payment, payment_id, "payment"))
 
 
@@ -87,4 +111,6 @@ list_route(
     payment_filters,
     lists.payments,
     (Treasury.NAME,),
+    name="list_payments",
+    what="payments",
 )

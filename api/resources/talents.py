@@ -78,7 +78,20 @@ def _profile(ledger: Ledger, talent: Talent, ids: Ids) -> dict[str, Any]:
 
 
 OPERATIONS = (
-    Operation("talent.register", "/talents", RegisterTalent, TalentProfile, True, _profile, True),
+    Operation(
+        "talent.register",
+        "/talents",
+        RegisterTalent,
+        TalentProfile,
+        True,
+        _profile,
+        True,
+        reads=("getTalent", "talent_id"),
+        summary="Register a talent",
+        description="A talent the city attracted: the name is sealed with a data key of "
+        "the talent's own, so that it can be erased later (`ledger talents forget`) while "
+        "every amount stays.",
+    ),
     Operation(
         "talent.depart",
         "/talents/{talent_id}/departure",
@@ -87,6 +100,11 @@ OPERATIONS = (
         False,
         _profile,
         present_queries=True,
+        reads=("getTalent", "talent_id"),
+        summary="Record a talent's departure",
+        description="The talent left the city: no new benefit may be granted, and no money "
+        "dated after the departure paid (`talent_departed`). Leaving before the service "
+        "commitment ends makes a clawback due (the exceptions report proposes it).",
     ),
 )
 add_writes(router, OPERATIONS)
@@ -98,8 +116,10 @@ def opened(ledger: Ledger, talent: dict[str, Any]) -> dict[str, Any]:
     return revealed(talent, ledger.vault.open(talent["talent_id"], wrapped, talent["sealed_name"]))
 
 
-@read(router, "/talents/{talent_id}", TalentOut, views=(Balances.NAME,))
+@read(router, "/talents/{talent_id}", TalentOut, summary="Read a talent", views=(Balances.NAME,))
 def get_talent(talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
+    """A talent's profile (the name unsealed, or null once erased) and balance per fund
+    year and line; now, or as of an instant or a position."""
     datastore = datastore_of(ledger)
     return opened(ledger, reads.talent(datastore, talent_id, as_of.resolve(datastore)))
 
@@ -130,14 +150,31 @@ async def talent_filters(
     }
 
 
-list_route(router, "/talents", TalentOut, talent_filters, lists.talents, (Balances.NAME,), opened)
+list_route(
+    router,
+    "/talents",
+    TalentOut,
+    talent_filters,
+    lists.talents,
+    (Balances.NAME,),
+    opened,
+    name="list_talents",
+    what="talents, each with its balances as they stand",
+)
 
 
 # the talent's existence is the balances' to say (`reads.history`)
-@read(router, "/talents/{talent_id}/history", HistoryPage, views=(AuditTrail.NAME, Balances.NAME))
-def talent_history(
+@read(
+    router,
+    "/talents/{talent_id}/history",
+    HistoryPage,
+    summary="Read a talent's history",
+    views=(AuditTrail.NAME, Balances.NAME),
+)
+def get_talent_history(
     talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
 ) -> Any:
+    """The audit-trail entries of the talent, oldest first, a page at a time."""
     return as_page(
         *reads.history(datastore_of(ledger), talent_id=talent_id, after=after, limit=limit)
     )

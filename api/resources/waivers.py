@@ -39,14 +39,36 @@ class WaiverOut(Out):
 
 
 OPERATIONS = (
-    Operation("waiver.grant", "/rent-waivers", GrantWaiver, WaiverOut, True),
-    Operation("waiver.end", "/rent-waivers/{waiver_id}/end", EndWaiver, WaiverOut, False),
+    Operation(
+        "waiver.grant",
+        "/rent-waivers",
+        GrantWaiver,
+        WaiverOut,
+        True,
+        reads=("getWaiver", "waiver_id"),
+        summary="Grant a rent waiver",
+        description="Free rent in a talent apartment, charged to an in-kind line: its value "
+        "(the monthly rent times its calendar months, a part month counting whole) is "
+        "reserved against the line's budget. Its dates lie within the fund year.",
+    ),
+    Operation(
+        "waiver.end",
+        "/rent-waivers/{waiver_id}/end",
+        EndWaiver,
+        WaiverOut,
+        False,
+        reads=("getWaiver", "waiver_id"),
+        summary="End a rent waiver early",
+        description="The months up to and including the end date's are kept; the value of "
+        "the rest goes back to the line's budget.",
+    ),
 )
 add_writes(router, OPERATIONS)
 
 
-@read(router, "/rent-waivers/{waiver_id}", WaiverOut)
+@read(router, "/rent-waivers/{waiver_id}", WaiverOut, summary="Read a rent waiver")
 def get_waiver(waiver_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> WaiverOut:
+    """A rent waiver, its months and value, read from its own events."""
     return WaiverOut.model_validate(ledger.load(RentWaiver, waiver_id, "rent waiver"))
 
 
@@ -65,4 +87,6 @@ list_route(
     waiver_filters,
     lists.waivers,
     (Treasury.NAME,),
+    name="list_waivers",
+    what="rent waivers",
 )

@@ -10,6 +10,7 @@ import re
 from decimal import Decimal
 
 MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+ZERO_PATTERN = r"^0+(\.0{1,2})?$"  # what MONEY_PATTERN matches that is not an amount
 MAXIMUM = Decimal("999999999999.99")
 FEN = Decimal("0.01")
 ZERO = Decimal("0.00")

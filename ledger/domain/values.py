@@ -39,8 +39,11 @@ Identifier = Annotated[str, TextFormat(ID_PATTERN)]
 Slug = Annotated[str, TextFormat(SLUG_PATTERN)]
 #: free text: no control characters but tab and newlines (NUL cannot even be stored)
 TEXT = TextFormat(
-    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$", strip=True, min_length=1, max_length=1000
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$", strip=True, min_length=1, max_length=1000
 )
+#: what stripping leaves of a text: something but the blanks Python strips, which are,
+#: once control characters are refused, these (so a schema can say "not blank")
+NOT_BLANK = r"[^\t\n\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 Text = Annotated[str, TEXT]
 YEARS = YearRange()
 Year = Annotated[int, YEARS]

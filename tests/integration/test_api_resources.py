@@ -688,9 +688,10 @@ def test_openapi_documents_the_problem_schema_under_application_problem_json(
     operation = spec["paths"]["/v1/grants"]["post"]
     for status in ("401", "403", "409", "422"):
         content = operation["responses"][status]["content"]
-        assert content["application/problem+json"].get("schema") == {
-            "$ref": "#/components/schemas/Problem"
-        }
+        schema = content["application/problem+json"]["schema"]
+        problem, codes = schema["allOf"]
+        assert problem == {"$ref": "#/components/schemas/Problem"}
+        assert codes["properties"]["code"]["enum"], "the codes this status answers"
         assert "application/json" not in content
 
 

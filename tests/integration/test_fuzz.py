@@ -47,10 +47,12 @@ from tests.integration.scenario import (
     talent_body,
     waiver_body,
 )
+from tests.schemathesis_hooks import refusals_are_rules
 
 EXAMPLES_PER_OPERATION = 15
 EXAMPLES_WITHOUT_KEY = 2
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 WAITING_PARAMETERS = {"min_position", "as_of", "as_of_position"}
 STATEMENT = (
     "value_date,bank_reference,amount,direction,counterparty\n"
@@ -128,9 +130,11 @@ def _undeclared(where: str, operation: dict[str, Any]) -> list[str]:
         ]
         content = response.get("content", {})
         if status >= "400":
-            problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-            if content != problem:
-                found.append(f"{where} {status}: not a problem ({content})")
+            schema = content.get(PROBLEM_MEDIA_TYPE, {}).get("schema", {})
+            problem, codes = schema.get("allOf", [{}, {}])
+            enum = codes.get("properties", {}).get("code", {}).get("enum")
+            if content.keys() != {PROBLEM_MEDIA_TYPE} or problem != PROBLEM_REF or not enum:
+                found.append(f"{where} {status}: not a problem with its codes ({content})")
         elif not content:
             found.append(f"{where} {status}: no content")
     return found
@@ -321,7 +325,8 @@ def test_fuzz_with_every_role(world: World, subtests: pytest.Subtests) -> None:
     def send(case: Case, data: st.DataObject) -> None:
         _aim(case, data, world)
         case.call_and_validate(
-            headers={"Authorization": f"Bearer {world.key}"}, additional_checks=[problem_details]
+            headers={"Authorization": f"Bearer {world.key}"},
+            additional_checks=[problem_details, refusals_are_rules],
         )
 
     operations = _operations(_schema(world.app))

@@ -4,6 +4,7 @@ the test needs no network and can make one up."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -115,3 +116,20 @@ def test_make_audit_fails_on_a_known_vulnerability_and_passes_without(
     assert found.returncode != 0
     assert ADVISORY in found.stdout
     assert f"cryptography {locked()['cryptography'][0]}" in found.stdout
+
+
+def test_the_documentation_pages_assets_are_the_vendored_bytes() -> None:
+    """`api/static/` holds exactly what docs/supply-chain.md says was vendored."""
+    static = ROOT / "api" / "static"
+    sums = {}
+    for line in (static / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    assert set(sums) == {
+        "redoc.standalone.js",
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "favicon.png",
+    }
+    for name, digest in sums.items():
+        assert hashlib.sha256((static / name).read_bytes()).hexdigest() == digest, name
