@@ -9,14 +9,24 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.demo import load_demo
 from ledger.domain.roles import ROLES
-from ledger.entrypoints.runtime import Settings, database_url, master_key, open_ledger
+from ledger.entrypoints.runtime import (
+    Settings,
+    database_url,
+    master_key,
+    open_ledger,
+    signing_key,
+)
 from ledger.usecases.ledger import Ledger
 from projections.worker import ProjectionWorker
+
+if TYPE_CHECKING:
+    from ledger.entrypoints.cli import Subcommands
 
 
 def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
@@ -47,9 +57,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         ledger.close()
     # Worker processes find the database the parent resolved (and keeps running),
-    # and the master key that opens it.
+    # and the master and signing keys.
     os.environ["LEDGER_DATABASE_URL"] = url
     os.environ["LEDGER_MASTER_KEY"] = base64.b64encode(master_key(settings)).decode()
+    os.environ["LEDGER_SIGNING_KEY"] = base64.b64encode(signing_key(settings)).decode()
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -65,7 +76,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(commands: Subcommands, _: dict[str, Subcommands]) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API and the projection workers")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")

@@ -132,7 +132,12 @@ class VerificationOut(Out):
     ok: bool
     events_checked: int
     head: str
-    first_bad_position: int | None
+    first_bad_position: int | None = Field(description="Where the hash chain breaks")
+    checkpoints_checked: int
+    first_bad_checkpoint: int | None = Field(
+        description="The first signed checkpoint whose root the events no longer give"
+    )
+    detail: str | None = Field(description="What did not hold, in words")
 
 
 class StatementEntry(BaseModel):

@@ -1,5 +1,6 @@
 """The `ledger` subcommands that work on the read models: `projections`, `export`,
-`reconcile` (added to the command through the entry-point group `ledger.commands`)."""
+`reconcile`, `audit bundle` (added to the command through the entry-point group
+`ledger.commands`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import write_csv
@@ -17,9 +19,13 @@ from ledger.domain.errors import NotFound, StatementRejected
 from ledger.domain.reconciliation import BUCKETS
 from ledger.domain.vocabulary import LANGS
 from ledger.entrypoints.runtime import Settings, database_url, open_ledger
+from projections.bundle import write_bundle
 from projections.exports import At, Extract, export
 from projections.reads import movements
 from projections.worker import ProjectionWorker, settle
+
+if TYPE_CHECKING:
+    from ledger.entrypoints.cli import Subcommands
 
 
 def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
@@ -105,7 +111,36 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        ProjectionWorker(ledger).catch_up()
+        checkpoint, events = write_bundle(ledger, args.out, args.checkpoint, args.fund_year)
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    print(
+        f"wrote {args.out}: {events} events up to checkpoint {checkpoint.checkpoint_id} "
+        f"(position {checkpoint.head_position})"
+    )
+    return 0
+
+
+def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
+    bundle = groups["audit"].add_parser(
+        "bundle", help="write the events up to a checkpoint, for `ledger-verify`"
+    )
+    bundle.add_argument(
+        "--checkpoint", type=int, default=None, metavar="ID", help="default: the latest"
+    )
+    bundle.add_argument(
+        "--fund-year", type=int, default=None, help="also the fund year as of the checkpoint"
+    )
+    bundle.add_argument("--out", type=Path, required=True, help="the zip file to write")
+    bundle.set_defaults(run=_audit_bundle)
+
     projections = commands.add_parser("projections", help="read-model workers").add_subparsers(
         dest="projections_command", required=True
     )

@@ -31,6 +31,7 @@ pytest.register_assert_rewrite("tests.use_case_scenario")
 ROOT = Path(__file__).resolve().parent.parent
 # A fixed master key for throwaway test databases (base64 of 32 bytes), never a real one.
 TEST_MASTER_KEY = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U="
+TEST_SIGNING_KEY = "dGVzdC1zaWduaW5nLWtleS1ub3QtZm9yLXByb2QhISE="
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -79,7 +80,11 @@ def db_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def test_settings(db_url: str) -> Settings:
     return Settings(
-        database_url=db_url, data_dir=ROOT / "var", pool_size=4, master_key=TEST_MASTER_KEY
+        database_url=db_url,
+        data_dir=ROOT / "var",
+        pool_size=4,
+        master_key=TEST_MASTER_KEY,
+        signing_key=TEST_SIGNING_KEY,
     )
 
 

@@ -20,6 +20,12 @@ from fastapi.testclient import TestClient
 INSTANT = "2024-05-06T02:30:00Z"
 HASH = "9f2c7a1e" * 8
 CHAIN_HASHES = ("hash", "head")
+MERKLE_HASH = "nyx6Hp8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh4="  # base64 of HASH's bytes
+MERKLE_HASHES = ("root", "leaf_hash", "audit_path", "proof")
+SIGNATURE = (
+    "AAAAAJ8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh4="
+)
+_NOTE_RE = re.compile(r"^(talent-ledger\n[0-9]+\n)[^\n]*(\n\n\u2014 talent-ledger )[^\n]*\n$")
 _INSTANT_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$")
 
 #: the story's keys: each role's holder, by the name recorded on what it does
@@ -299,6 +305,24 @@ STORY: tuple[Step, ...] = (
     Step("auditor", "GET", "/v1/clawbacks", "listClawbacks", params={"status": "open"}),
     Step("auditor", "GET", "/v1/events", "listEvents", params={"limit": 2}),
     Step("auditor", "GET", "/v1/audit/verify", "verifyAuditChain"),
+    Step("auditor", "POST", "/v1/audit/checkpoints", "signCheckpoint", body={}),
+    Step("auditor", "GET", "/v1/audit/checkpoints", "listCheckpoints", params={"limit": 1}),
+    Step("auditor", "GET", "/v1/audit/checkpoints/latest", "getLatestCheckpoint"),
+    Step("auditor", "GET", "/v1/audit/checkpoints/1", "getCheckpoint"),
+    Step(
+        "auditor",
+        "GET",
+        "/v1/audit/proof",
+        "getInclusionProof",
+        params={"position": 1, "tree_size": 2},
+    ),
+    Step(
+        "auditor",
+        "GET",
+        "/v1/audit/consistency",
+        "getConsistencyProof",
+        params={"from": 1, "to": 2},
+    ),
     Step(
         "auditor",
         "GET",
@@ -319,18 +343,23 @@ STORY: tuple[Step, ...] = (
 )
 
 
+_FIXED = dict.fromkeys(CHAIN_HASHES, HASH) | dict.fromkeys(MERKLE_HASHES, MERKLE_HASH)
+
+
 def fixed(value: Any, key: str = "") -> Any:
     """`value` with what differs between runs written as fixed values: instants, and
-    the chain's hashes (they hash the instants)."""
+    the chain's hashes and what is made of them (they hash the instants)."""
     if isinstance(value, dict):
         return {k: fixed(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [fixed(v) for v in value]
-    if key in CHAIN_HASHES and isinstance(value, str):
-        return HASH
-    if isinstance(value, str) and _INSTANT_RE.match(value):
-        return INSTANT
-    return value
+        return [fixed(v, key if key in MERKLE_HASHES else "") for v in value]
+    if not isinstance(value, str):
+        return value
+    if key in _FIXED:
+        return _FIXED[key]
+    if key == "note":
+        return _NOTE_RE.sub(rf"\g<1>{MERKLE_HASH}\g<2>{SIGNATURE}\n", value)
+    return INSTANT if _INSTANT_RE.match(value) else value
 
 
 def tell(client: Callable[[str], TestClient]) -> dict[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from api.routing import (
 from api.schemas import Day, Money, Out
 from api.writes import add_writes
 from ledger.adapters.postgres import datastore_of
-from ledger.domain.budget import Appropriation
+from ledger.domain.budget import Appropriation, FundYear
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.ledger import Ledger
 from projections import lists, reads, reports
@@ -171,6 +171,14 @@ def _appropriation(ledger: Ledger, appropriation: Appropriation, ids: Ids) -> di
     return {**vars(appropriation), "fund_year": ids["year"]}
 
 
+def _signed(ledger: Ledger, fund_year: FundYear, ids: Ids) -> FundYear:
+    """A close is answered once a checkpoint signs the ledger with it (CONTRACT §12): a
+    closed year's figures are fixed, and from then on provably so. Over HTTP and in a
+    batch alike; a close is never a replay (a closed year refuses a second)."""
+    ledger.notary.sign()
+    return fund_year
+
+
 OPERATIONS = (
     Operation(
         "fund_year.open",
@@ -202,11 +210,14 @@ OPERATIONS = (
         CloseFundYear,
         FundYearSummary,
         False,
+        _signed,
+        True,
         reads=("getFundYear", "year"),
         summary="Close a fund year",
         description="Nothing new may be granted from a closed year (`fund_year_closed`); "
         "what was granted before may still be decided, paid, returned and clawed back. "
-        "Its year-end statement then gives `closed_at`.",
+        "Its year-end statement then gives `closed_at`. Closing signs a checkpoint of the "
+        "ledger (`GET /v1/audit/checkpoints/latest`) before it answers.",
     ),
 )
 add_writes(router, OPERATIONS)

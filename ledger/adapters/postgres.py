@@ -28,6 +28,7 @@ from psycopg.rows import DictRow
 from ledger.domain.chain import GENESIS
 
 EVENTS_TABLE = "ledger_events"
+CHECKPOINTS_TABLE = "ledger_checkpoints"
 GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
@@ -264,6 +265,36 @@ MIGRATIONS: list[tuple[str, str]] = [
                 RETURN NEW;
             END $$;
         """,  # noqa: S608 - DDL from constants, no values
+    ),
+    (
+        # Signed checkpoints (`ledger.adapters.checkpoints`), as immutable as the events.
+        # `peaks` is the tree's frontier, from which the next checkpoint grows.
+        "audit-checkpoints",
+        f"""
+        CREATE OR REPLACE FUNCTION ledger_events_immutable() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '% is immutable: % refused', TG_TABLE_NAME, TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
+            END $$;
+        CREATE TABLE {CHECKPOINTS_TABLE} (
+            checkpoint_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            tree_size bigint NOT NULL CHECK (tree_size >= 0),
+            head_position bigint NOT NULL CHECK (head_position >= 0),
+            root bytea NOT NULL,
+            head bytea NOT NULL,
+            peaks bytea[] NOT NULL,
+            note text NOT NULL,
+            signed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX {CHECKPOINTS_TABLE}_tree_size_idx
+            ON {CHECKPOINTS_TABLE} (tree_size, checkpoint_id);
+        CREATE TRIGGER {CHECKPOINTS_TABLE}_no_update
+            BEFORE UPDATE OR DELETE ON {CHECKPOINTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION ledger_events_immutable();
+        CREATE TRIGGER {CHECKPOINTS_TABLE}_no_truncate BEFORE TRUNCATE ON {CHECKPOINTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
+        """,
     ),
 ]
 

@@ -1,17 +1,24 @@
 """The hash chain: each event's hash covers the hash before it, so no stored event can
 change, move or vanish without breaking every hash after it.
 
-`event_digest` is the definition; the database's trigger computes the same bytes
-when it appends, and verification recomputes them independently of it.
+The digest is defined once, in `ledger.verifier` (the file auditors run on their own
+machines); the database's trigger computes the same bytes when it appends, and
+verification recomputes them independently of it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from uuid import UUID
 
-GENESIS = bytes(32)  # the "previous hash" of the first event
+from ledger.verifier import GENESIS, chain_digest
+
+__all__ = ["GENESIS", "event_digest", "instant_text"]
+
+
+def instant_text(recorded_at: datetime) -> str:
+    """`recorded_at` as the chain hashes it: UTC, to the microsecond."""
+    return recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_digest(
@@ -23,8 +30,7 @@ def event_digest(
     state: bytes,
     recorded_at: datetime,
 ) -> bytes:
-    """sha256(previous hash | position | stream id | version | topic | payload |
-    recorded_at), the same bytes as the `ledger_event_digest` SQL function hashes."""
-    instant = recorded_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    head = f"{position}|{originator_id}|{version}|{topic}|".encode()
-    return hashlib.sha256(prev + head + state + f"|{instant}".encode()).digest()
+    """The chain hash of an event as the event table holds it."""
+    return chain_digest(
+        prev, position, str(originator_id), version, topic, state, instant_text(recorded_at)
+    )

@@ -1,9 +1,10 @@
 """The `ledger` command: its core subcommands, and those other packages add.
 
 The ledger itself knows nothing of the HTTP API or the read models; they add their
-subcommands (`serve`; `projections`, `export`, `reconcile`) through the entry-point
-group `ledger.commands` (see `pyproject.toml`): each entry is a function given the
-subcommands' parser. Every subcommand reads the same settings (`runtime.Settings`).
+subcommands (`serve`; `projections`, `export`, `reconcile`, `audit bundle`) through the
+entry-point group `ledger.commands` (see `pyproject.toml`): each entry is a function
+given the subcommands' parser and the core's groups of subcommands by name. Every
+subcommand reads the same settings (`runtime.Settings`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from ledger.adapters.api_keys import create_key
-from ledger.adapters.chain import verify_chain
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
 from ledger.domain.errors import NotFound
@@ -27,8 +29,10 @@ from ledger.entrypoints.runtime import (
     Settings,
     database_url,
     open_ledger,
+    signing_key,
     tune_collector,
 )
+from ledger.usecases.checkpoints import Signer
 from ledger.usecases.personal import MasterKeyMismatch
 
 log = structlog.get_logger("ledger")
@@ -50,20 +54,42 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _audit_verify(_: argparse.Namespace, settings: Settings) -> int:
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    note = args.checkpoint.read_text() if args.checkpoint else None
     ledger = open_ledger(database_url(settings), settings)
     try:
-        result = verify_chain(datastore_of(ledger))
+        result = ledger.notary.verify(note)
     finally:
         ledger.close()
     if result.ok:
-        print(f"intact: {result.events_checked} events, head {result.head}")
+        kept = ", and the note given" if note is not None else ""
+        print(
+            f"intact: {result.events_checked} events, head {result.head}; "
+            f"{result.checkpoints_checked} signed checkpoints hold{kept}"
+        )
         return 0
-    print(
-        f"TAMPERED: the hash chain breaks at position {result.first_bad_position} "
-        f"({result.events_checked} events before it are intact)"
-    )
+    print(f"TAMPERED: {result.detail} ({result.events_checked} events before it are intact)")
     return 1
+
+
+def _audit_checkpoint(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        checkpoint = ledger.notary.sign()
+    finally:
+        ledger.close()
+    print(
+        f"checkpoint {checkpoint.checkpoint_id}: {checkpoint.tree_size} events up to "
+        f"position {checkpoint.head_position}; keep this note:",
+        file=sys.stderr,
+    )
+    print(checkpoint.note, end="")
+    return 0
+
+
+def _audit_public_key(_: argparse.Namespace, settings: Settings) -> int:
+    print(Signer(signing_key(settings)).public_key_text)
+    return 0
 
 
 def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +107,12 @@ def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+if TYPE_CHECKING:  # not subscriptable at run time before Python 3.12
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
+    """The core's subcommands; answers its groups (`audit`), which others extend."""
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
     )
@@ -97,8 +128,24 @@ def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
         dest="audit_command", required=True
     )
-    verify = audit.add_parser("verify", help="check the hash chain over all events")
+    verify = audit.add_parser(
+        "verify", help="check the hash chain over all events, and every signed checkpoint"
+    )
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="NOTE_FILE",
+        help="also check the ledger against a signed note kept outside it",
+    )
     verify.set_defaults(run=_audit_verify)
+    checkpoint = audit.add_parser(
+        "checkpoint", help="sign the ledger as it stands; prints the signed note"
+    )
+    checkpoint.set_defaults(run=_audit_checkpoint)
+    public_key = audit.add_parser(
+        "public-key", help="print the signing key's public half (base64), for auditors to keep"
+    )
+    public_key.set_defaults(run=_audit_public_key)
 
     talents = commands.add_parser("talents", help="talents' personal data").add_subparsers(
         dest="talents_command", required=True
@@ -109,15 +156,16 @@ def _add_core_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     forget.add_argument("talent_id", help="the talent whose name and key go")
     forget.add_argument("--actor", default="cli-admin", help="recorded as who erased it")
     forget.set_defaults(run=_talents_forget)
+    return {"audit": audit}
 
 
 def parser() -> argparse.ArgumentParser:
     """The whole command line: the core subcommands and every package's additions."""
     top = argparse.ArgumentParser(prog="ledger", description="The talent benefits ledger.")
     commands = top.add_subparsers(dest="command", required=True)
-    _add_core_commands(commands)
+    groups = _add_core_commands(commands)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        entry.load()(commands)
+        entry.load()(commands, groups)
     return top
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -17,10 +17,12 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
+from ledger.adapters.checkpoints import PostgresNotary
 from ledger.adapters.memory import MemoryKeyStore
 from ledger.adapters.pool import use_ledger_pool
 from ledger.adapters.postgres import MIGRATIONS, LedgerRecorder, migrate
 from ledger.adapters.talent_keys import PostgresKeyStore
+from ledger.usecases.checkpoints import Signer, new_signing_key, parse_signing_key
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault, new_master_key, parse_master_key
 
@@ -52,6 +54,7 @@ class Settings:
     database_url: str | None
     data_dir: Path
     master_key: str | None = field(default=None, repr=False)
+    signing_key: str | None = field(default=None, repr=False)
     lock_timeout_seconds: int = 5
     pool_size: int = 8
     projections_in_process: bool = True
@@ -69,6 +72,7 @@ class Settings:
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or "./var"),
             master_key=env.get("LEDGER_MASTER_KEY") or None,
+            signing_key=env.get("LEDGER_SIGNING_KEY") or None,
             lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
@@ -111,29 +115,47 @@ def master_key(settings: Settings) -> bytes:
     """`LEDGER_MASTER_KEY`, else a key generated once and kept in the data directory:
     right for the embedded server and for one host. Several hosts must share the
     configured key; a host that made up its own is refused at start (`Vault`)."""
-    if settings.master_key:
-        text = settings.master_key
+    return _secret(settings, settings.master_key, "master.key", new_master_key, parse_master_key)
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The ledger's Ed25519 seed: `LEDGER_SIGNING_KEY`, else one generated once and kept
+    in the data directory, as the master key is."""
+    return _secret(
+        settings, settings.signing_key, "signing.key", new_signing_key, parse_signing_key
+    )
+
+
+def _secret(
+    settings: Settings,
+    configured: str | None,
+    file_name: str,
+    new: Callable[[], str],
+    parse: Callable[[str], bytes],
+) -> bytes:
+    if configured:
+        text = configured
     else:
         if settings.database_url:
-            log.warning("master_key_from_data_dir", data_dir=str(settings.data_dir))
-        text = _kept_master_key(settings.data_dir)
+            log.warning("secret_from_data_dir", file=file_name, data_dir=str(settings.data_dir))
+        text = _kept_secret(settings.data_dir / file_name, new)
     try:
-        return parse_master_key(text)
+        return parse(text)
     except ValueError as e:
         raise ConfigurationError(str(e)) from None
 
 
-def _kept_master_key(data_dir: Path) -> str:
-    """The key in `data_dir/master.key`, made by whichever process gets there first:
-    written whole and synced under another name, then linked into place (which fails if
-    another process was quicker: its key is the one)."""
-    path = data_dir / "master.key"
+def _kept_secret(path: Path, new: Callable[[], str]) -> str:
+    """The secret in `path`, made by whichever process gets there first: written whole
+    (mode 0600) and synced under another name, then linked into place (which fails if
+    another process was quicker: its secret is the one)."""
     if not path.exists():
+        data_dir = path.parent
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd, draft = tempfile.mkstemp(dir=data_dir, prefix=".master.key.")  # mode 0600
+        fd, draft = tempfile.mkstemp(dir=data_dir, prefix=f".{path.name}.")  # mode 0600
         try:
             with os.fdopen(fd, "w") as out:
-                out.write(new_master_key() + "\n")
+                out.write(new() + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             with suppress(FileExistsError):
@@ -178,6 +200,7 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     use_ledger_pool(recorder.datastore)  # rides out a database restart
     migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
+    app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))
     return app
 
 

@@ -21,6 +21,7 @@ from ledger.domain.talents import Talent
 from ledger.engine.engine import Decide, Engine
 from ledger.engine.outcome import Outcome
 from ledger.engine.unit_of_work import UnitOfWork
+from ledger.usecases.checkpoints import Notary
 from ledger.usecases.personal import Vault
 from ledger.usecases.reconciliations import MatchedStatement, record_reconciliation
 from ledger.usecases.registry import UseCase, modules_of
@@ -50,6 +51,7 @@ def _refused(uow: UnitOfWork, refusal: LedgerError) -> None:
 class Ledger(Engine):
     name = "Ledger"  # names the event table: ledger_events
     vault: Vault  # set by whoever opens the ledger, which holds the master key
+    notary: Notary  # likewise, with the signing key
 
     def step(self, command: object) -> Step:
         """`command`'s decision, ready to run: what its use case prepares with I/O

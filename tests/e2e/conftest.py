@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
@@ -71,6 +71,7 @@ def ledger_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         LEDGER_DATABASE_URL=db_url,
         LEDGER_DATA_DIR=str(tmp_path / "var"),
         LEDGER_MASTER_KEY=TEST_MASTER_KEY,
+        LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
     )
     return env
 

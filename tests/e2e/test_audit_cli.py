@@ -22,6 +22,7 @@ from projections.schema import tables as read_model_tables
 from projections.worker import ProjectionWorker
 from tests import commands as c
 from tests.e2e.conftest import LEDGER, ROOT, Server
+from tests.tampering import tamper
 
 pytestmark = pytest.mark.db
 
@@ -45,13 +46,6 @@ def record_some_events(app: Ledger) -> int:
             c.RecordPayment("P1", "G1", Decimal(1000), date(2024, 3, 1), "BR1")
         ).position
     return last
-
-
-def tamper(db_url: str, statement: str, params: tuple[Any, ...]) -> None:
-    with psycopg.connect(db_url) as conn:
-        conn.execute("SET session_replication_role = replica")
-        assert conn.execute(statement, params).rowcount == 1
-        conn.commit()
 
 
 def test_audit_verify_exits_0_on_an_intact_ledger(ledger: Ledger, cli: Cli) -> None:

@@ -18,8 +18,7 @@ import psycopg
 import pytest
 
 import ledger.entrypoints.runtime
-from ledger.adapters.chain import verify_chain
-from ledger.adapters.postgres import MIGRATIONS, datastore_of
+from ledger.adapters.postgres import MIGRATIONS
 from ledger.domain.chain import GENESIS, event_digest
 from ledger.domain.context import acting_as
 from ledger.entrypoints.runtime import Settings, open_ledger
@@ -41,6 +40,7 @@ from tests.integration.scenario import (
     position,
     recovery_body,
 )
+from tests.tampering import tamper
 
 # ledger.adapters.chain.verify_chain leaves its named server cursor open (see
 # test_verify_leaves_no_cursor_open); that one warning is ignored elsewhere so that the
@@ -63,15 +63,6 @@ def position_of(db_url: str, topic_suffix: str, nth: int = 0) -> int:
     found = [row[0] for row in events(db_url) if row[3].endswith(topic_suffix)]
     assert len(found) > nth, f"no {topic_suffix} event #{nth}"
     return int(found[nth])
-
-
-def tamper(db_url: str, statement: str, params: tuple[Any, ...] = ()) -> None:
-    """Change stored events as a superuser who bypasses the table's triggers."""
-    with psycopg.connect(db_url) as conn:
-        conn.execute("SET session_replication_role = replica")
-        cursor = conn.execute(statement, params)
-        assert cursor.rowcount == 1, statement
-        conn.commit()
 
 
 def expected_chain(rows: list[Row]) -> list[bytes]:
@@ -148,6 +139,9 @@ def test_an_intact_ledger_verifies_with_its_head_hash(api: Api, db_url: str) -> 
         "events_checked": len(rows),
         "head": bytes(rows[-1][6]).hex(),
         "first_bad_position": None,
+        "checkpoints_checked": 0,
+        "first_bad_checkpoint": None,
+        "detail": None,
     }
     # the stored hashes are the chain event_digest computes, from the genesis
     assert [bytes(row[6]) for row in rows] == expected_chain(rows)
@@ -177,7 +171,7 @@ def test_verify_leaves_no_cursor_open(ledger: Ledger) -> None:
         ledger.execute(c.OpenFundYear(2024, "CNY"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert verify_chain(datastore_of(ledger)).ok
+        assert ledger.notary.verify().ok
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
@@ -361,7 +355,7 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
             t.start()
         for t in threads:
             t.join(timeout=60)
-        result = verify_chain(datastore_of(apps[0]))
+        result = apps[0].notary.verify()
     finally:
         for app in apps:
             app.close()
@@ -439,7 +433,7 @@ def test_the_migration_chains_events_recorded_before_it(
         rows = events(db_url)
         assert [row[:6] for row in rows] == old  # nothing but the hash changed
         assert [bytes(row[6]) for row in rows] == expected_chain(rows)
-        result = verify_chain(datastore_of(app))
+        result = app.notary.verify()
         assert (result.ok, result.events_checked, result.first_bad_position) == (
             True,
             len(old),
@@ -453,7 +447,7 @@ def test_the_migration_chains_events_recorded_before_it(
         rows = events(db_url)
         assert len(rows) > len(old)
         assert [bytes(row[6]) for row in rows] == expected_chain(rows)
-        assert verify_chain(datastore_of(app)).ok
+        assert app.notary.verify().ok
         ProjectionWorker(app).catch_up()
         with psycopg.connect(db_url) as conn:
             trail = conn.execute("SELECT position, hash FROM rm_audit_trail ORDER BY position")

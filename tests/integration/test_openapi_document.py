@@ -27,6 +27,12 @@ CLIENT_CONFIG = ROOT / "docs" / "clients" / "openapi-python-client.yaml"
 # Stable: a client's method names are these in snake_case. Changing one breaks clients.
 OPERATION_IDS = {
     "GET /v1/audit/verify": "verifyAuditChain",
+    "POST /v1/audit/checkpoints": "signCheckpoint",
+    "GET /v1/audit/checkpoints": "listCheckpoints",
+    "GET /v1/audit/checkpoints/latest": "getLatestCheckpoint",
+    "GET /v1/audit/checkpoints/{checkpoint_id}": "getCheckpoint",
+    "GET /v1/audit/proof": "getInclusionProof",
+    "GET /v1/audit/consistency": "getConsistencyProof",
     "GET /v1/clawbacks": "listClawbacks",
     "GET /v1/clawbacks/{clawback_id}": "getClawback",
     "POST /v1/clawbacks": "assessClawback",
