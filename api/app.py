@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import audit, batch, exports, reads, treasury
+from api import audit, batch, exports, keys, reads, treasury
 from api.examples import with_examples
 from api.problems import (
     install_problem_handlers,
@@ -251,6 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(reads.router)
     app.include_router(audit.router)
+    app.include_router(keys.router)
     app.include_router(treasury.router)
     app.include_router(exports.router)
     _document_problems(app)

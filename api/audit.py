@@ -7,7 +7,7 @@ are hex, as everywhere else in the API."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import schemas as s
-from api.lists import list_route
+from api.lists import After, Limit, as_page, list_route, page_model
 from api.problems import ProblemError, problem_responses
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, read, roles
+from api.routing import LedgerDep, LedgerRoute, PrincipalDep, SettingsDep, consistent, read, roles
+from api.schemas import Day
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
-from ledger.adapters.postgres import CHECKPOINTS_TABLE
+from ledger.adapters.postgres import CHECKPOINTS_TABLE, REFUSALS_TABLE, datastore_of
 from ledger.usecases.checkpoints import Checkpoint
 from ledger.usecases.ledger import Ledger
 from projections.paging import Where, page
@@ -216,3 +217,55 @@ def get_consistency_proof(
     signed before was rewritten."""
     proof = ledger.notary.consistency(first, to)
     return {"from": first, "to": to, "proof": [b64(node) for node in proof]}
+
+
+class RefusalOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    request_id: str
+    method: str
+    path: str
+    code: str
+    ids: dict[str, str | int] = Field(description="The ids the path and body named; nothing else")
+
+
+RefusalPage = page_model(RefusalOut, "RefusalPage")
+
+
+@router.get(
+    "/audit/refusals",
+    summary="List refused attempts",
+    response_model=RefusalPage,
+    openapi_extra=roles("admin", "auditor"),
+    dependencies=[consistent(())],
+    responses=problem_responses("unauthenticated", "forbidden", "validation_error", "unavailable"),
+)
+def list_refusals(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    settings: SettingsDep,
+    after: After,
+    limit: Limit = 100,
+    code: Annotated[
+        str | None, Query(pattern="^[a-z_]{1,64}$", description="Only this code")
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=64, description="Only this key's")] = None,
+    first: Annotated[Day | None, Query(alias="from", description="On or after this date")] = None,
+    last: Annotated[Day | None, Query(alias="to", description="On or before this date")] = None,
+) -> Any:
+    """Every write refused as `forbidden`, or by a business rule (a `409` other than
+    `idempotency_conflict`), oldest first, a page at a time: when, who, the request,
+    the code and the ids it named, never its amounts, texts or personal data. Dates are
+    business dates (`LEDGER_TIMEZONE`), inclusive. Kept apart from the ledger's
+    events: a refusal still records nothing in the ledger."""
+    where = Where()
+    where.equal("code", code)
+    where.equal("actor", actor)
+    zone = settings.timezone
+    if first is not None:
+        where.add("at >= %s", datetime.combine(first, time(), zone))
+    if last is not None:
+        where.add("at < %s", datetime.combine(last + timedelta(days=1), time(), zone))
+    rows, cursor = page(datastore_of(ledger), REFUSALS_TABLE, where, after, limit, order="seq")
+    return as_page(rows, cursor)

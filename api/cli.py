@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger.adapters.api_keys import create_key
-from ledger.adapters.postgres import datastore_of
+from ledger.adapters.api_keys import issue_key
 from ledger.demo import load_demo
+from ledger.domain.context import acting_as
 from ledger.domain.roles import ROLES
 from ledger.entrypoints.runtime import (
     Settings,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
     """A new key per role, printed, and kept as shell variables (ADMIN=tl_..., one per
     role) in `data_dir/demo-keys.sh`, readable by its owner only."""
-    keys = {role: create_key(datastore_of(ledger), f"demo-{role}", [role]) for role in ROLES}
+    keys = {role: issue_key(ledger, f"demo-{role}", [role]).key for role in ROLES}
     for role, key in keys.items():
         print(f"{role:>9}: {key}", flush=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,12 +48,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     url = database_url(settings)
     ledger = open_ledger(url, settings)
     try:
-        if args.demo:
-            if ledger.store.max_notification_id() is None:
-                load_demo(ledger)
-            # the walk-through's first read comes as soon as the server answers
+        if args.demo and ledger.store.max_notification_id() is None:
+            # into an empty ledger only: a restart keeps the keys it made then
+            load_demo(ledger)
+            with acting_as("demo", "demo-keys"):
+                _demo_keys(ledger, settings.data_dir)
+        elif args.demo:
+            print(
+                "the ledger holds events already: no demo data or keys were added "
+                f"(the keys made with the demo, if any: {settings.data_dir / 'demo-keys.sh'})",
+                flush=True,
+            )
+        if args.demo:  # the walk-through's first read comes as soon as the server answers
             ProjectionWorker(ledger).catch_up()
-            _demo_keys(ledger, settings.data_dir)
     finally:
         ledger.close()
     # Worker processes find the database the parent resolved (and keeps running),

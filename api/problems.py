@@ -33,6 +33,8 @@ TITLES = {
     "fund_year_closed": "Fund year is closed",
     "clawback_exceeds_paid": "Clawback exceeds the net paid",
     "talent_departed": "Talent has departed",
+    "separation_of_duties": "Duties must be kept apart",
+    "name_taken": "Name already taken",
     "payload_too_large": "Request body too large",
     "unsupported_media_type": "Unsupported media type",
     "validation_error": "Invalid request",

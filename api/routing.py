@@ -7,12 +7,14 @@ checks the media type, and only then lets FastAPI parse and validate the body.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
+import structlog
 from eventsourcing.postgres import PostgresDatastore
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi._compat import ModelField
@@ -23,12 +25,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.problems import ProblemError, problem_responses
+from api.problems import STATUS, ProblemError, problem_responses
 from api.schemas import Instant
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
-from ledger.domain.context import actor_cvar
-from ledger.domain.errors import NotReached
+from ledger.adapters.refusals import Refusal, ids_of, record_refusal
+from ledger.domain.context import actor_cvar, request_id_cvar
+from ledger.domain.errors import LedgerError, NotReached
 from ledger.domain.roles import ROLES, Principal
 from ledger.domain.values import ID_PATTERN, YEARS
 from ledger.entrypoints.runtime import Settings
@@ -37,6 +40,7 @@ from projections import reads
 from projections.worker import NAMES, wait_for_position
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = structlog.get_logger(__name__)
 
 ANY_ROLE = ROLES
 PUBLIC: tuple[str, ...] = ()
@@ -91,6 +95,14 @@ class LedgerRoute(APIRoute):
         takes_body = self.body_field is not None
 
         async def guarded(request: Request) -> Response:
+            try:
+                return await checked(request)
+            except (ProblemError, LedgerError) as refusal:
+                if is_evidence(request.method, refusal.code):
+                    await _keep_evidence(request, refusal.code)
+                raise
+
+        async def checked(request: Request) -> Response:
             if allowed:
                 principal = await _authenticate(request)
                 request.state.principal = principal
@@ -114,6 +126,36 @@ class LedgerRoute(APIRoute):
         return guarded
 
 
+def is_evidence(method: str, code: str) -> bool:
+    """Whether a refusal is kept as evidence (CONTRACT §13): a write refused as
+    forbidden, or by a business rule (a conflict other than an idempotent retry's)."""
+    status = STATUS.get(code, 409)
+    return method not in ("GET", "HEAD") and (
+        status == 403 or (status == 409 and code != "idempotency_conflict")
+    )
+
+
+async def _keep_evidence(request: Request, code: str) -> None:
+    """Record the refusal: who, what, the ids its path and body named (the body is read
+    here if the refusal came before it was); never a reason to answer otherwise."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        body = None
+    refusal = Refusal(
+        actor_cvar.get(),
+        request_id_cvar.get(),
+        request.method,
+        request.url.path,
+        code,
+        ids_of(request.path_params, body),
+    )
+    try:
+        await run_in_threadpool(record_refusal, datastore_of(ledger_of(request)), refusal)
+    except Exception:  # the answer stands; the log says evidence was lost
+        log.exception("refusal_not_recorded", code=code, path=request.url.path)
+
+
 async def _authenticate(request: Request) -> Principal:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -130,6 +172,10 @@ async def _authenticate(request: Request) -> Principal:
             "unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"}
         )
     return principal
+
+
+async def _settings(request: Request) -> Settings:
+    return settings_of(request)
 
 
 def settings_of(request: Request) -> Settings:
@@ -276,3 +322,4 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 AsOfQuery = Annotated[AsOf, Depends(_as_of)]
 #: the business date now, what a date left out defaults to (`LEDGER_TIMEZONE`)
 Today = Annotated[date, Depends(_today)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

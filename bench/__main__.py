@@ -31,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 from bench.client import Http, Load, Step, cpu_share
 from bench.generate import generate
-from ledger.adapters.api_keys import create_key
+from ledger.adapters.api_keys import issue_key
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
 from ledger.entrypoints.runtime import Settings, open_ledger, tune_collector
 from ledger.usecases.personal import new_master_key
@@ -540,7 +540,7 @@ def main() -> int:
     results["generated_events"] = generate(app, EVENTS)
     results["generate_seconds"] = time.monotonic() - started
     keys = {
-        role: create_key(datastore_of(app), f"bench-{role}", [role])
+        role: issue_key(app, f"bench-{role}", [role]).key
         for role in ("admin", "clerk", "approver", "treasury", "auditor")
     }
     app.close()

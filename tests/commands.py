@@ -6,6 +6,7 @@ from __future__ import annotations
 from ledger.usecases.clawbacks import AssessClawback, RecordRecovery
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
+from ledger.usecases.keys import IssueKey, RevokeKey
 from ledger.usecases.payments import RecordPayment, ReturnPayment
 from ledger.usecases.talents import DepartTalent, RegisterTalent
 from ledger.usecases.waivers import EndWaiver, GrantWaiver
@@ -18,6 +19,7 @@ __all__ = [
     "DepartTalent",
     "EndWaiver",
     "GrantWaiver",
+    "IssueKey",
     "OpenFundYear",
     "ProposeGrant",
     "RecordPayment",
@@ -26,4 +28,5 @@ __all__ = [
     "RejectGrant",
     "ReturnPayment",
     "RevokeGrant",
+    "RevokeKey",
 ]

@@ -8,6 +8,7 @@ that asks for `db_url` gets a database of its own, dropped afterwards.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresDatastore
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
-from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases.ledger import Ledger
@@ -102,6 +103,19 @@ def worker(ledger: Ledger) -> ProjectionWorker:
     return ProjectionWorker(ledger)
 
 
+def install_key(datastore: PostgresDatastore, name: str, roles: list[str]) -> str:
+    """A key put straight into the key table, as a fixture: no event is recorded, so
+    that a test's events are only those it makes (issuing keys, with its events and
+    rules, is tested in tests/integration/test_keys.py)."""
+    key = "tl_" + secrets.token_urlsafe(32)
+    with datastore.transaction(commit=True) as curs:
+        curs.execute(
+            "INSERT INTO api_keys (key_hash, name, roles) VALUES (%s, %s, %s)",
+            (hashlib.sha256(key.encode()).hexdigest(), name, roles),
+        )
+    return key
+
+
 ROLE_KEYS = {
     "admin": ["admin"],
     "clerk": ["clerk"],
@@ -119,7 +133,7 @@ def api(test_settings: Settings) -> Iterator[Callable[[str | None], TestClient]]
     app = create_app(test_settings)
     with TestClient(app, raise_server_exceptions=False) as base:
         datastore = datastore_of(app.state.ledger)
-        keys = {name: create_key(datastore, name, roles) for name, roles in ROLE_KEYS.items()}
+        keys = {name: install_key(datastore, name, roles) for name, roles in ROLE_KEYS.items()}
         clients: list[TestClient] = []
 
         def client(role: str | None) -> TestClient:

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 INSTANT = "2024-05-06T02:30:00Z"
 HASH = "9f2c7a1e" * 8
 CHAIN_HASHES = ("hash", "head")
+KEY = "tl_" + "x" * 43  # a bearer key: shown once, never the same twice
 MERKLE_HASH = "nyx6Hp8seh6fLHoenyx6Hp8seh6fLHoenyx6Hp8seh4="  # base64 of HASH's bytes
 MERKLE_HASHES = ("root", "leaf_hash", "audit_path", "proof")
 SIGNATURE = (
@@ -53,6 +54,7 @@ class Step:
     body: Any = None
     params: dict[str, Any] = field(default_factory=dict)
     content: str | None = None  # a body that is not JSON (a statement)
+    refused: int | None = None  # the status of an attempt the story shows refused
 
 
 def _talent(talent_id: str, name: str, category: str, arrived_on: str) -> dict[str, Any]:
@@ -305,6 +307,25 @@ STORY: tuple[Step, ...] = (
     Step("auditor", "GET", "/v1/clawbacks", "listClawbacks", params={"status": "open"}),
     Step("auditor", "GET", "/v1/events", "listEvents", params={"limit": 2}),
     Step("auditor", "GET", "/v1/audit/verify", "verifyAuditChain"),
+    Step(
+        "admin",
+        "POST",
+        "/v1/keys",
+        "issueApiKey",
+        body={"name": "auditor-wu", "roles": ["auditor"], "expires_in_days": 90},
+    ),
+    Step("admin", "GET", "/v1/keys", "listApiKeys", params={"limit": 2}),
+    Step(
+        "treasury",
+        "POST",
+        "/v1/keys",
+        "issueApiKey",
+        body={"name": "treasury-own", "roles": ["admin"]},
+        refused=403,
+    ),
+    Step("auditor", "GET", "/v1/audit/refusals", "listRefusals", params={"code": "forbidden"}),
+    Step("admin", "GET", "/v1/keys/auditor-wu", "getApiKey"),
+    Step("admin", "POST", "/v1/keys/auditor-wu/revoke", "revokeApiKey"),
     Step("auditor", "POST", "/v1/audit/checkpoints", "signCheckpoint", body={}),
     Step("auditor", "GET", "/v1/audit/checkpoints", "listCheckpoints", params={"limit": 1}),
     Step("auditor", "GET", "/v1/audit/checkpoints/latest", "getLatestCheckpoint"),
@@ -343,7 +364,9 @@ STORY: tuple[Step, ...] = (
 )
 
 
-_FIXED = dict.fromkeys(CHAIN_HASHES, HASH) | dict.fromkeys(MERKLE_HASHES, MERKLE_HASH)
+_FIXED = (
+    dict.fromkeys(CHAIN_HASHES, HASH) | dict.fromkeys(MERKLE_HASHES, MERKLE_HASH) | {"key": KEY}
+)
 
 
 def fixed(value: Any, key: str = "") -> Any:
@@ -380,6 +403,9 @@ def tell(client: Callable[[str], TestClient]) -> dict[str, dict[str, Any]]:
             response = c.request(step.method, path, content=step.content.encode(), headers=headers)
         else:
             response = c.request(step.method, path, json=step.body, params=params, headers=headers)
+        if step.refused is not None:
+            assert response.status_code == step.refused, response.text
+            continue
         assert response.status_code < 300, (
             f"{step.operation}: {response.status_code} {response.text}"
         )

@@ -26,9 +26,11 @@ from ledger.domain.errors import (
     IdempotencyConflict,
     InvalidState,
     LedgerError,
+    NameTaken,
     NotFound,
     Overpayment,
     SelfApproval,
+    SeparationOfDuties,
     TalentDeparted,
     ValidationFailed,
 )
@@ -222,6 +224,22 @@ class UseCaseScenario:
         assert self.as_("approver", c.ApproveGrant("G-1", "ok")).replayed
         self.refused("approver", c.ApproveGrant("G-1", "another"), InvalidState)
         self.refused("approver", c.ApproveGrant("G-404"), NotFound)
+
+    def test_the_approver_of_a_grant_cannot_pay_it(self) -> None:
+        self.funded()
+        self.approved()
+        self.refused("approver", self.payment("P-1", "100.00", "BR-1"), SeparationOfDuties)
+        assert not self.as_("treasury", self.payment("P-1", "100.00", "BR-1")).replayed
+
+    def test_a_key_is_issued_once_by_name_and_never_with_both_duties(self) -> None:
+        issued = self.as_("admin", c.IssueKey("wu", ("auditor",), None))
+        assert (issued.value.name, issued.value.roles) == ("wu", ["auditor"])
+        self.refused("admin", c.IssueKey("wu", ("clerk",), None), NameTaken)
+        both = c.IssueKey("chen", ("approver", "treasury"), None)
+        self.refused("admin", both, SeparationOfDuties)
+        assert self.as_("admin", c.RevokeKey("wu", ("auditor",), None)).value.revoked
+        assert self.as_("admin", c.RevokeKey("wu", ("auditor",), None)).replayed
+        assert events_of(self.ledger) == ["ApiKey.Issued", "ApiKey.Revoked"]
 
     def test_rejection_and_revocation_give_back_what_the_grant_no_longer_holds(self) -> None:
         self.funded(cash="1000.00")

@@ -174,7 +174,7 @@ def _appropriation(ledger: Ledger, appropriation: Appropriation, ids: Ids) -> di
 def _signed(ledger: Ledger, fund_year: FundYear, ids: Ids) -> FundYear:
     """A close is answered once a checkpoint signs the ledger with it (CONTRACT §12): a
     closed year's figures are fixed, and from then on provably so. Over HTTP and in a
-    batch alike; a close is never a replay (a closed year refuses a second)."""
+    batch alike (a close replayed signs one more: a checkpoint only states what is)."""
     ledger.notary.sign()
     return fund_year
 

@@ -29,6 +29,7 @@ from ledger.domain.chain import GENESIS
 
 EVENTS_TABLE = "ledger_events"
 CHECKPOINTS_TABLE = "ledger_checkpoints"
+REFUSALS_TABLE = "ledger_refusals"
 GENESIS_SQL = "\\x" + GENESIS.hex()
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
@@ -293,6 +294,48 @@ MIGRATIONS: list[tuple[str, str]] = [
             BEFORE UPDATE OR DELETE ON {CHECKPOINTS_TABLE}
             FOR EACH ROW EXECUTE FUNCTION ledger_events_immutable();
         CREATE TRIGGER {CHECKPOINTS_TABLE}_no_truncate BEFORE TRUNCATE ON {CHECKPOINTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
+        """,
+    ),
+    (
+        # Keys with a life cycle (`ledger.adapters.api_keys`): unique names (a name
+        # held twice before this step gets its order as a suffix), expiry, revocation,
+        # last use, and `seq`, the order they were issued in, for `GET /v1/keys`.
+        "api-keys-life-cycle",
+        """
+        ALTER TABLE api_keys
+            ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY,
+            ADD COLUMN expires_at timestamptz,
+            ADD COLUMN revoked_at timestamptz,
+            ADD COLUMN last_used_at timestamptz;
+        UPDATE api_keys k SET name = k.name || ' (' || d.n || ')'
+            FROM (SELECT key_hash, row_number() OVER (PARTITION BY name
+                  ORDER BY created_at, key_hash) AS n FROM api_keys) d
+            WHERE d.key_hash = k.key_hash AND d.n > 1;
+        CREATE UNIQUE INDEX api_keys_name_idx ON api_keys (name);
+        CREATE UNIQUE INDEX api_keys_seq_idx ON api_keys (seq);
+        """,
+    ),
+    (
+        # Refused attempts kept as evidence (`ledger.adapters.refusals`), append-only.
+        "refusals",
+        f"""
+        CREATE TABLE {REFUSALS_TABLE} (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            actor text NOT NULL,
+            request_id text NOT NULL,
+            method text NOT NULL,
+            path text NOT NULL,
+            code text NOT NULL,
+            ids jsonb NOT NULL
+        );
+        CREATE INDEX {REFUSALS_TABLE}_code_idx ON {REFUSALS_TABLE} (code, seq);
+        CREATE INDEX {REFUSALS_TABLE}_actor_idx ON {REFUSALS_TABLE} (actor, seq);
+        CREATE INDEX {REFUSALS_TABLE}_at_idx ON {REFUSALS_TABLE} (at, seq);
+        CREATE TRIGGER {REFUSALS_TABLE}_no_update BEFORE UPDATE OR DELETE ON {REFUSALS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION ledger_events_immutable();
+        CREATE TRIGGER {REFUSALS_TABLE}_no_truncate BEFORE TRUNCATE ON {REFUSALS_TABLE}
             FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
         """,
     ),

@@ -54,6 +54,17 @@ class TalentDeparted(LedgerError):
     code = "talent_departed"
 
 
+class SeparationOfDuties(LedgerError):
+    """Duties that must be kept apart (财会 [2012] 21 号): approving a payment's grant and
+    paying it; approver and treasury in one key."""
+
+    code = "separation_of_duties"
+
+
+class NameTaken(LedgerError):
+    code = "name_taken"
+
+
 class NotReached(LedgerError):
     """The read models did not reach the position a read asked for within the wait."""
 

@@ -13,7 +13,13 @@ from ledger.domain.base import LedgerAggregate, stream_id
 from ledger.domain.budget import FundYear, LineKind
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.context import actor_cvar
-from ledger.domain.errors import ClawbackExceedsPaid, InvalidState, Overpayment, SelfApproval
+from ledger.domain.errors import (
+    ClawbackExceedsPaid,
+    InvalidState,
+    Overpayment,
+    SelfApproval,
+    SeparationOfDuties,
+)
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
 
@@ -189,6 +195,11 @@ class Grant(LedgerAggregate):
     ) -> Payment:
         """Pay up to what is payable; answers the new payment."""
         self._require("approved", "pay")
+        payer = actor_cvar.get()
+        if payer == self.decision_by:
+            raise SeparationOfDuties(
+                f"{payer} approved grant {self.grant_id} and cannot also pay it"
+            )
         if amount > self.payable:
             raise Overpayment(
                 f"grant {self.grant_id} has {self.payable} payable, {amount} requested"

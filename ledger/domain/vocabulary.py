@@ -110,6 +110,8 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
         "Clawback.Assessed": ("追回核定", "Clawback assessed"),
         "Clawback.Recovered": ("追回入账", "Clawback recovered"),
         "Reconciliation.Imported": ("银行对账", "Bank statement reconciled"),
+        "ApiKey.Issued": ("密钥签发", "API key issued"),
+        "ApiKey.Revoked": ("密钥吊销", "API key revoked"),
     },
 }
 

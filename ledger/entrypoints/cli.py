@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from ledger.adapters.api_keys import create_key
+from ledger.adapters.api_keys import issue_key, list_keys, revoke_key
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
-from ledger.domain.errors import NotFound
+from ledger.domain.errors import LedgerError, NotFound
 from ledger.domain.roles import ROLES
 from ledger.entrypoints.logs import configure_logging
 from ledger.entrypoints.runtime import (
@@ -43,14 +44,52 @@ COMMANDS_GROUP = "ledger.commands"
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(database_url(settings), settings)
     try:
-        key = create_key(datastore_of(ledger), args.name, args.role)
-    except ValueError as e:
+        with acting_as(args.actor, f"cli-keys-create-{args.name}"):
+            issued = issue_key(ledger, args.name, args.role, args.expires_in_days)
+    except LedgerError as e:  # a name taken, duties not kept apart, a malformed value
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         ledger.close()
-    print(f"created key for {args.name} with roles {', '.join(sorted(set(args.role)))}:")
-    print(key)
+    record = issued.record
+    until = f", until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
+    print(f"created key {record.name} with roles {', '.join(record.roles)}{until}:")
+    print(issued.key)
+    return 0
+
+
+def _keys_list(_: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        records, _next = list_keys(datastore_of(ledger))
+    finally:
+        ledger.close()
+
+    def instant(value: datetime | None) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+    print("name\troles\tcreated_at\texpires_at\trevoked_at\tlast_used_at (UTC)")
+    for r in records:
+        print(
+            "\t".join(
+                [r.name, ",".join(r.roles)]
+                + [instant(v) for v in (r.created_at, r.expires_at, r.revoked_at, r.last_used_at)]
+            )
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        with acting_as(args.actor, f"cli-keys-revoke-{args.name}"):
+            record, _position = revoke_key(ledger, args.name)
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    print(f"revoked key {record.name} at {record.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
 
@@ -123,7 +162,17 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
     create.add_argument(
         "--role", required=True, action="append", choices=ROLES, help="repeat for several"
     )
+    create.add_argument(
+        "--expires-in-days", type=int, default=None, help="refused after this many days"
+    )
+    create.add_argument("--actor", default="cli-admin", help="recorded as who issued it")
     create.set_defaults(run=_keys_create)
+    listing = keys.add_parser("list", help="every key: roles, dates, last use; never a secret")
+    listing.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="refuse a key from now on, in every process")
+    revoke.add_argument("name", help="the key's name")
+    revoke.add_argument("--actor", default="cli-admin", help="recorded as who revoked it")
+    revoke.set_defaults(run=_keys_revoke)
 
     audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
         dest="audit_command", required=True

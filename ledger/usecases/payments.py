@@ -13,6 +13,7 @@ from ledger.domain.errors import (
     InvalidState,
     NotFound,
     Overpayment,
+    SeparationOfDuties,
     TalentDeparted,
 )
 from ledger.domain.grants import Grant
@@ -76,6 +77,7 @@ def claim_bank_reference(
         Overpayment,
         DuplicateBankReference,
         TalentDeparted,
+        SeparationOfDuties,
     ),
 )
 def record_payment(uow: UnitOfWork, cmd: RecordPayment) -> Payment:

@@ -10,6 +10,7 @@ from typing import Any
 from ledger.domain.budget import FundYear
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
+from ledger.domain.keys import ApiKey
 from ledger.domain.payments import BankReference, Payment
 from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
 from ledger.domain.talents import Talent
@@ -237,6 +238,17 @@ class AuditTrail(View):
             recovery_id=e.recovery_id,
             bank_reference=e.bank_reference,
         )
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @handles(ApiKey.Issued)
+    def _key_issued(self, e: ApiKey.Issued) -> None:
+        until = f", until {e.expires_at.isoformat()}" if e.expires_at else ""
+        self._entry(e, reference=e.name, reason=f"roles: {', '.join(e.roles)}{until}")
+
+    @handles(ApiKey.Revoked)
+    def _key_revoked(self, e: ApiKey.Revoked) -> None:
+        self._entry(e, reference=self.stream().key)
 
     @handles(Reconciliation.Imported)
     def _imported(self, e: Reconciliation.Imported) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 import httpx
@@ -149,3 +150,42 @@ def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
     text = server.log.read_text()
     assert "李四" not in text
     assert not any(key in text for key in keys.values())
+
+
+def test_keys_list_shows_no_secret_and_revoke_reaches_both_server_processes_within_2_s(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    serve: Callable[..., Server],
+    make_key: Callable[..., str],
+) -> None:
+    key = make_key("auditor-sun", "auditor")
+    server = serve("--workers", "2")
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(8):  # known, and cached, in both worker processes
+        assert httpx.get(f"{server.url}/v1/events", headers=headers).status_code == 200
+
+    listed = cli("keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "auditor-sun\tauditor\t" in listed.stdout and key not in listed.stdout
+
+    revoked = cli("keys", "revoke", "auditor-sun")
+    assert revoked.returncode == 0, revoked.stderr
+    deadline = time.monotonic() + 2.0
+    answers = []
+    while time.monotonic() < deadline + 0.5:
+        answers.append(httpx.get(f"{server.url}/v1/events", headers=headers).status_code)
+        if answers[-4:] == [401] * 4:  # several answers: both processes refuse it
+            break
+        time.sleep(0.05)
+    assert answers[-4:] == [401] * 4, answers
+    assert time.monotonic() < deadline + 0.5
+    assert cli("keys", "revoke", "nobody").returncode == 1
+
+
+def test_keys_create_refuses_a_name_taken_and_approver_with_treasury(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    assert cli("keys", "create", "--name", "zhao", "--role", "treasury").returncode == 0
+    taken = cli("keys", "create", "--name", "zhao", "--role", "clerk")
+    assert taken.returncode == 2 and "zhao exists" in taken.stderr
+    both = cli("keys", "create", "--name", "chen", "--role", "approver", "--role", "treasury")
+    assert both.returncode == 2 and "approver and treasury" in both.stderr

@@ -16,10 +16,9 @@ from fastapi.testclient import TestClient
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import create_app
-from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.entrypoints.runtime import Settings
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, install_key
 from tests.integration.scenario import (
     YEAR,
     Actors,
@@ -142,7 +141,7 @@ def twin(server_url: str) -> Iterator[Api]:
     try:
         with TestClient(app, raise_server_exceptions=False):
             datastore = datastore_of(app.state.ledger)
-            keys = {n: create_key(datastore, n, roles) for n, roles in TWIN_KEYS.items()}
+            keys = {n: install_key(datastore, n, roles) for n, roles in TWIN_KEYS.items()}
 
             def client(role: str | None) -> TestClient:
                 assert role is not None

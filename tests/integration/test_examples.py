@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.examples import EXAMPLES, recorded
-from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.entrypoints.runtime import Settings
+from tests.conftest import install_key
 from tests.story import KEYS, tell
 
 RECORD = os.environ.get("LEDGER_RECORD_EXAMPLES") == "1"
@@ -26,7 +26,7 @@ def told(test_settings: Settings) -> Iterator[dict[str, dict[str, object]]]:
     app = create_app(test_settings)
     with TestClient(app) as base:
         datastore = datastore_of(app.state.ledger)
-        keys = {role: create_key(datastore, name, [role]) for role, name in KEYS.items()}
+        keys = {role: install_key(datastore, name, [role]) for role, name in KEYS.items()}
         clients: dict[str, TestClient] = {}
 
         def client(role: str) -> TestClient:

@@ -27,6 +27,11 @@ CLIENT_CONFIG = ROOT / "docs" / "clients" / "openapi-python-client.yaml"
 # Stable: a client's method names are these in snake_case. Changing one breaks clients.
 OPERATION_IDS = {
     "GET /v1/audit/verify": "verifyAuditChain",
+    "GET /v1/audit/refusals": "listRefusals",
+    "GET /v1/keys": "listApiKeys",
+    "POST /v1/keys": "issueApiKey",
+    "GET /v1/keys/{name}": "getApiKey",
+    "POST /v1/keys/{name}/revoke": "revokeApiKey",
     "POST /v1/audit/checkpoints": "signCheckpoint",
     "GET /v1/audit/checkpoints": "listCheckpoints",
     "GET /v1/audit/checkpoints/latest": "getLatestCheckpoint",

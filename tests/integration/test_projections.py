@@ -24,7 +24,6 @@ from psycopg import sql
 
 import projections.worker as worker_module
 from api.app import create_app
-from ledger.adapters.api_keys import create_key
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.statement_csv import parse_statement
 from ledger.domain.context import acting_as
@@ -41,7 +40,7 @@ from projections.views import VIEWS
 from projections.views.audit_trail import AuditTrail
 from projections.worker import ProjectionWorker, tracked_position
 from tests import commands as c
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, install_key
 
 pytestmark = pytest.mark.db
 
@@ -676,7 +675,7 @@ def test_readyz_reports_the_projection_lag_until_a_worker_catches_up(
     client_without_workers: tuple[TestClient, Any], db_url: str
 ) -> None:
     client, app = client_without_workers
-    key = create_key(datastore_of(app.state.ledger), "admin", ["admin"])
+    key = install_key(datastore_of(app.state.ledger), "admin", ["admin"])
     client.headers["Authorization"] = f"Bearer {key}"
     r = client.post("/v1/fund-years", json={"year": 2024, "currency": "CNY"})
     assert r.status_code == 201, r.text
