@@ -96,15 +96,26 @@ def waivers(datastore: PostgresDatastore, filters: Filters, after: int, limit: i
     where.equal("talent_id", filters["talent_id"])
     where.status(filters["status"], WAIVER_STATUS)
     rows, cursor = page(datastore, "rm_waivers", where, after, limit)
+    keys = wrapped_keys(datastore, [row["talent_id"] for row in rows])
     items = [
         {
             **row,
             "fund_year": row["year"],
             "status": "active" if row["ended_on"] is None else "ended",
+            "wrapped_key": keys.get(row["talent_id"]),
         }
         for row in rows
     ]
     return items, cursor
+
+
+def wrapped_keys(datastore: PostgresDatastore, talent_ids: list[str]) -> dict[str, bytes | None]:
+    """The talents' data keys as stored (wrapped), to open their personal data with."""
+    with statements(datastore) as curs:
+        curs.execute(
+            "SELECT talent_id, wrapped FROM talent_keys WHERE talent_id = ANY(%s)", (talent_ids,)
+        )
+        return {row["talent_id"]: row["wrapped"] for row in curs.fetchall()}
 
 
 CLAWBACK_STATUS: dict[str, LiteralString] = {
@@ -161,9 +172,7 @@ def talents(datastore: PostgresDatastore, filters: Filters, after: int, limit: i
     rows, cursor = page(datastore, "rm_talents", where, after, limit, "registered_position")
     ids = [row["talent_id"] for row in rows]
     balances = talent_balances(datastore, ids)
-    with statements(datastore) as curs:
-        curs.execute("SELECT talent_id, wrapped FROM talent_keys WHERE talent_id = ANY(%s)", (ids,))
-        keys = {row["talent_id"]: row["wrapped"] for row in curs.fetchall()}
+    keys = wrapped_keys(datastore, ids)
     items = [
         {
             **row,

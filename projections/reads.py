@@ -176,7 +176,7 @@ def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) 
     data key as it is now (None once destroyed) to reveal the name."""
     position, rows = _pinned(
         datastore,
-        "SELECT t.sealed_name, t.category, t.employer, t.arrived_on, "
+        "SELECT t.sealed_name, t.sealed_bank_account, t.category, t.employer, t.arrived_on, "
         "t.service_commitment_until, t.departed_on, t.departure_reason, "
         "t.departed_position, k.wrapped AS wrapped_key, v.* FROM rm_talents t "
         "LEFT JOIN talent_keys k ON k.talent_id = t.talent_id "
@@ -198,6 +198,7 @@ def talent(datastore: PostgresDatastore, talent_id: str, at: int | None = None) 
     return {
         "talent_id": talent_id,
         "sealed_name": profile["sealed_name"],
+        "sealed_bank_account": profile["sealed_bank_account"],
         "wrapped_key": profile["wrapped_key"],
         "category": profile["category"],
         "employer": profile["employer"],
@@ -315,16 +316,18 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
             # byte order, whatever the server's locale: the same report everywhere
             "SELECT 'payment' AS kind, 'debit' AS direction,"
             '       bank_reference COLLATE "C" AS bank_reference, amount, value_date,'
-            "       payment_id, NULL AS clawback_id, NULL AS recovery_id"
+            "       payment_id, NULL AS clawback_id, NULL AS recovery_id, talent_id"
             "  FROM rm_payments WHERE bank_reference IN (SELECT ref FROM refs)"
             "    OR value_date BETWEEN %(first)s AND %(last)s "
             "UNION ALL "
-            "SELECT 'return', 'credit', bank_reference, amount, returned_on, payment_id, NULL, NULL"
-            "  FROM rm_payments"
+            "SELECT 'return', 'credit', bank_reference, amount, returned_on, payment_id,"
+            "       NULL, NULL, talent_id FROM rm_payments"
             " WHERE returned_on IS NOT NULL AND bank_reference IN (SELECT ref FROM refs) "
             "UNION ALL "
-            "SELECT 'recovery', 'credit', bank_reference, amount, value_date, NULL, clawback_id,"
-            "       recovery_id FROM rm_recoveries WHERE bank_reference IN (SELECT ref FROM refs) "
+            "SELECT 'recovery', 'credit', r.bank_reference, r.amount, r.value_date, NULL,"
+            "       r.clawback_id, r.recovery_id, c.talent_id FROM rm_recoveries r"
+            "  JOIN rm_clawbacks c ON c.clawback_id = r.clawback_id"
+            " WHERE r.bank_reference IN (SELECT ref FROM refs) "
             "ORDER BY value_date, bank_reference",
             {"refs": "\n".join(references), "first": first, "last": last},
         )

@@ -39,6 +39,9 @@ TalentStatus = Literal["active", "departed"]
 class TalentProfile(Out):
     talent_id: str
     name: str | None = Field(description="null once the talent's personal data was erased")
+    bank_account: str | None = Field(
+        description="Where payments go (CONTRACT §14); null if none, or once erased"
+    )
     personal_data_erased: bool
     category: str
     employer: str
@@ -67,14 +70,22 @@ class TalentOut(TalentProfile):
     balances: list[TalentBalance]
 
 
-def revealed(talent: dict[str, Any], name: str | None) -> dict[str, Any]:
-    """A talent's fields as answered: its name in clear, or null once erased."""
-    return {**talent, "name": name, "personal_data_erased": name is None}
+def revealed(ledger: Ledger, talent: dict[str, Any], wrapped: bytes | None) -> dict[str, Any]:
+    """A talent's fields as answered: its personal data opened with its wrapped data key
+    (as a read found it), or null once the key was destroyed."""
+    talent_id, account = talent["talent_id"], talent["sealed_bank_account"]
+    name = ledger.vault.open(talent_id, wrapped, talent["sealed_name"])
+    return {
+        **talent,
+        "name": name,
+        "bank_account": account and ledger.vault.open(talent_id, wrapped, account),
+        "personal_data_erased": name is None,
+    }
 
 
 def _profile(ledger: Ledger, talent: Talent, ids: Ids) -> dict[str, Any]:
-    name = ledger.vault.reveal(talent.talent_id, talent.sealed_name)
-    return revealed({**vars(talent), "status": talent.status}, name)
+    wrapped = ledger.vault.wrapped_key(talent.talent_id)
+    return revealed(ledger, {**vars(talent), "status": talent.status}, wrapped)
 
 
 OPERATIONS = (
@@ -88,9 +99,9 @@ OPERATIONS = (
         True,
         reads=("getTalent", "talent_id"),
         summary="Register a talent",
-        description="A talent the city attracted: the name is sealed with a data key of "
-        "the talent's own, so that it can be erased later (`ledger talents forget`) while "
-        "every amount stays.",
+        description="A talent the city attracted: the name and bank account are sealed "
+        "with a data key of the talent's own, so that they can be erased later (`ledger "
+        "talents forget`) while every amount stays.",
     ),
     Operation(
         "talent.depart",
@@ -112,8 +123,7 @@ add_writes(router, OPERATIONS)
 
 def opened(ledger: Ledger, talent: dict[str, Any]) -> dict[str, Any]:
     """A talent read from the views, its name opened with its wrapped data key."""
-    wrapped = talent.pop("wrapped_key")
-    return revealed(talent, ledger.vault.open(talent["talent_id"], wrapped, talent["sealed_name"]))
+    return revealed(ledger, talent, talent.pop("wrapped_key"))
 
 
 @read(router, "/talents/{talent_id}", TalentOut, summary="Read a talent", views=(Balances.NAME,))

@@ -6,13 +6,16 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from api.lists import FundYearFilter, TalentFilter, list_route
-from api.operations import Operation
+from api.operations import Ids, Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.domain.waivers import RentWaiver
+from ledger.usecases.ledger import Ledger
+from ledger.usecases.personal import SEALED_PREFIX
 from ledger.usecases.waivers import EndWaiver, GrantWaiver
 from projections import lists
 from projections.views.treasury import Treasury
@@ -28,7 +31,7 @@ class WaiverOut(Out):
     talent_id: str
     fund_year: int
     programme: str
-    apartment: str
+    apartment: str | None = Field(description="null once the talent's personal data was erased")
     start_on: date
     end_on: date
     monthly_rent: Money
@@ -38,12 +41,35 @@ class WaiverOut(Out):
     ended_on: date | None
 
 
+def _opened(ledger: Ledger, waiver: dict[str, Any], wrapped: bytes | None) -> dict[str, Any]:
+    """A waiver as answered: its apartment opened with the talent's wrapped data key."""
+    return {**waiver, "apartment": opened_apartment(ledger, waiver, wrapped)}
+
+
+def opened_apartment(ledger: Ledger, waiver: dict[str, Any], wrapped: bytes | None) -> str | None:
+    apartment: str = waiver["apartment"]
+    if not apartment.startswith(SEALED_PREFIX):
+        return apartment  # recorded before apartments were sealed
+    return ledger.vault.open(waiver["talent_id"], wrapped, apartment)
+
+
+def _waiver(ledger: Ledger, waiver: RentWaiver, ids: Ids) -> dict[str, Any]:
+    shown = {**vars(waiver), "status": waiver.status}
+    return _opened(ledger, shown, ledger.vault.wrapped_key(waiver.talent_id))
+
+
+def _listed(ledger: Ledger, waiver: dict[str, Any]) -> dict[str, Any]:
+    return _opened(ledger, waiver, waiver.pop("wrapped_key"))
+
+
 OPERATIONS = (
     Operation(
         "waiver.grant",
         "/rent-waivers",
         GrantWaiver,
         WaiverOut,
+        True,
+        _waiver,
         True,
         reads=("getWaiver", "waiver_id"),
         summary="Grant a rent waiver",
@@ -57,6 +83,8 @@ OPERATIONS = (
         EndWaiver,
         WaiverOut,
         False,
+        _waiver,
+        True,
         reads=("getWaiver", "waiver_id"),
         summary="End a rent waiver early",
         description="The months up to and including the end date's are kept; the value of "
@@ -68,8 +96,11 @@ add_writes(router, OPERATIONS)
 
 @read(router, "/rent-waivers/{waiver_id}", WaiverOut, summary="Read a rent waiver")
 def get_waiver(waiver_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> WaiverOut:
-    """A rent waiver, its months and value, read from its own events."""
-    return WaiverOut.model_validate(ledger.load(RentWaiver, waiver_id, "rent waiver"))
+    """A rent waiver, its months and value, read from its own events; the apartment
+    opened with the talent's key (null once erased)."""
+    return WaiverOut.model_validate(
+        _waiver(ledger, ledger.load(RentWaiver, waiver_id, "rent waiver"), {})
+    )
 
 
 async def waiver_filters(
@@ -87,6 +118,7 @@ list_route(
     waiver_filters,
     lists.waivers,
     (Treasury.NAME,),
+    _listed,
     name="list_waivers",
     what="rent waivers",
 )

@@ -62,6 +62,7 @@ class Movement(NamedTuple):
     payment_id: str | None = None
     clawback_id: str | None = None
     recovery_id: str | None = None
+    talent_id: str | None = None  # whose money it was
 
     def as_dict(self) -> dict[str, Any]:
         """The movement as a report shows it (a return is known by its payment)."""
@@ -77,6 +78,8 @@ class Movement(NamedTuple):
             shown["clawback_id"] = self.clawback_id
         if self.recovery_id is not None:
             shown["recovery_id"] = self.recovery_id
+        if self.talent_id is not None:
+            shown["talent_id"] = self.talent_id
         return shown
 
 
@@ -86,15 +89,31 @@ def reconciliation_id(statement: Statement) -> str:
 
 
 def _entry(line: StatementLine, movement: Movement | None) -> dict[str, Any]:
+    """A statement line as the report shows it: never its counterparty, a person's name
+    the report would keep in clear (`counterparties` keeps it sealed)."""
     return {
         "line": line.line,
         "bank_reference": line.bank_reference,
         "amount": format_money(line.amount),
         "value_date": line.value_date.isoformat(),
         "direction": line.direction,
-        "counterparty": line.counterparty,
         "ledger": movement.as_dict() if movement else None,
     }
+
+
+def counterparties(statement: Statement, report: dict[str, Any]) -> dict[int, tuple[str, str]]:
+    """Each line's counterparty with the talent whose money the line moved, by line
+    number: a line that matched no talent's money is left out (its counterparty is
+    kept nowhere)."""
+    named = {line.line: line.counterparty for line in statement.lines if line.counterparty}
+    found: dict[int, tuple[str, str]] = {}
+    for bucket in BUCKETS:
+        for entry in report[bucket]:
+            talent_id = (entry.get("ledger") or {}).get("talent_id")
+            line = entry.get("line")
+            if talent_id is not None and line in named:
+                found[line] = (talent_id, named[line])
+    return found
 
 
 def _missing(movement: Movement) -> dict[str, Any]:
@@ -178,15 +197,25 @@ class Reconciliation(LedgerAggregate):
         return stream_id("reconciliations", reconciliation_id)
 
     class Imported(LedgerAggregate.Created):
+        class_version = 2  # 2: counterparties sealed apart (v1 kept them in the report)
         reconciliation_id: str
         sha256: str
         report_packed: str
+        # line number -> the counterparty sealed with its talent's key, packed
+        sealed_counterparties: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["sealed_counterparties"] = pack({})
 
     @event(Imported)
-    def __init__(self, reconciliation_id: str, sha256: str, report_packed: str) -> None:
+    def __init__(
+        self, reconciliation_id: str, sha256: str, report_packed: str, sealed_counterparties: str
+    ) -> None:
         self.reconciliation_id = reconciliation_id
         self.sha256 = sha256
         self.report_packed = report_packed
+        self.sealed_counterparties = sealed_counterparties
 
     @property
     def report(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -30,6 +31,7 @@ class Talent(LedgerAggregate):
             )
 
     class Registered(LedgerAggregate.Created):
+        class_version = 2  # 2: the bank account (sealed), which v1 had not
         talent_id: str
         sealed_name: str
         category: str
@@ -37,6 +39,11 @@ class Talent(LedgerAggregate):
         arrived_on: date
         service_commitment_until: date
         fingerprint: str
+        sealed_bank_account: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["sealed_bank_account"] = None
 
     @event(Registered)
     def __init__(
@@ -48,9 +55,11 @@ class Talent(LedgerAggregate):
         arrived_on: date,
         service_commitment_until: date,
         fingerprint: str,
+        sealed_bank_account: str | None = None,
     ) -> None:
         self.talent_id = talent_id
         self.sealed_name = sealed_name
+        self.sealed_bank_account = sealed_bank_account
         self.category = category
         self.employer = employer
         self.arrived_on = arrived_on

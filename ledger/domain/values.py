@@ -31,10 +31,14 @@ class YearRange:
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: a bank account number (a card number, or an IBAN), digits and capitals only
+BANK_ACCOUNT_PATTERN = r"^[0-9A-Z]{8,34}$"
 SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 #: a client's chosen id of a resource, or a bank's reference
 Identifier = Annotated[str, TextFormat(ID_PATTERN)]
+#: personal data: a talent's bank account, sealed like the name
+BankAccount = Annotated[str, TextFormat(BANK_ACCOUNT_PATTERN)]
 #: a code chosen by whoever appropriates: a programme, a category
 Slug = Annotated[str, TextFormat(SLUG_PATTERN)]
 #: free text: no control characters but tab and newlines (NUL cannot even be stored)

@@ -62,7 +62,7 @@ class RentWaiver(LedgerAggregate):
         talent_id: str
         fund_year: int
         programme: str
-        apartment: str
+        apartment: str  # sealed with the talent's key (in clear before it was)
         start_on: date
         end_on: date
         monthly_rent: Decimal

@@ -13,6 +13,7 @@ from ledger.domain.reconciliation import (
     Movement,
     Reconciliation,
     Statement,
+    counterparties,
     pack,
     reconcile,
     reconciliation_id,
@@ -93,6 +94,20 @@ class Ledger(Engine):
         report. `movements` are the ledger's bank movements a statement may match (the
         read models know them)."""
         key = reconciliation_id(statement)
-        is_new = Reconciliation.create_id(key) not in self.repository
-        packed = pack(reconcile(statement, movements(statement))) if is_new else ""
-        return self.run(record_reconciliation, MatchedStatement(key, statement.sha256, packed))
+        packed, sealed = "", ""
+        if Reconciliation.create_id(key) not in self.repository:
+            report = reconcile(statement, movements(statement))
+            packed, sealed = pack(report), pack(self._sealed(counterparties(statement, report)))
+        return self.run(
+            record_reconciliation, MatchedStatement(key, statement.sha256, packed, sealed)
+        )
+
+    def _sealed(self, named: dict[int, tuple[str, str]]) -> dict[str, str]:
+        """Each counterparty sealed with its talent's data key; one whose talent's key
+        was destroyed is not kept."""
+        keys = self.vault.keys_of({talent_id for talent_id, _ in named.values()})
+        return {
+            str(line): keys[talent_id].seal(counterparty)
+            for line, (talent_id, counterparty) in named.items()
+            if talent_id in keys
+        }

@@ -118,15 +118,26 @@ class Vault:
 
     def keys_for_new(self, talent_ids: Iterable[str]) -> dict[str, DataKey]:
         """`key_for_new` for many talents in one transaction (bulk loads)."""
-        stored = self._keys.get_or_add({t: self._new_wrapped(t) for t in talent_ids})
-        erased = [t for t, wrapped in stored.items() if wrapped is None]
+        ids = list(talent_ids)
+        keys = self.keys_of(ids)
+        erased = [t for t in ids if t not in keys]
         if erased:
             raise PersonalDataErased(f"talent {erased[0]}'s personal data was erased")
+        return keys
+
+    def keys_of(self, talent_ids: Iterable[str]) -> dict[str, DataKey]:
+        """The data keys of these talents, made for those without one yet; a talent
+        whose key was destroyed is left out."""
+        stored = self._keys.get_or_add({t: self._new_wrapped(t) for t in talent_ids})
         return {t: self._unwrap(t, w) for t, w in stored.items() if w is not None}
 
     def reveal(self, talent_id: str, sealed: str) -> str | None:
         """The clear text of a sealed value; None once the talent's key is destroyed."""
         return self.open(talent_id, self._keys.find(talent_id), sealed)
+
+    def wrapped_key(self, talent_id: str) -> bytes | None:
+        """The talent's data key as stored (wrapped), for `open`; None once destroyed."""
+        return self._keys.find(talent_id)
 
     def open(self, talent_id: str, wrapped: bytes | None, sealed: str) -> str | None:
         """`reveal` with the talent's wrapped key as a read found it in the key store."""

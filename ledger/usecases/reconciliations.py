@@ -16,6 +16,7 @@ class MatchedStatement:
     reconciliation_id: str
     sha256: str
     report_packed: str
+    sealed_counterparties: str
 
 
 def record_reconciliation(uow: UnitOfWork, matched: MatchedStatement) -> Reconciliation:
@@ -23,4 +24,11 @@ def record_reconciliation(uow: UnitOfWork, matched: MatchedStatement) -> Reconci
     existing = uow.find(Reconciliation, matched.reconciliation_id)
     if existing is not None:
         return existing
-    return uow.add(Reconciliation(matched.reconciliation_id, matched.sha256, matched.report_packed))
+    return uow.add(
+        Reconciliation(
+            matched.reconciliation_id,
+            matched.sha256,
+            matched.report_packed,
+            matched.sealed_counterparties,
+        )
+    )

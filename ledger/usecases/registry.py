@@ -9,7 +9,7 @@ import importlib
 import json
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -21,12 +21,20 @@ C = TypeVar("C")
 T = TypeVar("T")
 
 
+#: the metadata of a command's field added after commands of its type were recorded
+ADDED_LATER = {"added_later": True}
+
+
 def fingerprint(command: object) -> str:
     """SHA-256 of the command's canonical JSON: equal for bodies that mean the same.
 
     Stored in every created aggregate, so its value must never change: commands are
-    flat, and their fields are read as they are (`asdict` copied each one deeply)."""
-    canonical = json.dumps(vars(command), sort_keys=True, default=str, ensure_ascii=False)
+    flat, and their fields are read as they are (`asdict` copied each one deeply). A
+    field added later (`ADDED_LATER`) is left out while it is None, so that a command
+    that does not use it keeps the fingerprint it had before the field existed."""
+    later = {f.name for f in fields(command) if f.metadata.get("added_later")}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(command).items() if not (v is None and k in later)}
+    canonical = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from ledger.domain.errors import IdempotencyConflict, InvalidState, NotFound
 from ledger.domain.talents import Talent
-from ledger.domain.values import Identifier, Slug, Text
+from ledger.domain.values import BankAccount, Identifier, Slug, Text
 from ledger.engine.unit_of_work import UnitOfWork
 from ledger.usecases.personal import PersonalDataErased, Vault
-from ledger.usecases.registry import fingerprint, use_case
+from ledger.usecases.registry import ADDED_LATER, fingerprint, use_case
 
 # --- commands ------------------------------------------------------------
 
@@ -23,6 +23,7 @@ class RegisterTalent:
     employer: Text
     arrived_on: date
     service_commitment_until: date
+    bank_account: BankAccount | None = field(default=None, metadata=ADDED_LATER)
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class DepartTalent:
 
 @dataclass(frozen=True)
 class SealedRegistration:
-    """A registration ready to decide: its name replaced by a keyed digest (what a retry
-    compares, never the name), and the name sealed with the talent's data key."""
+    """A registration ready to decide: its personal data replaced by keyed digests (what
+    a retry compares, never the data), and sealed with the talent's data key."""
 
     registration: RegisterTalent
     sealed_name: str
+    sealed_bank_account: str | None
 
 
 def seal_registration(vault: Vault, cmd: RegisterTalent) -> SealedRegistration:
@@ -50,7 +52,9 @@ def seal_registration(vault: Vault, cmd: RegisterTalent) -> SealedRegistration:
         key = vault.key_for_new(cmd.talent_id)
     except PersonalDataErased as e:
         raise IdempotencyConflict(f"{e}: its registration cannot be compared") from None
-    return SealedRegistration(replace(cmd, name=key.digest(cmd.name)), key.seal(cmd.name))
+    account = cmd.bank_account
+    digested = replace(cmd, name=key.digest(cmd.name), bank_account=account and key.digest(account))
+    return SealedRegistration(digested, key.seal(cmd.name), account and key.seal(account))
 
 
 @use_case(RegisterTalent, role="clerk", refuses=(IdempotencyConflict,), prepare=seal_registration)
@@ -67,6 +71,7 @@ def register_talent(uow: UnitOfWork, sealed: SealedRegistration) -> Talent:
         cmd.arrived_on,
         cmd.service_commitment_until,
         fp,
+        sealed.sealed_bank_account,
     )
     return uow.add(talent)
 

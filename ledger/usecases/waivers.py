@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
@@ -19,6 +19,7 @@ from ledger.domain.talents import Talent
 from ledger.domain.values import Identifier, Slug, Text, Year
 from ledger.domain.waivers import RentWaiver
 from ledger.engine.unit_of_work import UnitOfWork
+from ledger.usecases.personal import PersonalDataErased, Vault
 from ledger.usecases.registry import fingerprint, use_case
 
 # --- commands ------------------------------------------------------------
@@ -45,19 +46,39 @@ class EndWaiver:
 # --- decisions -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SealedWaiver:
+    """A waiver ready to decide: where the talent lives is personal data, so the
+    apartment is replaced by a keyed digest (what a retry compares) and sealed with
+    the talent's data key, as the name is."""
+
+    waiver: GrantWaiver
+    sealed_apartment: str
+
+
+def seal_waiver(vault: Vault, cmd: GrantWaiver) -> SealedWaiver:
+    try:
+        key = vault.key_for_new(cmd.talent_id)
+    except PersonalDataErased as e:
+        raise InvalidState(f"{e}: no apartment can be recorded for them") from None
+    return SealedWaiver(replace(cmd, apartment=key.digest(cmd.apartment)), key.seal(cmd.apartment))
+
+
 @use_case(
     GrantWaiver,
     role="clerk",
-    refuses=(IdempotencyConflict, BudgetExceeded, FundYearClosed, TalentDeparted),
+    refuses=(IdempotencyConflict, BudgetExceeded, FundYearClosed, TalentDeparted, InvalidState),
+    prepare=seal_waiver,
 )
-def grant_waiver(uow: UnitOfWork, cmd: GrantWaiver) -> RentWaiver:
+def grant_waiver(uow: UnitOfWork, sealed: SealedWaiver) -> RentWaiver:
+    cmd = sealed.waiver
     fp = fingerprint(cmd)
     waiver = RentWaiver.grant(
         cmd.waiver_id,
         cmd.talent_id,
         cmd.fund_year,
         cmd.programme,
-        cmd.apartment,
+        sealed.sealed_apartment,
         cmd.start_on,
         cmd.end_on,
         cmd.monthly_rent,

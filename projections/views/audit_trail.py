@@ -52,7 +52,7 @@ BENEFIT_ID_FIELDS = {Grant.KIND: "grant_id", RentWaiver.KIND: "waiver_id"}
 
 class AuditTrail(View):
     NAME = "audit_trail"
-    VERSION = 1
+    VERSION = 2  # 2: a waiver's apartment, personal data, is no longer repeated here
     TABLES = (AUDIT_TRAIL,)
     FOLDS_EVERY_EVENT = True
 
@@ -206,7 +206,7 @@ class AuditTrail(View):
 
     @handles(RentWaiver.Granted)
     def _waived(self, e: RentWaiver.Granted) -> None:
-        self._of(e, self.stream(), "waiver_id", amount=e.value, reference=e.apartment)
+        self._of(e, self.stream(), "waiver_id", amount=e.value)
 
     @handles(RentWaiver.Ended)
     def _waiver_ended(self, e: RentWaiver.Ended) -> None:

@@ -70,6 +70,7 @@ TALENTS = Table(
     {
         "talent_id": "text",
         "sealed_name": "text NOT NULL",
+        "sealed_bank_account": "text",
         "category": "text NOT NULL",
         "employer": "text NOT NULL",
         "arrived_on": "date NOT NULL",
@@ -114,6 +115,7 @@ class FundYearRow:
 @dataclass
 class TalentRow:
     sealed_name: str
+    sealed_bank_account: str | None
     category: str
     employer: str
     arrived_on: date
@@ -139,7 +141,7 @@ def _line(row: DictRow) -> Line:
 
 class Balances(View):
     NAME = "balances"
-    VERSION = 2  # 2: the lists' indexes, and when a fund year closed
+    VERSION = 3  # 2: the lists' indexes, and when a fund year closed; 3: bank accounts
     TABLES = (FUND_YEARS, LINES, LINE_VERSIONS, TALENTS, BALANCES, BALANCE_VERSIONS)
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
@@ -237,6 +239,7 @@ class Balances(View):
             e.talent_id,
             TalentRow(
                 e.sealed_name,
+                e.sealed_bank_account,
                 e.category,
                 e.employer,
                 e.arrived_on,

@@ -367,14 +367,14 @@ def test_an_answer_is_presented_after_its_decision_never_in_the_writer(
             sessions.open = False
 
     revealed: list[tuple[str, bool]] = []
-    real_reveal = Vault.reveal
+    real_wrapped_key = Vault.wrapped_key
 
-    def reveal(self: Vault, talent_id: str, sealed: str) -> str | None:
+    def wrapped_key(self: Vault, talent_id: str) -> bytes | None:
         revealed.append((threading.current_thread().name, getattr(sessions, "open", False)))
-        return real_reveal(self, talent_id, sealed)
+        return real_wrapped_key(self, talent_id)
 
     monkeypatch.setattr(LedgerRecorder, "append_session", append_session)
-    monkeypatch.setattr(Vault, "reveal", reveal)
+    monkeypatch.setattr(Vault, "wrapped_key", wrapped_key)
     a = funded(api)
     answer = expect(
         a.clerk.post(

@@ -19,6 +19,7 @@ from eventsourcing.persistence import StoredEvent
 from ledger.domain.budget import FundYear, LineKind
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
+from ledger.domain.reconciliation import Reconciliation, unpack
 from ledger.domain.talents import Talent
 from ledger.domain.waivers import RentWaiver
 from ledger.entrypoints.runtime import open_memory_ledger
@@ -74,6 +75,13 @@ def test_old_topics_load_as_the_classes_in_their_new_modules(
         assert type(e).__module__.startswith("ledger.domain.")
 
 
+def test_a_reconciliation_kept_its_counterparties_in_its_report_and_none_apart(
+    events: list[Any],
+) -> None:
+    (imported,) = [e for e in events if isinstance(e, Reconciliation.Imported)]
+    assert unpack(imported.sealed_counterparties) == {}
+
+
 def test_a_reservation_names_its_benefit_by_kind_and_id(events: list[Any]) -> None:
     budget = [e for e in events if isinstance(e, FundYear.Reserved | FundYear.Released)]
     assert [(type(e).__name__, e.benefit, e.benefit_id, e.amount) for e in budget] == [
@@ -114,6 +122,7 @@ def test_the_replayed_history_has_the_state_the_first_edition_recorded(
     assert aggregates[Grant.create_id("G-2")].status == "rejected"
     talent = aggregates[Talent.create_id("T-1")]
     assert (talent.departed_on, talent.personal_data_erased) == (date(2024, 6, 30), True)
+    assert talent.sealed_bank_account is None, "registered before talents had one"
     waiver = aggregates[RentWaiver.create_id("W-1")]
     assert (waiver.status, waiver.months, waiver.value) == ("ended", 1, D("2200.00"))
     clawback = aggregates[Clawback.create_id("C-1")]

@@ -18,6 +18,7 @@ from ledger.domain.reconciliation import (
     BUCKETS,
     Movement,
     Statement,
+    counterparties,
     pack,
     reconcile,
     reconciliation_id,
@@ -297,10 +298,14 @@ def test_every_line_is_in_exactly_one_bucket_and_every_movement_claimed_once(
     assert_entries_well_formed(report)
 
 
-def test_a_packed_report_unpacks_to_the_same_report_with_its_text_as_utf8() -> None:
-    report = reconcile(
-        statement("2024-03-01,BR-1,10.00,debit,张伟"), [payment("BR-1", "10.00", "2024-03-01")]
-    )
+def test_a_packed_report_unpacks_to_the_same_report_and_never_holds_a_counterparty() -> None:
+    """A counterparty is a person's name: kept only sealed, apart (`counterparties`)."""
+    parsed = statement("2024-03-01,BR-1,10.00,debit,张伟", "2024-03-02,BR-2,1.00,debit,李娜")
+    mine = payment("BR-1", "10.00", "2024-03-01")._replace(talent_id="T-1")
+    report = reconcile(parsed, [mine])
     packed = pack(report)
     assert unpack(packed) == report
-    assert "张伟".encode() in unpack_json(packed)
+    text = unpack_json(packed)
+    assert "张伟".encode() not in text and "李娜".encode() not in text
+    assert report["matched"][0]["ledger"]["talent_id"] == "T-1"
+    assert counterparties(parsed, report) == {2: ("T-1", "张伟")}, "a line no talent's: none"
