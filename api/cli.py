@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from psycopg.conninfo import make_conninfo
+
 from ledger.adapters.api_keys import issue_key
+from ledger.adapters.postgres import datastore_of
 from ledger.demo import load_demo
 from ledger.domain.context import acting_as
 from ledger.domain.roles import ROLES
@@ -23,10 +26,17 @@ from ledger.entrypoints.runtime import (
     signing_key,
 )
 from ledger.usecases.ledger import Ledger
+from projections.schema import ensure_schema, grant_read_models
 from projections.worker import ProjectionWorker
 
 if TYPE_CHECKING:
     from ledger.entrypoints.cli import Subcommands
+
+
+# the embedded server's application role: the owner (the server's superuser) sets up and
+# upgrades the schema; the API and its workers append as this role, which cannot change
+# the history (docs/deployment.md, "Database roles")
+EMBEDDED_APP_ROLE = "ledger_app"
 
 
 def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
@@ -48,6 +58,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     url = database_url(settings)
     ledger = open_ledger(url, settings)
     try:
+        if settings.database_url is None:  # embedded: set up, then serve as the app role
+            ensure_schema(datastore_of(ledger))
+            grant_read_models(datastore_of(ledger), EMBEDDED_APP_ROLE)
+            url = make_conninfo(url, user=EMBEDDED_APP_ROLE)
         if args.demo and ledger.store.max_notification_id() is None:
             # into an empty ledger only: a restart keeps the keys it made then
             load_demo(ledger)

@@ -22,6 +22,7 @@ from ledger.entrypoints.runtime import Settings, database_url, open_ledger
 from projections.bundle import write_bundle
 from projections.exports import At, Extract, export
 from projections.reads import movements
+from projections.schema import ensure_schema, grant_read_models
 from projections.worker import ProjectionWorker, settle
 
 if TYPE_CHECKING:
@@ -128,7 +129,40 @@ def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db_init(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = open_ledger(database_url(settings), settings)  # creates or upgrades the schema
+    try:
+        datastore = datastore_of(ledger)
+        ensure_schema(datastore)
+        if args.app_role:
+            grant_read_models(datastore, args.app_role)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+    print(
+        "the schema is up to date"
+        + (f"; {args.app_role} may append to the ledger, never change it" if args.app_role else "")
+    )
+    return 0
+
+
 def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
+    db = commands.add_parser("db", help="the database's schema and roles").add_subparsers(
+        dest="db_command", required=True
+    )
+    init = db.add_parser(
+        "init", help="create or upgrade the schema (as its owner), and grant an application role"
+    )
+    init.add_argument(
+        "--app-role",
+        default=None,
+        metavar="NAME",
+        help="the role `serve` and `projections run` connect as: created if missing",
+    )
+    init.set_defaults(run=_db_init)
+
     bundle = groups["audit"].add_parser(
         "bundle", help="write the events up to a checkpoint, for `ledger-verify`"
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
-from ledger.adapters.postgres import migrate, schema_lock
+from ledger.adapters.postgres import SchemaBehind, grant_app_role, migrate, schema_lock
 from projections.tables import Curs
 from projections.view import View
 from projections.views import VIEWS
@@ -59,7 +59,20 @@ def ensure_schema(datastore: PostgresDatastore, views: Iterable[type[View]] = VI
                     f"{view.VERSION}: run the newer code"
                 )
             if version < view.VERSION:
+                curs.execute("SELECT has_schema_privilege(current_schema(), 'CREATE') AS may")
+                if not curs.fetchone()["may"]:  # type: ignore[index]
+                    raise SchemaBehind(
+                        f"read model {view.NAME} needs version {view.VERSION}, which this "
+                        "role may not create: run `ledger db init --app-role ROLE` as the "
+                        "schema's owner first"
+                    )
                 _create(curs, view, generation + 1)
+
+
+def grant_read_models(datastore: PostgresDatastore, role: str) -> None:
+    """Make `role` the application role (`ledger.adapters.postgres.grant_app_role`),
+    free with the read models, which it rebuilds."""
+    grant_app_role(datastore, role, [*tables(), "projection_tracking"])
 
 
 def _create(curs: Curs, view: type[View], generation: int) -> None:

@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.postgres import PostgresDatastore
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from psycopg import sql
 
 from api.app import create_app
 from ledger.adapters.postgres import datastore_of
@@ -114,6 +115,16 @@ def install_key(datastore: PostgresDatastore, name: str, roles: list[str]) -> st
             (hashlib.sha256(key.encode()).hexdigest(), name, roles),
         )
     return key
+
+
+def drop_role(db_url: str, role: str) -> None:
+    """Remove a database role a test made (roles outlive the test's database)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 ROLE_KEYS = {

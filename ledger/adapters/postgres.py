@@ -10,6 +10,7 @@ and processes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -76,6 +77,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # the library's `LOCK TABLE ... IN EXCLUSIVE MODE`, as the table's owner (see
+        # the migration "append-lock-as-owner"), after its lock timeout
+        self.lock_table_statements = [
+            self.lock_table_statements[0],
+            sql.SQL("SELECT ledger_lock_events()"),
+        ]
         table = sql.SQL("{0}.{1}").format(
             sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
         )
@@ -339,7 +346,72 @@ MIGRATIONS: list[tuple[str, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
         """,
     ),
+    (
+        # An application role may append but not lock the event table itself: `LOCK
+        # ... IN EXCLUSIVE MODE` needs UPDATE, DELETE or TRUNCATE, exactly what it must
+        # not hold. The owner's functions take the lock for it, in its transaction.
+        "append-lock-as-owner",
+        f"""
+        CREATE FUNCTION ledger_lock_events() RETURNS void LANGUAGE plpgsql
+            SECURITY DEFINER SET search_path FROM CURRENT AS $$
+            BEGIN
+                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+            END $$;
+        REVOKE ALL ON FUNCTION ledger_lock_events() FROM PUBLIC;
+        DO $$ BEGIN
+            IF to_regproc('ledger_events_chain') IS NOT NULL THEN
+                ALTER FUNCTION ledger_events_chain() SECURITY DEFINER;
+                ALTER FUNCTION ledger_events_chain() SET search_path FROM CURRENT;
+            END IF;
+        END $$;
+        """,
+    ),
 ]
+
+#: what an application role may do to the ledger's own tables (`grant_app_role`): append
+#: to the history, never change it; keys and talents' keys change as their life cycles do
+APP_PRIVILEGES: dict[str, str] = {
+    EVENTS_TABLE: "SELECT, INSERT",
+    CHECKPOINTS_TABLE: "SELECT, INSERT",
+    REFUSALS_TABLE: "SELECT, INSERT",
+    "api_keys": "SELECT, INSERT, UPDATE",
+    "talent_keys": "SELECT, INSERT, UPDATE",
+    "ledger_schema": "SELECT",
+}
+ROLE_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+def grant_app_role(datastore: PostgresDatastore, role: str, read_models: Sequence[str]) -> None:
+    """Create the application role `role` if there is none (it logs in; its password,
+    if any, is the database administrator's business), and grant it what the ledger
+    needs: `APP_PRIVILEGES`, the append lock, and all of the `read_models` (rebuilt by
+    truncating them). Run as the owner of the schema."""
+    if not re.fullmatch(ROLE_PATTERN, role):
+        raise ValueError(f"{role!r} is not a role name (lower case letters, digits, _)")
+    who = sql.Identifier(role)
+    with schema_lock(datastore), datastore.transaction(commit=True) as curs:
+        curs.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if curs.fetchone() is None:
+            curs.execute(sql.SQL("CREATE ROLE {} LOGIN").format(who))
+        curs.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(datastore.schema), who)
+        )
+        for table, privileges in APP_PRIVILEGES.items():
+            curs.execute(
+                sql.SQL("GRANT " + privileges + " ON {} TO {}").format(sql.Identifier(table), who)
+            )
+        for table in read_models:
+            curs.execute(
+                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {} TO {}").format(
+                    sql.Identifier(table), who
+                )
+            )
+        curs.execute(
+            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                sql.Identifier(datastore.schema), who
+            )
+        )
+        curs.execute(sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_events() TO {}").format(who))
 
 
 @contextmanager
@@ -362,6 +434,8 @@ def migrate(
     """Apply the `steps` not applied yet (after creating the event table, given its
     `recorder`); safe when several processes start at once."""
     with schema_lock(datastore):
+        if _up_to_date(datastore, steps, recorder):
+            return
         if recorder is not None:
             recorder.create_table()
         with datastore.transaction(commit=True) as curs:
@@ -375,6 +449,39 @@ def migrate(
                 if name not in done:
                     curs.execute(statement)  # fixed DDL text
                     curs.execute("INSERT INTO ledger_schema (name) VALUES (%s)", (name,))
+
+
+class SchemaBehind(Exception):
+    """The schema lacks steps this code needs, and this role may not add them."""
+
+
+def _up_to_date(
+    datastore: PostgresDatastore, steps: Sequence[tuple[str, str]], recorder: LedgerRecorder | None
+) -> bool:
+    """Whether every step was applied (and the event table made): then migrating does
+    nothing, which is all an application role may do (it may not create or alter
+    anything). A role that may not when there is something to do is told who may."""
+    with statements(datastore) as curs:
+        curs.execute(
+            "SELECT to_regclass('ledger_schema') IS NOT NULL AS known, "
+            "to_regclass(%s) IS NOT NULL AS events, "
+            "has_schema_privilege(current_schema(), 'CREATE') AS may_create",
+            (EVENTS_TABLE,),
+        )
+        row = curs.fetchone()
+        assert row is not None
+        done: set[str] = set()
+        if row["known"]:
+            curs.execute("SELECT name FROM ledger_schema")
+            done = {r["name"] for r in curs.fetchall()}
+    if {name for name, _ in steps} <= done and (recorder is None or row["events"]):
+        return True
+    if not row["may_create"]:
+        raise SchemaBehind(
+            "the database's schema needs upgrading, which this role may not do: run "
+            "`ledger db init --app-role ROLE` as the schema's owner first"
+        )
+    return False
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -189,3 +190,19 @@ def test_keys_create_refuses_a_name_taken_and_approver_with_treasury(
     assert taken.returncode == 2 and "zhao exists" in taken.stderr
     both = cli("keys", "create", "--name", "chen", "--role", "approver", "--role", "treasury")
     assert both.returncode == 2 and "approver and treasury" in both.stderr
+
+
+def test_serve_demo_mints_demo_keys_only_into_an_empty_ledger(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    serve: Callable[..., Server],
+    ledger_env: dict[str, str],
+    db_url: str,
+) -> None:
+    assert cli("keys", "create", "--name", "zhou", "--role", "admin").returncode == 0
+    server = serve("--demo")
+    server.stop()
+    assert "holds events already" in server.log.read_text()
+    assert not (Path(ledger_env["LEDGER_DATA_DIR"]) / "demo-keys.sh").exists()
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT name FROM api_keys").fetchall() == [("zhou",)]
+        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (1,)

@@ -1,0 +1,139 @@
+"""Database roles (CONTRACT §12): the owner creates the schema and grants an application
+role only what the ledger needs; under that role the ledger works (writes, reads,
+projections, a rebuild, checkpoints, keys) while PostgreSQL itself refuses to change
+the history: UPDATE, DELETE, TRUNCATE, ALTER TABLE, and disabling triggers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from api.app import create_app
+from ledger.adapters.api_keys import issue_key
+from ledger.adapters.postgres import SchemaBehind, datastore_of
+from ledger.domain.context import acting_as
+from ledger.entrypoints.runtime import Settings, open_ledger
+from projections.schema import ensure_schema, grant_read_models
+from projections.worker import ProjectionWorker
+from tests import commands as c
+from tests.conftest import drop_role
+
+pytestmark = [pytest.mark.db]
+
+HISTORY = ("ledger_events", "ledger_checkpoints", "ledger_refusals")
+
+
+@pytest.fixture
+def app_url(db_url: str, test_settings: Settings) -> Iterator[str]:
+    """The test database set up by its owner, and the URL of a new application role."""
+    role = "ledger_app_" + secrets.token_hex(4)
+    owner = open_ledger(db_url, test_settings)
+    try:
+        ensure_schema(datastore_of(owner))
+        grant_read_models(datastore_of(owner), role)
+    finally:
+        owner.close()
+    try:
+        yield make_conninfo(db_url, user=role)
+    finally:
+        drop_role(db_url, role)
+
+
+def as_app(app_url: str, test_settings: Settings) -> Settings:
+    return replace(test_settings, database_url=app_url)
+
+
+def life(ledger_url: str, settings: Settings) -> None:
+    ledger = open_ledger(ledger_url, settings)
+    try:
+        with acting_as("admin", "req-1"):
+            ledger.execute(c.OpenFundYear(2024, "CNY"))
+            ledger.execute(c.Appropriate(2024, "A-1", "settling_in", "cash", Decimal(900), "r"))
+        with acting_as("clerk", "req-2"):
+            ledger.execute(
+                c.RegisterTalent(
+                    "T-1", "王芳", "master", "某院", date(2024, 1, 5), date(2027, 1, 4)
+                )
+            )
+            ledger.execute(
+                c.ProposeGrant("G-1", "T-1", 2024, "settling_in", Decimal(300), "p", "r")
+            )
+        with acting_as("approver", "req-3"):
+            ledger.execute(c.ApproveGrant("G-1"))
+        with acting_as("treasury", "req-4"):
+            ledger.execute(c.RecordPayment("P-1", "G-1", Decimal(100), date(2024, 3, 1), "BR-1"))
+        ledger.notary.sign()
+        issue_key(ledger, "wu", ["auditor"])
+        worker = ProjectionWorker(ledger)
+        worker.catch_up()
+        assert worker.rebuild() > 0
+        assert ledger.notary.verify().ok
+        assert ledger.forget_talent("T-1").position > 0
+    finally:
+        ledger.close()
+
+
+def test_the_ledger_works_under_the_application_role(app_url: str, test_settings: Settings) -> None:
+    settings = as_app(app_url, test_settings)
+    life(app_url, settings)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+    with psycopg.connect(app_url) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (
+            conninfo_to_dict(app_url)["user"],
+        )
+        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone()[0] > 8  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {t} SET {c} = {c}",
+        "DELETE FROM {t}",
+        "TRUNCATE {t}",
+        "ALTER TABLE {t} DISABLE TRIGGER ALL",
+        "ALTER TABLE {t} ADD COLUMN sneaky text",
+        "DROP TABLE {t}",
+        "LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE",
+    ],
+)
+@pytest.mark.parametrize("table", HISTORY)
+def test_postgresql_itself_refuses_to_change_the_history_to_the_application_role(
+    app_url: str, test_settings: Settings, statement: str, table: str
+) -> None:
+    life(app_url, as_app(app_url, test_settings))
+    column = {"ledger_events": "topic", "ledger_checkpoints": "note", "ledger_refusals": "code"}
+    query = statement.format(t=table, c=column[table])
+    with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(query)
+
+
+def test_the_application_role_cannot_bypass_the_triggers(app_url: str) -> None:
+    with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SET session_replication_role = replica")
+
+
+def test_an_upgrade_the_application_role_may_not_make_is_refused_naming_who_may(
+    app_url: str, db_url: str, test_settings: Settings
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM ledger_schema WHERE name = 'refusals'")
+    with pytest.raises(SchemaBehind, match="ledger db init --app-role"):
+        open_ledger(app_url, as_app(app_url, test_settings))
+
+
+def test_a_role_name_is_checked(db_url: str, test_settings: Settings) -> None:
+    owner = open_ledger(db_url, test_settings)
+    try:
+        with pytest.raises(ValueError, match="not a role name"):
+            grant_read_models(datastore_of(owner), 'x"; DROP TABLE ledger_events; --')
+    finally:
+        owner.close()
