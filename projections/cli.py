@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +15,10 @@ from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import write_csv
 from ledger.adapters.statement_csv import parse_statement
 from ledger.domain.context import acting_as
-from ledger.domain.errors import NotFound, StatementRejected
+from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import BUCKETS
 from ledger.domain.vocabulary import LANGS
-from ledger.entrypoints.runtime import Settings, database_url, open_ledger
+from ledger.entrypoints.runtime import Settings, opened
 from projections.bundle import write_bundle
 from projections.exports import At, Extract, export
 from projections.reads import movements
@@ -30,44 +30,28 @@ if TYPE_CHECKING:
 
 
 def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    worker = ProjectionWorker(ledger)
-    try:
-        worker.run_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ledger.close()
+    with opened(settings) as ledger, suppress(KeyboardInterrupt):
+        ProjectionWorker(ledger).run_forever()
     return 0
 
 
 def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    with opened(settings) as ledger:
         applied = ProjectionWorker(ledger).rebuild()
         print(f"rebuilt the read models from {applied} events", flush=True)
         settle(datastore_of(ledger))
-    finally:
-        ledger.close()
     return 0
 
 
 def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    def write(extract: Extract, at: At) -> None:
+        with open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out:
+            write_csv(extract.columns, extract.rows, args.lang, out, bom=args.bom)
+
+    with opened(settings) as ledger:
         ProjectionWorker(ledger).catch_up()
         filters = {"fund_year": args.fund_year, "talent_id": None}
-
-        def write(extract: Extract, at: At) -> None:
-            with open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out:
-                write_csv(extract.columns, extract.rows, args.lang, out, bom=args.bom)
-
         export(datastore_of(ledger), "audit-trail", filters, write)
-    except NotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.close()
     return 0
 
 
@@ -89,16 +73,13 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\nrefused: {e.detail}", file=sys.stderr)
         return 2
     print(f"\rreading  [{'#' * 30}] {len(statement.lines)} lines{' ' * 10}", file=sys.stderr)
-    ledger = open_ledger(database_url(settings), settings)
-    try:
-        with acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"):
-            ProjectionWorker(ledger).catch_up()
-            print("matching against the ledger...", file=sys.stderr, flush=True)
-            outcome = ledger.import_statement(
-                statement, lambda s: movements(datastore_of(ledger), s)
-            )
-    finally:
-        ledger.close()
+    with (
+        opened(settings) as ledger,
+        acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"),
+    ):
+        ProjectionWorker(ledger).catch_up()
+        print("matching against the ledger...", file=sys.stderr, flush=True)
+        outcome = ledger.import_statement(statement, lambda s: movements(datastore_of(ledger), s))
     report = outcome.value.report
     counts = ", ".join(f"{bucket} {len(report[bucket])}" for bucket in BUCKETS)
     print(
@@ -113,15 +94,9 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    with opened(settings) as ledger:
         ProjectionWorker(ledger).catch_up()
         checkpoint, events = write_bundle(ledger, args.out, args.checkpoint, args.fund_year)
-    except NotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.close()
     print(
         f"wrote {args.out}: {events} events up to checkpoint {checkpoint.checkpoint_id} "
         f"(position {checkpoint.head_position})"
@@ -130,17 +105,10 @@ def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_init(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)  # creates or upgrades the schema
-    try:
-        datastore = datastore_of(ledger)
-        ensure_schema(datastore)
+    with opened(settings) as ledger:  # opening it creates or upgrades the ledger's schema
+        ensure_schema(datastore_of(ledger))
         if args.app_role:
-            grant_read_models(datastore, args.app_role)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        ledger.close()
+            grant_read_models(datastore_of(ledger), args.app_role)
     print(
         "the schema is up to date"
         + (f"; {args.app_role} may append to the ledger, never change it" if args.app_role else "")

@@ -27,6 +27,7 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from ledger.domain.chain import GENESIS
+from ledger.domain.errors import ValidationFailed
 
 EVENTS_TABLE = "ledger_events"
 CHECKPOINTS_TABLE = "ledger_checkpoints"
@@ -387,7 +388,7 @@ def grant_app_role(datastore: PostgresDatastore, role: str, read_models: Sequenc
     needs: `APP_PRIVILEGES`, the append lock, and all of the `read_models` (rebuilt by
     truncating them). Run as the owner of the schema."""
     if not re.fullmatch(ROLE_PATTERN, role):
-        raise ValueError(f"{role!r} is not a role name (lower case letters, digits, _)")
+        raise ValidationFailed("app_role", f"{role!r} is not a role name (a-z, 0-9, _)")
     who = sql.Identifier(role)
     with schema_lock(datastore), datastore.transaction(commit=True) as curs:
         curs.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))

@@ -28,8 +28,7 @@ from ledger.entrypoints.logs import configure_logging
 from ledger.entrypoints.runtime import (
     ConfigurationError,
     Settings,
-    database_url,
-    open_ledger,
+    opened,
     signing_key,
     tune_collector,
 )
@@ -42,15 +41,8 @@ COMMANDS_GROUP = "ledger.commands"
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
-        with acting_as(args.actor, f"cli-keys-create-{args.name}"):
-            issued = issue_key(ledger, args.name, args.role, args.expires_in_days)
-    except LedgerError as e:  # a name taken, duties not kept apart, a malformed value
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        ledger.close()
+    with opened(settings) as ledger, acting_as(args.actor, f"cli-keys-create-{args.name}"):
+        issued = issue_key(ledger, args.name, args.role, args.expires_in_days)
     record = issued.record
     until = f", until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
     print(f"created key {record.name} with roles {', '.join(record.roles)}{until}:")
@@ -59,11 +51,8 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_list(_: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    with opened(settings) as ledger:
         records, _next = list_keys(datastore_of(ledger))
-    finally:
-        ledger.close()
 
     def instant(value: datetime | None) -> str:
         return f"{value:%Y-%m-%d %H:%M}" if value else "-"
@@ -80,26 +69,16 @@ def _keys_list(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
-        with acting_as(args.actor, f"cli-keys-revoke-{args.name}"):
-            record, _position = revoke_key(ledger, args.name)
-    except NotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.close()
+    with opened(settings) as ledger, acting_as(args.actor, f"cli-keys-revoke-{args.name}"):
+        record, _position = revoke_key(ledger, args.name)
     print(f"revoked key {record.name} at {record.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     note = args.checkpoint.read_text() if args.checkpoint else None
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    with opened(settings) as ledger:
         result = ledger.notary.verify(note)
-    finally:
-        ledger.close()
     if result.ok:
         kept = ", and the note given" if note is not None else ""
         print(
@@ -112,11 +91,8 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_checkpoint(_: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
+    with opened(settings) as ledger:
         checkpoint = ledger.notary.sign()
-    finally:
-        ledger.close()
     print(
         f"checkpoint {checkpoint.checkpoint_id}: {checkpoint.tree_size} events up to "
         f"position {checkpoint.head_position}; keep this note:",
@@ -132,15 +108,8 @@ def _audit_public_key(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
-    ledger = open_ledger(database_url(settings), settings)
-    try:
-        with acting_as(args.actor, f"cli-forget-{args.talent_id}"):
-            outcome = ledger.forget_talent(args.talent_id)
-    except NotFound as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.close()
+    with opened(settings) as ledger, acting_as(args.actor, f"cli-forget-{args.talent_id}"):
+        outcome = ledger.forget_talent(args.talent_id)
     log.info("personal data erased", talent_id=args.talent_id, position=outcome.position)
     print(f"erased the personal data of talent {args.talent_id}")
     return 0
@@ -224,7 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args, Settings.from_env())
-    except (ConfigurationError, MasterKeyMismatch) as e:
+    except NotFound as e:  # what was asked for is not so
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ConfigurationError, MasterKeyMismatch, LedgerError) as e:  # nor may it be
         print(f"error: {e}", file=sys.stderr)
         return 2
     return code

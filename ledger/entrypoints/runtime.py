@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import tempfile
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
@@ -202,6 +202,16 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))
     return app
+
+
+@contextmanager
+def opened(settings: Settings) -> Iterator[Ledger]:
+    """The ledger these settings name, for the length of one command."""
+    ledger = open_ledger(database_url(settings), settings)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
 
 
 def open_memory_ledger() -> Ledger:

@@ -20,6 +20,7 @@ from api.app import create_app
 from ledger.adapters.api_keys import issue_key
 from ledger.adapters.postgres import SchemaBehind, datastore_of
 from ledger.domain.context import acting_as
+from ledger.domain.errors import ValidationFailed
 from ledger.entrypoints.runtime import Settings, open_ledger
 from projections.schema import ensure_schema, grant_read_models
 from projections.worker import ProjectionWorker
@@ -133,7 +134,7 @@ def test_an_upgrade_the_application_role_may_not_make_is_refused_naming_who_may(
 def test_a_role_name_is_checked(db_url: str, test_settings: Settings) -> None:
     owner = open_ledger(db_url, test_settings)
     try:
-        with pytest.raises(ValueError, match="not a role name"):
+        with pytest.raises(ValidationFailed, match="not a role name"):
             grant_read_models(datastore_of(owner), 'x"; DROP TABLE ledger_events; --')
     finally:
         owner.close()
