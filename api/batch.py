@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.operations import Ids, Operation, answer, presented
 from api.problems import error_body, problem_body, problem_json, problem_responses
 from api.resources import OPERATIONS
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, roles
+from api.routing import LedgerDep, LedgerRoute, PrincipalDep, is_evidence, keep_evidence, roles
 from api.writes import ALWAYS, written
 from ledger.domain.errors import LedgerError
 from ledger.domain.roles import ROLES, Principal
@@ -127,23 +127,35 @@ def run_batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
             _result(p["status"], p) if isinstance(p, dict) else _run_one(ledger, p)
             for p in prepared
         ]
+        for item, result in zip(body.operations, results, strict=True):
+            _evidence(ledger, item, result["body"])
         positions = [r["position"] for r in results if r["position"] is not None]
         head = max(positions) if positions else ledger.store.max_notification_id() or 0
         return JSONResponse({"results": results}, headers={"Ledger-Position": str(head)})
     for index, p in enumerate(prepared):
         if isinstance(p, dict):
+            _evidence(ledger, body.operations[index], p)
             return _refused(index, p)
     ready = [p for p in prepared if not isinstance(p, dict)]
     try:
         outcomes = ledger.execute_atomic([command for _, _, command in ready])
     except AtomicRefusal as e:
-        return _refused(e.index, error_body(e.error))
+        refusal = error_body(e.error)
+        _evidence(ledger, body.operations[e.index], refusal)
+        return _refused(e.index, refusal)
     results = []
     for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
         status, _, content = answer(op, presented(ledger, op, ids, outcome))
         results.append(_result(status, content, outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
     return JSONResponse({"results": results}, headers=headers)
+
+
+def _evidence(ledger: Ledger, item: BatchOperation, answer: dict[str, Any]) -> None:
+    """An operation refused in a batch is kept as its single call's refusal would be."""
+    code = answer.get("code")
+    if isinstance(code, str) and is_evidence("POST", code):
+        keep_evidence(ledger, "POST", "/v1" + OPERATIONS[item.op].path, code, {}, item.body)
 
 
 def _refused(index: int, problem: dict[str, Any]) -> JSONResponse:

@@ -99,7 +99,7 @@ class LedgerRoute(APIRoute):
                 return await checked(request)
             except (ProblemError, LedgerError) as refusal:
                 if is_evidence(request.method, refusal.code):
-                    await _keep_evidence(request, refusal.code)
+                    await _keep_evidence(request, self.path, refusal.code)
                 raise
 
         async def checked(request: Request) -> Response:
@@ -135,25 +135,29 @@ def is_evidence(method: str, code: str) -> bool:
     )
 
 
-async def _keep_evidence(request: Request, code: str) -> None:
-    """Record the refusal: who, what, the ids its path and body named (the body is read
-    here if the refusal came before it was); never a reason to answer otherwise."""
+async def _keep_evidence(request: Request, route: str, code: str) -> None:
+    """Keep a refused request as evidence, reading its body if the refusal came first."""
     try:
         body = json.loads(await request.body() or b"null")
-    except ValueError:
+    except Exception:
         body = None
+    args = (ledger_of(request), request.method, route, code, request.path_params, body)
+    await run_in_threadpool(keep_evidence, *args)
+
+
+def keep_evidence(
+    ledger: Ledger, method: str, route: str, code: str, params: dict[str, Any], body: Any
+) -> None:
+    """Record a refused write (`is_evidence`): who, the route (its template, never the
+    path as sent, which may hold anything), and the ids its path and body named. Never
+    a reason to answer otherwise: a failure is logged."""
     refusal = Refusal(
-        actor_cvar.get(),
-        request_id_cvar.get(),
-        request.method,
-        request.url.path,
-        code,
-        ids_of(request.path_params, body),
+        actor_cvar.get(), request_id_cvar.get(), method, route, code, ids_of(params, body)
     )
     try:
-        await run_in_threadpool(record_refusal, datastore_of(ledger_of(request)), refusal)
+        record_refusal(datastore_of(ledger), refusal)
     except Exception:  # the answer stands; the log says evidence was lost
-        log.exception("refusal_not_recorded", code=code, path=request.url.path)
+        log.exception("refusal_not_recorded", code=code, route=route)
 
 
 async def _authenticate(request: Request) -> Principal:

@@ -264,6 +264,10 @@ def _amount(value: Any) -> Decimal:
     return Decimal(value["_data_"] if isinstance(value, dict) else value)
 
 
+BUDGET_MOVES = ("FundYear.Appropriated", "FundYear.Reserved", "FundYear.Released")
+FIGURES = ("appropriated", "committed", "net_paid", "in_kind_value")
+
+
 class FundYearFigures:
     """Each programme line's figures, folded from the events alone: the independent
     second computation the bundle's `fund-year.json` must agree with."""
@@ -281,14 +285,14 @@ class FundYearFigures:
         f = event.fields()
         if kind == "FundYear.Opened":
             self._years[originator_id] = f["year"]
-        elif kind.startswith("FundYear.") and self._years.get(originator_id) == self.year:
-            line = self.lines.setdefault(f.get("programme", ""), Line())
+        elif kind in BUDGET_MOVES and self._years.get(originator_id) == self.year:
+            line = self.lines.setdefault(f["programme"], Line())
             if kind == "FundYear.Appropriated":
                 line.kind = f["kind"]
                 line.appropriated += _amount(f["amount"])
             elif kind == "FundYear.Reserved":
                 line.committed += _amount(f["amount"])
-            elif kind == "FundYear.Released":
+            else:
                 line.committed -= _amount(f["amount"])
         elif kind in ("Payment.Recorded", "RentWaiver.Granted") and f["fund_year"] == self.year:
             amount = _amount(f["amount"] if kind == "Payment.Recorded" else f["value"])
@@ -305,24 +309,40 @@ class FundYearFigures:
             elif kind == "RentWaiver.Ended":
                 self.lines[programme].in_kind_value -= _amount(f["released"])
 
-    def compare(self, stated: dict[str, Any]) -> None:
-        if stated.get("year") != self.year:
-            raise Failed("fund-year.json", "it names another year than the manifest")
-        stated_lines = {line["programme"]: line for line in stated.get("lines", [])}
-        if set(stated_lines) != set(self.lines):
+    def compare(self, stated: Any) -> None:
+        """Hold the server's figures (`fund-year.json`) to the events': each line once,
+        every line the events give and no other, each figure and each total."""
+        lines = stated.get("lines") if isinstance(stated, dict) else None
+        if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
+            raise Failed("fund-year.json", "it holds no list of lines")
+        programmes = [line.get("programme") for line in lines]
+        if len(set(programmes)) != len(programmes):
+            raise Failed("fund-year.json", "it states a line twice")
+        if set(programmes) != set(self.lines):
             raise Failed(
                 "fund-year.json",
-                f"its lines {sorted(stated_lines)} are not those the events give "
+                f"its lines {sorted(map(str, programmes))} are not those the events give "
                 f"{sorted(self.lines)}",
             )
+        stated_lines = dict(zip(programmes, lines, strict=True))
+        totals = {name: Decimal(0) for name in FIGURES}
         for programme, line in sorted(self.lines.items()):
             for name, value in line.figures().items():
-                if Decimal(stated_lines[programme][name]) != value:
-                    raise Failed(
-                        "fund-year.json",
-                        f"line {programme}: {name} is {stated_lines[programme][name]}, "
-                        f"the events give {value}",
-                    )
+                _agree(f"line {programme}: {name}", stated_lines[programme].get(name), value)
+                totals[name] += value
+        stated_totals = stated.get("totals")
+        for name, value in totals.items():
+            given = stated_totals.get(name) if isinstance(stated_totals, dict) else None
+            _agree(f"totals: {name}", given, value)
+
+
+def _agree(what: str, stated: Any, computed: Decimal) -> None:
+    try:
+        agrees = Decimal(str(stated)) == computed
+    except ArithmeticError:
+        agrees = False
+    if not agrees:
+        raise Failed("fund-year.json", f"{what} is {stated}, the events give {computed}")
 
 
 @dataclass(frozen=True)
@@ -336,42 +356,54 @@ class Summary:
 
 def verify_bundle(path: Path, public_key: Ed25519PublicKey) -> Summary:
     """Every check of the bundle at `path`, in order; raises `Failed` at the first that
-    does not hold."""
+    does not hold. Whatever else goes wrong reading it is a failure of the bundle: a
+    file an attacker made must never crash the check into passing or a traceback."""
     try:
-        bundle = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise Failed("bundle", f"not a readable zip file ({e})") from None
-    with bundle:
-        try:
-            manifest = json.loads(bundle.read("manifest.json"))
-            note = verify_note(bundle.read("checkpoint.note").decode(), public_key)
-            fund_year = (
-                json.loads(bundle.read("fund-year.json"))
-                if ("fund-year.json" in bundle.namelist())
-                else None
-            )
-            figures = FundYearFigures(int(fund_year["year"])) if fund_year else None
-            frontier, head = Frontier(), GENESIS.hex()
-            with bundle.open("events.jsonl") as lines:
-                for event, head in _events(lines):
-                    frontier.append(bytes.fromhex(head))
-                    if figures is not None:
-                        figures.fold(event)
-        except NoteError as e:
-            raise Failed("signature", str(e)) from None
-        except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise Failed("bundle", f"a file is missing or unreadable ({e})") from None
+        return _verify_bundle(path, public_key)
+    except Failed:
+        raise
+    except NoteError as e:
+        raise Failed("signature", str(e)) from None
+    except Exception as e:
+        raise Failed(
+            "bundle", f"a file is missing or unreadable ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _verify_bundle(path: Path, public_key: Ed25519PublicKey) -> Summary:
+    with zipfile.ZipFile(path) as bundle:
+        manifest = json.loads(bundle.read("manifest.json"))
+        if not isinstance(manifest, dict):
+            raise Failed("manifest", "it is not an object")
+        note = verify_note(bundle.read("checkpoint.note").decode(), public_key)
+        stated = (
+            json.loads(bundle.read("fund-year.json"))
+            if "fund-year.json" in bundle.namelist()
+            else None
+        )
+        year = manifest.get("fund_year")
+        if (stated is None) != (year is None):
+            raise Failed("manifest", "its fund_year and the bundle's fund-year.json disagree")
+        if stated is not None and (not isinstance(stated, dict) or stated.get("year") != year):
+            raise Failed("fund-year.json", "it is not the fund year the manifest names")
+        figures = FundYearFigures(int(year)) if year is not None else None
+        frontier, head = Frontier(), GENESIS.hex()
+        with bundle.open("events.jsonl") as lines:
+            for event, head in _events(lines):
+                frontier.append(bytes.fromhex(head))
+                if figures is not None:
+                    figures.fold(event)
     if frontier.size != note.tree_size:
         raise Failed(
             "tree size", f"the note signs {note.tree_size} events, the bundle holds {frontier.size}"
         )
     if frontier.root() != note.root:
         raise Failed("root", "the events' Merkle root is not the one the note signs")
-    if manifest.get("head") != head:
-        raise Failed("manifest", "its head is not the last event's hash")
+    signed = (base64.b64encode(note.root).decode(), note.tree_size, head)
+    if (manifest.get("root"), manifest.get("tree_size"), manifest.get("head")) != signed:
+        raise Failed("manifest", "its root, tree size or head are not the note's and the events'")
     if figures is not None:
-        assert fund_year is not None
-        figures.compare(fund_year)
+        figures.compare(stated)
     return Summary(
         frontier.size,
         note.tree_size,
@@ -392,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         public_key = read_public_key(args.public_key.read_text())
-    except (OSError, NoteError) as e:
+    except (OSError, UnicodeError, NoteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

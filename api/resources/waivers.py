@@ -48,8 +48,8 @@ def _opened(ledger: Ledger, waiver: dict[str, Any], wrapped: bytes | None) -> di
 
 def opened_apartment(ledger: Ledger, waiver: dict[str, Any], wrapped: bytes | None) -> str | None:
     apartment: str = waiver["apartment"]
-    if not apartment.startswith(SEALED_PREFIX):
-        return apartment  # recorded before apartments were sealed
+    if not apartment.startswith(SEALED_PREFIX):  # recorded before apartments were sealed
+        return apartment if wrapped is not None else None
     return ledger.vault.open(waiver["talent_id"], wrapped, apartment)
 
 

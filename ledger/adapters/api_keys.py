@@ -103,11 +103,11 @@ def find_key(datastore: PostgresDatastore, name: str) -> KeyRecord:
 
 
 def revoke_key(ledger: Ledger, name: str) -> tuple[KeyRecord, int]:
-    """Revoke the key `name`: recorded, then refused from the next lookup on (within the
-    cache's second in every process). Revoking it again answers it as it is."""
+    """Revoke the key `name`: refused from the next lookup on (within the cache's second
+    in every process), then recorded; running it again finishes a revocation cut short,
+    and answers the key as it is."""
     datastore = datastore_of(ledger)
-    record = find_key(datastore, name)
-    outcome = ledger.execute(RevokeKey(name, tuple(record.roles), record.expires_at))
+    find_key(datastore, name)
     with statements(datastore) as curs:
         curs.execute(
             sql.SQL(
@@ -116,7 +116,9 @@ def revoke_key(ledger: Ledger, name: str) -> tuple[KeyRecord, int]:
             ).format(_COLUMNS),
             (name,),
         )
-        return _record(curs.fetchone()), outcome.position  # type: ignore[arg-type]
+        record = _record(curs.fetchone())  # type: ignore[arg-type]
+    outcome = ledger.execute(RevokeKey(name, tuple(record.roles), record.expires_at))
+    return record, outcome.position
 
 
 def list_keys(

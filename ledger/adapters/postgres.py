@@ -307,7 +307,7 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     (
         # Keys with a life cycle (`ledger.adapters.api_keys`): unique names (a name
-        # held twice before this step gets its order as a suffix), expiry, revocation,
+        # held twice before this step gets `-<its order>` after it), expiry, revocation,
         # last use, and `seq`, the order they were issued in, for `GET /v1/keys`.
         "api-keys-life-cycle",
         """
@@ -316,7 +316,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             ADD COLUMN expires_at timestamptz,
             ADD COLUMN revoked_at timestamptz,
             ADD COLUMN last_used_at timestamptz;
-        UPDATE api_keys k SET name = k.name || ' (' || d.n || ')'
+        UPDATE api_keys k SET name = k.name || '-' || d.n
             FROM (SELECT key_hash, row_number() OVER (PARTITION BY name
                   ORDER BY created_at, key_hash) AS n FROM api_keys) d
             WHERE d.key_hash = k.key_hash AND d.n > 1;
@@ -350,11 +350,13 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         # An application role may append but not lock the event table itself: `LOCK
         # ... IN EXCLUSIVE MODE` needs UPDATE, DELETE or TRUNCATE, exactly what it must
-        # not hold. The owner's functions take the lock for it, in its transaction.
+        # not hold. The owner's functions take the lock for it, in its transaction,
+        # finding tables in `public` (the ledger's schema: POSTGRES_SCHEMA is never
+        # set) and temporary ones last, so that no role's temporary table stands in.
         "append-lock-as-owner",
         f"""
         CREATE FUNCTION ledger_lock_events() RETURNS void LANGUAGE plpgsql
-            SECURITY DEFINER SET search_path FROM CURRENT AS $$
+            SECURITY DEFINER SET search_path = public, pg_temp AS $$
             BEGIN
                 LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
             END $$;
@@ -362,7 +364,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         DO $$ BEGIN
             IF to_regproc('ledger_events_chain') IS NOT NULL THEN
                 ALTER FUNCTION ledger_events_chain() SECURITY DEFINER;
-                ALTER FUNCTION ledger_events_chain() SET search_path FROM CURRENT;
+                ALTER FUNCTION ledger_events_chain() SET search_path = public, pg_temp;
             END IF;
         END $$;
         """,
@@ -372,7 +374,8 @@ MIGRATIONS: list[tuple[str, str]] = [
 #: what an application role may do to the ledger's own tables (`grant_app_role`): append
 #: to the history, never change it; keys and talents' keys change as their life cycles do
 APP_PRIVILEGES: dict[str, str] = {
-    EVENTS_TABLE: "SELECT, INSERT",
+    # only what an append writes: the position, instant and hash are the database's
+    EVENTS_TABLE: "SELECT, INSERT (originator_id, originator_version, topic, state)",
     CHECKPOINTS_TABLE: "SELECT, INSERT",
     REFUSALS_TABLE: "SELECT, INSERT",
     "api_keys": "SELECT, INSERT, UPDATE",

@@ -8,26 +8,32 @@ personal data."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 
 from ledger.adapters.postgres import REFUSALS_TABLE, statements
+from ledger.domain.values import ID_PATTERN
 
 #: besides every field ending in `_id`, the fields of a body that name something
 ID_FIELDS = frozenset({"fund_year", "year", "bank_reference"})
 
 
 def ids_of(path_params: dict[str, Any], body: Any) -> dict[str, str | int]:
-    """The ids a refused request named, in its path and at the top of its JSON body:
-    nothing else of the body."""
+    """The ids a refused request named, in its path and at the top of its JSON body, as
+    far as they are ids (an identifier's form, or an integer): nothing else of the body,
+    and nothing a client put where an id goes that an id could not be."""
     found: dict[str, str | int] = {}
     fields = body.items() if isinstance(body, dict) else ()
     for name, value in [*path_params.items(), *fields]:
-        named = name.endswith("_id") or name in ID_FIELDS
-        if named and isinstance(value, str | int) and not isinstance(value, bool):
-            found[name] = value if isinstance(value, int) else value[:64]
+        if not (name.endswith("_id") or name in ID_FIELDS):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            found[name] = value
+        elif isinstance(value, str) and re.fullmatch(ID_PATTERN, value):
+            found[name] = int(value) if name in ("year", "fund_year") else value
     return found
 
 

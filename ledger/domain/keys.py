@@ -26,6 +26,12 @@ class ApiKey(LedgerAggregate):
     @classmethod
     def issue(cls, name: str, roles: list[str], expires_at: datetime | None) -> ApiKey:
         check_duties(roles)
+        return cls.recorded(name, roles, expires_at)
+
+    @classmethod
+    def recorded(cls, name: str, roles: list[str], expires_at: datetime | None) -> ApiKey:
+        """A key as it was issued before keys were events: recorded as it is, so that
+        it can be revoked, whatever it holds."""
         return cls(name, sorted(set(roles)), expires_at)
 
     @event(Issued)

@@ -76,7 +76,11 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    note = args.checkpoint.read_text() if args.checkpoint else None
+    try:
+        note = args.checkpoint.read_text() if args.checkpoint else None
+    except (OSError, UnicodeError) as e:
+        print(f"error: cannot read the note: {e}", file=sys.stderr)
+        return 2
     with opened(settings) as ledger:
         result = ledger.notary.verify(note)
     if result.ok:

@@ -40,6 +40,6 @@ def issue_key(uow: UnitOfWork, cmd: IssueKey) -> ApiKey:
 def revoke_key(uow: UnitOfWork, cmd: RevokeKey) -> ApiKey:
     key = uow.find(ApiKey, cmd.name)
     if key is None:
-        key = uow.add(ApiKey.issue(cmd.name, list(cmd.roles), cmd.expires_at))
+        key = uow.add(ApiKey.recorded(cmd.name, list(cmd.roles), cmd.expires_at))
     key.revoke()
     return key

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,11 +132,13 @@ def test_a_note_signed_by_another_key_is_refused(ledger: Ledger, cli: Cli, tmp_p
 
 @pytest.fixture
 def bundle(ledger: Ledger, cli: Cli, tmp_path: Path) -> Path:
-    """A bundle of fund year 2024 after a payment and its return, a waiver and more."""
+    """A bundle of fund year 2024, closed, after a payment and its return and more."""
     record_some_events(ledger)
     with acting_as("treasury", "req-e"):
         ledger.execute(c.RecordPayment("P2", "G1", Decimal(500), date(2024, 4, 1), "BR2"))
         ledger.execute(c.ReturnPayment("P2", date(2024, 4, 9), "退回"))
+    with acting_as("admin", "req-f"):
+        ledger.execute(c.CloseFundYear(2024, "年终决算"))
     ok(cli("audit", "checkpoint"))
     path = tmp_path / "bundle.zip"
     out = ok(cli("audit", "bundle", "--fund-year", "2024", "--out", str(path)))
@@ -276,6 +279,22 @@ def _no_note(files: dict[str, bytes]) -> None:
     del files["checkpoint.note"]
 
 
+def _edit_json(name: str, change: Callable[[Any], Any]) -> Callable[[dict[str, bytes]], None]:
+    def edited(files: dict[str, bytes]) -> None:
+        files[name] = json.dumps(change(json.loads(files[name]))).encode()
+
+    return edited
+
+
+def _line_twice(fund_year: dict[str, Any]) -> dict[str, Any]:
+    forged = {**fund_year["lines"][0], "net_paid": "1.00"}
+    return {**fund_year, "lines": [forged, *fund_year["lines"]]}
+
+
+def _totals(fund_year: dict[str, Any]) -> dict[str, Any]:
+    return {**fund_year, "totals": {**fund_year["totals"], "committed": "1.00"}}
+
+
 ATTACKS: dict[str, tuple[Callable[[dict[str, bytes]], None], str]] = {
     "an edited byte": (_edit_a_byte, r"FAILED chain at position 4"),
     "a reordered event": (_reorder, r"FAILED (order|chain) at position"),
@@ -285,6 +304,19 @@ ATTACKS: dict[str, tuple[Callable[[dict[str, bytes]], None], str]] = {
     "a re-chained history": (_rechain, r"FAILED root"),
     "an edited fund-year figure": (_figures, r"FAILED fund-year.json: line settling_in: net_paid"),
     "no note": (_no_note, r"FAILED bundle"),
+    "a line stated twice": (_edit_json("fund-year.json", _line_twice), r"line twice"),
+    "an edited total": (_edit_json("fund-year.json", _totals), r"totals: committed"),
+    "an empty fund year": (_edit_json("fund-year.json", lambda _: {}), r"FAILED fund-year"),
+    "a list for a fund year": (_edit_json("fund-year.json", lambda _: []), r"FAILED fund-year"),
+    "a manifest that is not one": (_edit_json("manifest.json", lambda _: [1]), r"FAILED manifest"),
+    "a manifest without its year": (
+        _edit_json("manifest.json", lambda m: {**m, "fund_year": None}),
+        r"FAILED manifest",
+    ),
+    "a manifest of another root": (
+        _edit_json("manifest.json", lambda m: {**m, "root": "AAAA"}),
+        r"FAILED manifest",
+    ),
 }
 
 

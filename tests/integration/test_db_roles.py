@@ -117,6 +117,17 @@ def test_postgresql_itself_refuses_to_change_the_history_to_the_application_role
         conn.execute(query)
 
 
+@pytest.mark.parametrize("column", ["notification_id", "recorded_at", "hash"])
+def test_the_application_role_appends_only_what_an_append_writes(app_url: str, column: str) -> None:
+    """The position, the instant and the hash are the database's to set."""
+    value = {"notification_id": "1", "recorded_at": "now()", "hash": "'\\x00'::bytea"}[column]
+    with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(
+            f"INSERT INTO ledger_events (originator_id, originator_version, topic, state, {column})"
+            f" VALUES (gen_random_uuid(), 1, 't', 'x'::bytea, {value})"
+        )
+
+
 def test_the_application_role_cannot_bypass_the_triggers(app_url: str) -> None:
     with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SET session_replication_role = replica")

@@ -104,11 +104,15 @@ def test_no_key_holds_approver_and_treasury(api: Api, count_events: Callable[[],
     assert_problem(a.admin.get("/v1/keys/both"), 404, "not_found")
 
 
-def test_a_key_made_before_the_rule_with_both_duties_is_refused(api: Api) -> None:
+def test_a_key_made_before_the_rule_with_both_duties_is_refused_and_can_be_revoked(
+    api: Api, db_url: str
+) -> None:
     a = Actors.of(api)
     datastore = datastore_of(a.admin.app.state.ledger)  # type: ignore[attr-defined]
     legacy = install_key(datastore, "old-both", ["approver", "treasury"])
     assert_problem(bearer(api(None), legacy).get("/v1/events"), 401, "unauthenticated")
+    assert expect(a.admin.post("/v1/keys/old-both/revoke"), 200)["revoked_at"] is not None
+    assert key_events(db_url) == [("ApiKey.Issued", "admin"), ("ApiKey.Revoked", "admin")]
 
 
 def test_the_approver_of_a_grant_cannot_also_pay_it(
@@ -220,4 +224,4 @@ def test_duplicate_names_from_before_are_told_apart_by_the_upgrade(
     upgraded.close()
     with psycopg.connect(db_url) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM api_keys ORDER BY seq")]
-    assert names == ["ops", "ops (2)"]
+    assert names == ["ops", "ops-2"]

@@ -126,3 +126,36 @@ def test_the_evidence_cannot_be_changed(api: Api, db_url: str) -> None:
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="immutable"),
     ):
         conn.execute("UPDATE ledger_refusals SET code = 'nothing'")
+
+
+def test_an_operation_a_batch_refuses_is_kept_as_its_single_call_would_be(api: Api) -> None:
+    a = funded(api)
+    approved_grant(a, "G-1", amount="30000")
+    operations = [
+        {"op": "payment.record", "body": payment_body("P-1", amount="99999", bank_reference="B1")},
+        {"op": "fund_year.close", "body": {"year": YEAR, "reason": "x"}},
+    ]
+    batch = {"atomic": False, "operations": operations}
+    expect(a.treasury.post("/v1/batch", json=batch), 200)
+    kept = refusals(a)
+    assert [(r["path"], r["code"]) for r in kept] == [
+        ("/v1/payments", "overpayment"),
+        ("/v1/fund-years/{year}/close", "forbidden"),
+    ]
+    assert kept[1]["ids"] == {"year": YEAR}
+
+
+def test_what_a_client_puts_where_an_id_goes_is_kept_only_if_it_is_one(api: Api) -> None:
+    a = funded(api)
+    body = {**talent_body("王芳 and more"), "grant_id": "x" * 65, "fund_year": "2024"}
+    assert_problem(a.approver.post("/v1/talents", json=body), 403, "forbidden")
+    assert_problem(a.approver.post("/v1/talents/张伟/departure", json={}), 403, "forbidden")
+    first, second = refusals(a)
+    assert first["ids"] == {"fund_year": 2024}
+    assert (second["path"], second["ids"]) == ("/v1/talents/{talent_id}/departure", {})
+    deep = a.approver.post(
+        "/v1/talents",
+        content=("[" * 100_000 + "]" * 100_000).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(deep, 403, "forbidden")
