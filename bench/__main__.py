@@ -452,6 +452,35 @@ def measure_l1(server: Server, keys: dict[str, str], items: int = 100_000) -> di
     return out
 
 
+def measure_c1(server: Server, keys: dict[str, str]) -> dict[str, Any]:
+    """C1: proof for auditors over the whole history: the first checkpoint (it reads
+    every chain hash), the next (it grows from the first), an inclusion proof in the
+    whole tree, and a full verification (every event's hash and every checkpoint)."""
+    headers = {"Authorization": f"Bearer {keys['auditor']}"}
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=900) as c:
+        for name in ("c1_first_checkpoint_s", "c1_next_checkpoint_s"):
+            started = time.perf_counter()
+            checkpoint = c.post("/v1/audit/checkpoints", json={})
+            checkpoint.raise_for_status()
+            out[name] = time.perf_counter() - started
+        signed = checkpoint.json()
+        started = time.perf_counter()
+        proof = c.get(
+            "/v1/audit/proof",
+            params={"position": signed["head_position"], "tree_size": signed["tree_size"]},
+        )
+        proof.raise_for_status()
+        out["c1_proof_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        verified = c.get("/v1/audit/verify")
+        verified.raise_for_status()
+        assert verified.json()["ok"], verified.text
+        out["c1_verify_s"] = time.perf_counter() - started
+        out["c1_tree_size"] = signed["tree_size"]
+    return out
+
+
 def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
     log("starting ledger serve --workers 2 for writes, and --workers 1 for reads")
     server = Server(url, workers=2, name="server")
@@ -466,6 +495,8 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         out.update(measure_r1(server, url, keys))
         log("L1: walking the grants list, 100 a page")
         out.update(measure_l1(reads_server, keys))
+        log("C1: checkpoints, a proof and a verification over every event")
+        out.update(measure_c1(reads_server, keys))
         return out
     finally:
         if reads_server is not None:
@@ -504,6 +535,10 @@ def report(results: dict[str, Any]) -> None:
         ("L1 last page ms", "l1_last_page_ms", None),
         ("L1 filtered first ms", "l1_filtered_first_page_ms", None),
         ("L1 filtered last ms", "l1_filtered_last_page_ms", None),
+        ("C1 first checkpoint s", "c1_first_checkpoint_s", None),
+        ("C1 next checkpoint s", "c1_next_checkpoint_s", None),
+        ("C1 proof s", "c1_proof_s", None),
+        ("C1 verify s", "c1_verify_s", None),
     )
     for name, key, limit in bounds:
         verdict = "" if limit is None else ("yes" if results[key] <= limit else "NO")

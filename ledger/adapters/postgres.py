@@ -350,9 +350,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         # An application role may append but not lock the event table itself: `LOCK
         # ... IN EXCLUSIVE MODE` needs UPDATE, DELETE or TRUNCATE, exactly what it must
-        # not hold. The owner's functions take the lock for it, in its transaction,
-        # finding tables in `public` (the ledger's schema: POSTGRES_SCHEMA is never
-        # set) and temporary ones last, so that no role's temporary table stands in.
+        # not hold. The owner's functions take the lock for it, in its transaction.
+        # No temporary table can stand in for the ledger's in them: the application
+        # role may create none (`grant_app_role`). The lock's finds `public` (the
+        # ledger's schema: POSTGRES_SCHEMA is never set) first all the same; the
+        # chain's trigger keeps the caller's path: a SET clause costs every row.
         "append-lock-as-owner",
         f"""
         CREATE FUNCTION ledger_lock_events() RETURNS void LANGUAGE plpgsql
@@ -364,7 +366,6 @@ MIGRATIONS: list[tuple[str, str]] = [
         DO $$ BEGIN
             IF to_regproc('ledger_events_chain') IS NOT NULL THEN
                 ALTER FUNCTION ledger_events_chain() SECURITY DEFINER;
-                ALTER FUNCTION ledger_events_chain() SET search_path = public, pg_temp;
             END IF;
         END $$;
         """,
@@ -416,6 +417,13 @@ def grant_app_role(datastore: PostgresDatastore, role: str, read_models: Sequenc
             )
         )
         curs.execute(sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_events() TO {}").format(who))
+        # a temporary table named like one of the ledger's would stand in for it in the
+        # owner's functions, which the application role calls
+        curs.execute("SELECT current_database() AS db")
+        database = curs.fetchone()["db"]  # type: ignore[index]
+        curs.execute(
+            sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database))
+        )
 
 
 @contextmanager

@@ -133,6 +133,12 @@ def test_the_application_role_cannot_bypass_the_triggers(app_url: str) -> None:
         conn.execute("SET session_replication_role = replica")
 
 
+def test_the_application_role_cannot_stand_a_table_in_for_the_ledgers(app_url: str) -> None:
+    """A temporary `ledger_events` would come first in the owner's functions' search."""
+    with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CREATE TEMPORARY TABLE ledger_events (hash bytea)")
+
+
 def test_an_upgrade_the_application_role_may_not_make_is_refused_naming_who_may(
     app_url: str, db_url: str, test_settings: Settings
 ) -> None:
