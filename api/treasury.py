@@ -26,7 +26,7 @@ from api.routing import (
 from api.schemas import Day, ExceptionsReport, ReconciliationReport, ReconciliationSummary
 from api.writes import ALWAYS, linked, read_link, written
 from ledger.adapters.postgres import datastore_of
-from ledger.adapters.statement_csv import parse_statement
+from ledger.adapters.statement_csv import parse_cn_bank, parse_statement
 from ledger.domain.audit_exceptions import find_exceptions
 from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import Reconciliation, Statement, unpack_json
@@ -40,6 +40,8 @@ from projections.worker import wait_for_position
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and audit"])
 
 STATEMENT_MEDIA_TYPES = ("text/csv", "application/csv")
+#: the CSV layouts a statement may come in, by the media type's `profile` parameter
+STATEMENT_PROFILES = {None: parse_statement, "cn-bank": parse_cn_bank}
 
 
 def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:
@@ -63,7 +65,8 @@ def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconcilia
         "requestBody": {
             "required": True,
             "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "value_date,bank_reference,amount,direction,counterparty (UTF-8)",
+            "description": "value_date,bank_reference,amount,direction,counterparty (UTF-8); "
+            "or, as `text/csv; profile=cn-bank`, a Chinese online-banking export",
         },
     },
     responses={
@@ -76,15 +79,24 @@ def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconcilia
 )
 async def import_bank_statement(request: Request) -> Response:
     """Reconcile a bank statement (CSV: `value_date,bank_reference,amount,direction,
-    counterparty`, UTF-8) against the ledger's payments, returns and recoveries, and
-    record the report. A statement wrong anywhere is refused whole, naming its line;
-    the same file again answers the same report."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in STATEMENT_MEDIA_TYPES:
-        raise ProblemError("unsupported_media_type", "send the statement as text/csv")
+    counterparty`, UTF-8; or `text/csv; profile=cn-bank`: a Chinese online-banking
+    export, UTF-8 or GBK, with 交易日期, 借方发生额, 贷方发生额, 对方户名 and 交易流水号
+    among its columns) against the ledger's payments, returns and recoveries, and record
+    the report. A statement wrong anywhere is refused whole, naming its line; the same
+    file again answers the same report."""
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    profile = {
+        name.strip().lower(): value.strip().strip('"').lower()
+        for name, _, value in (p.partition("=") for p in parameters.split(";") if p.strip())
+    }.get("profile")
+    parse = STATEMENT_PROFILES.get(profile)
+    if media_type.strip().lower() not in STATEMENT_MEDIA_TYPES or parse is None:
+        raise ProblemError(
+            "unsupported_media_type", "send the statement as text/csv (profile: cn-bank or none)"
+        )
     data = await request.body()
     try:
-        statement = await run_in_threadpool(parse_statement, data)
+        statement = await run_in_threadpool(parse, data)
     except StatementRejected as e:
         raise ProblemError(
             "validation_error",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import write_csv
-from ledger.adapters.statement_csv import parse_statement
+from ledger.adapters.statement_csv import parse_cn_bank, parse_statement
 from ledger.domain.context import acting_as
 from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import BUCKETS
@@ -68,7 +68,11 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     try:
-        statement = parse_statement(data, progress=bar)
+        statement = (
+            parse_cn_bank(data)
+            if args.profile == "cn-bank"
+            else parse_statement(data, progress=bar)
+        )
     except StatementRejected as e:
         print(f"\nrefused: {e.detail}", file=sys.stderr)
         return 2
@@ -153,6 +157,12 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
 
     rec = commands.add_parser("reconcile", help="reconcile a bank statement (CSV) and record it")
     rec.add_argument("file", help="the statement, CSV")
+    rec.add_argument(
+        "--profile",
+        choices=("ledger", "cn-bank"),
+        default="ledger",
+        help="the CSV's layout: the ledger's own, or a Chinese online-banking export",
+    )
     rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
     rec.add_argument("--out", default=None, help="also write the report as JSON to this file")
     rec.set_defaults(run=_reconcile)

@@ -1,4 +1,5 @@
-"""Bank statements as CSV: parsed strictly, or refused naming the line.
+"""Bank statements as CSV: the ledger's own layout, and the `cn-bank` profile of a
+Chinese online-banking export; parsed strictly, or refused naming the line.
 
 A statement that is wrong anywhere is refused whole: reconciling half a file would
 leave treasury believing lines were checked that never were.
@@ -13,6 +14,7 @@ import io
 import re
 from collections.abc import Callable
 from datetime import date
+from decimal import Decimal
 
 from ledger.domain.errors import StatementRejected
 from ledger.domain.money import MoneyFormatError, parse_money
@@ -48,6 +50,10 @@ def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = N
         lines = tuple(parsed)
     except csv.Error as e:
         raise StatementRejected(rows.line_num, "csv", f"malformed CSV: {e}") from None
+    return _statement(data, lines)
+
+
+def _statement(data: bytes, lines: tuple[StatementLine, ...]) -> Statement:
     if not lines:
         raise StatementRejected(2, "lines", "the statement has no lines")
     return Statement(hashlib.sha256(data).hexdigest(), lines)
@@ -65,12 +71,116 @@ def _line(number: int, row: list[str]) -> StatementLine:
         day = date.fromisoformat(value_date)
     except ValueError:
         raise StatementRejected(number, "value_date", "value_date is not a date") from None
-    if not _REFERENCE_RE.fullmatch(reference):
-        raise StatementRejected(number, "bank_reference", "bank_reference is blank or too long")
-    try:
-        money = parse_money(amount)
-    except MoneyFormatError as e:
-        raise StatementRejected(number, "amount", str(e)) from None
+    _check_reference(number, "bank_reference", reference)
+    money = _money(number, "amount", amount)
     if direction not in DIRECTIONS:
         raise StatementRejected(number, "direction", "direction must be debit or credit")
     return StatementLine(number, day, reference, money, direction, counterparty)
+
+
+def _check_reference(number: int, field: str, reference: str) -> None:
+    if not _REFERENCE_RE.fullmatch(reference):
+        raise StatementRejected(number, field, f"{field} is blank or too long")
+
+
+def _money(number: int, field: str, text: str) -> Decimal:
+    try:
+        return parse_money(text)
+    except MoneyFormatError as e:
+        raise StatementRejected(number, field, str(e)) from None
+
+
+# --- the cn-bank profile ----------------------------------------------------------
+
+#: the columns a Chinese online-banking export must have, by the name it gives them
+CN_BANK_COLUMNS = {
+    "交易日期": "value_date",
+    "借方发生额": "debit",
+    "贷方发生额": "credit",
+    "对方户名": "counterparty",
+    "交易流水号": "bank_reference",
+}
+CN_TOTALS = "合计"
+_CN_DATE_RE = re.compile(r"([0-9]{4})[-/]?([0-9]{2})[-/]?([0-9]{2})", re.ASCII)
+_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]{1,2})?", re.ASCII)
+
+
+def _decoded(data: bytes) -> str:
+    """UTF-8 (a BOM or not), else GBK (as GB 18030, which contains it): what Chinese
+    banks' exports are written in."""
+    try:
+        return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise StatementRejected(line, "encoding", "the file is neither UTF-8 nor GBK") from None
+
+
+def parse_cn_bank(data: bytes) -> Statement:
+    """A `cn-bank` export: lines before the header row (account, period) and from the
+    totals line (合计) on are skipped; debits and credits are separate columns, one of
+    them filled per line; amounts may carry thousands separators."""
+    rows = csv.reader(io.StringIO(_decoded(data), newline=""), strict=True)
+    try:
+        columns: dict[str, int] | None = None
+        lines: list[StatementLine] = []
+        for row in rows:
+            cells = [cell.strip() for cell in row]
+            if columns is None:
+                if set(CN_BANK_COLUMNS) <= set(cells):
+                    columns = {CN_BANK_COLUMNS[c]: cells.index(c) for c in CN_BANK_COLUMNS}
+                continue
+            if any(CN_TOTALS in cell for cell in cells):
+                break
+            if any(cells):
+                lines.append(_cn_line(rows.line_num, cells, columns))
+    except csv.Error as e:
+        raise StatementRejected(rows.line_num, "csv", f"malformed CSV: {e}") from None
+    if columns is None:
+        raise StatementRejected(
+            1, "header", f"no header row with the columns {', '.join(CN_BANK_COLUMNS)}"
+        )
+    return _statement(data, tuple(lines))
+
+
+def _cn_line(number: int, cells: list[str], columns: dict[str, int]) -> StatementLine:
+    if len(cells) <= max(columns.values()):
+        raise StatementRejected(number, "columns", f"the line has only {len(cells)} columns")
+    field = {name: cells[i] for name, i in columns.items()}
+    found = _CN_DATE_RE.fullmatch(field["value_date"])
+    try:
+        day = date(*map(int, found.groups())) if found else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise StatementRejected(number, "交易日期", "交易日期 is not a date (YYYY-MM-DD)")
+    amounts = {
+        direction: _cn_amount(number, header, field[direction])
+        for direction, header in (("debit", "借方发生额"), ("credit", "贷方发生额"))
+    }
+    filled = [direction for direction, amount in amounts.items() if amount]
+    if len(filled) != 1:
+        raise StatementRejected(
+            number, "借方发生额", "exactly one of 借方发生额 and 贷方发生额 must hold an amount"
+        )
+    _check_reference(number, "交易流水号", field["bank_reference"])
+    direction = filled[0]
+    amount = amounts[direction]
+    assert amount is not None
+    return StatementLine(
+        number, day, field["bank_reference"], amount, direction, field["counterparty"]
+    )
+
+
+def _cn_amount(number: int, header: str, text: str) -> Decimal | None:
+    """An amount as a bank writes it (`12,345.67`), or None for an empty or zero cell."""
+    if text in ("", "0", "0.00", "-"):
+        return None
+    if "," in text:
+        if not _THOUSANDS_RE.fullmatch(text):
+            raise StatementRejected(number, header, f"{header} has misplaced separators")
+        text = text.replace(",", "")
+    return _money(number, header, text)

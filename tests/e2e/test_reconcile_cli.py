@@ -152,3 +152,21 @@ def test_reconcile_refuses_a_bad_file_naming_the_line_and_records_nothing(
     assert done.returncode != 0
     assert f"line {line}" in done.stderr, done.stderr
     assert count_events() == events
+
+
+def test_a_chinese_bank_export_is_reconciled_with_its_profile(
+    paid: Ledger, cli: Cli, tmp_path: Path
+) -> None:
+    export = (
+        "账号,6222020200001111222\n"
+        "交易日期,借方发生额,贷方发生额,对方户名,交易流水号\n"
+        '20240302,"10,000.00",,张伟,BR-1\n'
+        "合计,10000.00,,,\n"
+    )
+    path = tmp_path / "statement.csv"
+    path.write_bytes(export.encode("gbk"))
+    done = cli("reconcile", str(path), "--profile", "cn-bank")
+    assert done.returncode == 0, done.stderr
+    found = COUNTS.match(done.stdout.strip().splitlines()[-1])
+    assert found is not None, done.stdout
+    assert (found.group(2), found.group(5)) == ("1", "0")

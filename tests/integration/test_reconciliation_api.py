@@ -303,3 +303,44 @@ def test_only_treasury_may_import_a_statement(api: Api, count_events: Counter, r
     assert_problem(post_statement(api(role), b"not,a,statement\n"), 403, "forbidden")
     assert_problem(post_statement(api(None), good), 401, "unauthenticated")
     assert count_events() == events
+
+
+CN_BANK_EXPORT = (
+    "中国工商银行 账户明细\n"
+    "账号,6222020200001111222\n"
+    "交易日期,摘要,借方发生额,贷方发生额,对方户名,交易流水号\n"
+    '2024/03/03,人才补贴,"5,000.00",,张伟,BR-1\n'
+    "2024/03/18,退回,,1500.00,张伟,BR-5\n"
+    "2024/03/22,其他,999.00,,某公司,BR-X\n"
+    '合计,,"5,999.00",1500.00,,\n'
+)
+
+
+def test_a_chinese_bank_export_is_reconciled_as_the_ledgers_own_layout_is(api: Api) -> None:
+    a = treasury_world(api)
+    data = CN_BANK_EXPORT.encode("gbk")
+    report = created(post_statement(a.treasury, data, "text/csv; profile=cn-bank"))
+    assert buckets_of(report) == {
+        (4, "BR-1"): "matched",
+        (5, "BR-5"): "matched",
+        (6, "BR-X"): "unknown_in_ledger",
+    }
+    again = post_statement(a.treasury, data, 'text/csv; charset=GBK; profile="cn-bank"')
+    assert expect(again, 200)["reconciliation_id"] == report["reconciliation_id"]
+
+
+def test_an_unknown_profile_or_a_malformed_export_records_nothing(
+    api: Api, count_events: Callable[[], int]
+) -> None:
+    a = treasury_world(api)
+    before = count_events()
+    data = CN_BANK_EXPORT.encode("gbk")
+    assert_problem(
+        post_statement(a.treasury, data, "text/csv; profile=swift"), 415, "unsupported_media_type"
+    )
+    broken = CN_BANK_EXPORT.replace("2024/03/18", "2024/02/30").encode("gbk")
+    refused = assert_problem(
+        post_statement(a.treasury, broken, "text/csv; profile=cn-bank"), 422, "validation_error"
+    )
+    assert refused["errors"][0]["loc"] == ["body", 5, "交易日期"]
+    assert count_events() == before
