@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import schemas as s
@@ -21,6 +22,7 @@ from api.problems import ProblemError, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, SettingsDep, consistent, read, roles
 from api.schemas import Day
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
+from ledger.adapters.checkpoints import checkpoint_of
 from ledger.adapters.postgres import CHECKPOINTS_TABLE, REFUSALS_TABLE, datastore_of
 from ledger.usecases.checkpoints import Checkpoint
 from ledger.usecases.ledger import Ledger
@@ -118,16 +120,8 @@ def _checkpoints(datastore: Any, _: dict[str, Any], after: int, limit: int) -> A
     return page(datastore, CHECKPOINTS_TABLE, Where(), after, limit, order="checkpoint_id")
 
 
-def _present(_: Ledger, row: dict[str, Any]) -> CheckpointOut:
-    return CheckpointOut(
-        checkpoint_id=row["checkpoint_id"],
-        tree_size=row["tree_size"],
-        head_position=row["head_position"],
-        root=b64(bytes(row["root"])),
-        head=bytes(row["head"]).hex(),
-        signed_at=row["signed_at"],
-        note=row["note"],
-    )
+def _present(_: Ledger, row: DictRow) -> CheckpointOut:
+    return CheckpointOut.of(checkpoint_of(row))
 
 
 async def _no_filters() -> dict[str, Any]:

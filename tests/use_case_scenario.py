@@ -151,7 +151,10 @@ class UseCaseScenario:
         self.funded()
         talent = self.ledger.load(Talent, "T-1", "talent")
         assert talent.sealed_name.startswith("pd1:") and "王芳" not in talent.sealed_name
-        assert self.ledger.vault.reveal("T-1", talent.sealed_name) == "王芳"
+        assert (
+            self.ledger.vault.open("T-1", self.ledger.vault.wrapped_key("T-1"), talent.sealed_name)
+            == "王芳"
+        )
         retry = self.as_(
             "clerk",
             c.RegisterTalent("T-1", "王芳", "master", "研究院", date(2024, 1, 5), date(2027, 1, 4)),
@@ -178,7 +181,10 @@ class UseCaseScenario:
             self.ledger.forget_talent("T-1")
             self.ledger.forget_talent("T-1")
         talent = self.ledger.load(Talent, "T-1", "talent")
-        assert self.ledger.vault.reveal("T-1", talent.sealed_name) is None
+        assert (
+            self.ledger.vault.open("T-1", self.ledger.vault.wrapped_key("T-1"), talent.sealed_name)
+            is None
+        )
         assert events_of(self.ledger).count("Talent.PersonalDataErased") == 1
         with pytest.raises(NotFound):
             self.ledger.forget_talent("T-404")

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from ledger.adapters.postgres import datastore_of, statements
 from ledger.domain.errors import NameTaken, NotFound, ValidationFailed
-from ledger.domain.roles import ROLES, Principal, check_duties
+from ledger.domain.roles import ROLES, Principal
 from ledger.domain.values import ID_PATTERN
 from ledger.usecases.keys import IssueKey, RevokeKey
 from ledger.usecases.ledger import Ledger
@@ -74,7 +74,6 @@ def issue_key(
         raise ValidationFailed("name", "a key's name is letters, digits and . _ : - (64 at most)")
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_DAYS:
         raise ValidationFailed("expires_in_days", f"between 1 and {MAX_DAYS} days")
-    check_duties(roles)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     with datastore_of(ledger).transaction(commit=True) as curs:
@@ -106,9 +105,7 @@ def revoke_key(ledger: Ledger, name: str) -> tuple[KeyRecord, int]:
     """Revoke the key `name`: refused from the next lookup on (within the cache's second
     in every process), then recorded; running it again finishes a revocation cut short,
     and answers the key as it is."""
-    datastore = datastore_of(ledger)
-    find_key(datastore, name)
-    with statements(datastore) as curs:
+    with statements(datastore_of(ledger)) as curs:
         curs.execute(
             sql.SQL(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE name = %s "
@@ -116,7 +113,10 @@ def revoke_key(ledger: Ledger, name: str) -> tuple[KeyRecord, int]:
             ).format(_COLUMNS),
             (name,),
         )
-        record = _record(curs.fetchone())  # type: ignore[arg-type]
+        row = curs.fetchone()
+    if row is None:
+        raise NotFound(f"no key named {name}")
+    record = _record(row)
     outcome = ledger.execute(RevokeKey(name, tuple(record.roles), record.expires_at))
     return record, outcome.position
 

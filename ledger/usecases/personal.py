@@ -131,16 +131,13 @@ class Vault:
         stored = self._keys.get_or_add({t: self._new_wrapped(t) for t in talent_ids})
         return {t: self._unwrap(t, w) for t, w in stored.items() if w is not None}
 
-    def reveal(self, talent_id: str, sealed: str) -> str | None:
-        """The clear text of a sealed value; None once the talent's key is destroyed."""
-        return self.open(talent_id, self._keys.find(talent_id), sealed)
-
     def wrapped_key(self, talent_id: str) -> bytes | None:
         """The talent's data key as stored (wrapped), for `open`; None once destroyed."""
         return self._keys.find(talent_id)
 
     def open(self, talent_id: str, wrapped: bytes | None, sealed: str) -> str | None:
-        """`reveal` with the talent's wrapped key as a read found it in the key store."""
+        """The clear text of a sealed value, with the talent's wrapped key as a read found
+        it in the key store; None once the key is destroyed."""
         return None if wrapped is None else self._unwrap(talent_id, wrapped).open(sealed)
 
     def forget(self, talent_id: str) -> bool:

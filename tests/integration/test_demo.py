@@ -80,7 +80,9 @@ def test_demo_reproduces_the_published_figures(ledger: Ledger, worker: Projectio
     ]
     assert len(projects) == 44
     buildings = {
-        ledger.vault.reveal(e.talent_id, e.apartment).split()[0]  # type: ignore[union-attr]
+        ledger.vault.open(e.talent_id, ledger.vault.wrapped_key(e.talent_id), e.apartment).split()[
+            0
+        ]  # type: ignore[union-attr]
         for e in events
         if isinstance(e, RentWaiver.Granted)
     }

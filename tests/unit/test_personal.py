@@ -83,13 +83,13 @@ def test_a_talent_keeps_one_key_and_talents_do_not_share_one(vault: Vault) -> No
 def test_forgetting_a_talent_leaves_its_name_unreadable_for_good(vault: Vault) -> None:
     sealed = vault.key_for_new("T-1").seal("张伟")
     other = vault.key_for_new("T-2").seal("李娜")
-    assert vault.reveal("T-1", sealed) == "张伟"
+    assert vault.open("T-1", vault.wrapped_key("T-1"), sealed) == "张伟"
     assert vault.forget("T-1") is True
-    assert vault.reveal("T-1", sealed) is None
+    assert vault.open("T-1", vault.wrapped_key("T-1"), sealed) is None
     assert vault.forget("T-1") is False
     with pytest.raises(PersonalDataErased):
         vault.key_for_new("T-1")
-    assert vault.reveal("T-2", other) == "李娜"
+    assert vault.open("T-2", vault.wrapped_key("T-2"), other) == "李娜"
 
 
 def test_another_master_key_is_refused_rather_than_read_as_erased() -> None:
