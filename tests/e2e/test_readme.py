@@ -49,12 +49,13 @@ def test_the_walk_through_prints_what_the_readme_says(
     serve: Callable[..., Server], ledger_env: dict[str, str]
 ) -> None:
     server = serve("--demo")
-    keys = Path(ledger_env["LEDGER_DATA_DIR"]) / "demo-keys.sh"
+    data = Path(ledger_env["LEDGER_DATA_DIR"])
     steps = walkthrough()
     assert len(steps) >= 15
     script = "\n".join(f"{code}\necho {STEP}" for code, _ in steps)
     script = script.replace("localhost:8000", f"localhost:{server.port}")
-    script = script.replace(". var/demo-keys.sh", f". {keys}")
+    # the README's ./var is this server's data directory (a CI checkout has no ./var)
+    script = script.replace(" var/", f" {data}/")
     done = subprocess.run(
         ["bash", "-c", script],
         env=ledger_env,
