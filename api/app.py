@@ -41,8 +41,9 @@ from projections.worker import ProjectionWorker, tracked_position
 log = structlog.get_logger("api")
 
 MAX_BODY_BYTES = 1024 * 1024
-MAX_STATEMENT_BYTES = 20 * 1024 * 1024
-STATEMENT_PATH = "/v1/reconciliations"
+#: a file from the bank (a statement, a run's status report) may be larger
+MAX_FILE_BYTES = 20 * 1024 * 1024
+FILE_PATHS = re.compile(r"/v1/reconciliations|/v1/disbursement-runs/[^/]+/settle")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 
 
@@ -112,7 +113,7 @@ class RequestContext:
             await send(message)
 
         try:
-            limit = MAX_STATEMENT_BYTES if scope["path"] == STATEMENT_PATH else MAX_BODY_BYTES
+            limit = MAX_FILE_BYTES if FILE_PATHS.fullmatch(scope["path"]) else MAX_BODY_BYTES
             body = await _read_body(receive, int(headers.get("content-length") or 0), limit)
         except BodyTooLarge:
             response = problem_response(

@@ -35,8 +35,8 @@ def with_examples(openapi: dict[str, Any]) -> dict[str, Any]:
                 if parameter["name"] in given:
                     parameter["example"] = given[parameter["name"]]
             content = operation.get("requestBody", {}).get("content", {})
-            for media in content.values():
-                media["example"] = example["body"]
+            for media in content.values():  # unless a route shows a format of its own
+                media.setdefault("example", example["body"])
             answer = operation["responses"].get(str(example["status"]), {})
             for media in answer.get("content", {}).values():
                 media["example"] = example["answer"]

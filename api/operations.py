@@ -20,6 +20,7 @@ from types import NoneType, UnionType
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
@@ -30,7 +31,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from api import schemas as s
-from ledger.domain.values import NOT_BLANK, TextFormat, YearRange
+from ledger.domain.values import NOT_BLANK, IntRange, MaxItems, TextFormat
 from ledger.engine.outcome import Outcome
 from ledger.usecases.ledger import Ledger, use_cases
 from ledger.usecases.registry import UseCase
@@ -54,7 +55,9 @@ def _constrained(base: Any, metadata: tuple[Any, ...]) -> Any:
             # the schema says what the stripping means: something besides blanks
             not_blank: JsonDict = {"allOf": [{"pattern": NOT_BLANK}]}
             return Annotated[str, constraints, Field(json_schema_extra=not_blank)]
-        if isinstance(meta, YearRange):
+        if isinstance(meta, MaxItems):
+            return Annotated[_wire(base), Field(max_length=meta.count)]
+        if isinstance(meta, IntRange):
             return Annotated[
                 int, Field(strict=True, ge=meta.first, le=meta.last), BeforeValidator(s.whole)
             ]
@@ -70,10 +73,15 @@ def _wire(hint: Any) -> Any:
     if typing.get_origin(hint) is Annotated:
         base, *metadata = typing.get_args(hint)
         return _constrained(base, tuple(metadata))
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a JSON array of X
+        return tuple[_wire(typing.get_args(hint)[0]), ...]  # type: ignore[misc]
     if typing.get_origin(hint) in (typing.Union, UnionType):
         return typing.Union[tuple(_wire(a) for a in typing.get_args(hint))]  # noqa: UP007
     if hint in _WIRE_FORMS:
         return _WIRE_FORMS[hint]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        # a value made of fields (an instalment plan): an object, read into the value
+        return Annotated[body_model(hint, ()), AfterValidator(lambda m: hint(**vars(m)))]
     if (
         hint is NoneType
         or typing.get_origin(hint) is typing.Literal

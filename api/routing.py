@@ -187,6 +187,19 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
+async def file_body(request: Request, what: str) -> bytes:
+    """The body of a route that takes a file (a bank statement, a status report): none
+    at all is a 422 naming it, before its media type is judged."""
+    data = await request.body()
+    if not data:
+        raise ProblemError(
+            "validation_error",
+            f"the body is {what}, and it is missing",
+            errors=[{"loc": ["body"], "msg": f"{what} is required", "type": "rule"}],
+        )
+    return data
+
+
 def ledger_of(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger

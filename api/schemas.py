@@ -147,9 +147,39 @@ class StatementEntry(BaseModel):
     value_date: date
 
 
+class UnknownEntry(StatementEntry):
+    candidates: list[str] | None = Field(
+        default=None,
+        description="For a debit, the payments it may be: of its amount, dated at most 3 days "
+        "from it, that no statement line claimed yet (the nearest first, at most 10); none "
+        "for a credit. Absent from reports recorded before it was",
+    )
+    candidates_total: int | None = Field(
+        default=None, description="How many candidates there are, when more than are listed"
+    )
+
+
 class Period(BaseModel):
     from_: date = Field(alias="from")
     to: date
+
+
+class StatedBalances(BaseModel):
+    """Balances are signed: negative when the account is overdrawn (a debit balance)."""
+
+    opening: str
+    opening_on: date
+    closing: str
+    closing_on: date
+
+
+class Continuity(BaseModel):
+    previous_reconciliation_id: str = Field(
+        description="The latest statement of the same account closing before this one closes"
+    )
+    previous_closing: str
+    opening: str
+    ok: bool = Field(description="Whether this statement opens where the previous one closed")
 
 
 class ReconciliationReport(BaseModel):
@@ -157,10 +187,21 @@ class ReconciliationReport(BaseModel):
     sha256: str
     period: Period
     line_count: int
+    account: str | None = Field(
+        default=None, description="The account the statement states (camt.053, MT940)"
+    )
+    balances: StatedBalances | None = Field(
+        default=None, description="The booked balances the statement states (camt.053, MT940)"
+    )
+    continuity: Continuity | None = Field(
+        default=None,
+        description="For a statement with balances, when one of its account closing before it "
+        "was imported",
+    )
     matched: list[StatementEntry]
     amount_mismatch: list[StatementEntry]
     date_mismatch: list[StatementEntry]
-    unknown_in_ledger: list[StatementEntry]
+    unknown_in_ledger: list[UnknownEntry]
     missing_in_bank: list[StatementEntry]
 
 
@@ -192,6 +233,9 @@ class ExceptionItem(BaseModel):
         "approved_unpaid",
         "clawback_exceeds_net_paid",
         "reconciliation_unmatched",
+        "statement_discontinuity",
+        "double_housing_benefit",
+        "run_item_overdue",
     ]
     detail: str
 

@@ -55,7 +55,7 @@ def _talent_events(
             grant = Grant(grant_id, talent.talent_id, year, programme, amount, "政策", "bench", "-")
             fund_years[year].reserve(grant)
         with acting_as("bench-approver", f"bench-{index}-{g}-a"):
-            grant.approve(None)
+            grant.approve(None, date(year, 3, 1))
         instalments = rng.randint(1, 3)
         for p in range(instalments):
             payment_id = f"P{index:07d}-{g}-{p}"

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import write_csv
-from ledger.adapters.statement_csv import parse_cn_bank, parse_statement
+from ledger.adapters.statement_csv import parse_statement
+from ledger.adapters.statement_formats import PARSERS
 from ledger.domain.context import acting_as
 from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import BUCKETS
@@ -21,7 +22,7 @@ from ledger.domain.vocabulary import LANGS
 from ledger.entrypoints.runtime import Settings, opened
 from projections.bundle import write_bundle
 from projections.exports import At, Extract, export
-from projections.reads import movements
+from projections.reads import movements, previous_statement
 from projections.schema import ensure_schema, grant_read_models
 from projections.worker import ProjectionWorker, settle
 
@@ -69,9 +70,9 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         statement = (
-            parse_cn_bank(data)
-            if args.profile == "cn-bank"
-            else parse_statement(data, progress=bar)
+            parse_statement(data, progress=bar)
+            if args.profile == "ledger"
+            else PARSERS[args.profile](data)
         )
     except StatementRejected as e:
         print(f"\nrefused: {e.detail}", file=sys.stderr)
@@ -83,7 +84,12 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     ):
         ProjectionWorker(ledger).catch_up()
         print("matching against the ledger...", file=sys.stderr, flush=True)
-        outcome = ledger.import_statement(statement, lambda s: movements(datastore_of(ledger), s))
+        datastore = datastore_of(ledger)
+        outcome = ledger.import_statement(
+            statement,
+            lambda s: movements(datastore, s),
+            lambda s: previous_statement(datastore, s),
+        )
     report = outcome.value.report
     counts = ", ".join(f"{bucket} {len(report[bucket])}" for bucket in BUCKETS)
     print(
@@ -155,13 +161,14 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     rebuild = projections.add_parser("rebuild", help="drop and rebuild every read model")
     rebuild.set_defaults(run=_projections_rebuild)
 
-    rec = commands.add_parser("reconcile", help="reconcile a bank statement (CSV) and record it")
-    rec.add_argument("file", help="the statement, CSV")
+    rec = commands.add_parser("reconcile", help="reconcile a bank statement and record it")
+    rec.add_argument("file", help="the statement: CSV, camt.053 or MT940")
     rec.add_argument(
         "--profile",
-        choices=("ledger", "cn-bank"),
+        choices=tuple(PARSERS),
         default="ledger",
-        help="the CSV's layout: the ledger's own, or a Chinese online-banking export",
+        help="the statement's format: the ledger's own CSV, a Chinese online-banking export "
+        "(CSV), ISO 20022 camt.053.001.08 (XML) or SWIFT MT940",
     )
     rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
     rec.add_argument("--out", default=None, help="also write the report as JSON to this file")

@@ -9,13 +9,16 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, LiteralString
 
+import orjson
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import DictRow
 
 from ledger.adapters.postgres import statements
 from ledger.domain.grants import effective_amount, payable
+from ledger.domain.instalments import InstalmentPlan, schedule, shown
 from ledger.domain.money import ZERO
 from ledger.domain.reconciliation import BUCKETS
+from ledger.domain.runs import run_status
 from projections.paging import Page, Where, page
 from projections.reads import fund_year_figures, talent_balances
 
@@ -35,8 +38,15 @@ def grant_where(
 
 def grant_item(row: DictRow) -> dict[str, Any]:
     net_paid = row["paid"] - row["returned"]
+    plan = (
+        InstalmentPlan(row["instalment_count"], row["first_due_on"], row["interval_months"])
+        if row["instalment_count"]
+        else None
+    )
+    instalments = schedule(row["amount"], plan, row["approved_on"], net_paid)
     return {
         **row,
+        "instalments": shown(row["status"], instalments),
         "fund_year": row["year"],
         "net_paid": net_paid,
         "effective_amount": effective_amount(row["status"], row["amount"], net_paid),
@@ -224,6 +234,34 @@ def reconciliations(datastore: PostgresDatastore, filters: Filters, after: int, 
             "line_count": row["line_count"],
             "counts": {bucket: row[bucket] for bucket in BUCKETS},
             "recorded_at": row["recorded_at"],
+        }
+        for row in rows
+    ]
+    return items, cursor
+
+
+#: a run's status, as a condition on its counts of items (`DisbursementRun.status`)
+RUN_STATUS: dict[str, LiteralString] = {
+    "prepared": "settled + rejected = 0",
+    "partially_settled": "settled + rejected BETWEEN 1 AND items - 1",
+    "settled": "settled + rejected = items",
+}
+
+
+def disbursement_runs(
+    datastore: PostgresDatastore, filters: Filters, after: int, limit: int
+) -> Page:
+    where = Where()
+    where.equal("year", filters["fund_year"])
+    if filters["status"] is not None:
+        where.add(RUN_STATUS[filters["status"]])
+    rows, cursor = page(datastore, "rm_disbursement_runs", where, after, limit)
+    items = [
+        {
+            **row,
+            "fund_year": row["year"],
+            "excluded": orjson.loads(row["excluded"]),
+            "status": run_status(row["items"], row["settled"] + row["rejected"]),
         }
         for row in rows
     ]

@@ -7,7 +7,7 @@ before the position: one index probe each, whatever the length of the history.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, LiteralString
 
@@ -21,14 +21,24 @@ from ledger.domain.audit_exceptions import (
     Facts,
     GrantFacts,
     PaymentFacts,
+    RunItemFacts,
+    StatementFacts,
     TalentFacts,
     UnmatchedLine,
+    WaiverFacts,
 )
 from ledger.domain.budget import available
 from ledger.domain.errors import NotFound, NotReached
+from ledger.domain.instalments import InstalmentPlan
 from ledger.domain.money import ZERO
-from ledger.domain.reconciliation import Movement, Statement
+from ledger.domain.reconciliation import (
+    DATE_TOLERANCE_DAYS,
+    Movement,
+    PreviousStatement,
+    Statement,
+)
 from projections.paging import Where, page
+from projections.tables import Curs
 from projections.views.balances import LINE_AMOUNTS, TALENT_AMOUNTS, Balances
 from projections.worker import wait_for_position
 
@@ -301,10 +311,13 @@ def trial_balance(datastore: PostgresDatastore, year: int) -> dict[str, Any]:
 
 
 def movements(datastore: PostgresDatastore, statement: Statement) -> list[Movement]:
-    """The ledger's bank movements a statement may match: those with its references,
-    and every payment inside its period (which the bank should show)."""
+    """The ledger's bank movements a statement may match: those with its references
+    (as bank reference, or as payment id), and every payment inside its period (which
+    the bank should show) or a few days either side (which a line of an unknown
+    reference may be)."""
     references = {line.bank_reference for line in statement.lines}
     first, last = statement.period
+    near = timedelta(DATE_TOLERANCE_DAYS)
     with datastore.transaction(commit=False) as dict_curs:
         # 200,000 rows: straight into tuples, sorted in memory rather than on disk
         curs = dict_curs.connection.cursor(row_factory=args_row(Movement))
@@ -316,22 +329,45 @@ def movements(datastore: PostgresDatastore, statement: Statement) -> list[Moveme
             # byte order, whatever the server's locale: the same report everywhere
             "SELECT 'payment' AS kind, 'debit' AS direction,"
             '       bank_reference COLLATE "C" AS bank_reference, amount, value_date,'
-            "       payment_id, NULL AS clawback_id, NULL AS recovery_id, talent_id"
-            "  FROM rm_payments WHERE bank_reference IN (SELECT ref FROM refs)"
+            "       payment_id, NULL AS clawback_id, NULL AS recovery_id, talent_id,"
+            "       EXISTS (SELECT 1 FROM rm_reconciled_payments c"
+            "               WHERE c.payment_id = p.payment_id) AS reconciled"
+            "  FROM rm_payments p WHERE bank_reference IN (SELECT ref FROM refs)"
+            "    OR payment_id IN (SELECT ref FROM refs)"
             "    OR value_date BETWEEN %(first)s AND %(last)s "
             "UNION ALL "
             "SELECT 'return', 'credit', bank_reference, amount, returned_on, payment_id,"
-            "       NULL, NULL, talent_id FROM rm_payments"
-            " WHERE returned_on IS NOT NULL AND bank_reference IN (SELECT ref FROM refs) "
+            "       NULL, NULL, talent_id, false FROM rm_payments"
+            " WHERE returned_on IS NOT NULL AND (bank_reference IN (SELECT ref FROM refs)"
+            "   OR payment_id IN (SELECT ref FROM refs)) "
             "UNION ALL "
             "SELECT 'recovery', 'credit', r.bank_reference, r.amount, r.value_date, NULL,"
-            "       r.clawback_id, r.recovery_id, c.talent_id FROM rm_recoveries r"
+            "       r.clawback_id, r.recovery_id, c.talent_id, false FROM rm_recoveries r"
             "  JOIN rm_clawbacks c ON c.clawback_id = r.clawback_id"
             " WHERE r.bank_reference IN (SELECT ref FROM refs) "
             "ORDER BY value_date, bank_reference",
-            {"refs": "\n".join(references), "first": first, "last": last},
+            {"refs": "\n".join(references), "first": first - near, "last": last + near},
         )
         return curs.fetchall()
+
+
+def previous_statement(
+    datastore: PostgresDatastore, statement: Statement
+) -> PreviousStatement | None:
+    """The latest statement of the same account that closed before this one closes
+    (the latest recorded, of two closing on one day); None for a statement without
+    balances."""
+    if statement.account is None or statement.closing is None:
+        return None
+    with datastore.transaction(commit=False) as curs:
+        curs.execute(
+            "SELECT reconciliation_id, closing, closing_on FROM rm_reconciliations "
+            "WHERE account = %s AND closing_on < %s "
+            "ORDER BY closing_on DESC, position DESC LIMIT 1",
+            (statement.account, statement.closing.on),
+        )
+        row = curs.fetchone()
+    return PreviousStatement(**row) if row else None
 
 
 def _in_utc(row: DictRow) -> DictRow:
@@ -364,11 +400,36 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None, zone: t
                 r["programme"],
                 r["amount"],
                 r["status"],
-                _business_day(r["approved_at"], zone) if r["approved_at"] else None,
+                r["approved_on"],
                 r["paid"] - r["returned"],
                 r["clawed_back"],
+                InstalmentPlan(r["instalment_count"], r["first_due_on"], r["interval_months"])
+                if r["instalment_count"]
+                else None,
             )
             for r in rows("SELECT * FROM rm_grants {where}")
+        ]
+        waivers = [
+            WaiverFacts(
+                r["waiver_id"],
+                r["talent_id"],
+                r["year"],
+                r["start_on"],
+                r["ended_on"] or r["end_on"],
+            )
+            for r in rows(
+                "SELECT * FROM rm_waivers WHERE talent_id IN "
+                "(SELECT talent_id FROM rm_grants {where})"
+            )
+        ]
+        pending_run_items = [
+            RunItemFacts(
+                r["run_id"], r["payment_id"], r["grant_id"], r["talent_id"], r["value_date"]
+            )
+            for r in rows(
+                "SELECT * FROM rm_disbursement_run_items WHERE status = 'pending' AND grant_id IN "
+                "(SELECT grant_id FROM rm_grants {where}) ORDER BY run_id, payment_id"
+            )
         ]
         talents = [
             TalentFacts(
@@ -416,4 +477,33 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None, zone: t
             params,
         )
         unmatched = [UnmatchedLine(**r) for r in curs.fetchall()]
-    return Facts(talents, grants, payments, clawbacks, unmatched)
+        statements = _statement_facts(curs, fund_year)
+    return Facts(
+        talents, grants, payments, clawbacks, unmatched, statements, waivers, pending_run_items
+    )
+
+
+_STATEMENTS = (
+    "SELECT reconciliation_id, account, opening, closing, closing_on, position "
+    "FROM rm_reconciliations WHERE account IS NOT NULL"
+)
+_STATEMENTS_OF_A_YEAR = (
+    "SELECT reconciliation_id, account, opening, closing, closing_on, position "
+    "FROM rm_reconciliations "
+    "WHERE account IS NOT NULL AND extract(year FROM closing_on) = %(year)s "
+    "UNION ALL ("
+    "SELECT DISTINCT ON (account) reconciliation_id, account, opening, closing, closing_on,"
+    " position FROM rm_reconciliations"
+    " WHERE account IS NOT NULL AND closing_on < make_date(%(year)s, 1, 1)"
+    " ORDER BY account, closing_on DESC, position DESC)"
+)
+
+
+def _statement_facts(curs: Curs, fund_year: int | None) -> list[StatementFacts]:
+    """The statements with balances (of those closing in `fund_year`, and, to judge the
+    first of them, the one of each account closing last before it)."""
+    if fund_year is None:
+        curs.execute(_STATEMENTS)
+    else:
+        curs.execute(_STATEMENTS_OF_A_YEAR, {"year": fund_year})
+    return [StatementFacts(**row) for row in curs.fetchall()]

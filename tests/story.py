@@ -13,11 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from ledger.entrypoints.runtime import Settings
+
 INSTANT = "2024-05-06T02:30:00Z"
+#: the business date the story is told on: grants approved without a plan fall due then
+TODAY = Settings(database_url=None, data_dir=Path()).today().isoformat()
 HASH = "9f2c7a1e" * 8
 CHAIN_HASHES = ("hash", "head")
 KEY = "tl_" + "x" * 43  # a bearer key: shown once, never the same twice
@@ -267,6 +272,56 @@ STORY: tuple[Step, ...] = (
             ],
         },
     ),
+    Step(
+        "clerk",
+        "POST",
+        "/v1/talents",
+        "registerTalent",
+        {
+            **_talent("T-0004", "赵磊", "doctorate", "2024-06-03"),
+            "bank_account": "6222021001123456",
+        },
+    ),
+    Step(
+        "clerk",
+        "POST",
+        "/v1/grants",
+        "proposeGrant",
+        {
+            **_grant("G-0005", "T-0004", "12000.00", "博士研究生安家补贴，分三期"),
+            "instalments": {"count": 3, "first_due_on": "2024-09-30", "interval_months": 3},
+        },
+    ),
+    Step("approver", "POST", "/v1/grants/G-0005/approve", "approveGrant", {"note": "同意分期"}),
+    Step(
+        "treasury",
+        "POST",
+        "/v1/disbursement-runs",
+        "prepareDisbursementRun",
+        {"run_id": "DR-2024-09", "due_on": "2024-09-30", "value_date": "2024-09-30"},
+    ),
+    Step("auditor", "GET", "/v1/disbursement-runs/DR-2024-09", "getDisbursementRun"),
+    Step(
+        "auditor",
+        "GET",
+        "/v1/disbursement-runs/DR-2024-09/items",
+        "listDisbursementRunItems",
+        params={"limit": 10},
+    ),
+    Step(
+        "treasury",
+        "POST",
+        "/v1/disbursement-runs/DR-2024-09/settle",
+        "settleDisbursementRun",
+        {"settled": [{"payment_id": "DR-2024-09-1", "bank_reference": "BR-20240930-001"}]},
+    ),
+    Step(
+        "auditor",
+        "GET",
+        "/v1/disbursement-runs",
+        "listDisbursementRuns",
+        params={"fund_year": 2024},
+    ),
     Step("admin", "POST", "/v1/fund-years/2024/close", "closeFundYear", {"reason": "2024年度决算"}),
     Step("auditor", "GET", "/v1/fund-years/2024", "getFundYear"),
     Step("auditor", "GET", "/v1/fund-years", "listFundYears", params={"status": "closed"}),
@@ -382,7 +437,15 @@ def fixed(value: Any, key: str = "") -> Any:
         return _FIXED[key]
     if key == "note":
         return _NOTE_RE.sub(rf"\g<1>{MERKLE_HASH}\g<2>{SIGNATURE}\n", value)
-    return INSTANT if _INSTANT_RE.match(value) else value
+    return _fixed_day(value, key)
+
+
+def _fixed_day(value: str, key: str) -> str:
+    """An instant as INSTANT; the day the story is told (when a grant approved without
+    an instalment plan falls due) as INSTANT's day."""
+    if _INSTANT_RE.match(value):
+        return INSTANT
+    return INSTANT[:10] if key == "due_on" and value == TODAY else value
 
 
 def tell(client: Callable[[str], TestClient]) -> dict[str, dict[str, Any]]:

@@ -3,17 +3,21 @@ revoked; a grant with its totals."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from api.lists import FundYearFilter, ProgrammeFilter, TalentFilter, list_route
-from api.operations import Operation
+from api.operations import Ids, Operation
 from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
 from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.domain.grants import Grant
+from ledger.domain.instalments import shown
 from ledger.usecases.grants import ApproveGrant, ProposeGrant, RejectGrant, RevokeGrant
+from ledger.usecases.ledger import Ledger
 from projections import lists
 from projections.views.treasury import Treasury
 
@@ -21,6 +25,14 @@ router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["grants"])
 
 
 GrantStatus = Literal["proposed", "approved", "rejected", "revoked"]
+
+
+class InstalmentOut(Out):
+    number: int
+    due_on: date | None = Field(description="null until a grant without a plan is approved")
+    amount: Money
+    paid: Money
+    status: Literal["scheduled", "unpaid", "partially_paid", "paid", "cancelled"]
 
 
 class GrantOut(Out):
@@ -41,6 +53,17 @@ class GrantOut(Out):
     net_paid: Money
     payable: Money
     clawed_back: Money
+    instalments: list[InstalmentOut]
+
+
+def grant_out(ledger: Ledger, grant: Grant, ids: Ids) -> dict[str, Any]:
+    """A grant with its instalments, each with its status."""
+    fields = ("effective_amount", "net_paid", "payable", "status")
+    return {
+        **vars(grant),
+        **{name: getattr(grant, name) for name in fields},
+        "instalments": shown(grant.status, grant.instalments),
+    }
 
 
 OPERATIONS = (
@@ -50,6 +73,7 @@ OPERATIONS = (
         ProposeGrant,
         GrantOut,
         True,
+        grant_out,
         reads=("getGrant", "grant_id"),
         summary="Propose a grant",
         description="A cash grant to a talent from a cash line of an open fund year. Its "
@@ -63,6 +87,7 @@ OPERATIONS = (
         ApproveGrant,
         GrantOut,
         False,
+        grant_out,
         reads=("getGrant", "grant_id"),
         summary="Approve a grant",
         description="Approve a proposed grant: the approver is the key's holder, never the "
@@ -75,6 +100,7 @@ OPERATIONS = (
         RejectGrant,
         GrantOut,
         False,
+        grant_out,
         reads=("getGrant", "grant_id"),
         summary="Reject a grant",
         description="Reject a proposed grant, with a reason: its whole amount goes back to "
@@ -86,6 +112,7 @@ OPERATIONS = (
         RevokeGrant,
         GrantOut,
         False,
+        grant_out,
         reads=("getGrant", "grant_id"),
         summary="Revoke a grant",
         description="Revoke an approved grant, with a reason: nothing more may be paid on "
@@ -98,7 +125,7 @@ add_writes(router, OPERATIONS)
 @read(router, "/grants/{grant_id}", GrantOut, summary="Read a grant")
 def get_grant(grant_id: PathId, ledger: LedgerDep, _: PrincipalDep) -> GrantOut:
     """A grant with its status and totals, read from its own events: always current."""
-    return GrantOut.model_validate(ledger.load(Grant, grant_id, "grant"))
+    return GrantOut.model_validate(grant_out(ledger, ledger.load(Grant, grant_id, "grant"), {}))
 
 
 async def grant_filters(

@@ -2,7 +2,9 @@
 Chinese online-banking export; parsed strictly, or refused naming the line.
 
 A statement that is wrong anywhere is refused whole: reconciling half a file would
-leave treasury believing lines were checked that never were.
+leave treasury believing lines were checked that never were. The checks of a
+reference, an amount and a balance, and the decoding of UTF-8 or GBK, serve the
+other formats too (`statement_camt`, `statement_mt940`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import date
 from decimal import Decimal
 
 from ledger.domain.errors import StatementRejected
-from ledger.domain.money import MoneyFormatError, parse_money
+from ledger.domain.money import ZERO, ZERO_PATTERN, MoneyFormatError, parse_money
 from ledger.domain.reconciliation import DIRECTIONS, Statement, StatementLine
 
 HEADER = ("value_date", "bank_reference", "amount", "direction", "counterparty")
@@ -71,23 +73,34 @@ def _line(number: int, row: list[str]) -> StatementLine:
         day = date.fromisoformat(value_date)
     except ValueError:
         raise StatementRejected(number, "value_date", "value_date is not a date") from None
-    _check_reference(number, "bank_reference", reference)
-    money = _money(number, "amount", amount)
+    check_reference(number, "bank_reference", reference)
+    money = statement_money(number, "amount", amount)
     if direction not in DIRECTIONS:
         raise StatementRejected(number, "direction", "direction must be debit or credit")
     return StatementLine(number, day, reference, money, direction, counterparty)
 
 
-def _check_reference(number: int, field: str, reference: str) -> None:
+def check_reference(line: int | None, field: str, reference: str) -> None:
+    """A bank reference: 1 to 100 characters, none of them a control character."""
     if not _REFERENCE_RE.fullmatch(reference):
-        raise StatementRejected(number, field, f"{field} is blank or too long")
+        raise StatementRejected(line, field, f"{field} is blank or too long")
 
 
-def _money(number: int, field: str, text: str) -> Decimal:
+def statement_money(line: int | None, field: str, text: str) -> Decimal:
+    """An amount of a statement's line, in the API's wire form (`parse_money`)."""
     try:
         return parse_money(text)
     except MoneyFormatError as e:
-        raise StatementRejected(number, field, str(e)) from None
+        raise StatementRejected(line, field, str(e)) from None
+
+
+def statement_balance(line: int | None, field: str, text: str, *, debit: bool) -> Decimal:
+    """A balance a statement states, signed: like an amount, but it may be zero, and
+    it is negative when it is a debit (the account overdrawn)."""
+    if re.fullmatch(ZERO_PATTERN, text, re.ASCII):
+        return ZERO
+    amount = statement_money(line, field, text)
+    return -amount if debit else amount
 
 
 # --- the cn-bank profile ----------------------------------------------------------
@@ -105,9 +118,9 @@ _CN_DATE_RE = re.compile(r"([0-9]{4})[-/]?([0-9]{2})[-/]?([0-9]{2})", re.ASCII)
 _THOUSANDS_RE = re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]{1,2})?", re.ASCII)
 
 
-def _decoded(data: bytes) -> str:
+def decoded(data: bytes) -> str:
     """UTF-8 (a BOM or not), else GBK (as GB 18030, which contains it): what Chinese
-    banks' exports are written in."""
+    banks' exports (CSV, MT940) are written in."""
     try:
         return data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError:
@@ -123,7 +136,7 @@ def parse_cn_bank(data: bytes) -> Statement:
     """A `cn-bank` export: lines before the header row (account, period) and from the
     totals line (合计) on are skipped; debits and credits are separate columns, one of
     them filled per line; amounts may carry thousands separators."""
-    rows = csv.reader(io.StringIO(_decoded(data), newline=""), strict=True)
+    rows = csv.reader(io.StringIO(decoded(data), newline=""), strict=True)
     try:
         columns: dict[str, int] | None = None
         lines: list[StatementLine] = []
@@ -166,7 +179,7 @@ def _cn_line(number: int, cells: list[str], columns: dict[str, int]) -> Statemen
         raise StatementRejected(
             number, "借方发生额", "exactly one of 借方发生额 and 贷方发生额 must hold an amount"
         )
-    _check_reference(number, "交易流水号", field["bank_reference"])
+    check_reference(number, "交易流水号", field["bank_reference"])
     direction = filled[0]
     amount = amounts[direction]
     assert amount is not None
@@ -183,4 +196,4 @@ def _cn_amount(number: int, header: str, text: str) -> Decimal | None:
         if not _THOUSANDS_RE.fullmatch(text):
             raise StatementRejected(number, header, f"{header} has misplaced separators")
         text = text.replace(",", "")
-    return _money(number, header, text)
+    return statement_money(number, header, text)

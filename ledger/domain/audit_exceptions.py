@@ -10,15 +10,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from itertools import pairwise
+from itertools import groupby, pairwise
 from typing import Any
 
 from ledger.domain.dates import whole_months
+from ledger.domain.instalments import InstalmentPlan, instalment_status, schedule
 from ledger.domain.money import FEN, ZERO, format_money
+from ledger.domain.runs import OVERDUE_AFTER_DAYS as RUN_ITEM_OVERDUE_DAYS
 
 CLAWBACK_OVERDUE_DAYS = 90
 UNPAID_DAYS = 180
 DUPLICATE_WINDOW_DAYS = 7
+#: the programme whose instalments a rent waiver must not overlap
+RENT_SUBSIDY = "rent_subsidy"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,27 @@ class GrantFacts:
     approved_on: date | None
     net_paid: Decimal
     clawed_back: Decimal
+    plan: InstalmentPlan | None = None
+
+
+@dataclass(frozen=True)
+class WaiverFacts:
+    waiver_id: str
+    talent_id: str
+    fund_year: int
+    start_on: date
+    last_day: date  # its end, or the day it ended early
+
+
+@dataclass(frozen=True)
+class RunItemFacts:
+    """A disbursement run's item the bank has answered neither way."""
+
+    run_id: str
+    payment_id: str
+    grant_id: str
+    talent_id: str
+    value_date: date
 
 
 @dataclass(frozen=True)
@@ -74,12 +99,27 @@ class UnmatchedLine:
 
 
 @dataclass(frozen=True)
+class StatementFacts:
+    """An imported statement that stated its account and balances."""
+
+    reconciliation_id: str
+    account: str
+    opening: Decimal
+    closing: Decimal
+    closing_on: date
+    position: int  # when it was imported: of two closing on one day, the later counts
+
+
+@dataclass(frozen=True)
 class Facts:
     talents: list[TalentFacts] = field(default_factory=list)
     grants: list[GrantFacts] = field(default_factory=list)
     payments: list[PaymentFacts] = field(default_factory=list)
     clawbacks: list[ClawbackFacts] = field(default_factory=list)
     unmatched: list[UnmatchedLine] = field(default_factory=list)
+    statements: list[StatementFacts] = field(default_factory=list)
+    waivers: list[WaiverFacts] = field(default_factory=list)
+    pending_run_items: list[RunItemFacts] = field(default_factory=list)
 
 
 def pro_rata_clawback(
@@ -226,6 +266,99 @@ def _unmatched_lines(facts: Facts) -> list[dict[str, Any]]:
     ]
 
 
+def _discontinuities(facts: Facts) -> list[dict[str, Any]]:
+    """A statement that does not open where the previous one of its account closed (the
+    latest closing before it closes), judged over every statement imported so far: a
+    statement imported late fills the gap it explains."""
+    by_account: dict[str, list[StatementFacts]] = defaultdict(list)
+    for statement in facts.statements:
+        by_account[statement.account].append(statement)
+    flags = []
+    for account, statements in sorted(by_account.items()):
+        statements.sort(key=lambda s: (s.closing_on, s.position))
+        previous: StatementFacts | None = None
+        for _, same_day in groupby(statements, key=lambda s: s.closing_on):
+            closing_together = list(same_day)
+            for s in closing_together:
+                if previous is not None and s.opening != previous.closing:
+                    flags.append(
+                        _flag(
+                            "statement_discontinuity",
+                            f"statement {s.reconciliation_id} of account {account} opens at "
+                            f"{format_money(s.opening)}, but the previous one, "
+                            f"{previous.reconciliation_id}, closed at "
+                            f"{format_money(previous.closing)} on {previous.closing_on}",
+                            reconciliation_id=s.reconciliation_id,
+                            previous_reconciliation_id=previous.reconciliation_id,
+                            account=account,
+                        )
+                    )
+            previous = closing_together[-1]
+    return flags
+
+
+def _months(first: date, last: date) -> set[tuple[int, int]]:
+    """The calendar months a period touches, as (year, month)."""
+    return {
+        (y, m)
+        for y in range(first.year, last.year + 1)
+        for m in range(1, 13)
+        if (first.year, first.month) <= (y, m) <= (last.year, last.month)
+    }
+
+
+def _double_housing(facts: Facts) -> list[dict[str, Any]]:
+    """A rent-subsidy instalment (paid or to be paid; a cancelled one is neither) falling
+    in a month one of the talent's rent waivers touches: two housing benefits for one
+    month (重复享受)."""
+    waivers: dict[str, list[WaiverFacts]] = defaultdict(list)
+    for w in facts.waivers:
+        waivers[w.talent_id].append(w)
+    flags = []
+    for g in facts.grants:
+        if g.programme != RENT_SUBSIDY or not waivers.get(g.talent_id):
+            continue
+        due = [
+            i.due_on
+            for i in schedule(g.amount, g.plan, g.approved_on, g.net_paid)
+            if i.due_on is not None and instalment_status(g.status, i) != "cancelled"
+        ]
+        for w in waivers[g.talent_id]:
+            covered = _months(w.start_on, w.last_day)
+            both = sorted({f"{d.year}-{d.month:02d}" for d in due if (d.year, d.month) in covered})
+            if both:
+                flags.append(
+                    _flag(
+                        "double_housing_benefit",
+                        f"grant {g.grant_id} pays rent subsidy for {', '.join(both)}, months "
+                        f"rent waiver {w.waiver_id} also covers",
+                        talent_id=g.talent_id,
+                        grant_id=g.grant_id,
+                        waiver_id=w.waiver_id,
+                        fund_year=g.fund_year,
+                        programme=g.programme,
+                        months=both,
+                    )
+                )
+    return flags
+
+
+def _overdue_run_items(facts: Facts, today: date) -> list[dict[str, Any]]:
+    return [
+        _flag(
+            "run_item_overdue",
+            f"item {i.payment_id} of run {i.run_id}, paid on {i.value_date}, is neither "
+            f"settled nor rejected after {RUN_ITEM_OVERDUE_DAYS} days",
+            run_id=i.run_id,
+            payment_id=i.payment_id,
+            grant_id=i.grant_id,
+            talent_id=i.talent_id,
+        )
+        for i in facts.pending_run_items
+        if today > i.value_date + timedelta(RUN_ITEM_OVERDUE_DAYS)
+    ]
+
+
 def find_exceptions(facts: Facts, today: date) -> list[dict[str, Any]]:
     """Every red flag of the exceptions report in `facts`, as of `today`."""
     return [
@@ -233,6 +366,9 @@ def find_exceptions(facts: Facts, today: date) -> list[dict[str, Any]]:
         *_overdue_clawbacks(facts, today),
         *_duplicate_payments(facts),
         *_unpaid_grants(facts, today),
+        *_double_housing(facts),
+        *_overdue_run_items(facts, today),
         *_clawbacks_above_net_paid(facts),
         *_unmatched_lines(facts),
+        *_discontinuities(facts),
     ]

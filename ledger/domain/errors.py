@@ -86,12 +86,20 @@ class ValidationFailed(LedgerError):
 
 
 class StatementRejected(LedgerError):
-    """A bank statement we cannot read, refused whole; `line` is 1-based (a CSV's
-    header is line 1)."""
+    """A bank statement we cannot read, refused whole. A text file names its `line`
+    (1-based: a CSV's header is line 1) and the `field`; an XML file has no line to
+    name (None) and names the element by its path in `field` (`Stmt/Ntry[3]/Amt`)."""
 
     code = "validation_error"
 
-    def __init__(self, line: int, field: str, detail: str) -> None:
-        super().__init__(f"line {line}: {detail}")
+    def __init__(self, line: int | None, field: str, detail: str) -> None:
+        super().__init__(f"line {line}: {detail}" if line is not None else f"{field}: {detail}")
         self.line = line
         self.field = field
+
+
+class StatementUnbalanced(StatementRejected):
+    """A statement whose opening balance plus its lines is not its closing balance: a
+    line is missing, or one too many (CONTRACT §6, second edition)."""
+
+    code = "statement_unbalanced"

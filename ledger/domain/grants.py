@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import event
 
@@ -20,8 +21,13 @@ from ledger.domain.errors import (
     SelfApproval,
     SeparationOfDuties,
 )
+from ledger.domain.instalments import Instalment, InstalmentPlan, schedule
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
+
+#: the time zone approvals were recorded in before they recorded their business date
+#: (the default of LEDGER_TIMEZONE, which no deployment had changed then)
+_FIRST_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
 def effective_amount(status: str, amount: Decimal, net_paid: Decimal) -> Decimal:
@@ -51,6 +57,7 @@ class Grant(LedgerAggregate):
         return stream_id("grants", grant_id)
 
     class Proposed(LedgerAggregate.Created):
+        class_version = 2  # 2: the instalment plan, which v1 had not
         grant_id: str
         talent_id: str
         fund_year: int
@@ -59,6 +66,11 @@ class Grant(LedgerAggregate):
         policy_reference: str
         reason: str
         fingerprint: str
+        instalments: dict[str, Any] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["instalments"] = None
 
     @event(Proposed)
     def __init__(
@@ -71,6 +83,7 @@ class Grant(LedgerAggregate):
         policy_reference: str,
         reason: str,
         fingerprint: str,
+        instalments: dict[str, Any] | None = None,
         actor: str = "",
     ) -> None:
         self.grant_id = grant_id
@@ -82,7 +95,11 @@ class Grant(LedgerAggregate):
         self.reason = reason
         self.fingerprint = fingerprint
         self.proposed_by = actor
+        self.plan = InstalmentPlan(**instalments) if instalments else None
         self.status = "proposed"
+        self.approved_on: date | None = None
+        # instalments a disbursement run holds (number: run id), not to be put in another
+        self.held: dict[int, str] = {}
         self.decision_by: str | None = None
         self.decision_note: str | None = None
         self.paid = ZERO
@@ -126,23 +143,82 @@ class Grant(LedgerAggregate):
             raise InvalidState(f"cannot {action} grant {self.grant_id}: it is {self.status}")
 
     class Approved(LedgerAggregate.Event):
+        class_version = 2  # 2: the business date of the approval, which v1 had not
         note: str | None
+        approved_on: date
 
-    def approve(self, note: str | None) -> None:
-        """Approved by whoever is acting (`ledger.domain.context`), never its proposer."""
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["approved_on"] = state["timestamp"].astimezone(_FIRST_TIMEZONE).date()
+
+    def approve(self, note: str | None, today: date) -> None:
+        """Approved by whoever is acting (`ledger.domain.context`), never its proposer,
+        on the business date `today` (when an instalment without a plan falls due)."""
         if self._repeat("approved", note):
             return
         self._require("proposed", "approve")
         approver = actor_cvar.get()
         if approver == self.proposed_by:
             raise SelfApproval(f"{approver} proposed grant {self.grant_id} and cannot approve it")
-        self._approved(note)
+        self._approved(note, today)
 
     @event(Approved)
-    def _approved(self, note: str | None, actor: str = "") -> None:
+    def _approved(self, note: str | None, approved_on: date, actor: str = "") -> None:
         self.status = "approved"
+        self.approved_on = approved_on
         self.decision_note = note
         self.decision_by = actor
+
+    @property
+    def instalments(self) -> list[Instalment]:
+        """Its instalments, net payments filling them earliest first."""
+        return schedule(self.amount, self.plan, self.approved_on, self.net_paid)
+
+    def payable_instalments(self, due_on: date) -> list[Instalment]:
+        """The instalments a disbursement run may take: approved, due by `due_on`,
+        unpaid (for their remainder) and held by no run."""
+        if self.status != "approved":
+            return []
+        return [
+            i
+            for i in self.instalments
+            if i.unpaid > ZERO
+            and i.due_on is not None
+            and i.due_on <= due_on
+            and i.number not in self.held
+        ]
+
+    class Held(LedgerAggregate.Event):
+        run_id: str
+        instalments: list[int]
+
+    def hold(self, run_id: str, instalments: list[int]) -> None:
+        """Put instalments in a disbursement run: no other run may take them."""
+        taken = sorted(n for n in instalments if n in self.held)
+        if taken:
+            raise InvalidState(
+                f"instalments {taken} of grant {self.grant_id} are in run {self.held[taken[0]]}"
+            )
+        self._held(run_id, instalments)
+
+    @event(Held)
+    def _held(self, run_id: str, instalments: list[int]) -> None:
+        self.held.update(dict.fromkeys(instalments, run_id))
+
+    class Released(LedgerAggregate.Event):
+        run_id: str
+        instalments: list[int]
+
+    def release(self, run_id: str, instalments: list[int]) -> None:
+        """Take instalments out of their run once it has settled or rejected them."""
+        held = [n for n in instalments if self.held.get(n) == run_id]
+        if held:
+            self._released(run_id, held)
+
+    @event(Released)
+    def _released(self, run_id: str, instalments: list[int]) -> None:
+        for number in instalments:
+            del self.held[number]
 
     class Rejected(LedgerAggregate.Event):
         reason: str

@@ -23,11 +23,18 @@ class TextFormat:
 
 
 @dataclass(frozen=True)
-class YearRange:
-    """A fund year: a calendar year within these bounds."""
+class IntRange:
+    """A whole number within these bounds, both included (a fund year, a count)."""
 
-    first: int = 1900
-    last: int = 2999
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class MaxItems:
+    """A list of at most this many items."""
+
+    count: int
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
@@ -49,6 +56,6 @@ TEXT = TextFormat(
 #: once control characters are refused, these (so a schema can say "not blank")
 NOT_BLANK = r"[^\t\n\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 Text = Annotated[str, TEXT]
-YEARS = YearRange()
+YEARS = IntRange(1900, 2999)
 Year = Annotated[int, YEARS]
 Currency = Literal["CNY"]

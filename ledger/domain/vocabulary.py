@@ -112,6 +112,10 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
         "Reconciliation.Imported": ("银行对账", "Bank statement reconciled"),
         "ApiKey.Issued": ("密钥签发", "API key issued"),
         "ApiKey.Revoked": ("密钥吊销", "API key revoked"),
+        "Grant.Held": ("分期纳入代发批次", "Instalments put in a run"),
+        "Grant.Released": ("分期退出代发批次", "Instalments out of a run"),
+        "DisbursementRun.Prepared": ("代发批次生成", "Disbursement run prepared"),
+        "DisbursementRun.Settled": ("代发批次结算", "Disbursement run settled"),
     },
 }
 

@@ -43,6 +43,8 @@ CONFLICT_DEADLINE_SECONDS = 10.0
 # A copy further behind than this many events catches up with the append lock
 # released, a shorter tail under it (`Engine.commit`).
 CATCH_UP_UNDER_LOCK = 1_000
+# As many aggregates as this, never seen, are read with the append lock released too.
+READ_AHEAD_AT = 100
 
 
 class DateAsISO(Transcoding):
@@ -73,9 +75,13 @@ class AtomicRefusal(LedgerError):
 
 
 def _long_unseen(uow: UnitOfWork, known: Mapping[UUID, object]) -> set[UUID]:
-    """What `uow` took to be missing for want of a copy, has a long history, and is
-    not read yet."""
-    return {i for i, cls in uow.unseen.items() if cls.LONG_HISTORY and i not in known}
+    """What `uow` took to be missing for want of a copy and is not read yet, when it is
+    worth reading with the lock released: a long history, or many aggregates at once
+    (a disbursement run's thousands of grants, `UnitOfWork.read_all`)."""
+    unseen = {i: cls for i, cls in uow.unseen.items() if i not in known}
+    if len(unseen) >= READ_AHEAD_AT:
+        return set(unseen)
+    return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
 
 class Engine(Application[UUID]):
@@ -83,6 +89,8 @@ class Engine(Application[UUID]):
     memory), and which runs decisions as described above."""
 
     _committer: GroupCommitter | None = None
+    #: the business date now; set by whoever opens it, who knows the time zone
+    today: Callable[[], date]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -310,6 +318,14 @@ class Engine(Application[UUID]):
         except (KeyError, RuntimeError):  # RuntimeError: raced a fast-forward in place
             return None
         return copy if isinstance(copy, LedgerAggregate) else None
+
+    def has_copy(self, aggregate_id: UUID) -> bool:
+        """Whether this process has a copy of an aggregate (without making one)."""
+        cache = self.repository.cache
+        try:
+            return cache is not None and cache.get(aggregate_id) is not None
+        except KeyError:
+            return False
 
     def original(self, cls: type[A], aggregate_id: UUID) -> A:
         """An aggregate as it was created (version 1), read from the store."""

@@ -3,9 +3,10 @@ it read, so that the engine can check them under the append lock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from copy import deepcopy
+from datetime import date
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -18,9 +19,13 @@ A = TypeVar("A", bound=LedgerAggregate)
 
 class Copies(Protocol):
     """Where a unit of work finds aggregates it was not handed: the process's cache,
-    and the store for a resource as it was created."""
+    and the store for a resource as it was created; and what the business date is."""
+
+    def today(self) -> date: ...
 
     def cached_copy(self, aggregate_id: UUID) -> LedgerAggregate | None: ...
+
+    def has_copy(self, aggregate_id: UUID) -> bool: ...
 
     def original(self, cls: type[A], aggregate_id: UUID) -> A: ...
 
@@ -68,6 +73,26 @@ class UnitOfWork:
         self._aggregates[aggregate_id] = aggregate
         self._handed_out.append((aggregate, aggregate.version))
         return aggregate
+
+    def today(self) -> date:
+        """The business date (in the ledger's time zone) the decision is taken on."""
+        return self._copies.today()
+
+    def read_all(self, wanted: Iterable[tuple[type[LedgerAggregate], Any]]) -> None:
+        """Look many aggregates up before deciding on them (a run's thousands of grants).
+        When this process lacked a copy of any, the attempt is refused for now: the
+        engine then reads every one it lacked in one query and decides again, instead
+        of a round under the append lock for each."""
+        for cls, key in wanted:
+            aggregate_id = cls.create_id(key)
+            if not (
+                aggregate_id in self._aggregates
+                or aggregate_id in self._known
+                or self._copies.has_copy(aggregate_id)
+            ):
+                self.unseen[aggregate_id] = cls
+        if self.unseen:
+            raise NotFound(f"{len(self.unseen)} aggregates are not read yet")
 
     def get(self, cls: type[A], key: Any, what: str) -> A:
         """Load an aggregate named in the path: missing is `not_found`."""

@@ -18,6 +18,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.adapters.checkpoints import PostgresNotary
+from ledger.adapters.iso20022 import Payer
 from ledger.adapters.memory import MemoryKeyStore
 from ledger.adapters.pool import use_ledger_pool
 from ledger.adapters.postgres import MIGRATIONS, LedgerRecorder, migrate
@@ -36,6 +37,8 @@ class ConfigurationError(Exception):
 
 
 BUSINESS_TIMEZONE = ZoneInfo("Asia/Shanghai")
+#: what a payment file names as the payer until LEDGER_PAYER_NAME and _ACCOUNT are set
+DEMO_PAYER = Payer("人才发展专项资金", "0000000000000000")
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -59,6 +62,8 @@ class Settings:
     pool_size: int = 8
     projections_in_process: bool = True
     timezone: ZoneInfo = BUSINESS_TIMEZONE
+    # the fund's account that disbursement runs are paid from (docs/treasury.md)
+    payer: Payer = DEMO_PAYER
 
     def today(self, now: datetime | None = None) -> date:
         """The business date (now, or at `now`): the date in the ledger's time zone,
@@ -77,6 +82,11 @@ class Settings:
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
             timezone=_zone(env.get("LEDGER_TIMEZONE") or BUSINESS_TIMEZONE.key),
+            payer=Payer(
+                env.get("LEDGER_PAYER_NAME") or DEMO_PAYER.name,
+                env.get("LEDGER_PAYER_ACCOUNT") or DEMO_PAYER.account,
+                env.get("LEDGER_PAYER_BIC") or None,
+            ),
         )
 
 
@@ -190,8 +200,9 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
             "POSTGRES_MAX_OVERFLOW": str(settings.pool_size),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             # Hot streams (a fund year takes an event per grant) are kept in memory
-            # and fast-forwarded with only their new events on each load.
-            "AGGREGATE_CACHE_MAXSIZE": "10000",
+            # and fast-forwarded with only their new events on each load; as many as
+            # a 10,000-item disbursement run settles (grants, talents, payments).
+            "AGGREGATE_CACHE_MAXSIZE": "50000",
             "AGGREGATE_CACHE_FASTFORWARD": "y",
         }
     )
@@ -201,6 +212,7 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))
+    app.today = settings.today
     return app
 
 
@@ -225,4 +237,5 @@ def open_memory_ledger() -> Ledger:
         }
     )
     app.vault = Vault(parse_master_key(new_master_key()), MemoryKeyStore())
+    app.today = Settings(database_url=None, data_dir=Path()).today
     return app

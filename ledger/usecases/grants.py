@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ledger.domain.budget import FundYear
@@ -16,10 +16,11 @@ from ledger.domain.errors import (
     TalentDeparted,
 )
 from ledger.domain.grants import Grant
+from ledger.domain.instalments import InstalmentPlan
 from ledger.domain.talents import Talent
 from ledger.domain.values import Identifier, Slug, Text, Year
 from ledger.engine.unit_of_work import UnitOfWork
-from ledger.usecases.registry import fingerprint, use_case
+from ledger.usecases.registry import ADDED_LATER, fingerprint, use_case
 
 # --- commands ------------------------------------------------------------
 
@@ -33,6 +34,7 @@ class ProposeGrant:
     amount: Decimal
     policy_reference: Text
     reason: Text
+    instalments: InstalmentPlan | None = field(default=None, metadata=ADDED_LATER)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def propose_grant(uow: UnitOfWork, cmd: ProposeGrant) -> Grant:
     talent = uow.refer(Talent, cmd.talent_id, "talent_id", "talent")
     talent.check_may_receive()
     fund_year = uow.refer(FundYear, cmd.fund_year, "fund_year", "fund year")
+    if cmd.instalments is not None:
+        cmd.instalments.split(cmd.amount)  # refused when an instalment would be nothing
     grant = Grant(
         cmd.grant_id,
         cmd.talent_id,
@@ -77,6 +81,7 @@ def propose_grant(uow: UnitOfWork, cmd: ProposeGrant) -> Grant:
         cmd.policy_reference,
         cmd.reason,
         fp,
+        cmd.instalments.as_event() if cmd.instalments else None,
     )
     fund_year.reserve(grant)
     return uow.add(grant)
@@ -85,7 +90,7 @@ def propose_grant(uow: UnitOfWork, cmd: ProposeGrant) -> Grant:
 @use_case(ApproveGrant, role="approver", refuses=(NotFound, InvalidState, SelfApproval))
 def approve_grant(uow: UnitOfWork, cmd: ApproveGrant) -> Grant:
     grant = uow.get(Grant, cmd.grant_id, "grant")
-    grant.approve(cmd.note)
+    grant.approve(cmd.note, uow.today())
     return grant
 
 

@@ -11,6 +11,7 @@ import ledger.usecases
 from ledger.domain.errors import LedgerError
 from ledger.domain.reconciliation import (
     Movement,
+    PreviousStatement,
     Reconciliation,
     Statement,
     counterparties,
@@ -18,6 +19,7 @@ from ledger.domain.reconciliation import (
     reconcile,
     reconciliation_id,
 )
+from ledger.domain.runs import DisbursementRun
 from ledger.domain.talents import Talent
 from ledger.engine.engine import Decide, Engine
 from ledger.engine.outcome import Outcome
@@ -26,6 +28,7 @@ from ledger.usecases.checkpoints import Notary
 from ledger.usecases.personal import Vault
 from ledger.usecases.reconciliations import MatchedStatement, record_reconciliation
 from ledger.usecases.registry import UseCase, modules_of
+from ledger.usecases.runs import PrepareRun, RunCandidates
 from ledger.usecases.talents import record_erasure
 
 
@@ -88,19 +91,29 @@ class Ledger(Engine):
         return self.run(record_erasure, talent_id)
 
     def import_statement(
-        self, statement: Statement, movements: Callable[[Statement], list[Movement]]
+        self,
+        statement: Statement,
+        movements: Callable[[Statement], list[Movement]],
+        previous: Callable[[Statement], PreviousStatement | None],
     ) -> Outcome[Reconciliation]:
         """Reconcile and record a statement; the same file again answers its first
-        report. `movements` are the ledger's bank movements a statement may match (the
-        read models know them)."""
+        report. `movements` are the ledger's bank movements a statement may match, and
+        `previous` the statement of its account it carries on from (the read models
+        know them)."""
         key = reconciliation_id(statement)
         packed, sealed = "", ""
         if Reconciliation.create_id(key) not in self.repository:
-            report = reconcile(statement, movements(statement))
+            report = reconcile(statement, movements(statement), previous(statement))
             packed, sealed = pack(report), pack(self._sealed(counterparties(statement, report)))
-        return self.run(
-            record_reconciliation, MatchedStatement(key, statement.sha256, packed, sealed)
-        )
+        return self.run(record_reconciliation, MatchedStatement(key, statement, packed, sealed))
+
+    def prepare_run(
+        self, run: PrepareRun, candidates: Callable[[PrepareRun], list[str]]
+    ) -> Outcome[DisbursementRun]:
+        """Prepare a disbursement run from the grants the read models find approved
+        (`candidates`): each is read from its events before one of its instalments is
+        taken, so a grant the read models show out of date is judged as it is."""
+        return self.execute(RunCandidates(run, tuple(candidates(run))))
 
     def _sealed(self, named: dict[int, tuple[str, str]]) -> dict[str, str]:
         """Each counterparty sealed with its talent's data key; one whose talent's key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.domain.reconciliation import Reconciliation
+from ledger.domain.reconciliation import Reconciliation, Statement
 from ledger.engine.unit_of_work import UnitOfWork
 
 
@@ -14,7 +14,7 @@ class MatchedStatement:
     takes seconds, which no other writer should wait for)."""
 
     reconciliation_id: str
-    sha256: str
+    statement: Statement
     report_packed: str
     sealed_counterparties: str
 
@@ -24,11 +24,18 @@ def record_reconciliation(uow: UnitOfWork, matched: MatchedStatement) -> Reconci
     existing = uow.find(Reconciliation, matched.reconciliation_id)
     if existing is not None:
         return existing
+    statement = matched.statement
+    opening, closing = statement.opening, statement.closing
     return uow.add(
         Reconciliation(
             matched.reconciliation_id,
-            matched.sha256,
+            statement.sha256,
             matched.report_packed,
             matched.sealed_counterparties,
+            statement.account,
+            opening.amount if opening else None,
+            opening.on if opening else None,
+            closing.amount if closing else None,
+            closing.on if closing else None,
         )
     )

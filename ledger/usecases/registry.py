@@ -9,7 +9,7 @@ import importlib
 import json
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -34,8 +34,15 @@ def fingerprint(command: object) -> str:
     that does not use it keeps the fingerprint it had before the field existed."""
     later = {f.name for f in fields(command) if f.metadata.get("added_later")}  # type: ignore[arg-type]
     values = {k: v for k, v in vars(command).items() if not (v is None and k in later)}
-    canonical = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    canonical = json.dumps(values, sort_keys=True, default=_plain, ensure_ascii=False)
     return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON can hold it: a value made of fields as their object."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ from ledger.domain.budget import FundYear
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
 from ledger.domain.keys import ApiKey
+from ledger.domain.money import ZERO
 from ledger.domain.payments import BankReference, Payment
 from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
+from ledger.domain.runs import DisbursementRun
 from ledger.domain.talents import Talent
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Stream, Streams
@@ -181,6 +183,11 @@ class AuditTrail(View):
     def _grant_money(self, e: Grant.Paid | Grant.PaymentReturned) -> None:
         self._of(e, self.stream(), "grant_id", amount=e.amount, payment_id=e.payment_id)
 
+    @handles(Grant.Held, Grant.Released)
+    def _grant_run(self, e: Grant.Held | Grant.Released) -> None:
+        numbers = ", ".join(str(n) for n in e.instalments)
+        self._of(e, self.stream(), "grant_id", reference=e.run_id, reason=f"instalments {numbers}")
+
     @handles(Grant.ClawbackAssessed)
     def _grant_clawback(self, e: Grant.ClawbackAssessed) -> None:
         self._of(e, self.stream(), "grant_id", amount=e.amount, clawback_id=e.clawback_id)
@@ -249,6 +256,28 @@ class AuditTrail(View):
     @handles(ApiKey.Revoked)
     def _key_revoked(self, e: ApiKey.Revoked) -> None:
         self._entry(e, reference=self.stream().key)
+
+    # --- disbursement runs ------------------------------------------------------------------
+
+    @handles(DisbursementRun.Prepared)
+    def _run_prepared(self, e: DisbursementRun.Prepared) -> None:
+        total = sum((Decimal(item[4]) for item in e.items), ZERO)
+        self._entry(
+            e,
+            fund_year=e.fund_year,
+            programme=e.programme,
+            amount=total,
+            reference=e.run_id,
+            reason=f"{len(e.items)} items due by {e.due_on}, paid on {e.value_date}",
+        )
+
+    @handles(DisbursementRun.Settled)
+    def _run_settled(self, e: DisbursementRun.Settled) -> None:
+        self._entry(
+            e,
+            reference=self.stream().key,
+            reason=f"{len(e.settled)} settled, {len(e.rejected)} rejected",
+        )
 
     @handles(Reconciliation.Imported)
     def _imported(self, e: Reconciliation.Imported) -> None:

@@ -10,11 +10,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from ledger.domain.clawbacks import Clawback
 from ledger.domain.grants import Grant
 from ledger.domain.money import ZERO
 from ledger.domain.payments import Payment
-from ledger.domain.reconciliation import BUCKETS, Reconciliation, unpack
+from ledger.domain.reconciliation import BUCKETS, CLAIMING, Reconciliation, unpack
+from ledger.domain.runs import DisbursementRun
 from ledger.domain.waivers import RentWaiver
 from projections.streams import Streams
 from projections.tables import AMOUNT, Curs, Table, Writes
@@ -39,6 +42,11 @@ GRANTS = Table(
         "paid": AMOUNT,
         "returned": AMOUNT,
         "clawed_back": AMOUNT,
+        # the instalment plan (none: one instalment, due on approved_on)
+        "instalment_count": "int",
+        "first_due_on": "date",
+        "interval_months": "int",
+        "approved_on": "date",
     },
     key=("grant_id",),
     indexes=(
@@ -132,9 +140,22 @@ RECONCILIATIONS = Table(
         "line_count": "int NOT NULL",
         **dict.fromkeys(BUCKETS, "int NOT NULL"),
         "recorded_at": "timestamptz NOT NULL",
+        # what a statement with balances states (camt.053, MT940); null for a CSV one
+        "account": "text",
+        "opening": "numeric(20,2)",  # signed: negative for a debit balance
+        "opening_on": "date",
+        "closing": "numeric(20,2)",
+        "closing_on": "date",
     },
     key=("reconciliation_id",),
-    indexes=(("position",), ("period_to", "period_from")),
+    indexes=(("position",), ("period_to", "period_from"), ("account", "closing_on")),
+)
+# every payment a statement line claimed (matched, or with another amount or date):
+# it has its line in the bank, and is no candidate for another
+RECONCILED_PAYMENTS = Table(
+    "rm_reconciled_payments",
+    {"payment_id": "text", "reconciliation_id": "text"},
+    key=("payment_id", "reconciliation_id"),
 )
 RECONCILIATION_LINES = Table(
     "rm_reconciliation_lines",
@@ -147,6 +168,40 @@ RECONCILIATION_LINES = Table(
         "value_date": "date NOT NULL",
     },
     key=("reconciliation_id", "seq"),
+)
+
+RUNS = Table(
+    "rm_disbursement_runs",
+    {
+        "run_id": "text",
+        "position": "bigint NOT NULL",
+        "year": "int",
+        "programme": "text",
+        "due_on": "date NOT NULL",
+        "value_date": "date NOT NULL",
+        "items": "int NOT NULL",
+        "total": AMOUNT,
+        "excluded": "text NOT NULL",
+        "settled": "int NOT NULL",
+        "rejected": "int NOT NULL",
+    },
+    key=("run_id",),
+    indexes=(("position",), ("year", "position")),
+)
+# a run's items, each with what the bank did with it (what the overdue rule judges)
+RUN_ITEMS = Table(
+    "rm_disbursement_run_items",
+    {
+        "payment_id": "text",
+        "run_id": "text NOT NULL",
+        "grant_id": "text NOT NULL",
+        "talent_id": "text NOT NULL",
+        "amount": AMOUNT,
+        "value_date": "date NOT NULL",
+        "status": "text NOT NULL",
+    },
+    key=("payment_id",),
+    indexes=(("status", "value_date"),),
 )
 
 
@@ -167,6 +222,34 @@ class GrantRow:
     paid: Decimal = ZERO
     returned: Decimal = ZERO
     clawed_back: Decimal = ZERO
+    instalment_count: int | None = None
+    first_due_on: date | None = None
+    interval_months: int | None = None
+    approved_on: date | None = None
+
+
+@dataclass
+class RunRow:
+    position: int
+    year: int | None
+    programme: str | None
+    due_on: date
+    value_date: date
+    items: int
+    total: Decimal
+    excluded: str  # JSON: [{"grant_id", "reason"}]
+    settled: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class RunItemRow:
+    run_id: str
+    grant_id: str
+    talent_id: str
+    amount: Decimal
+    value_date: date
+    status: str = "pending"
 
 
 @dataclass
@@ -213,7 +296,9 @@ class ClawbackRow:
 
 class Treasury(View):
     NAME = "treasury"
-    VERSION = 2  # 2: what the lists show, and waivers and reconciliations
+    # 2: what the lists show, and waivers and reconciliations; 3: runs, plans, and a
+    # statement's account and balances and the payments statements claimed
+    VERSION = 3
     TABLES = (
         GRANTS,
         PAYMENTS,
@@ -222,6 +307,9 @@ class Treasury(View):
         RECOVERIES,
         RECONCILIATIONS,
         RECONCILIATION_LINES,
+        RECONCILED_PAYMENTS,
+        RUNS,
+        RUN_ITEMS,
     )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
@@ -230,13 +318,24 @@ class Treasury(View):
         self.payments: Rows[str, PaymentRow] = Rows(PAYMENTS, keyed(PaymentRow))
         self.waivers: Rows[str, WaiverRow] = Rows(WAIVERS, keyed(WaiverRow))
         self.clawbacks: Rows[str, ClawbackRow] = Rows(CLAWBACKS, keyed(ClawbackRow))
+        self.runs: Rows[str, RunRow] = Rows(RUNS, keyed(RunRow))
+        self.run_items: Rows[str, RunItemRow] = Rows(RUN_ITEMS, keyed(RunItemRow))
         self.recoveries: list[tuple[Any, ...]] = []
         self.reconciliations: list[tuple[Any, ...]] = []
         self.reconciliation_lines: list[tuple[Any, ...]] = []
+        self.reconciled_payments: list[tuple[Any, ...]] = []
 
     def size(self) -> int:
         return sum(
-            len(rows.rows) for rows in (self.grants, self.payments, self.waivers, self.clawbacks)
+            len(rows.rows)
+            for rows in (
+                self.grants,
+                self.payments,
+                self.waivers,
+                self.clawbacks,
+                self.runs,
+                self.run_items,
+            )
         )
 
     def write(self, out: Writes, curs: Curs) -> None:
@@ -244,9 +343,13 @@ class Treasury(View):
         self.payments.write(out, curs)
         self.waivers.write(out, curs)
         self.clawbacks.write(out, curs)
+        self.runs.write(out, curs)
+        self.run_items.write(out, curs)
         out.copy(curs, RECOVERIES, self.recoveries)
         out.copy(curs, RECONCILIATIONS, self.reconciliations)
         out.copy(curs, RECONCILIATION_LINES, self.reconciliation_lines)
+        out.copy(curs, RECONCILED_PAYMENTS, self.reconciled_payments)
+        self.reconciled_payments = []
         self.recoveries, self.reconciliations, self.reconciliation_lines = [], [], []
 
     def _grant(self) -> GrantRow:
@@ -254,6 +357,7 @@ class Treasury(View):
 
     @handles(Grant.Proposed)
     def _proposed(self, e: Grant.Proposed) -> None:
+        plan = e.instalments or {}
         self.grants.create(
             e.grant_id,
             GrantRow(
@@ -265,6 +369,9 @@ class Treasury(View):
                 e.policy_reference,
                 e.reason,
                 e.actor,
+                instalment_count=plan.get("count"),
+                first_due_on=plan.get("first_due_on"),
+                interval_months=plan.get("interval_months"),
             ),
         )
 
@@ -275,7 +382,41 @@ class Treasury(View):
 
     @handles(Grant.Approved)
     def _approved(self, e: Grant.Approved) -> None:
-        self._decided("approved", e.note, e.actor).approved_at = self.at.recorded_at
+        grant = self._decided("approved", e.note, e.actor)
+        grant.approved_at, grant.approved_on = self.at.recorded_at, e.approved_on
+
+    @handles(Grant.Held, Grant.Released)
+    def _held(self, e: Grant.Held | Grant.Released) -> None:
+        """What a run holds is the run's to show."""
+
+    @handles(DisbursementRun.Prepared)
+    def _run_prepared(self, e: DisbursementRun.Prepared) -> None:
+        self.runs.create(
+            e.run_id,
+            RunRow(
+                self.at.position,
+                e.fund_year,
+                e.programme,
+                e.due_on,
+                e.value_date,
+                len(e.items),
+                sum((Decimal(item[4]) for item in e.items), ZERO),
+                orjson.dumps(e.excluded).decode(),
+            ),
+        )
+        for payment_id, grant_id, talent_id, _, amount in e.items:
+            self.run_items.create(
+                payment_id, RunItemRow(e.run_id, grant_id, talent_id, amount, e.value_date)
+            )
+
+    @handles(DisbursementRun.Settled)
+    def _run_settled(self, e: DisbursementRun.Settled) -> None:
+        run = self.row(self.runs, self.stream().key, lambda r: RunRow(**r))
+        run.settled += len(e.settled)
+        run.rejected += len(e.rejected)
+        for status, answered in (("settled", e.settled), ("rejected", e.rejected)):
+            for payment_id in answered:
+                self.row(self.run_items, payment_id, lambda r: RunItemRow(**r)).status = status
 
     @handles(Grant.Rejected)
     def _rejected(self, e: Grant.Rejected) -> None:
@@ -379,7 +520,20 @@ class Treasury(View):
                 report["line_count"],
                 *(len(report[bucket]) for bucket in BUCKETS),
                 self.at.recorded_at,
+                e.account,
+                e.opening,
+                e.opening_on,
+                e.closing,
+                e.closing_on,
             )
+        )
+        self.reconciled_payments += sorted(
+            {
+                (item["ledger"]["payment_id"], e.reconciliation_id)
+                for bucket in CLAIMING
+                for item in report[bucket]
+                if item["ledger"]["kind"] == "payment"
+            }
         )
         unmatched = [(b, item) for b in BUCKETS[1:] for item in report[b]]  # not "matched"
         for seq, (bucket, item) in enumerate(unmatched):

@@ -22,6 +22,7 @@ from ledger.usecases.ledger import Ledger
 from projections.reads import history
 from projections.worker import ProjectionWorker
 from tests import commands as c
+from tests.bank_statements import Entry, camt053
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Counter = Callable[[], int]
@@ -170,3 +171,31 @@ def test_a_chinese_bank_export_is_reconciled_with_its_profile(
     found = COUNTS.match(done.stdout.strip().splitlines()[-1])
     assert found is not None, done.stdout
     assert (found.group(2), found.group(5)) == ("1", "0")
+
+
+def test_a_camt053_statement_is_reconciled_with_its_profile_and_an_unbalanced_one_refused(
+    paid: Ledger, cli: Cli, count_events: Counter, tmp_path: Path
+) -> None:
+    entries = [  # as STATEMENT says it
+        Entry("2024-03-02", "BR-1", "10000.00", "debit"),
+        Entry("2024-03-04", "BR-X", "99.00", "credit", "某公司"),
+    ]
+    path = tmp_path / "statement.xml"
+    path.write_bytes(camt053(entries, opening="50000.00"))
+    out = tmp_path / "report.json"
+
+    done = cli("reconcile", str(path), "--profile", "camt.053", "--out", str(out))
+
+    assert done.returncode == 0, done.stderr
+    assert counts(done)[1] == [1, 0, 0, 1, 1]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["balances"]["closing"] == "40099.00"
+    assert report["matched"][0]["element"] == "Stmt/Ntry[1]/NtryDtls[1]/TxDtls[1]"
+    events = count_events()
+    path.write_bytes(camt053(entries, opening="50000.00", closing="40099.01"))
+
+    refused = cli("reconcile", str(path), "--profile", "camt.053")
+
+    assert refused.returncode == 2
+    assert "Stmt/Bal[2]: the opening balance 50000.00" in refused.stderr, refused.stderr
+    assert count_events() == events

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.bank_statements import ACCOUNT, Entry, camt053, mt940
 from tests.integration.scenario import (
     YEAR,
     Actors,
@@ -38,6 +39,7 @@ CODES = {
     "approved_unpaid",
     "reconciliation_unmatched",
     "clawback_exceeds_net_paid",
+    "statement_discontinuity",
 }
 HEAD = "value_date,bank_reference,amount,direction,counterparty\n"
 
@@ -281,6 +283,40 @@ def test_fund_year_keeps_the_flags_of_that_year_only(api: Api, db_url: str) -> N
     assert all(f.get("fund_year", 2024) == 2024 for f in in_2024)
     assert all(f.get("fund_year", 2025) == 2025 for f in in_2025)
     assert report(a, db_url, on=later, fund_year=2030) == []
+
+
+def test_a_discontinuity_belongs_to_the_year_its_statement_closes_in(api: Api, db_url: str) -> None:
+    a = funded(api)
+    december = camt053(
+        [Entry("2023-12-05", "BR-D", "1.00", "credit")],
+        opening="100.00",
+        opened_on="2023-12-01",
+        closed_on="2023-12-31",
+    )
+    january = mt940(  # opens at 200.00 where December closed at 101.00
+        [Entry("2024-01-05", "BR-J", "1.00", "credit")],
+        opening="200.00",
+        opened_on="2024-01-01",
+        closed_on="2024-01-31",
+    )
+    imported = [
+        created(
+            a.treasury.post(
+                "/v1/reconciliations", content=data, headers={"Content-Type": media_type}
+            )
+        )["reconciliation_id"]
+        for data, media_type in ((december, "application/xml"), (january, "text/plain"))
+    ]
+
+    def gaps(**params: Any) -> list[tuple[str, str, str]]:
+        flags = of(report(a, db_url, **params), "statement_discontinuity")
+        return [
+            (f["reconciliation_id"], f["previous_reconciliation_id"], f["account"]) for f in flags
+        ]
+
+    assert gaps() == [(imported[1], imported[0], ACCOUNT)]
+    assert gaps(fund_year=2024) == gaps(), "judged against the year before's last statement"
+    assert gaps(fund_year=2023) == []
 
 
 def test_the_departure_flag_of_another_year_is_not_in_this_year(api: Api, db_url: str) -> None:

@@ -26,8 +26,10 @@ import projections.worker as worker_module
 from api.app import create_app
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.statement_csv import parse_statement
+from ledger.adapters.statement_mt940 import parse_mt940
 from ledger.domain.context import acting_as
 from ledger.domain.grants import Grant
+from ledger.domain.reconciliation import Statement
 from ledger.engine.outcome import Outcome
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases.ledger import Ledger
@@ -40,6 +42,7 @@ from projections.views import VIEWS
 from projections.views.audit_trail import AuditTrail
 from projections.worker import ProjectionWorker, tracked_position
 from tests import commands as c
+from tests.bank_statements import Entry, mt940
 from tests.conftest import TEST_MASTER_KEY, install_key
 
 pytestmark = pytest.mark.db
@@ -85,10 +88,16 @@ def _return(p: str, day: date) -> Callable[[Ledger], Outcome[Any]]:
     return lambda a: a.execute(c.ReturnPayment(p, day, "账户已注销"))
 
 
-def _statement(text: str) -> Callable[[Ledger], Outcome[Any]]:
+def _statement(
+    data: bytes, parse: Callable[[bytes], Statement] = parse_statement
+) -> Callable[[Ledger], Outcome[Any]]:
     """Import a bank statement (reconciled against the read models as they are)."""
-    statement = parse_statement(text.encode())
-    return lambda a: a.import_statement(statement, lambda s: reads.movements(datastore_of(a), s))
+    statement = parse(data)
+    return lambda a: a.import_statement(
+        statement,
+        lambda s: reads.movements(datastore_of(a), s),
+        lambda s: reads.previous_statement(datastore_of(a), s),
+    )
 
 
 def scenario(year: int, p: str) -> list[Step]:
@@ -197,20 +206,29 @@ def scenario(year: int, p: str) -> list[Step]:
         (
             "treasury",
             _statement(
-                "value_date,bank_reference,amount,direction,counterparty\n"
-                f"{year}-03-01,{p}BR1,10000.00,debit,张伟\n"
-                f"{year}-04-01,{p}BR2,15000.01,debit,张伟\n"
-                f"{year}-06-01,{p}NOBODY,5.00,credit,某人\n"
-                f"{year}-06-02,{p}NOBODY2,6.00,credit,某人\n"
+                (
+                    "value_date,bank_reference,amount,direction,counterparty\n"
+                    f"{year}-03-01,{p}BR1,10000.00,debit,张伟\n"
+                    f"{year}-04-01,{p}BR2,15000.01,debit,张伟\n"
+                    f"{year}-06-01,{p}NOBODY,5.00,credit,某人\n"
+                    f"{year}-06-02,{p}NOBODY2,6.00,credit,某人\n"
+                ).encode()
             ),
         ),
         (
             "treasury",
-            _statement(
-                "value_date,bank_reference,amount,direction,counterparty\n"
-                f"{year}-02-20,{p}BR5,6000.00,debit,O'Brien\n"
-                f"{year}-11-01,{p}RB1,5000.00,credit,张伟\n"
-                f"{year}-11-02,{p}ELSE,7.00,debit,某人\n"
+            _statement(  # with its account and balances
+                mt940(
+                    [
+                        Entry(f"{year}-02-20", f"{p}BR5", "6000.00", "debit", "O'Brien"),
+                        Entry(f"{year}-11-01", f"{p}RB1", "5000.00", "credit", "张伟"),
+                        Entry(f"{year}-11-02", f"{p}ELSE", "7.00", "debit", "某人"),
+                    ],
+                    opening="-20.00",
+                    opened_on=f"{year}-02-01",
+                    closed_on=f"{year}-11-30",
+                ),
+                parse_mt940,
             ),
         ),
     ]

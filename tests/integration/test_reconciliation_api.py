@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.bank_statements import BILLION_LAUGHS, CAMT053, MT940, XXE, Entry, camt053, mt940
 from tests.integration.scenario import (
     Actors,
     Api,
@@ -246,7 +247,6 @@ BAD_FILES: dict[str, tuple[bytes, int, str]] = {
         "encoding",
     ),
     "empty statement": (HEAD.encode(), 2, "lines"),
-    "empty file": (b"", 1, "header"),
 }
 
 
@@ -263,6 +263,10 @@ def test_a_bad_file_is_refused_naming_the_line_and_nothing_is_recorded(
             assert body["errors"][0]["loc"] == ["body", line, field]
             assert f"line {line}" in body["detail"]
             assert count_events() == events
+    # no file at all is named as the missing body
+    body = assert_validation_error(post_statement(a.treasury, b""))
+    assert body["errors"] == [{"loc": ["body"], "msg": "the statement is required", "type": "rule"}]
+    assert count_events() == events
 
 
 def test_a_statement_over_20_mib_is_refused(api: Api, count_events: Counter) -> None:
@@ -344,3 +348,213 @@ def test_an_unknown_profile_or_a_malformed_export_records_nothing(
     )
     assert refused["errors"][0]["loc"] == ["body", 5, "交易日期"]
     assert count_events() == before
+
+
+# --- camt.053 and MT940 (CONTRACT §6, second edition) ---------------------------------
+
+
+def buckets_by_reference(report: dict[str, Any]) -> dict[str, str]:
+    return {e["bank_reference"]: bucket for bucket in LINE_BUCKETS for e in report[bucket]}
+
+
+STATED_BUCKETS = {
+    "BR-1": "matched",
+    "BR-2": "matched",  # the batch's first transfer, 3 days after P-2
+    "BR-3": "matched",  # and its second
+    "BR-5": "matched",  # P-5's return
+    "2024032100017": "unknown_in_ledger",  # no reference the ledger knows
+    "RB-1": "matched",  # R-1, known by the bank's reference
+}
+
+
+def test_a_camt053_statement_is_reconciled_a_line_per_batched_transaction(api: Api) -> None:
+    a = treasury_world(api)
+
+    report = created(post_statement(a.treasury, CAMT053, "application/xml"))
+
+    assert buckets_by_reference(report) == STATED_BUCKETS
+    assert report["line_count"] == 6
+    [batched] = [e for e in report["matched"] if e["bank_reference"] == "BR-3"]
+    assert (batched["line"], batched["element"]) == (3, "Stmt/Ntry[2]/NtryDtls[1]/TxDtls[2]")
+    assert batched["ledger"]["payment_id"] == "P-3"
+    [unknown] = report["unknown_in_ledger"]
+    assert unknown["candidates"] == ["P-6"], "800.00 paid the day before, on no line yet"
+    assert [e["ledger"]["payment_id"] for e in report["missing_in_bank"]] == [
+        "P-4",
+        "P-5",
+        "P-6",
+        "P-9",
+    ]
+    assert report["account"] == "31050161373600001234"
+    assert report["balances"] == {
+        "opening": "1000000.00",
+        "opening_on": "2024-03-01",
+        "closing": "991200.00",
+        "closing_on": "2024-03-31",
+    }
+    assert "continuity" not in report, "the account's first statement"
+    assert_entries_well_formed(report)
+    again = post_statement(a.treasury, CAMT053, "text/xml")
+    assert expect(again, 200) == report
+    path = f"/v1/reconciliations/{report['reconciliation_id']}"
+    assert expect(a.auditor.get(path), 200) == report
+
+
+def test_an_mt940_statement_is_reconciled_naming_its_lines(api: Api) -> None:
+    a = treasury_world(api)
+
+    report = created(post_statement(a.treasury, MT940, "text/plain; charset=utf-8"))
+
+    assert buckets_by_reference(report) == STATED_BUCKETS
+    assert [(e["line"], e["bank_reference"]) for e in report["matched"]] == [
+        (6, "BR-1"),
+        (11, "BR-2"),
+        (13, "BR-3"),
+        (15, "BR-5"),
+        (20, "RB-1"),
+    ]
+    assert report["unknown_in_ledger"][0]["candidates"] == ["P-6"]
+    assert report["balances"]["closing"] == "991200.00"
+
+
+def test_a_payment_a_statement_claimed_before_is_no_candidate(api: Api) -> None:
+    a = treasury_world(api)
+    created(post_statement(a.treasury, (HEAD + "2024-03-20,BR-6,800.00,debit,张伟\n").encode()))
+
+    report = created(post_statement(a.treasury, CAMT053, "application/xml"))
+
+    assert report["unknown_in_ledger"][0]["candidates"] == []
+
+
+def exceptions(a: Actors, written: Any) -> list[dict[str, Any]]:
+    page = a.auditor.get(
+        "/v1/reports/exceptions", params={"min_position": written.headers["Ledger-Position"]}
+    )
+    return [f for f in expect(page, 200)["items"] if f["code"] == "statement_discontinuity"]
+
+
+def test_continuity_with_the_previous_statement_of_the_account(api: Api) -> None:
+    a = treasury_world(api)
+    march = created(post_statement(a.treasury, CAMT053, "application/xml"))
+    april_entries = [Entry("2024-04-02", "BR-A1", "100.00", "debit")]
+    april = {"opened_on": "2024-04-01", "closed_on": "2024-04-30"}
+
+    carried_on = post_statement(
+        a.treasury, camt053(april_entries, opening="991200.00", **april), "application/xml"
+    )
+
+    assert created(carried_on)["continuity"] == {
+        "previous_reconciliation_id": march["reconciliation_id"],
+        "previous_closing": "991200.00",
+        "opening": "991200.00",
+        "ok": True,
+    }
+    assert exceptions(a, carried_on) == []
+
+    # another account's statement has no previous; this account's in MT940 follows April's
+    other = post_statement(
+        a.treasury, camt053(april_entries, account="9999", **april), "application/xml"
+    )
+    assert "continuity" not in created(other)
+    may = mt940(
+        [Entry("2024-05-06", "BR-M1", "50.00", "debit")],
+        opening="991000.00",
+        opened_on="2024-05-01",
+        closed_on="2024-05-31",
+    )
+    broken = post_statement(a.treasury, may, "text/plain")
+
+    continuity = created(broken)["continuity"]
+    assert (continuity["previous_closing"], continuity["opening"], continuity["ok"]) == (
+        "991100.00",
+        "991000.00",
+        False,
+    )
+    [flag] = exceptions(a, broken)
+    assert flag["reconciliation_id"] == created_id(may)
+    assert flag["previous_reconciliation_id"] == created_id(
+        camt053(april_entries, opening="991200.00", **april)
+    )
+    assert flag["account"] == "31050161373600001234"
+
+
+def created_id(data: bytes) -> str:
+    return "R-" + hashlib.sha256(data).hexdigest()[:24]
+
+
+STATEMENT_REFUSALS: dict[str, tuple[bytes, str, list[Any], str]] = {
+    "not XML": (b"<Document>", "application/xml", ["body", 1, "xml"], "validation_error"),
+    "billion laughs": (BILLION_LAUGHS, "application/xml", ["body", "DOCTYPE"], "validation_error"),
+    "XXE": (XXE, "application/xml", ["body", "DOCTYPE"], "validation_error"),
+    "wrong namespace": (
+        CAMT053.replace(b"camt.053.001.08", b"camt.053.001.02"),
+        "application/xml",
+        ["body", "Document"],
+        "validation_error",
+    ),
+    "camt: a missing amount": (
+        CAMT053.replace(b'<NtryRef>2</NtryRef>\n        <Amt Ccy="CNY">5000.00</Amt>', b""),
+        "application/xml",
+        ["body", "Stmt/Ntry[2]/Amt"],
+        "validation_error",
+    ),
+    "camt: a bad date": (
+        CAMT053.replace(b"<Dt>2024-03-21</Dt>\n        </ValDt>", b"<Dt>2024-02-30</Dt></ValDt>"),
+        "application/xml",
+        ["body", "Stmt/Ntry[4]/ValDt/Dt"],
+        "validation_error",
+    ),
+    "camt: unbalanced": (
+        CAMT053.replace(b">991200.00<", b">991300.00<"),
+        "application/xml",
+        ["body", "Stmt/Bal[2]"],
+        "statement_unbalanced",
+    ),
+    "mt940: a bad amount": (
+        MT940.replace(b"D5000,00NTRF", b"D5000.00NTRF"),
+        "text/plain",
+        ["body", 6, ":61:"],
+        "validation_error",
+    ),
+    "mt940: bad encoding": (
+        MT940.replace(b"/NAME/LI NA", b"/NAME/LI\x81\x20NA"),
+        "text/plain",
+        ["body", 21, "encoding"],
+        "validation_error",
+    ),
+    "mt940: unbalanced": (
+        MT940.replace(b":62F:C240331CNY991200,00", b":62F:C240331CNY991201,00"),
+        "text/plain",
+        ["body", 23, ":62F:"],
+        "statement_unbalanced",
+    ),
+}
+
+
+def test_a_malformed_or_unbalanced_statement_is_refused_and_nothing_is_recorded(
+    api: Api, count_events: Counter, subtests: pytest.Subtests
+) -> None:
+    a = treasury_world(api)
+    events = count_events()
+    for name, (data, media_type, loc, code) in STATEMENT_REFUSALS.items():
+        with subtests.test(name):
+            refused = assert_problem(post_statement(a.treasury, data, media_type), 422, code)
+            assert refused["errors"][0]["loc"] == loc
+            assert refused["errors"][0]["type"] == "statement"
+            assert count_events() == events
+            assert_problem(
+                a.auditor.get(f"/v1/reconciliations/{created_id(data)}"), 404, "not_found"
+            )
+    listed = expect(a.auditor.get("/v1/reconciliations"), 200)
+    assert listed["items"] == []
+
+
+def test_a_statement_format_is_chosen_by_its_media_type(api: Api) -> None:
+    a = treasury_world(api)
+    for media_type in ("application/xml; profile=cn-bank", "application/json", "text/html"):
+        assert_problem(
+            post_statement(a.treasury, CAMT053, media_type), 415, "unsupported_media_type"
+        )
+    # an MT940 sent as XML is not XML; XML sent as MT940 does not start with :20:
+    assert_problem(post_statement(a.treasury, MT940, "application/xml"), 422, "validation_error")
+    assert_problem(post_statement(a.treasury, CAMT053, "text/plain"), 422, "validation_error")

@@ -35,6 +35,7 @@ from ledger.domain.talents import Talent
 from ledger.domain.waivers import RentWaiver
 
 D = Decimal
+APPROVED_ON = date(2024, 3, 1)
 
 
 def names(events: list[Any]) -> list[str]:
@@ -89,7 +90,7 @@ def proposed(
 def approved(amount: str = "1000.00") -> Grant:
     grant = proposed(amount)
     with acting_as("approver", "req-approve"):
-        grant.approve("ok")
+        grant.approve("ok", APPROVED_ON)
     drain(grant)
     return grant
 
@@ -393,7 +394,7 @@ def test_a_proposed_grant_holds_its_amount_and_is_not_payable() -> None:
 def test_approval_by_another_principal_makes_the_grant_payable() -> None:
     grant = proposed("1000.00", proposer="clerk")
     with acting_as("approver", "req-1"):
-        grant.approve("checked")
+        grant.approve("checked", APPROVED_ON)
     assert (grant.status, grant.decision_by, grant.decision_note) == (
         "approved",
         "approver",
@@ -408,7 +409,7 @@ def test_approval_by_another_principal_makes_the_grant_payable() -> None:
 def test_the_proposer_cannot_approve_their_own_grant() -> None:
     grant = proposed(proposer="clerk")
     with acting_as("clerk", "req-1"), pytest.raises(SelfApproval):
-        grant.approve("mine")
+        grant.approve("mine", APPROVED_ON)
     assert grant.status == "proposed"
     assert drain(grant) == []
 
@@ -417,10 +418,10 @@ def test_the_proposer_cannot_approve_their_own_grant() -> None:
 def test_approving_again_with_the_same_note_records_nothing(note: str | None) -> None:
     grant = proposed()
     with acting_as("approver", "req-1"):
-        grant.approve(note)
+        grant.approve(note, APPROVED_ON)
     drain(grant)
     with acting_as("approver", "req-2"):
-        grant.approve(note)
+        grant.approve(note, APPROVED_ON)
     assert drain(grant) == []
     assert grant.status == "approved"
 
@@ -428,7 +429,7 @@ def test_approving_again_with_the_same_note_records_nothing(note: str | None) ->
 def test_approving_again_with_another_note_is_invalid_state() -> None:
     grant = approved()
     with acting_as("approver", "req-2"), pytest.raises(InvalidState):
-        grant.approve("another note")
+        grant.approve("another note", APPROVED_ON)
     assert drain(grant) == []
     assert grant.decision_note == "ok"
 
@@ -467,14 +468,14 @@ def test_decisions_out_of_order_are_invalid_state(setup: str, action: str) -> No
         if setup == "rejected":
             grant.reject("no", fund_year)
         if setup in ("approved", "revoked"):
-            grant.approve("ok")
+            grant.approve("ok", APPROVED_ON)
         if setup == "revoked":
             grant.revoke("fraud", fund_year)
     drain(grant)
     drain(fund_year)
     with acting_as("approver", "req-2"), pytest.raises(InvalidState):
         if action == "approve":
-            grant.approve("ok")
+            grant.approve("ok", APPROVED_ON)
         elif action == "reject":
             grant.reject("fraud", fund_year)
         else:
@@ -613,7 +614,7 @@ def test_a_rebuilt_grant_equals_the_one_that_recorded_the_events() -> None:
         grant = Grant("G-1", "T-1", 2024, "settling_in", D("1000.00"), "ref", "why", "fp")
     fund_year = open_year()
     with acting_as("approver", "req-2"):
-        grant.approve("ok")
+        grant.approve("ok", APPROVED_ON)
     with acting_as("treasury", "req-3"):
         paid = pay(grant, "P-1", "400.00")
         grant.return_payment(paid, date(2024, 5, 12), "bounced", fund_year)
@@ -788,7 +789,7 @@ def test_every_event_carries_the_actor_and_request_of_its_context() -> None:
         fund_year.reserve(grant)
     stamps(fund_year)
     with acting_as("approver", "req-3"):
-        grant.approve("ok")
+        grant.approve("ok", APPROVED_ON)
     with acting_as("treasury", "req-4"):
         claim = BankReference.claim(None, "B", payment_id="P-1")
         paid = grant.pay("P-1", D("200.00"), date(2024, 5, 1), "B", "fp")

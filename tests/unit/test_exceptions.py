@@ -21,6 +21,7 @@ from ledger.domain.audit_exceptions import (
     Facts,
     GrantFacts,
     PaymentFacts,
+    StatementFacts,
     TalentFacts,
     UnmatchedLine,
     find_exceptions,
@@ -272,6 +273,51 @@ def test_each_unmatched_statement_line_is_flagged() -> None:
     assert flags(Facts(), "reconciliation_unmatched") == []
 
 
+def statement_of(
+    rid: str, opening: str, closing: str, closing_on: date, position: int, account: str = "A-1"
+) -> StatementFacts:
+    return StatementFacts(rid, account, D(opening), D(closing), closing_on, position)
+
+
+def test_a_statement_not_opening_where_the_previous_closed_is_a_discontinuity() -> None:
+    statements = [
+        statement_of("R-feb", "900.00", "1000.00", date(2024, 2, 29), 10),
+        statement_of("R-apr", "1200.00", "1300.00", date(2024, 4, 30), 30),  # March's: 1100
+        statement_of("R-mar", "1000.00", "1100.00", date(2024, 3, 31), 40),  # imported late
+    ]
+
+    found = flags(Facts(statements=statements), "statement_discontinuity")
+
+    assert [(f["reconciliation_id"], f["previous_reconciliation_id"]) for f in found] == [
+        ("R-apr", "R-mar")
+    ]
+    assert found[0]["account"] == "A-1"
+    assert "opens at 1200.00" in found[0]["detail"]
+    assert "closed at 1100.00 on 2024-03-31" in found[0]["detail"]
+
+
+def test_statements_that_carry_on_the_first_one_and_other_accounts_are_not_flagged() -> None:
+    statements = [
+        statement_of("R-mar", "1000.00", "1100.00", date(2024, 3, 31), 10),
+        statement_of("R-apr", "1100.00", "-50.00", date(2024, 4, 30), 20),
+        statement_of("R-may", "-50.00", "70.00", date(2024, 5, 31), 30),
+        statement_of("R-other", "5.00", "6.00", date(2024, 4, 30), 40, account="A-2"),
+    ]
+    assert flags(Facts(statements=statements), "statement_discontinuity") == []
+
+
+def test_of_two_statements_closing_on_one_day_the_later_import_is_the_previous() -> None:
+    statements = [
+        statement_of("R-mar", "1000.00", "1100.00", date(2024, 3, 31), 10),
+        statement_of("R-mar-again", "1000.00", "1150.00", date(2024, 3, 31), 20),
+        statement_of("R-apr", "1100.00", "1200.00", date(2024, 4, 30), 30),
+    ]
+    found = flags(Facts(statements=statements), "statement_discontinuity")
+    assert [(f["reconciliation_id"], f["previous_reconciliation_id"]) for f in found] == [
+        ("R-apr", "R-mar-again")
+    ], "two of one day: neither is the other's previous"
+
+
 def test_the_codes_are_stable_and_a_clean_ledger_has_no_flags() -> None:
     everything = Facts(
         talents=[talent()],
@@ -279,6 +325,10 @@ def test_the_codes_are_stable_and_a_clean_ledger_has_no_flags() -> None:
         payments=[paid("P-1", date(2024, 3, 1)), paid("P-2", date(2024, 3, 2))],
         clawbacks=[clawback(date(2024, 1, 1))],
         unmatched=[UnmatchedLine("R-1", "unknown_in_ledger", "BR-X", D("1"), date(2024, 3, 1))],
+        statements=[
+            statement_of("R-1", "1.00", "2.00", date(2024, 3, 31), 1),
+            statement_of("R-2", "3.00", "4.00", date(2024, 4, 30), 2),
+        ],
     )
     codes = {f["code"] for f in find_exceptions(everything, TODAY)}
     assert codes == {
@@ -287,6 +337,7 @@ def test_the_codes_are_stable_and_a_clean_ledger_has_no_flags() -> None:
         "duplicate_payment_suspected",
         "approved_unpaid",
         "reconciliation_unmatched",
+        "statement_discontinuity",
     }
     clean = Facts(
         talents=[replace(talent(), departed_on=None)],

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 from eventsourcing.persistence import StoredEvent
@@ -80,6 +81,7 @@ def test_a_reconciliation_kept_its_counterparties_in_its_report_and_none_apart(
 ) -> None:
     (imported,) = [e for e in events if isinstance(e, Reconciliation.Imported)]
     assert unpack(imported.sealed_counterparties) == {}
+    assert (imported.account, imported.opening, imported.closing) == (None, None, None)
 
 
 def test_a_reservation_names_its_benefit_by_kind_and_id(events: list[Any]) -> None:
@@ -127,3 +129,18 @@ def test_the_replayed_history_has_the_state_the_first_edition_recorded(
     assert (waiver.status, waiver.months, waiver.value) == ("ended", 1, D("2200.00"))
     clawback = aggregates[Clawback.create_id("C-1")]
     assert (clawback.recovered, clawback.due) == (D("40.00"), D("60.00"))
+
+
+def test_a_first_edition_grant_has_one_instalment_due_on_its_approval_day_in_shanghai(
+    events: list[Any], aggregates: dict[UUID, Any]
+) -> None:
+    """It recorded no plan, and its approval no business date: the date is its
+    timestamp's in Asia/Shanghai, the zone every first-edition deployment ran in."""
+    (approved,) = [e for e in events if isinstance(e, Grant.Approved)]
+    shanghai = approved.timestamp.astimezone(ZoneInfo("Asia/Shanghai")).date()
+    assert approved.approved_on == shanghai
+    grant = aggregates[Grant.create_id("G-1")]
+    assert grant.plan is None
+    assert [(i.number, i.due_on, i.amount, i.paid) for i in grant.instalments] == [
+        (1, shanghai, D("600.00"), D("300.00"))
+    ]

@@ -5,19 +5,29 @@ bucket, and the ledger's payments of the period that the bank does not show are
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+from eventsourcing.persistence import StoredEvent
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.adapters.statement_csv import HEADER, parse_statement
+from ledger.domain.context import acting_as
+from ledger.domain.errors import StatementUnbalanced
 from ledger.domain.reconciliation import (
     BUCKETS,
+    Balance,
     Movement,
+    PreviousStatement,
+    Reconciliation,
     Statement,
+    balanced,
     counterparties,
     pack,
     reconcile,
@@ -25,6 +35,7 @@ from ledger.domain.reconciliation import (
     unpack,
     unpack_json,
 )
+from ledger.entrypoints.runtime import open_memory_ledger
 
 LINE_BUCKETS = ("matched", "amount_mismatch", "date_mismatch", "unknown_in_ledger")
 MONEY_RE = re.compile(r"^[0-9]+\.[0-9]{2}$")
@@ -309,3 +320,143 @@ def test_a_packed_report_unpacks_to_the_same_report_and_never_holds_a_counterpar
     assert "张伟".encode() not in text and "李娜".encode() not in text
     assert report["matched"][0]["ledger"]["talent_id"] == "T-1"
     assert counterparties(parsed, report) == {2: ("T-1", "张伟")}, "a line no talent's: none"
+
+
+# --- candidates and continuity (CONTRACT §6, second edition) -------------------------
+
+
+def test_an_unknown_debit_lists_the_open_payments_of_its_amount_within_three_days() -> None:
+    parsed = statement(
+        "2024-03-10,BX-1,800.00,debit,x",  # line 2: unknown reference
+        "2024-03-10,BR-C,800.00,debit,x",  # line 3: claims BR-C
+        "2024-03-10,BX-2,800.00,credit,x",  # line 4: a credit is no payment
+        "2024-03-10,BX-3,801.00,debit,x",  # line 5: no payment of its amount
+    )
+    ledger = [
+        payment("BR-A", "800.00", "2024-03-13", "P-A"),  # 3 days after: a candidate
+        payment("BR-B", "800.00", "2024-03-09", "P-B"),  # a day before: the nearest
+        payment("BR-C", "800.00", "2024-03-10", "P-C"),  # claimed by line 3
+        payment("BR-D", "800.00", "2024-03-06", "P-D"),  # 4 days before: too far
+        payment("BR-E", "800.00", "2024-03-11", "P-E")._replace(reconciled=True),  # earlier
+        payment("BR-F", "80.00", "2024-03-10", "P-F"),  # another amount
+    ]
+
+    report = reconcile(parsed, ledger)
+
+    candidates = {e["line"]: e["candidates"] for e in report["unknown_in_ledger"]}
+    assert candidates == {2: ["P-B", "P-A"], 4: [], 5: []}
+    assert "candidates" not in report["matched"][0]
+
+
+def test_of_many_candidates_the_nearest_ten_are_listed_and_all_counted() -> None:
+    parsed = statement("2024-03-10,BX-1,1500.00,debit,x")
+    run = [  # a run paid 30 the same on the 8th, and 30 on the 12th
+        payment(f"BR-{n}", "1500.00", f"2024-03-{8 + 4 * (n % 2):02d}", f"P-{n:02d}")
+        for n in range(60)
+    ]
+
+    (unknown,) = reconcile(parsed, run)["unknown_in_ledger"]
+
+    assert unknown["candidates"] == [f"P-{n:02d}" for n in range(0, 20, 2)], "the 8th first"
+    assert unknown["candidates_total"] == 60
+    small = reconcile(parsed, run[:3])["unknown_in_ledger"][0]
+    assert small["candidates"] == ["P-00", "P-02", "P-01"]
+    assert "candidates_total" not in small
+
+
+def test_a_payment_another_line_of_the_statement_claims_later_is_no_candidate() -> None:
+    parsed = statement("2024-03-10,BX-1,800.00,debit,x", "2024-03-12,BR-A,800.00,debit,x")
+    report = reconcile(parsed, [payment("BR-A", "800.00", "2024-03-10", "P-A")])
+    assert report["unknown_in_ledger"][0]["candidates"] == []
+
+
+def with_balances(parsed: Statement, opening: str, closing: str) -> Statement:
+    first, last = parsed.period
+    return replace(
+        parsed,
+        account="31050161373600001234",
+        opening=Balance(Decimal(opening), first),
+        closing=Balance(Decimal(closing), last),
+    )
+
+
+def test_a_statement_with_balances_reports_them_and_whether_it_carries_on() -> None:
+    parsed = with_balances(statement("2024-04-02,BR-1,10.00,debit,x"), "990.00", "980.00")
+    previous = PreviousStatement("R-march", Decimal("990.00"), date(2024, 3, 31))
+
+    carried_on = reconcile(parsed, [], previous)
+    broken = reconcile(parsed, [], previous._replace(closing=Decimal("-5.00")))
+
+    assert carried_on["account"] == "31050161373600001234"
+    assert carried_on["balances"] == {
+        "opening": "990.00",
+        "opening_on": "2024-04-02",
+        "closing": "980.00",
+        "closing_on": "2024-04-02",
+    }
+    assert carried_on["continuity"] == {
+        "previous_reconciliation_id": "R-march",
+        "previous_closing": "990.00",
+        "opening": "990.00",
+        "ok": True,
+    }
+    assert broken["continuity"]["ok"] is False
+    assert broken["continuity"]["previous_closing"] == "-5.00"
+    assert "continuity" not in reconcile(parsed, [], None), "no statement before it"
+    no_balances = reconcile(statement("2024-04-02,BR-1,10.00,debit,x"), [], previous)
+    assert not {"account", "balances", "continuity"} & no_balances.keys()
+
+
+def test_balances_that_do_not_add_up_are_refused_naming_where_the_closing_is() -> None:
+    parsed = statement("2024-04-02,BR-1,10.00,debit,x", "2024-04-03,BR-2,2.50,credit,x")
+    assert balanced(with_balances(parsed, "100.00", "92.50"), 9, ":62F:") is not None
+    with pytest.raises(StatementUnbalanced) as refused:
+        balanced(with_balances(parsed, "100.00", "92.00"), 9, ":62F:")
+    assert (refused.value.line, refused.value.field) == (9, ":62F:")
+    assert refused.value.detail == (
+        "line 9: the opening balance 100.00 and the lines (-7.50) make 92.50, but the closing "
+        "balance is 92.00"
+    )
+
+
+def test_a_reconciliation_recorded_before_statements_had_balances_still_loads() -> None:
+    """Its event as the code before the balances stored it (class version 2)."""
+    mapper = open_memory_ledger().mapper
+    balance, day = Decimal("100.00"), date(2024, 3, 31)
+    with acting_as("treasury", "req-1"):
+        recorded = Reconciliation(
+            "R-1", "ab" * 32, pack({}), pack({}), "A-1", balance, day, balance, day
+        )
+    stored = mapper.to_stored_event(recorded.collect_events()[0])
+    state = json.loads(stored.state)
+    for name in ("account", "opening", "opening_on", "closing", "closing_on"):
+        del state[name]
+    state["class_version"] = 2
+    old = StoredEvent(
+        stored.originator_id, stored.originator_version, stored.topic, json.dumps(state).encode()
+    )
+
+    loaded = mapper.to_domain_event(old)
+
+    assert isinstance(loaded, Reconciliation.Imported)
+    assert (loaded.account, loaded.opening, loaded.closing_on) == (None, None, None)
+    assert loaded.mutate(None).sealed_counterparties == pack({})
+
+
+def test_a_line_may_name_a_payment_by_its_id_as_a_runs_end_to_end_id_does() -> None:
+    parsed = statement(
+        "2024-03-01,P-1,100.00,debit,x",  # line 2: the EndToEndId a pain.001 gave P-1
+        "2024-03-01,BK-1,100.00,debit,x",  # line 3: P-1 again, by its bank reference
+        "2024-03-05,P-1,100.00,credit,x",  # line 4: P-1's return, by its id too
+    )
+    paid = payment("BK-1", "100.00", "2024-03-01", "P-1")
+    back = returned("BK-1", "100.00", "2024-03-05")._replace(payment_id="P-1")
+
+    report = reconcile(parsed, [paid, back])
+
+    assert where(report) == {
+        (2, "P-1"): "matched",
+        (3, "BK-1"): "unknown_in_ledger",  # claimed once only
+        (4, "P-1"): "matched",
+    }
+    assert report["matched"][0]["ledger"]["bank_reference"] == "BK-1"

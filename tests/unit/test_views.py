@@ -35,7 +35,8 @@ def domain_events() -> list[type]:
 
 
 def test_the_domain_records_the_events_the_views_were_written_for() -> None:
-    assert len(domain_events()) == 25  # 23, and since keys are events: ApiKey.Issued, Revoked
+    # 23, ApiKey.Issued and Revoked, Grant.Held and Released, DisbursementRun.Prepared and Settled
+    assert len(domain_events()) == 29
 
 
 def test_the_audit_trail_folds_every_event_of_the_domain() -> None:
