@@ -50,7 +50,8 @@ def grant_item(row: DictRow) -> dict[str, Any]:
         "fund_year": row["year"],
         "net_paid": net_paid,
         "effective_amount": effective_amount(row["status"], row["amount"], net_paid),
-        "payable": payable(row["status"], row["amount"], net_paid),
+        "payable": payable(row["status"], row["amount"], net_paid, row["held"]),
+        "on_hold": row["held"],
     }
 
 

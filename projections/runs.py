@@ -11,10 +11,12 @@ from ledger.usecases.runs import PrepareRun
 
 def candidates(datastore: PostgresDatastore, run: PrepareRun) -> list[str]:
     """The approved grants of the run's fund year and programme (every one, when it
-    names none): the decision reads each from its events before taking it."""
+    names none) with money neither paid nor held: the decision reads each from its
+    events before taking it."""
     with statements(datastore) as curs:
         curs.execute(
             "SELECT grant_id FROM rm_grants WHERE status = 'approved'"
+            " AND paid - returned + held < amount"
             " AND (%(year)s::int IS NULL OR year = %(year)s::int)"
             " AND (%(programme)s::text IS NULL OR programme = %(programme)s::text)",
             {"year": run.fund_year, "programme": run.programme},

@@ -52,13 +52,14 @@ class GrantOut(Out):
     returned: Money
     net_paid: Money
     payable: Money
+    on_hold: Money = Field(description="What open disbursement runs hold of it")
     clawed_back: Money
     instalments: list[InstalmentOut]
 
 
 def grant_out(ledger: Ledger, grant: Grant, ids: Ids) -> dict[str, Any]:
     """A grant with its instalments, each with its status."""
-    fields = ("effective_amount", "net_paid", "payable", "status")
+    fields = ("effective_amount", "net_paid", "payable", "on_hold", "status")
     return {
         **vars(grant),
         **{name: getattr(grant, name) for name in fields},

@@ -4,6 +4,7 @@ from an ISO 20022 `pain.001` file, settled from the bank's answer (JSON or a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -36,8 +37,6 @@ from ledger.engine.outcome import Outcome
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.runs import (
     PrepareRun,
-    RejectedItem,
-    SettledItem,
     SettleRun,
     prepare_run,
     settle_run,
@@ -81,6 +80,17 @@ class RunItemOut(Out):
     status: Literal["pending", "settled", "rejected"]
     bank_reference: str | None
     reason: str | None
+
+
+def _settlement(validate: Callable[[Any], Any], answers: Any) -> Any:
+    """A settlement's body read by `validate` (JSON text, or what a status report said),
+    or its errors as a 422."""
+    try:
+        return validate(answers)
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in e.errors()]
+        ) from None
 
 
 def run_out(run: DisbursementRun) -> dict[str, Any]:
@@ -188,31 +198,39 @@ async def settle_disbursement_run(run_id: PathRunId, request: Request) -> Respon
     data = await file_body(request, "the bank's answer")
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
-        try:
-            body = SettleRunIn.model_validate_json(data)
-        except ValidationError as e:
-            raise RequestValidationError(
-                [{**error, "loc": ("body", *error["loc"])} for error in e.errors()]
-            ) from None
-        command = SettleRun(run_id, **vars(body))
+        body = _settlement(SettleRunIn.model_validate_json, data)
     elif media_type in ("application/xml", "text/xml"):
         try:
             report = await run_in_threadpool(parse_status_report, data, run_id)
         except StatementRejected as e:
             raise ProblemError(
                 "validation_error",
-                e.detail,
-                errors=[{"loc": ["body", e.field], "msg": e.detail, "type": "pain.002"}],
+                str(e),
+                errors=[{"loc": ["body", e.field], "msg": str(e), "type": "pain.002"}],
             ) from None
-        command = SettleRun(
-            run_id,
-            tuple(SettledItem(p, ref) for p, ref in report.settled.items()),
-            tuple(RejectedItem(p, reason) for p, reason in report.rejected.items()),
-        )
+        rejected = report.rejected
+        if report.all_rejected is not None:  # the whole file: every item not answered
+            run = await run_in_threadpool(ledger_of(request).load, DisbursementRun, run_id, "run")
+            unanswered = [i for i in run.items if run.item_status(i) == "pending"]
+            rejected = {item.payment_id: report.all_rejected for item in unanswered}
+        answers = {
+            "settled": [{"payment_id": p, "bank_reference": r} for p, r in report.settled.items()],
+            "rejected": [{"payment_id": p, "reason": r} for p, r in rejected.items()],
+        }
+        # what the bank wrote is held to the rules of a JSON settlement (a reference an
+        # identifier, a reason a text), as `POST /v1/payments` would hold it
+        body = _settlement(SettleRunIn.model_validate, answers)
     else:
         raise ProblemError(
             "unsupported_media_type", "send the settlement as application/json or application/xml"
         )
+    if not body.settled and not body.rejected:
+        raise ProblemError(
+            "validation_error",
+            "the settlement answers for no item",
+            errors=[{"loc": ["body"], "msg": "no item settled or rejected", "type": "rule"}],
+        )
+    command = SettleRun(run_id, **vars(body))
     outcome = await run_in_threadpool(ledger_of(request).execute, command)
     return _answered(outcome, created=False)
 
@@ -267,7 +285,7 @@ def get_credit_transfer(
     id), the creditor's name and account opened from the talent's sealed data for this
     file alone."""
     run = ledger.load(DisbursementRun, run_id, "disbursement run")
-    talent_ids = sorted({item.talent_id for item in run.items})
+    talent_ids = sorted({i.talent_id for i in run.items if i.payment_id not in run.rejected})
     creditors = {}
     for talent_id, (name, account, wrapped) in runs.sealed_creditors(
         datastore_of(ledger), talent_ids

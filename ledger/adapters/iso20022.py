@@ -19,7 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from ledger.domain.errors import StatementRejected
-from ledger.domain.money import format_money
+from ledger.domain.money import ZERO, format_money
 from ledger.domain.runs import DisbursementRun
 
 PAIN_001 = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"
@@ -27,6 +27,11 @@ PAIN_002 = "urn:iso:std:iso:20022:tech:xsd:pain.002.001.10"
 #: transaction statuses that are final: settled, or rejected
 SETTLED_STATUSES = frozenset({"ACSC", "ACCC"})
 REJECTED_STATUS = "RJCT"
+#: ISO 20022's other transaction statuses (ExternalPaymentTransactionStatus1Code): on
+#: the way, the item stays pending; a code outside the list is refused
+PENDING_STATUSES = frozenset(
+    {"ACCP", "ACFC", "ACSP", "ACTC", "ACWC", "ACWP", "BLCK", "CANC", "PATC", "PDNG", "RCVD"}
+)
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,12 @@ def credit_transfer(
     payer: Payer,
     created_at: datetime,
 ) -> bytes:
-    """The run's items as one payment information block: `creditors` are each talent's
-    name and account, opened from its sealed data for this file only."""
-    ET.register_namespace("", PAIN_001)
-    count, total = str(len(run.items)), format_money(run.total)
+    """The run's items as one payment information block, but those the bank already
+    rejected: `creditors` are each talent's name and account, opened from its sealed
+    data for this file only."""
+    items = [item for item in run.items if item.payment_id not in run.rejected]
+    count = str(len(items))
+    total = format_money(sum((item.amount for item in items), ZERO))
     document = ET.Element("Document", xmlns=PAIN_001)
     initiation = _sub(document, "CstmrCdtTrfInitn")
     header = _sub(initiation, "GrpHdr")
@@ -83,7 +90,7 @@ def credit_transfer(
         _sub(block, "DbtrAgt/FinInstnId/BICFI", payer.agent_bic)
     else:
         _sub(block, "DbtrAgt/FinInstnId/Othr/Id", "NOTPROVIDED")
-    for item in run.items:
+    for item in items:
         name, account = creditors[item.talent_id]
         transfer = _sub(block, "CdtTrfTxInf")
         _sub(transfer, "PmtId/EndToEndId", item.payment_id)
@@ -99,54 +106,80 @@ def credit_transfer(
 @dataclass(frozen=True)
 class StatusReport:
     """What a `pain.002` says of a run's items: settled (with the bank's reference)
-    and rejected (with its reason), by payment id. Items still pending are left out."""
+    and rejected (with its reason), by payment id; or, with `all_rejected`, that the
+    bank rejected the whole file. Items still pending are left out."""
 
     settled: dict[str, str]
     rejected: dict[str, str]
+    all_rejected: str | None = None
+
+
+def _refused(where: str, detail: str) -> StatementRejected:
+    return StatementRejected(None, where, detail)
 
 
 def _text(element: ET.Element, path: str, where: str) -> str:
     found = element.find(path, {"p": PAIN_002})
     if found is None or not (found.text or "").strip():
-        raise StatementRejected(0, where, f"{where} is missing")
+        raise _refused(where, "missing")
     return (found.text or "").strip()
+
+
+def _reason(element: ET.Element) -> str:
+    code = element.find("p:StsRsnInf/p:Rsn/p:Cd", {"p": PAIN_002})
+    info = element.find("p:StsRsnInf/p:AddtlInf", {"p": PAIN_002})
+    reason = " ".join((e.text or "").strip() for e in (code, info) if e is not None and e.text)
+    return reason or "rejected by the bank"
+
+
+def _report(data: bytes) -> ET.Element:
+    """The report's `CstmrPmtStsRpt`, parsed without a DTD, an entity or anything
+    fetched."""
+    try:
+        root = fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as e:
+        raise _refused("Document", f"refused: {type(e).__name__}") from None
+    except ET.ParseError as e:
+        line, column = e.position
+        raise _refused("Document", f"not well-formed XML at line {line}, column {column}") from None
+    except (ValueError, LookupError) as e:  # an encoding the parser cannot read
+        raise _refused("Document", f"unreadable encoding: {e}") from None
+    if root.tag != f"{{{PAIN_002}}}Document":
+        raise _refused("Document", f"the document must be a {PAIN_002} Document")
+    report: ET.Element | None = root.find("p:CstmrPmtStsRpt", {"p": PAIN_002})
+    if report is None:
+        raise _refused("CstmrPmtStsRpt", "missing")
+    return report
 
 
 def parse_status_report(data: bytes, run_id: str) -> StatusReport:
     """Read a `pain.002.001.10` about run `run_id`, or refuse it naming the element."""
-    try:
-        root = fromstring(data, forbid_dtd=True)
-    except DefusedXmlException as e:
-        raise StatementRejected(0, "Document", f"refused: {type(e).__name__}") from None
-    except ET.ParseError as e:
-        line = e.position[0]
-        raise StatementRejected(line, "Document", f"not well-formed XML: {e}") from None
-    if root.tag != f"{{{PAIN_002}}}Document":
-        raise StatementRejected(0, "Document", f"the document must be a {PAIN_002} Document")
-    report = root.find("p:CstmrPmtStsRpt", {"p": PAIN_002})
-    if report is None:
-        raise StatementRejected(0, "CstmrPmtStsRpt", "CstmrPmtStsRpt is missing")
+    report = _report(data)
     original = _text(report, "p:OrgnlGrpInfAndSts/p:OrgnlMsgId", "OrgnlGrpInfAndSts/OrgnlMsgId")
     if original != run_id:
-        raise StatementRejected(
-            0, "OrgnlGrpInfAndSts/OrgnlMsgId", f"the report is about {original}, not run {run_id}"
+        raise _refused(
+            "OrgnlGrpInfAndSts/OrgnlMsgId", f"the report is about {original}, not run {run_id}"
         )
     settled: dict[str, str] = {}
     rejected: dict[str, str] = {}
     transactions = report.findall("p:OrgnlPmtInfAndSts/p:TxInfAndSts", {"p": PAIN_002})
+    if not transactions:
+        group = report.find("p:OrgnlGrpInfAndSts", {"p": PAIN_002})
+        assert group is not None  # its OrgnlMsgId was read
+        status = _text(group, "p:GrpSts", "OrgnlGrpInfAndSts/GrpSts")
+        if status != REJECTED_STATUS:
+            raise _refused("OrgnlGrpInfAndSts/GrpSts", f"{status}: the report answers for no item")
+        return StatusReport({}, {}, all_rejected=_reason(group))
     for n, transaction in enumerate(transactions, start=1):
         where = f"OrgnlPmtInfAndSts/TxInfAndSts[{n}]"
         payment_id = _text(transaction, "p:OrgnlEndToEndId", f"{where}/OrgnlEndToEndId")
         status = _text(transaction, "p:TxSts", f"{where}/TxSts")
         if payment_id in settled or payment_id in rejected:
-            raise StatementRejected(0, where, f"{payment_id} is reported twice")
+            raise _refused(f"{where}/OrgnlEndToEndId", f"{payment_id} is reported twice")
         if status in SETTLED_STATUSES:
             settled[payment_id] = _text(transaction, "p:AcctSvcrRef", f"{where}/AcctSvcrRef")
         elif status == REJECTED_STATUS:
-            code = transaction.find("p:StsRsnInf/p:Rsn/p:Cd", {"p": PAIN_002})
-            info = transaction.find("p:StsRsnInf/p:AddtlInf", {"p": PAIN_002})
-            reason = " ".join(
-                (e.text or "").strip() for e in (code, info) if e is not None and e.text
-            )
-            rejected[payment_id] = reason or "rejected by the bank"
+            rejected[payment_id] = _reason(transaction)
+        elif status not in PENDING_STATUSES:
+            raise _refused(f"{where}/TxSts", f"{status} is no ISO 20022 transaction status")
     return StatusReport(settled, rejected)

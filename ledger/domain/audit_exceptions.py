@@ -216,12 +216,20 @@ def _duplicate_payments(facts: Facts) -> list[dict[str, Any]]:
     return flags
 
 
+def _first_due(g: GrantFacts) -> date | None:
+    """When a grant's money first falls due: its approval, or its plan's first
+    instalment if that is later."""
+    if g.approved_on is None or g.plan is None:
+        return g.approved_on
+    return max(g.approved_on, g.plan.first_due_on)
+
+
 def _unpaid_grants(facts: Facts, today: date) -> list[dict[str, Any]]:
     return [
         _flag(
             "approved_unpaid",
-            f"grant {g.grant_id} was approved on {g.approved_on} and is unpaid after "
-            f"{UNPAID_DAYS} days",
+            f"grant {g.grant_id} was approved on {g.approved_on}, due from {due}, and is "
+            f"unpaid after {UNPAID_DAYS} days",
             grant_id=g.grant_id,
             talent_id=g.talent_id,
             fund_year=g.fund_year,
@@ -229,9 +237,9 @@ def _unpaid_grants(facts: Facts, today: date) -> list[dict[str, Any]]:
         )
         for g in facts.grants
         if g.status == "approved"
-        and g.approved_on is not None
+        and (due := _first_due(g)) is not None
         and g.net_paid == 0
-        and today > g.approved_on + timedelta(UNPAID_DAYS)
+        and today > due + timedelta(UNPAID_DAYS)
     ]
 
 

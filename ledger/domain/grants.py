@@ -40,9 +40,10 @@ def effective_amount(status: str, amount: Decimal, net_paid: Decimal) -> Decimal
     return amount
 
 
-def payable(status: str, amount: Decimal, net_paid: Decimal) -> Decimal:
-    """What may still be paid on a grant: only an approved one's unpaid amount."""
-    return amount - net_paid if status == "approved" else ZERO
+def payable(status: str, amount: Decimal, net_paid: Decimal, on_hold: Decimal) -> Decimal:
+    """What may still be paid on a grant: only an approved one's unpaid amount, less
+    what disbursement runs hold of it (the bank may be paying that already)."""
+    return amount - net_paid - on_hold if status == "approved" else ZERO
 
 
 class Grant(LedgerAggregate):
@@ -98,8 +99,8 @@ class Grant(LedgerAggregate):
         self.plan = InstalmentPlan(**instalments) if instalments else None
         self.status = "proposed"
         self.approved_on: date | None = None
-        # instalments a disbursement run holds (number: run id), not to be put in another
-        self.held: dict[int, str] = {}
+        # what open disbursement runs hold of it, by run and instalment: theirs to pay
+        self.held: dict[str, dict[int, Decimal]] = {}
         self.decision_by: str | None = None
         self.decision_note: str | None = None
         self.paid = ZERO
@@ -127,8 +128,12 @@ class Grant(LedgerAggregate):
         return effective_amount(self.status, self.amount, self.net_paid)
 
     @property
+    def on_hold(self) -> Decimal:
+        return sum((a for holding in self.held.values() for a in holding.values()), ZERO)
+
+    @property
     def payable(self) -> Decimal:
-        return payable(self.status, self.amount, self.net_paid)
+        return payable(self.status, self.amount, self.net_paid, self.on_hold)
 
     def _repeat(self, status: str, note: str | None) -> bool:
         """True when the grant is already `status` for this very note: answer, record nothing."""
@@ -175,50 +180,64 @@ class Grant(LedgerAggregate):
         return schedule(self.amount, self.plan, self.approved_on, self.net_paid)
 
     def payable_instalments(self, due_on: date) -> list[Instalment]:
-        """The instalments a disbursement run may take: approved, due by `due_on`,
-        unpaid (for their remainder) and held by no run."""
+        """What a disbursement run may take of an approved grant: of each instalment due
+        by `due_on`, what net payments (filling instalments earliest first) and the
+        runs holding it leave unpaid; in all, no more than what is due by then less
+        what is paid and what runs hold of it (a run settled out of order paid an
+        earlier instalment with a later one's money: that money is not free again)."""
         if self.status != "approved":
             return []
-        return [
-            i
-            for i in self.instalments
-            if i.unpaid > ZERO
-            and i.due_on is not None
-            and i.due_on <= due_on
-            and i.number not in self.held
-        ]
+        held: dict[int, Decimal] = {}
+        for holding in self.held.values():
+            for number, amount in holding.items():
+                held[number] = held.get(number, ZERO) + amount
+        due = [i for i in self.instalments if i.due_on is not None and i.due_on <= due_on]
+        owed = sum((i.amount for i in due), ZERO) - self.net_paid
+        left = min(self.payable, owed - sum((held.get(i.number, ZERO) for i in due), ZERO))
+        free = []
+        for i in due:
+            take = min(i.unpaid - held.get(i.number, ZERO), left)
+            if take > ZERO:
+                free.append(i._replace(paid=i.amount - take))
+                left -= take
+        return free
 
     class Held(LedgerAggregate.Event):
         run_id: str
         instalments: list[int]
+        amounts: list[Decimal]
 
-    def hold(self, run_id: str, instalments: list[int]) -> None:
-        """Put instalments in a disbursement run: no other run may take them."""
-        taken = sorted(n for n in instalments if n in self.held)
-        if taken:
-            raise InvalidState(
-                f"instalments {taken} of grant {self.grant_id} are in run {self.held[taken[0]]}"
-            )
-        self._held(run_id, instalments)
+    def hold(self, run_id: str, instalments: list[Instalment]) -> None:
+        """Put what is left of instalments in a disbursement run: until it is settled or
+        rejected, no other run and no payment outside the run may take that money."""
+        self._held(run_id, [i.number for i in instalments], [i.unpaid for i in instalments])
 
     @event(Held)
-    def _held(self, run_id: str, instalments: list[int]) -> None:
-        self.held.update(dict.fromkeys(instalments, run_id))
+    def _held(self, run_id: str, instalments: list[int], amounts: list[Decimal]) -> None:
+        holding = self.held.setdefault(run_id, {})
+        for number, amount in zip(instalments, amounts, strict=True):
+            holding[number] = holding.get(number, ZERO) + amount
 
     class Released(LedgerAggregate.Event):
         run_id: str
-        instalments: list[int]
+        instalment: int
+        amount: Decimal
 
-    def release(self, run_id: str, instalments: list[int]) -> None:
-        """Take instalments out of their run once it has settled or rejected them."""
-        held = [n for n in instalments if self.held.get(n) == run_id]
-        if held:
-            self._released(run_id, held)
+    def release(self, run_id: str, instalment: int, amount: Decimal) -> None:
+        """Take an item's money out of its run once the bank settled (it is then paid)
+        or rejected it (it is then due again)."""
+        if self.held.get(run_id, {}).get(instalment, ZERO) < amount:
+            raise InvalidState(f"run {run_id} does not hold {amount} of grant {self.grant_id}")
+        self._released(run_id, instalment, amount)
 
     @event(Released)
-    def _released(self, run_id: str, instalments: list[int]) -> None:
-        for number in instalments:
-            del self.held[number]
+    def _released(self, run_id: str, instalment: int, amount: Decimal) -> None:
+        holding = self.held[run_id]
+        holding[instalment] -= amount
+        if not holding[instalment]:
+            del holding[instalment]
+        if not holding:
+            del self.held[run_id]
 
     class Rejected(LedgerAggregate.Event):
         reason: str
@@ -247,6 +266,11 @@ class Grant(LedgerAggregate):
         if self._repeat("revoked", reason):
             return
         self._require("approved", "revoke")
+        if self.held:
+            raise InvalidState(
+                f"runs {', '.join(sorted(self.held))} hold {self.on_hold} of grant "
+                f"{self.grant_id}: settle or reject their items first"
+            )
         released = self.amount - self.net_paid
         self._revoked(reason, released)
         budget.release(self, released)

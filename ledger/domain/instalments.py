@@ -16,7 +16,7 @@ from typing import Annotated, Any, NamedTuple
 from ledger.domain.dates import add_months
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.money import FEN, ZERO
-from ledger.domain.values import IntRange
+from ledger.domain.values import YEARS, IntRange
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,18 @@ class InstalmentPlan:
             "first_due_on": self.first_due_on,
             "interval_months": self.interval_months,
         }
+
+    def check(self, amount: Decimal) -> None:
+        """Refuse a plan whose instalments would be nothing, or fall after the last
+        year the ledger knows."""
+        self.split(amount)
+        months = (self.count - 1) * self.interval_months
+        if self.first_due_on.year * 12 + self.first_due_on.month - 1 + months >= (
+            (YEARS.last + 1) * 12
+        ):
+            raise ValidationFailed(
+                "instalments.first_due_on", f"the last instalment would fall after {YEARS.last}"
+            )
 
     def split(self, amount: Decimal) -> list[Decimal]:
         """`amount` in `count` parts to the fen, the last taking the remainder; refused

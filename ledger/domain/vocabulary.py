@@ -44,6 +44,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "returned": ("退回", "Returned"),
     "net_paid": ("净支付", "Net paid"),
     "payable": ("待支付", "Payable"),
+    "on_hold": ("代发在途", "On hold in runs"),
     "clawed_back": ("已追回核定", "Clawed back"),
     "value_date": ("起息日", "Value date"),
     "returned_on": ("退回日期", "Returned on"),

@@ -43,7 +43,8 @@ CONFLICT_DEADLINE_SECONDS = 10.0
 # A copy further behind than this many events catches up with the append lock
 # released, a shorter tail under it (`Engine.commit`).
 CATCH_UP_UNDER_LOCK = 1_000
-# As many aggregates as this, never seen, are read with the append lock released too.
+# As many aggregates as this, never seen and asked for at once, are read with the
+# append lock released too.
 READ_AHEAD_AT = 100
 
 
@@ -76,10 +77,10 @@ class AtomicRefusal(LedgerError):
 
 def _long_unseen(uow: UnitOfWork, known: Mapping[UUID, object]) -> set[UUID]:
     """What `uow` took to be missing for want of a copy and is not read yet, when it is
-    worth reading with the lock released: a long history, or many aggregates at once
-    (a disbursement run's thousands of grants, `UnitOfWork.read_all`)."""
+    worth reading with the lock released: a long history, or many aggregates a use
+    case asked for at once (a disbursement run's thousands, `UnitOfWork.read_all`)."""
     unseen = {i: cls for i, cls in uow.unseen.items() if i not in known}
-    if len(unseen) >= READ_AHEAD_AT:
+    if uow.reads_ahead and len(unseen) >= READ_AHEAD_AT:
         return set(unseen)
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 

@@ -50,6 +50,8 @@ class UnitOfWork:
         self._handed_out: list[tuple[LedgerAggregate, int]] = []
         # taken to be missing for want of a copy, with the class asked for
         self.unseen: dict[UUID, type[LedgerAggregate]] = {}
+        # whether those are many, asked for at once (`read_all`): worth reading ahead
+        self.reads_ahead = False
 
     def find(self, cls: type[A], key: Any) -> A | None:
         aggregate_id: UUID = cls.create_id(key)
@@ -92,6 +94,7 @@ class UnitOfWork:
             ):
                 self.unseen[aggregate_id] = cls
         if self.unseen:
+            self.reads_ahead = True
             raise NotFound(f"{len(self.unseen)} aggregates are not read yet")
 
     def get(self, cls: type[A], key: Any, what: str) -> A:

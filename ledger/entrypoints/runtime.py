@@ -62,7 +62,7 @@ class Settings:
     pool_size: int = 8
     projections_in_process: bool = True
     timezone: ZoneInfo = BUSINESS_TIMEZONE
-    # the fund's account that disbursement runs are paid from (docs/treasury.md)
+    # the fund's account that disbursement runs are paid from (docs/deployment.md)
     payer: Payer = DEMO_PAYER
 
     def today(self, now: datetime | None = None) -> date:
@@ -201,7 +201,8 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             # Hot streams (a fund year takes an event per grant) are kept in memory
             # and fast-forwarded with only their new events on each load; as many as
-            # a 10,000-item disbursement run settles (grants, talents, payments).
+            # a 10,000-item disbursement run settles (grants, talents, payments and
+            # bank references: 40,000).
             "AGGREGATE_CACHE_MAXSIZE": "50000",
             "AGGREGATE_CACHE_FASTFORWARD": "y",
         }

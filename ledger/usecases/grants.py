@@ -71,7 +71,7 @@ def propose_grant(uow: UnitOfWork, cmd: ProposeGrant) -> Grant:
     talent.check_may_receive()
     fund_year = uow.refer(FundYear, cmd.fund_year, "fund_year", "fund year")
     if cmd.instalments is not None:
-        cmd.instalments.split(cmd.amount)  # refused when an instalment would be nothing
+        cmd.instalments.check(cmd.amount)
     grant = Grant(
         cmd.grant_id,
         cmd.talent_id,

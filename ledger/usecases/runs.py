@@ -3,7 +3,6 @@ bank answered, each settled item recorded as the payment `POST /v1/payments` wou
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
@@ -111,11 +110,16 @@ def prepare_run(uow: UnitOfWork, cmd: RunCandidates) -> DisbursementRun:
         if reason is not None:
             excluded.append({"grant_id": grant_id, "reason": reason})
             continue
-        grant.hold(run.run_id, [i.number for i in due])
+        grant.hold(run.run_id, due)
         first = len(items) + 1
         items.extend(
             RunItem(f"{run.run_id}-{n}", grant_id, grant.talent_id, i.number, i.unpaid)
             for n, i in enumerate(due, start=first)
+        )
+    uow.read_all((Payment, item.payment_id) for item in items)
+    if taken := [i.payment_id for i in items if uow.find(Payment, i.payment_id) is not None]:
+        raise ValidationFailed(
+            "run_id", f"payment {taken[0]} exists: the run's payments need another run id"
         )
     if len(items) > MAX_RUN_ITEMS:
         raise ValidationFailed(
@@ -174,15 +178,13 @@ def settle_run(uow: UnitOfWork, cmd: SettleRun) -> DisbursementRun:
             (BankReference, bank_reference),
         )
     )
-    answered: dict[str, list[int]] = defaultdict(list)
     for item, bank_reference in settled:
+        # released first: what the run held becomes the payment's to take
+        uow.get(Grant, item.grant_id, "grant").release(run.run_id, item.instalment, item.amount)
         payment = RecordPayment(
             item.payment_id, item.grant_id, item.amount, run.value_date, bank_reference
         )
         record_payment.decide(uow, payment)
-        answered[item.grant_id].append(item.instalment)
     for item in rejected:
-        answered[item.grant_id].append(item.instalment)
-    for grant_id, instalments in answered.items():
-        uow.get(Grant, grant_id, "grant").release(run.run_id, instalments)
+        uow.get(Grant, item.grant_id, "grant").release(run.run_id, item.instalment, item.amount)
     return run

@@ -183,10 +183,20 @@ class AuditTrail(View):
     def _grant_money(self, e: Grant.Paid | Grant.PaymentReturned) -> None:
         self._of(e, self.stream(), "grant_id", amount=e.amount, payment_id=e.payment_id)
 
-    @handles(Grant.Held, Grant.Released)
-    def _grant_run(self, e: Grant.Held | Grant.Released) -> None:
+    @handles(Grant.Held)
+    def _grant_held(self, e: Grant.Held) -> None:
         numbers = ", ".join(str(n) for n in e.instalments)
-        self._of(e, self.stream(), "grant_id", reference=e.run_id, reason=f"instalments {numbers}")
+        amount = sum(e.amounts, ZERO)
+        s = self.stream()
+        self._of(
+            e, s, "grant_id", amount=amount, reference=e.run_id, reason=f"instalments {numbers}"
+        )
+
+    @handles(Grant.Released)
+    def _grant_released(self, e: Grant.Released) -> None:
+        s = self.stream()
+        reason = f"instalment {e.instalment}"
+        self._of(e, s, "grant_id", amount=e.amount, reference=e.run_id, reason=reason)
 
     @handles(Grant.ClawbackAssessed)
     def _grant_clawback(self, e: Grant.ClawbackAssessed) -> None:

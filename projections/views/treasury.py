@@ -47,6 +47,7 @@ GRANTS = Table(
         "first_due_on": "date",
         "interval_months": "int",
         "approved_on": "date",
+        "held": AMOUNT,  # what open disbursement runs hold of it
     },
     key=("grant_id",),
     indexes=(
@@ -226,6 +227,7 @@ class GrantRow:
     first_due_on: date | None = None
     interval_months: int | None = None
     approved_on: date | None = None
+    held: Decimal = ZERO
 
 
 @dataclass
@@ -385,9 +387,13 @@ class Treasury(View):
         grant = self._decided("approved", e.note, e.actor)
         grant.approved_at, grant.approved_on = self.at.recorded_at, e.approved_on
 
-    @handles(Grant.Held, Grant.Released)
-    def _held(self, e: Grant.Held | Grant.Released) -> None:
-        """What a run holds is the run's to show."""
+    @handles(Grant.Held)
+    def _held(self, e: Grant.Held) -> None:
+        self._grant().held += sum(e.amounts, ZERO)
+
+    @handles(Grant.Released)
+    def _released(self, e: Grant.Released) -> None:
+        self._grant().held -= e.amount
 
     @handles(DisbursementRun.Prepared)
     def _run_prepared(self, e: DisbursementRun.Prepared) -> None:

@@ -115,6 +115,7 @@ def test_without_a_plan_one_instalment_falls_due_on_the_approval_date(
         ({**PLAN, "first_due_on": "2024-02-30"}, "100"),
         ({**PLAN, "extra": 1}, "100"),
         ({**PLAN, "count": 3}, "0.02"),  # an instalment of nothing
+        ({**PLAN, "first_due_on": "2999-11-30"}, "100"),  # the third would fall in 3000
     ],
 )
 def test_a_malformed_plan_is_refused_and_records_nothing(
@@ -240,7 +241,7 @@ def test_settling_records_payments_all_or_nothing_and_a_replay_records_nothing(
     ]
     # one bad item (a bank reference already used) refuses the whole settlement
     created(
-        a.treasury.post("/v1/payments", json=payment_body("P-X", "G-2", "1", "2024-02-01", "BK-X"))
+        a.treasury.post("/v1/payments", json=payment_body("P-X", "G-3", "1", "2024-02-01", "BK-X"))
     )
     bad = {
         "settled": [
@@ -364,3 +365,88 @@ def test_two_runs_prepared_at_once_in_two_processes_never_hold_one_instalment(
     held = [(item.grant_id, item.instalment) for run in runs for item in run.items]
     # G-1 and G-2, three each: T-3 has no account, T-4 departed before the value date
     assert len(held) == len(set(held)) == 6
+
+
+def test_money_a_run_holds_is_paid_once_whatever_the_order_the_bank_answers_in(
+    api: Api,
+) -> None:
+    a = _world(api)
+    created(_run(a, "R-1", "2024-02-29"))  # G-1 #1 and #2 (R-1-1, R-1-2), G-2's likewise
+    # the later item first: it fills the first instalment, and the run still holds the rest
+    later = {"settled": [{"payment_id": "R-1-2", "bank_reference": "BK-2"}]}
+    expect(a.treasury.post("/v1/disbursement-runs/R-1/settle", json=later), 200)
+    grant = expect(a.auditor.get("/v1/grants/G-1"), 200)
+    assert (grant["net_paid"], grant["on_hold"], grant["payable"]) == ("333.33", "333.33", "333.34")
+    # another run finds only the third instalment, not yet due: nothing free
+    assert_validation_error(_run(a, "R-2", "2024-02-29"), "due_on")
+    # outside the run, only what it does not hold may be paid
+    over = payment_body("P-1", "G-1", "333.35", "2024-03-01", "BK-P1")
+    assert_problem(a.treasury.post("/v1/payments", json=over), 409, "overpayment")
+    assert_problem(
+        a.approver.post("/v1/grants/G-1/revoke", json={"reason": "x"}), 409, "invalid_state"
+    )
+    earlier = {"settled": [{"payment_id": "R-1-1", "bank_reference": "BK-1"}]}
+    expect(a.treasury.post("/v1/disbursement-runs/R-1/settle", json=earlier), 200)
+    grant = expect(a.auditor.get("/v1/grants/G-1"), 200)
+    assert (grant["net_paid"], grant["on_hold"]) == ("666.66", "0.00")
+    assert [i["status"] for i in grant["instalments"]] == ["paid", "paid", "unpaid"]
+
+
+def test_a_run_needs_its_payment_ids_free(api: Api) -> None:
+    a = _world(api)
+    taken = payment_body("R-1-1", "G-1", "1.00", "2024-01-02", "BK-T")
+    created(a.treasury.post("/v1/payments", json=taken))
+    assert_validation_error(_run(a, "R-1", "2024-01-31"), "run_id")
+    assert_problem(a.auditor.get("/v1/disbursement-runs/R-1"), 404, "not_found")
+
+
+def test_the_file_leaves_rejected_items_out(api: Api) -> None:
+    a = _world(api)
+    created(_run(a, "R-1", "2024-01-31"))
+    rejected = {"rejected": [{"payment_id": "R-1-2", "reason": "AC04"}]}
+    expect(a.treasury.post("/v1/disbursement-runs/R-1/settle", json=rejected), 200)
+    root = fromstring(a.treasury.get("/v1/disbursement-runs/R-1/pain.001.xml").content)
+    ids = [e.text for e in root.iter(f"{PAIN_001}EndToEndId")]
+    assert ids == ["R-1-1", "R-1-3"]
+    assert (
+        root.findtext(f"{PAIN_001}CstmrCdtTrfInitn/{PAIN_001}GrpHdr/{PAIN_001}CtrlSum") == "533.33"
+    )
+
+
+def test_a_report_that_rejects_the_whole_file_rejects_every_item_not_answered(api: Api) -> None:
+    a = _world(api)
+    created(_run(a, "R-1", "2024-01-31"))
+    settled = {"settled": [{"payment_id": "R-1-1", "bank_reference": "BK-1"}]}
+    expect(a.treasury.post("/v1/disbursement-runs/R-1/settle", json=settled), 200)
+    report = (
+        '<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.10"><CstmrPmtStsRpt>'
+        "<GrpHdr><MsgId>S</MsgId><CreDtTm>2024-02-01T09:00:00</CreDtTm></GrpHdr>"
+        "<OrgnlGrpInfAndSts><OrgnlMsgId>R-1</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.09"
+        "</OrgnlMsgNmId><GrpSts>RJCT</GrpSts><StsRsnInf><Rsn><Cd>AM04</Cd></Rsn></StsRsnInf>"
+        "</OrgnlGrpInfAndSts></CstmrPmtStsRpt></Document>"
+    )
+    done = expect(_xml(a, "R-1", report), 200)
+    assert (done["status"], done["settled"], done["rejected"]) == ("settled", 1, 2)
+    assert_validation_error(a.treasury.post("/v1/disbursement-runs/R-1/settle", json={}))
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            STATUS_REPORT.format(run="R-1").replace("<TxSts>ACSC</TxSts>", "<TxSts>FOO</TxSts>"),
+            "TxSts",
+        ),
+        (STATUS_REPORT.format(run="R-1").replace('encoding="UTF-8"', 'encoding="GBK"'), "Document"),
+        (STATUS_REPORT.format(run="R-1").replace("BK-1", "2024/01/31 REF 1"), "bank_reference"),
+    ],
+)
+def test_a_status_report_is_held_to_the_rules_of_a_settlement(
+    api: Api, body: str, where: str
+) -> None:
+    a = _world(api)
+    created(_run(a, "R-1", "2024-01-31"))
+    problem = assert_problem(_xml(a, "R-1", body), 422, "validation_error")
+    assert problem["errors"][0]["loc"][-1].endswith(where)
+    run = expect(a.auditor.get("/v1/disbursement-runs/R-1"), 200)
+    assert (run["settled"], run["rejected"]) == (0, 0)

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.domain.context import acting_as
 from ledger.domain.errors import ValidationFailed
+from ledger.domain.grants import Grant
 from ledger.domain.instalments import InstalmentPlan, instalment_status, schedule
 from ledger.domain.money import ZERO
 
@@ -84,3 +86,57 @@ def test_an_instalment_status_follows_its_grant(grant_status: str, paid: str, st
 def test_without_a_plan_the_one_instalment_is_due_on_approval() -> None:
     assert schedule(D("800"), None, None, ZERO)[0].due_on is None
     assert schedule(D("800"), None, date(2024, 5, 6), ZERO)[0].due_on == date(2024, 5, 6)
+
+
+@st.composite
+def _treasury_days(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """What treasury does to one grant, in any order: runs prepared by a due date
+    (month 1..12), items settled or rejected in any order, payments outside the runs."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["run", "settle", "reject", "pay"]),
+                st.integers(0, 11),
+            ),
+            max_size=40,
+        )
+    )
+
+
+@given(_treasury_days())
+def test_runs_holds_and_payments_never_pay_a_grant_more_than_its_amount(
+    days: list[tuple[str, int]],
+) -> None:
+    """Whatever treasury does, in whatever order the bank answers, net payments and
+    the money runs hold never exceed the grant, nor what is due by a run's date."""
+    plan = InstalmentPlan(12, date(2024, 1, 31), 1)
+    with acting_as("clerk", "p"):
+        grant = Grant(
+            "G-1", "T-1", 2024, "rent_subsidy", D("1000.00"), "p", "r", "fp", plan.as_event()
+        )
+    with acting_as("approver", "a"):
+        grant.approve(None, date(2024, 1, 2))
+    pending: list[tuple[str, int, Decimal]] = []  # items held: run, instalment, amount
+    with acting_as("treasury", "t"):
+        for n, (action, k) in enumerate(days):
+            if action == "run":
+                due_on = plan.due_dates()[k]
+                free = grant.payable_instalments(due_on)
+                if free:
+                    taken = sum(i.unpaid for i in free)
+                    due = sum(i.amount for i in grant.instalments if i.due_on <= due_on)
+                    # a run never takes more than is due by its date and not yet paid
+                    assert taken <= due - grant.net_paid
+                    grant.hold(f"R{n}", free)
+                    pending += [(f"R{n}", i.number, i.unpaid) for i in free]
+            elif action in ("settle", "reject") and pending:
+                run_id, number, amount = pending.pop(k % len(pending))
+                grant.release(run_id, number, amount)
+                if action == "settle":
+                    grant.pay(f"P{n}", amount, date(2024, 12, 31), f"B{n}", "fp")
+            elif action == "pay" and grant.payable > ZERO:
+                amount = min(grant.payable, D("100.00"))
+                grant.pay(f"P{n}", amount, date(2024, 12, 31), f"B{n}", "fp")
+            assert grant.net_paid + grant.on_hold <= grant.amount
+            assert grant.payable >= ZERO
+    assert grant.on_hold == sum((a for _, _, a in pending), ZERO)
