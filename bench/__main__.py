@@ -587,7 +587,7 @@ def report(results: dict[str, Any]) -> None:
         results[f"{key}_ratio"] = ratio
         lines.append(
             f"{name:<22}{results[key]:>14,.0f}{results[ceiling]:>14,.0f}"
-            f"{ratio:>9.1%}{goal:>9.0%}  {'yes' if ratio >= goal else 'NO'}  {unit}"
+            f"{ratio:>9.1%}{goal:>9.1%}  {'yes' if ratio >= goal else 'NO'}  {unit}"
         )
     bounds: tuple[tuple[str, str, float | None], ...] = (
         ("W1 p50 ms", "w1_p50_ms", None),
