@@ -167,11 +167,18 @@ def presented(ledger: Ledger, op: Operation, ids: Ids, outcome: Outcome[Any]) ->
     return dataclasses.replace(outcome, value=op.present(ledger, outcome.value, ids))
 
 
-def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], Any]:
-    """Status, headers and JSON body of a presented outcome: 201 for a new resource,
-    200 for an action or a replay, always with the position to read after."""
+def written_headers(outcome: Outcome[Any]) -> dict[str, str]:
+    """What every write answers besides its body: the position to read after, and
+    whether it was a replay."""
     headers = {"Ledger-Position": str(outcome.position)}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
+def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], Any]:
+    """Status, headers and JSON body of a presented outcome: 201 for a new resource,
+    200 for an action or a replay, always with the position to read after."""
+    headers = written_headers(outcome)
     status = 201 if op.created and not outcome.replayed else 200
     return status, headers, op.out.model_validate(outcome.value).model_dump(mode="json")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from eventsourcing.postgres import PostgresDatastore
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.lists import DateFrom, DateTo, FundYearFilter, list_route
+from api.operations import written_headers
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
@@ -80,14 +82,22 @@ STATEMENT_EXAMPLES = {
 }
 
 
-def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:
-    """Reconcile against the treasury view once it includes every event recorded so far."""
+def treasury_at_head(ledger: Ledger) -> PostgresDatastore:
+    """The datastore, once the treasury view includes every event recorded so far:
+    what a decision it proposes candidates for (a statement's movements, a run's
+    grants) must not miss; else a 503 to retry."""
     datastore = datastore_of(ledger)
     head = ledger.store.max_notification_id() or 0
     if not wait_for_position(datastore, head, (Treasury.NAME,)):
         raise ProblemError(
             "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}
         )
+    return datastore
+
+
+def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:
+    """Reconcile against the treasury view once it includes every event recorded so far."""
+    datastore = treasury_at_head(ledger)
     return ledger.import_statement(
         statement,
         lambda s: reads.movements(datastore, s),
@@ -162,10 +172,7 @@ async def import_bank_statement(request: Request) -> Response:
             e.code, e.detail, errors=[{"loc": where, "msg": e.detail, "type": "statement"}]
         ) from None
     outcome = await run_in_threadpool(import_statement, ledger_of(request), statement)
-    headers = {"Ledger-Position": str(outcome.position)}
-    if outcome.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return _report(outcome.value, 200 if outcome.replayed else 201, headers)
+    return _report(outcome.value, 200 if outcome.replayed else 201, written_headers(outcome))
 
 
 async def reconciliation_filters(

@@ -427,8 +427,10 @@ def exception_facts(datastore: PostgresDatastore, fund_year: int | None, zone: t
                 r["run_id"], r["payment_id"], r["grant_id"], r["talent_id"], r["value_date"]
             )
             for r in rows(
-                "SELECT * FROM rm_disbursement_run_items WHERE status = 'pending' AND grant_id IN "
-                "(SELECT grant_id FROM rm_grants {where}) ORDER BY run_id, payment_id"
+                "SELECT * FROM rm_disbursement_run_items i WHERE NOT EXISTS (SELECT FROM"
+                " rm_disbursement_run_answers a WHERE a.payment_id = i.payment_id)"
+                " AND grant_id IN (SELECT grant_id FROM rm_grants {where})"
+                " ORDER BY run_id, payment_id"
             )
         ]
         talents = [

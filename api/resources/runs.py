@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.lists import After, FundYearFilter, Limit, as_page, list_route, page_model
-from api.operations import Operation, body_model
+from api.operations import Operation, body_model, written_headers
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     LedgerDep,
@@ -28,6 +28,7 @@ from api.routing import (
     roles,
 )
 from api.schemas import Money, Out
+from api.treasury import treasury_at_head
 from api.writes import ALWAYS, linked, read_link, written
 from ledger.adapters.iso20022 import credit_transfer, parse_status_report
 from ledger.adapters.postgres import datastore_of
@@ -43,7 +44,6 @@ from ledger.usecases.runs import (
 )
 from projections import lists, runs
 from projections.views.treasury import Treasury
-from projections.worker import wait_for_position
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["disbursement runs"])
 OPERATIONS: tuple[Operation, ...] = ()  # its writes take more than a JSON body: below
@@ -104,9 +104,7 @@ def run_out(run: DisbursementRun) -> dict[str, Any]:
 
 
 def _answered(outcome: Outcome[DisbursementRun], created: bool) -> Response:
-    headers = {"Ledger-Position": str(outcome.position)}
-    if outcome.replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = written_headers(outcome)
     body = RunOut.model_validate(run_out(outcome.value)).model_dump_json()
     status = 201 if created and not outcome.replayed else 200
     return Response(body, status_code=status, headers=headers, media_type="application/json")
@@ -135,12 +133,7 @@ REFUSALS = ("validation_error", "invalid_state", "idempotency_conflict", *ALWAYS
 
 def _prepare(ledger: Ledger, run: PrepareRun) -> Outcome[DisbursementRun]:
     """Prepare once the treasury view includes every event recorded so far."""
-    datastore = datastore_of(ledger)
-    head = ledger.store.max_notification_id() or 0
-    if not wait_for_position(datastore, head, (Treasury.NAME,)):
-        raise ProblemError(
-            "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}
-        )
+    datastore = treasury_at_head(ledger)
     return ledger.prepare_run(run, lambda r: runs.candidates(datastore, r))
 
 

@@ -189,7 +189,8 @@ RUNS = Table(
     key=("run_id",),
     indexes=(("position",), ("year", "position")),
 )
-# a run's items, each with what the bank did with it (what the overdue rule judges)
+# a run's items, and apart the bank's answer to each (what the overdue rule judges):
+# both only ever appended, so that settling 10,000 items loads no row of either
 RUN_ITEMS = Table(
     "rm_disbursement_run_items",
     {
@@ -199,10 +200,14 @@ RUN_ITEMS = Table(
         "talent_id": "text NOT NULL",
         "amount": AMOUNT,
         "value_date": "date NOT NULL",
-        "status": "text NOT NULL",
     },
     key=("payment_id",),
-    indexes=(("status", "value_date"),),
+    indexes=(("value_date",),),
+)
+RUN_ANSWERS = Table(
+    "rm_disbursement_run_answers",
+    {"payment_id": "text", "status": "text NOT NULL"},  # settled or rejected
+    key=("payment_id",),
 )
 
 
@@ -242,16 +247,6 @@ class RunRow:
     excluded: str  # JSON: [{"grant_id", "reason"}]
     settled: int = 0
     rejected: int = 0
-
-
-@dataclass
-class RunItemRow:
-    run_id: str
-    grant_id: str
-    talent_id: str
-    amount: Decimal
-    value_date: date
-    status: str = "pending"
 
 
 @dataclass
@@ -312,6 +307,7 @@ class Treasury(View):
         RECONCILED_PAYMENTS,
         RUNS,
         RUN_ITEMS,
+        RUN_ANSWERS,
     )
 
     def __init__(self, streams: Streams, *, complete: bool) -> None:
@@ -321,7 +317,8 @@ class Treasury(View):
         self.waivers: Rows[str, WaiverRow] = Rows(WAIVERS, keyed(WaiverRow))
         self.clawbacks: Rows[str, ClawbackRow] = Rows(CLAWBACKS, keyed(ClawbackRow))
         self.runs: Rows[str, RunRow] = Rows(RUNS, keyed(RunRow))
-        self.run_items: Rows[str, RunItemRow] = Rows(RUN_ITEMS, keyed(RunItemRow))
+        self.run_items: list[tuple[Any, ...]] = []
+        self.run_answers: list[tuple[Any, ...]] = []
         self.recoveries: list[tuple[Any, ...]] = []
         self.reconciliations: list[tuple[Any, ...]] = []
         self.reconciliation_lines: list[tuple[Any, ...]] = []
@@ -336,7 +333,6 @@ class Treasury(View):
                 self.waivers,
                 self.clawbacks,
                 self.runs,
-                self.run_items,
             )
         )
 
@@ -346,12 +342,13 @@ class Treasury(View):
         self.waivers.write(out, curs)
         self.clawbacks.write(out, curs)
         self.runs.write(out, curs)
-        self.run_items.write(out, curs)
         out.copy(curs, RECOVERIES, self.recoveries)
         out.copy(curs, RECONCILIATIONS, self.reconciliations)
         out.copy(curs, RECONCILIATION_LINES, self.reconciliation_lines)
         out.copy(curs, RECONCILED_PAYMENTS, self.reconciled_payments)
-        self.reconciled_payments = []
+        out.copy(curs, RUN_ITEMS, self.run_items)
+        out.copy(curs, RUN_ANSWERS, self.run_answers)
+        self.reconciled_payments, self.run_items, self.run_answers = [], [], []
         self.recoveries, self.reconciliations, self.reconciliation_lines = [], [], []
 
     def _grant(self) -> GrantRow:
@@ -410,19 +407,18 @@ class Treasury(View):
                 orjson.dumps(e.excluded).decode(),
             ),
         )
-        for payment_id, grant_id, talent_id, _, amount in e.items:
-            self.run_items.create(
-                payment_id, RunItemRow(e.run_id, grant_id, talent_id, amount, e.value_date)
-            )
+        self.run_items += [
+            (payment_id, e.run_id, grant_id, talent_id, amount, e.value_date)
+            for payment_id, grant_id, talent_id, _, amount in e.items
+        ]
 
     @handles(DisbursementRun.Settled)
     def _run_settled(self, e: DisbursementRun.Settled) -> None:
         run = self.row(self.runs, self.stream().key, lambda r: RunRow(**r))
         run.settled += len(e.settled)
         run.rejected += len(e.rejected)
-        for status, answered in (("settled", e.settled), ("rejected", e.rejected)):
-            for payment_id in answered:
-                self.row(self.run_items, payment_id, lambda r: RunItemRow(**r)).status = status
+        self.run_answers += [(payment_id, "settled") for payment_id in e.settled]
+        self.run_answers += [(payment_id, "rejected") for payment_id in e.rejected]
 
     @handles(Grant.Rejected)
     def _rejected(self, e: Grant.Rejected) -> None:
