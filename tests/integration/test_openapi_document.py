@@ -38,6 +38,7 @@ OPERATION_IDS = {
     "GET /v1/audit/checkpoints/{checkpoint_id}": "getCheckpoint",
     "GET /v1/audit/proof": "getInclusionProof",
     "GET /v1/audit/consistency": "getConsistencyProof",
+    "GET /v1/audit/bundle.zip": "getAuditBundle",
     "GET /v1/clawbacks": "listClawbacks",
     "GET /v1/clawbacks/{clawback_id}": "getClawback",
     "POST /v1/clawbacks": "assessClawback",
