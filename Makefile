@@ -17,7 +17,7 @@ AUDIT_ARGS ?=
 LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
 	PIP_CONFIG_FILE=/dev/null
 
-.PHONY: install run test lint bench audit docs examples screenshots lock clean
+.PHONY: install browser run test lint bench audit docs examples screenshots lock clean
 
 # Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
 # any package it does not pin; --only-binary runs no one's setup.py. The project itself is
@@ -40,11 +40,24 @@ install: $(STAMP)
 run: install
 	$(BIN)/ledger serve --demo
 
+# The console's browser test drives Debian's Chromium, with a font that has Chinese glyphs
+# (Playwright's own browser download cannot work here): installed once if missing.
+CHROMIUM := /usr/lib/chromium/chromium
+CHINESE_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
+
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -f $(CHINESE_FONT) ]; then \
+		apt-get install -y --no-install-recommends $(BROWSER_PACKAGES) >/dev/null \
+		|| { apt-get update >/dev/null \
+		     && apt-get install -y --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; }; \
+	fi
+
 # Two processes (pytest-xdist), a file's tests in one of them: the suite waits on
 # PostgreSQL and on servers it starts as much as it computes, and CI has 2 cores.
 TEST_WORKERS ?= 2
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
@@ -66,8 +79,8 @@ examples: install
 	LEDGER_RECORD_EXAMPLES=1 $(BIN)/python -m pytest -q tests/integration/test_examples.py
 
 # The console's screenshots in docs/console/, a page per language, taken by its browser
-# test (needs Debian's chromium, as .ci/run installs it).
-screenshots: install
+# test.
+screenshots: install browser
 	LEDGER_RECORD_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/e2e/test_console_browser.py
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding,

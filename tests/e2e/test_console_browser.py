@@ -1,8 +1,8 @@
 """The console in a real browser (CONTRACT §16): Debian's Chromium driven by Playwright
 against a real `ledger serve --demo`, signed in as each role.
 
-`.ci/run` installs Chromium (`apt-get install chromium fonts-wqy-microhei`); axe-core is
-vendored in `tests/e2e/axe`. With `LEDGER_RECORD_SCREENSHOTS=1` (`make screenshots`),
+`make test` installs Chromium if it is missing (`make browser`: `apt-get install
+chromium fonts-wqy-microhei`); axe-core is vendored in `tests/e2e/axe`. With `LEDGER_RECORD_SCREENSHOTS=1` (`make screenshots`),
 each page is also saved per language into `docs/console/`.
 """
 
