@@ -34,6 +34,7 @@ from bench.generate import generate
 from ledger.adapters.api_keys import issue_key
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
 from ledger.entrypoints.runtime import Settings, open_ledger, tune_collector
+from ledger.usecases.checkpoints import new_signing_key
 from ledger.usecases.personal import new_master_key
 from projections.worker import ProjectionWorker, settle
 
@@ -41,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 EVENTS = int(os.environ.get("LEDGER_BENCH_EVENTS", "1000000"))
 SECONDS = float(os.environ.get("LEDGER_BENCH_SECONDS", "20"))
-MASTER_KEY = new_master_key()  # a fresh database per run, so a fresh key
+MASTER_KEY = new_master_key()  # a fresh database per run, so fresh keys
+SIGNING_KEY = new_signing_key()
 CLIENTS = 32
 READS_PER_S = 50
 
@@ -133,7 +135,7 @@ def ceiling_executemany(url: str, rows: int = 100_000) -> float:
 
 
 def _settings(url: str) -> Settings:
-    return Settings(url, ROOT / "var", master_key=MASTER_KEY)
+    return Settings(url, ROOT / "var", master_key=MASTER_KEY, signing_key=SIGNING_KEY)
 
 
 def ceiling_read_decode(url: str) -> float:
@@ -188,7 +190,10 @@ class Server:
             self.port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
         env.update(
-            LEDGER_DATABASE_URL=url, LEDGER_MASTER_KEY=MASTER_KEY, LEDGER_PROJECTIONS="separate"
+            LEDGER_DATABASE_URL=url,
+            LEDGER_MASTER_KEY=MASTER_KEY,
+            LEDGER_SIGNING_KEY=SIGNING_KEY,
+            LEDGER_PROJECTIONS="separate",
         )
         ledger = str(ROOT / ".venv" / "bin" / "ledger")
         (ROOT / "var").mkdir(exist_ok=True)

@@ -13,11 +13,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+import psycopg_pool
 import structlog
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.adapters.api_keys import issue_key, list_keys, revoke_key
 from ledger.adapters.postgres import datastore_of
@@ -38,6 +42,15 @@ from ledger.usecases.personal import MasterKeyMismatch
 log = structlog.get_logger("ledger")
 
 COMMANDS_GROUP = "ledger.commands"
+#: exit statuses of sysexits.h, what service managers and scripts test for
+EX_UNAVAILABLE = 69  # the database cannot be reached
+EX_CONFIG = 78  # a setting is missing or wrong
+UNREACHABLE = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    StoreOperationalError,
+    StoreInterfaceError,
+)
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -184,6 +197,7 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
 def parser() -> argparse.ArgumentParser:
     """The whole command line: the core subcommands and every package's additions."""
     top = argparse.ArgumentParser(prog="ledger", description="The talent benefits ledger.")
+    top.add_argument("--version", action="version", version=f"ledger {version('talent-ledger')}")
     commands = top.add_subparsers(dest="command", required=True)
     groups = _add_core_commands(commands)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
@@ -191,18 +205,46 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _where(settings: Settings) -> str:
+    """The database a setting names, without its password."""
+    if settings.database_url is None:
+        return f"the embedded server under {settings.data_dir}"
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(settings.database_url)
+    except psycopg.ProgrammingError:
+        return "LEDGER_DATABASE_URL (malformed)"
+    return "{}:{}/{}".format(
+        params.get("host", "localhost"), params.get("port", 5432), params.get("dbname", "")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand: a refusal or a problem of set-up is one line on stderr and an
+    exit status a script can test (1 not found, 2 refused, 69 no database, 78 a setting
+    wrong), never a traceback."""
     configure_logging()
     tune_collector()
     args = parser().parse_args(argv)
     try:
-        code: int = args.run(args, Settings.from_env())
+        settings = Settings.from_env()
+    except ConfigurationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        code: int = args.run(args, settings)
     except NotFound as e:  # what was asked for is not so
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (ConfigurationError, MasterKeyMismatch, LedgerError) as e:  # nor may it be
+    except (ConfigurationError, MasterKeyMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except LedgerError as e:  # nor may it be
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except UNREACHABLE as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: cannot reach the database at {_where(settings)}: {reason}", file=sys.stderr)
+        return EX_UNAVAILABLE
     return code
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.adapters.checkpoints import PostgresNotary
@@ -28,8 +27,6 @@ from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault, new_master_key, parse_master_key
 
 EMBEDDED_DBNAME = "ledger"
-
-log = structlog.get_logger(__name__)
 
 
 class ConfigurationError(Exception):
@@ -122,33 +119,43 @@ def database_url(settings: Settings) -> str:
 
 
 def master_key(settings: Settings) -> bytes:
-    """`LEDGER_MASTER_KEY`, else a key generated once and kept in the data directory:
-    right for the embedded server and for one host. Several hosts must share the
-    configured key; a host that made up its own is refused at start (`Vault`)."""
-    return _secret(settings, settings.master_key, "master.key", new_master_key, parse_master_key)
+    """`LEDGER_MASTER_KEY`; with the embedded server only, else a key generated once and
+    kept in the data directory. An external database needs the key configured: one made
+    up in a working directory would be lost with it, and with it every name sealed."""
+    return _secret(
+        settings, settings.master_key, "LEDGER_MASTER_KEY", new_master_key, parse_master_key
+    )
 
 
 def signing_key(settings: Settings) -> bytes:
     """The ledger's Ed25519 seed: `LEDGER_SIGNING_KEY`, else one generated once and kept
     in the data directory, as the master key is."""
     return _secret(
-        settings, settings.signing_key, "signing.key", new_signing_key, parse_signing_key
+        settings, settings.signing_key, "LEDGER_SIGNING_KEY", new_signing_key, parse_signing_key
     )
+
+
+#: where the embedded default keeps a secret generated for it, by its variable
+SECRET_FILES = {"LEDGER_MASTER_KEY": "master.key", "LEDGER_SIGNING_KEY": "signing.key"}
 
 
 def _secret(
     settings: Settings,
     configured: str | None,
-    file_name: str,
+    variable: str,
     new: Callable[[], str],
     parse: Callable[[str], bytes],
 ) -> bytes:
     if configured:
         text = configured
+    elif settings.database_url:
+        raise ConfigurationError(
+            f"{variable} is not set: with an external database (LEDGER_DATABASE_URL) the "
+            "key must be configured, not generated into this host's data directory "
+            "(docs/deployment.md)"
+        )
     else:
-        if settings.database_url:
-            log.warning("secret_from_data_dir", file=file_name, data_dir=str(settings.data_dir))
-        text = _kept_secret(settings.data_dir / file_name, new)
+        text = _kept_secret(settings.data_dir / SECRET_FILES[variable], new)
     try:
         return parse(text)
     except ValueError as e:

@@ -2,8 +2,9 @@
 against a real `ledger serve --demo`, signed in as each role.
 
 `make test` installs Chromium if it is missing (`make browser`: `apt-get install
-chromium fonts-wqy-microhei`); axe-core is vendored in `tests/e2e/axe`. With `LEDGER_RECORD_SCREENSHOTS=1` (`make screenshots`),
-each page is also saved per language into `docs/console/`.
+chromium fonts-wqy-microhei`); axe-core is vendored in `tests/e2e/axe`. With
+`LEDGER_RECORD_SCREENSHOTS=1` (`make screenshots`), each page is also saved per language
+into `docs/console/`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.conftest import _with_dbname
+from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, _with_dbname
 from tests.e2e.conftest import ROOT, Server, run_ledger
 
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -80,8 +81,8 @@ def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env.update(
         LEDGER_DATABASE_URL=_with_dbname(server_url, name),
         LEDGER_DATA_DIR=str(tmp / "var"),
-        LEDGER_MASTER_KEY="dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U=",
-        LEDGER_SIGNING_KEY="dGVzdC1zaWduaW5nLWtleS1ub3QtZm9yLXByb2QhISE=",
+        LEDGER_MASTER_KEY=TEST_MASTER_KEY,
+        LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
     )
     server = Server(env, tmp / "server.log", "--demo")
     try:

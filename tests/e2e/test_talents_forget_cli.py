@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,14 +68,16 @@ def test_a_wrong_or_missing_master_key_stops_a_command_with_a_clear_error(
     assert cli("audit", "verify").returncode == 0  # seals the check with the test key
 
     wrong = run_ledger({**ledger_env, "LEDGER_MASTER_KEY": new_master_key()}, "audit", "verify")
-    assert wrong.returncode == 2
+    assert wrong.returncode == 78  # EX_CONFIG
     assert "LEDGER_MASTER_KEY is not the key" in wrong.stderr
-    # unset, a key of this host's own is made under LEDGER_DATA_DIR: not the database's
+    # unset with an external database: refused, never a key of this host's own made up
     missing = run_ledger(
         {k: v for k, v in ledger_env.items() if k != "LEDGER_MASTER_KEY"}, "audit", "verify"
     )
-    assert missing.returncode == 2
-    assert "LEDGER_MASTER_KEY is not the key" in missing.stderr
+    assert missing.returncode == 78
+    assert "LEDGER_MASTER_KEY is not set" in missing.stderr
+    assert not (Path(ledger_env["LEDGER_DATA_DIR"]) / "master.key").exists()
     malformed = run_ledger({**ledger_env, "LEDGER_MASTER_KEY": "c2hvcnQ="}, "audit", "verify")
-    assert malformed.returncode == 2
+    assert malformed.returncode == 78
     assert "base64 of 32 bytes" in malformed.stderr
+    assert "Traceback" not in wrong.stderr + missing.stderr + malformed.stderr

@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from api.app import create_app
 from ledger.adapters.postgres import datastore_of
 from ledger.entrypoints.runtime import Settings
-from tests.conftest import TEST_MASTER_KEY, install_key
+from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
 from tests.integration.scenario import (
     YEAR,
     Actors,
@@ -135,6 +135,7 @@ def twin(server_url: str) -> Iterator[Api]:
             data_dir=ROOT / "var",
             pool_size=4,
             master_key=TEST_MASTER_KEY,
+            signing_key=TEST_SIGNING_KEY,
         )
     )
     clients: list[TestClient] = []

@@ -43,7 +43,7 @@ from projections.views.audit_trail import AuditTrail
 from projections.worker import ProjectionWorker, tracked_position
 from tests import commands as c
 from tests.bank_statements import Entry, mt940
-from tests.conftest import TEST_MASTER_KEY, install_key
+from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
 
 pytestmark = pytest.mark.db
 
@@ -683,6 +683,7 @@ def client_without_workers(db_url: str, tmp_path: Path) -> Iterator[tuple[TestCl
         pool_size=4,
         projections_in_process=False,
         master_key=TEST_MASTER_KEY,
+        signing_key=TEST_SIGNING_KEY,
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:

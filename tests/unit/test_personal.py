@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.entrypoints.runtime import ConfigurationError, Settings, master_key
+from ledger.entrypoints.runtime import ConfigurationError, Settings, master_key, signing_key
 from ledger.usecases.personal import (
     SEALED_PREFIX,
     DataKey,
@@ -108,14 +108,21 @@ def test_a_malformed_master_key_is_refused(text: str) -> None:
         master_key(Settings(database_url=None, data_dir=Path("unused"), master_key=text))
 
 
-def test_without_a_configured_key_one_is_kept_in_the_data_directory(tmp_path: Path) -> None:
-    """One host needs no set-up; several must share LEDGER_MASTER_KEY (a host with a
-    key of its own is refused at start: test_another_master_key_is_refused...)."""
+def test_an_external_database_needs_its_keys_configured(tmp_path: Path) -> None:
+    """A key made up in a host's working directory would be lost with it (and with it
+    every sealed name, or the checkpoints' signer): refused, and nothing written."""
     settings = Settings(database_url="postgresql://db.example/ledger", data_dir=tmp_path)
-    assert master_key(settings) == master_key(settings)
-    assert (tmp_path / "master.key").exists()
-    configured = Settings(database_url=None, data_dir=tmp_path, master_key=new_master_key())
-    assert master_key(configured) != master_key(settings)
+    with pytest.raises(ConfigurationError, match="LEDGER_MASTER_KEY is not set"):
+        master_key(settings)
+    with pytest.raises(ConfigurationError, match="LEDGER_SIGNING_KEY is not set"):
+        signing_key(settings)
+    assert list(tmp_path.iterdir()) == []
+    configured = Settings(
+        database_url="postgresql://db.example/ledger",
+        data_dir=tmp_path,
+        master_key=new_master_key(),
+    )
+    assert len(master_key(configured)) == 32
 
 
 def test_the_embedded_default_keeps_one_generated_key_readable_by_its_owner_only(
