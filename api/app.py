@@ -51,7 +51,10 @@ log = structlog.get_logger("api")
 MAX_BODY_BYTES = 1024 * 1024
 #: a file from the bank (a statement, a run's status report) may be larger
 MAX_FILE_BYTES = 20 * 1024 * 1024
-FILE_PATHS = re.compile(r"/v1/reconciliations|/v1/disbursement-runs/[^/]+/settle")
+#: the console's forms that carry those files (their form's few fields come on top)
+FILE_PATHS = re.compile(
+    r"(/v1|/console)/reconciliations|(/v1|/console)/disbursement-runs/[^/]+/settle"
+)
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 
 

@@ -7,19 +7,17 @@ are hex, as everywhere else in the API."""
 from __future__ import annotations
 
 import base64
-import tempfile
 from datetime import datetime, time, timedelta
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 
 from api import schemas as s
+from api.exports import built, streamed
 from api.lists import After, FundYearFilter, Limit, as_page, list_route, page_model
 from api.problems import ProblemError, problem_responses
 from api.routing import LedgerDep, LedgerRoute, PrincipalDep, SettingsDep, consistent, read, roles
@@ -275,7 +273,7 @@ def list_refusals(
     router,
     "/audit/bundle.zip",
     summary="Download an audit bundle",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {
             "description": "The bundle (zip)",
@@ -297,13 +295,14 @@ def get_audit_bundle(
         int | None, Query(ge=1, le=MAX_TREE, description="The checkpoint; the latest if left out")
     ] = None,
     fund_year: FundYearFilter = None,
-) -> FileResponse:
+) -> StreamingResponse:
     """What `ledger audit bundle` writes (docs/auditing.md): every event up to the
     checkpoint with its stored bytes and chain hash, the signed note, the public key and
     a manifest, and with `fund_year` that fund year as of the checkpoint, for
     `ledger-verify` to check on a machine that trusts neither this server nor its
-    database. Built into a temporary file first, so a slow download holds no
-    transaction (404 `not_found` before the first checkpoint)."""
+    database. Built whole first, as an export is (`api.exports.built`): a slow download
+    holds no transaction, and few are built at once (404 `not_found` before the first
+    checkpoint)."""
     checkpoint = ledger.notary.find(checkpoint_id)
     if checkpoint is None:
         raise ProblemError("not_found", "no such checkpoint has been signed")
@@ -311,17 +310,13 @@ def get_audit_bundle(
         datastore_of(ledger), checkpoint.head_position
     ):
         raise NotReached(checkpoint.head_position)
-    with tempfile.NamedTemporaryFile(suffix=".zip", delete=False) as file:
-        out = FilePath(file.name)
-    try:
-        write_bundle(ledger, out, checkpoint.checkpoint_id, fund_year)
-    except BaseException:
-        out.unlink()
-        raise
-    return FileResponse(
+    out = built(lambda file: write_bundle(ledger, file, checkpoint.checkpoint_id, fund_year))[0]
+    return streamed(
         out,
-        media_type="application/zip",
-        filename=f"talent-ledger-bundle-{checkpoint.checkpoint_id}.zip",
-        headers={"Ledger-Position": str(checkpoint.head_position)},
-        background=BackgroundTask(out.unlink),
+        "application/zip",
+        {
+            "Content-Disposition": 'attachment; filename="talent-ledger-bundle-'
+            f'{checkpoint.checkpoint_id}.zip"',
+            "Ledger-Position": str(checkpoint.head_position),
+        },
     )

@@ -13,7 +13,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Annotated, Any, Literal
+from functools import partial
+from typing import IO, Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -33,6 +34,7 @@ from projections import exports
 from projections.exports import EXPORTS, At, Extract
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["exports"])
+T = TypeVar("T")
 
 EXPORTS_AT_ONCE = 2  # per process: each holds a pooled connection while it is built
 SLOT_WAIT_SECONDS = 10.0
@@ -129,9 +131,8 @@ def build(
     ledger: Ledger, name: str, fmt: str, filters: dict[str, Any], lang: Lang, bom: bool
 ) -> tuple[IO[bytes], At]:
     """The whole file, written to a temporary file, and where in the history it was read."""
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the response, which closes it
 
-    def write(extract: Extract, at: At) -> At:
+    def write(out: IO[bytes], extract: Extract, at: At) -> At:
         if fmt == "csv":
             write_csv(extract.columns, extract.rows, lang, out, bom=bom)
         elif extract.count > XLSX_MAX_ROWS:
@@ -145,20 +146,31 @@ def build(
             write_xlsx(extract.columns, extract.rows, lang, out, _manifest(name, filters, lang, at))
         return at
 
+    return built(
+        lambda out: exports.export(datastore_of(ledger), name, filters, partial(write, out))
+    )
+
+
+def built(fill: Callable[[IO[bytes]], T]) -> tuple[IO[bytes], T]:
+    """A file `fill` writes whole into an anonymous temporary file (gone once closed,
+    whatever happens to the request), before anything is sent: a slow reader holds no
+    transaction. At most `EXPORTS_AT_ONCE` are built at once in a process, each holding a
+    pooled connection; past that a `503` with `Retry-After`, so writers are never starved."""
+    out = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the response, which closes it
     if not _slots.acquire(timeout=SLOT_WAIT_SECONDS):
         out.close()
         raise ProblemError(
-            "unavailable", "too many exports are being built; retry", headers={"Retry-After": "5"}
+            "unavailable", "too many files are being built; retry", headers={"Retry-After": "5"}
         )
     try:
-        at = exports.export(datastore_of(ledger), name, filters, write)
+        result = fill(out)
     except BaseException:
         out.close()
         raise
     finally:
         _slots.release()
     out.seek(0)
-    return out, at
+    return out, result
 
 
 def _chunks(out: IO[bytes]) -> Iterator[bytes]:
@@ -169,14 +181,20 @@ def _chunks(out: IO[bytes]) -> Iterator[bytes]:
         out.close()
 
 
-def _response(name: str, fmt: str, lang: Lang, out: IO[bytes], at: At) -> StreamingResponse:
+def streamed(out: IO[bytes], media_type: str, headers: dict[str, str]) -> StreamingResponse:
+    """A file `built` sent in chunks, with its length."""
     size = out.seek(0, 2)
     out.seek(0)
     return StreamingResponse(
-        _chunks(out),
-        media_type=MEDIA_TYPES[fmt],
-        headers={
-            "Content-Length": str(size),
+        _chunks(out), media_type=media_type, headers={"Content-Length": str(size), **headers}
+    )
+
+
+def _response(name: str, fmt: str, lang: Lang, out: IO[bytes], at: At) -> StreamingResponse:
+    return streamed(
+        out,
+        MEDIA_TYPES[fmt],
+        {
             "Content-Disposition": f'attachment; filename="{name}-{at.position}.{fmt}"',
             "Content-Language": lang,
             "Ledger-Position": str(at.position),

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from psycopg import sql
 
@@ -57,9 +57,10 @@ def _event_lines(ledger: Ledger, head_position: int) -> Iterator[bytes]:
 
 
 def write_bundle(
-    ledger: Ledger, out: Path, checkpoint_id: int | None, year: int | None
+    ledger: Ledger, out: Path | IO[bytes], checkpoint_id: int | None, year: int | None
 ) -> tuple[Checkpoint, int]:
-    """Write the bundle of a checkpoint (default: the latest) to `out`; the checkpoint
+    """Write the bundle of a checkpoint (default: the latest) to `out` (a path or an
+    open file); the checkpoint
     and how many events it holds. The read models must have reached it (for
     `fund-year.json`)."""
     checkpoint = ledger.notary.find(checkpoint_id)

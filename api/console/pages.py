@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,8 +60,11 @@ STATEMENT_FORMATS = {
     "mt940": "text/plain",
 }
 #: the API's files a page links to, downloaded through the console (the key stays in
-#: the session cookie: a link cannot carry it)
-FILES = ("v1/exports/", "v1/audit/bundle.zip", "v1/disbursement-runs/")
+#: the session cookie: a link cannot carry it); these routes and no other
+FILES = re.compile(
+    r"v1/exports/[a-z-]+\.(csv|xlsx)|v1/audit/bundle\.zip"
+    r"|v1/disbursement-runs/[A-Za-z0-9][A-Za-z0-9._:-]{0,63}/pain\.001\.xml"
+)
 PAGE_SIZE = 50
 
 
@@ -70,6 +74,12 @@ class SignedOut(Exception):
     def __init__(self, ended: bool) -> None:
         super().__init__("signed out")
         self.ended = ended
+
+    def sign_in(self, request: Request) -> RedirectResponse:
+        """To the sign-in page, and after it back to the page asked for."""
+        asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        wanted = asked if request.method == "GET" else None
+        return _redirect(_url("/console/sign-in", ended=1 if self.ended else None, next=wanted))
 
 
 class FormRefused(Exception):
@@ -93,12 +103,23 @@ def _sessions(request: Request) -> Sessions:
 def _render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("words", _words(request))
     context.setdefault("visit", None)
+    token = _sessions(request).token(request.state.csrf, request.cookies.get(SESSION_COOKIE))
     return TEMPLATES.TemplateResponse(
-        request,
-        template,
-        {"csrf": _sessions(request).token(request.state.csrf), **context},
-        status_code=status,
+        request, template, {"csrf": token, "status": status, **context}, status_code=status
     )
+
+
+def _url(path: str, **params: Any) -> str:
+    given = {k: v for k, v in params.items() if v not in (None, "")}
+    return path + ("?" + urlencode(given) if given else "")
+
+
+def _console_page(asked: str | None) -> str:
+    """`asked` if it is a page of the console, else the first page: never elsewhere."""
+    parts = urlsplit(asked or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+        return "/console/fund-years"
+    return asked or "/console/fund-years"
 
 
 def _cookie(response: Response, request: Request, name: str, value: str, **kw: Any) -> None:
@@ -125,11 +146,11 @@ class ConsoleRoute(APIRoute):
             try:
                 response = await handler(request)
             except SignedOut as out:
-                response = _redirect("/console/sign-in" + ("?ended=1" if out.ended else ""))
+                response = out.sign_in(request)
                 response.delete_cookie(SESSION_COOKIE, path="/console")
             except ApiRefused as refused:
                 if refused.status == 401:  # revoked or expired since signing in
-                    response = _redirect("/console/sign-in?ended=1")
+                    response = SignedOut(ended=True).sign_in(request)
                     response.delete_cookie(SESSION_COOKIE, path="/console")
                 else:
                     response = _render(
@@ -140,7 +161,8 @@ class ConsoleRoute(APIRoute):
                         problem=refused.problem,
                     )
             except FormRefused:
-                problem = {"title": "Forbidden", "detail": "the form expired: load the page again"}
+                words = _words(request)
+                problem = {"title": words.word("form_expired"), "code": "forbidden"}
                 response = _render(request, "error.html", 403, problem=problem)
             if given is None:
                 _cookie(response, request, CSRF_COOKIE, request.state.csrf)
@@ -162,9 +184,11 @@ class Visit:
     words: Words
     api: Api
 
-    def can(self, *roles: str) -> bool:
-        """Whether to offer an action the API allows to `roles` (it checks again)."""
-        return bool(self.principal.roles & set(roles))
+    def may(self, method: str, path: str) -> bool:
+        """Whether to offer an action: the roles the API's route declares (`x-roles`, as
+        its OpenAPI document gives them) allow it to this key. The API checks again."""
+        operation = self.request.app.openapi()["paths"][path][method.lower()]
+        return bool(self.principal.roles & set(operation["x-roles"]))
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """A read, waiting for the position a write of this user answered (if any)."""
@@ -174,9 +198,7 @@ class Visit:
     def render(self, template: str, **context: Any) -> HTMLResponse:
         return _render(self.request, template, words=self.words, visit=self, **context)
 
-    def url(self, path: str, **params: Any) -> str:
-        given = {k: v for k, v in params.items() if v not in (None, "")}
-        return path + ("?" + urlencode(given) if given else "")
+    url = staticmethod(_url)
 
 
 async def _visit(request: Request) -> AsyncIterator[Visit]:
@@ -203,8 +225,9 @@ async def _form(request: Request) -> Form:
     """A posted form's fields (a file's as its bytes), once its token holds."""
     async with request.form() as form:
         token = form.get("csrf")
+        cookies = request.cookies
         if not isinstance(token, str) or not _sessions(request).token_holds(
-            request.cookies.get(CSRF_COOKIE), token
+            cookies.get(CSRF_COOKIE), cookies.get(SESSION_COOKIE), token
         ):
             raise FormRefused
         return {
@@ -238,7 +261,8 @@ async def home() -> Response:
 @router.get("/sign-in")
 async def sign_in_form(request: Request) -> Response:
     message = "session_ended" if request.query_params.get("ended") else None
-    return _render(request, "sign_in.html", message=message)
+    asked = _console_page(request.query_params.get("next"))
+    return _render(request, "sign_in.html", message=message, next=asked)
 
 
 @router.post("/sign-in")
@@ -247,10 +271,12 @@ async def sign_in(request: Request) -> Response:
     key = _text(form, "api_key")
     keys: KeyCache = request.app.state.keys
     principal = await run_in_threadpool(keys.authenticate, key) if key else None
+    asked = _console_page(_text(form, "next"))
     if principal is None:
-        return _render(request, "sign_in.html", 401, message="bad_key")
-    response = _redirect("/console/fund-years")
+        return _render(request, "sign_in.html", 401, message="bad_key", next=asked)
+    response = _redirect(asked)
     _cookie(response, request, SESSION_COOKIE, _sessions(request).seal(key))
+    _cookie(response, request, CSRF_COOKIE, new_csrf_cookie())  # a new pair per session
     return response
 
 
@@ -266,12 +292,7 @@ async def sign_out(request: Request) -> Response:
 async def language(request: Request) -> Response:
     form = await _form(request)
     lang = _text(form, "lang")
-    back = _text(form, "next")
-    # only back to a page of the console: never a redirect to elsewhere
-    parts = urlsplit(back)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
-        back = "/console/fund-years"
-    response = _redirect(back)
+    response = _redirect(_console_page(_text(form, "next")))
     if lang in LANGS:
         _cookie(response, request, LANG_COOKIE, lang, max_age=365 * 24 * 3600)
     return response
@@ -288,7 +309,9 @@ def _sum(items: list[dict[str, Any]], field: str) -> Decimal:
 async def fund_years(visit: VisitDep) -> Response:
     """The fund years, and their lines summed by programme over all years; the
     programmes a user ticks are summed too (say, the cash paid to talents themselves)."""
-    years = sorted(await visit.api.all_items("/v1/fund-years"), key=lambda y: y["year"])
+    chosen = _query(visit.request, "status")
+    listed = await visit.api.all_items("/v1/fund-years", chosen)
+    years = sorted(listed, key=lambda y: y["year"])
     fields = ("appropriated", "committed", "net_paid", "in_kind_value", "available")
     totals = {f: _sum([y["totals"] for y in years], f) for f in fields}
     programmes: dict[tuple[str, str], dict[str, Decimal]] = {}
@@ -300,7 +323,7 @@ async def fund_years(visit: VisitDep) -> Response:
             for f in fields:
                 sums[f] += Decimal(line[f])
     ticked = set(visit.request.query_params.getlist("programme"))
-    chosen = [sums for (programme, _), sums in programmes.items() if programme in ticked]
+    ticked_sums = [sums for (programme, _), sums in programmes.items() if programme in ticked]
     return visit.render(
         "fund_years.html",
         years=years,
@@ -312,13 +335,14 @@ async def fund_years(visit: VisitDep) -> Response:
         totals=totals,
         programmes=sorted(programmes.items()),
         ticked=ticked,
-        ticked_totals={f: _sum(chosen, f) for f in fields} if chosen else None,
+        ticked_totals={f: _sum(ticked_sums, f) for f in fields} if ticked_sums else None,
+        chosen=chosen,
         fields=fields,
     )
 
 
 @router.get("/fund-years/{year}")
-async def fund_year(visit: VisitDep, year: int) -> Response:
+async def fund_year(visit: VisitDep, year: str) -> Response:  # the API judges it
     on = visit.request.query_params.get("on")
     found, execution, year_end = await asyncio.gather(
         visit.get(f"/v1/fund-years/{year}"),
@@ -476,7 +500,7 @@ async def reconciliations(visit: VisitDep) -> Response:
 @router.post("/reconciliations")
 async def upload_statement(visit: VisitDep) -> Response:
     form = await _form(visit.request)
-    media_type = STATEMENT_FORMATS.get(_text(form, "format"), "text/csv")
+    media_type = STATEMENT_FORMATS.get(_text(form, "format"), "application/octet-stream")
     answer = await visit.api.post("/v1/reconciliations", _file(form, "file"), media_type)
     report = answer.json()
     return _after_write(visit, f"/console/reconciliations/{report['reconciliation_id']}", answer)
@@ -499,9 +523,8 @@ async def prepare_run(visit: VisitDep) -> Response:
     body: dict[str, Any] = {
         name: _text(form, name) for name in ("run_id", "due_on", "value_date", "programme")
     }
-    body["fund_year"] = (
-        int(_text(form, "fund_year")) if _text(form, "fund_year").isdigit() else None
-    )
+    year = _text(form, "fund_year")
+    body["fund_year"] = int(year) if year.isdigit() else year  # else the API refuses it
     body = {k: v for k, v in body.items() if v not in ("", None)}
     answer = await visit.api.post(
         "/v1/disbursement-runs", json.dumps(body).encode(), "application/json"
@@ -523,6 +546,7 @@ async def disbursement_run(visit: VisitDep, run_id: str) -> Response:
         next_url=visit.url(f"/console/disbursement-runs/{run_id}", after=items["next"])
         if items["next"]
         else None,
+        first_url=visit.url(f"/console/disbursement-runs/{run_id}") if after else None,
     )
 
 
@@ -556,7 +580,7 @@ async def sign_checkpoint(visit: VisitDep) -> Response:
 async def download(visit: VisitDep, path: str) -> Response:
     """A file of the API (an export, a payment file, a bundle), fetched with the
     session's key."""
-    if not path.startswith(FILES) or ".." in path:
+    if not FILES.fullmatch(path):
         raise ApiRefused(404, {"title": "Not Found", "detail": "no such file"})
     answer = await visit.api.call("GET", "/" + path, dict(visit.request.query_params))
     passed = ("content-type", "content-disposition", "ledger-position")

@@ -8,8 +8,9 @@ after `SESSION_HOURS`. Every page authenticates the key again, through the API
 own delay (`KeyCache.TTL_SECONDS`).
 
 Every form carries a token that is an HMAC of a random cookie of the browser's
-(`CSRF_COOKIE`): a page of another site can neither read that cookie nor forge the
-token for one it planted.
+(`CSRF_COOKIE`, new at each sign-in) and of the session cookie: a page of another site
+can neither read those cookies nor compute a token for them, and a pair of cookie and
+token taken from a page of one's own is worthless in a browser signed in as someone.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ class Sessions:
         key: str = opened["key"]
         return key
 
-    def token(self, csrf_cookie: str) -> str:
-        return hmac.new(self._csrf_key, csrf_cookie.encode(), hashlib.sha256).hexdigest()
+    def token(self, csrf_cookie: str, session_cookie: str | None) -> str:
+        message = f"{csrf_cookie}\n{session_cookie or ''}".encode()
+        return hmac.new(self._csrf_key, message, hashlib.sha256).hexdigest()
 
-    def token_holds(self, csrf_cookie: str | None, token: str | None) -> bool:
+    def token_holds(
+        self, csrf_cookie: str | None, session_cookie: str | None, token: str | None
+    ) -> bool:
         if not csrf_cookie or not token:
             return False
-        return hmac.compare_digest(self.token(csrf_cookie), token)
+        return hmac.compare_digest(self.token(csrf_cookie, session_cookie), token)
 
 
 def new_csrf_cookie() -> str:

@@ -37,7 +37,6 @@ WORDS: dict[str, tuple[str, str]] = {
     "bad_key": ("密钥无效、已过期或已被吊销。", "The key is unknown, expired or revoked."),
     "session_ended": ("会话已结束，请重新登录。", "Your session has ended: sign in again."),
     "signed_in_as": ("当前用户", "Signed in as"),
-    "roles": ("角色", "Roles"),
     "language": ("English", "中文"),
     "language_label": ("切换语言", "Switch language"),
     "all_years": ("全部年度合计", "All years"),
@@ -118,7 +117,6 @@ WORDS: dict[str, tuple[str, str]] = {
     "upload": ("上传", "Upload"),
     "period": ("期间", "Period"),
     "line_count": ("行数", "Lines"),
-    "buckets": ("对账结果", "Buckets"),
     "line": ("行", "Line"),
     "direction": ("方向", "Direction"),
     "ledger_side": ("台账记录", "In the ledger"),
@@ -152,26 +150,22 @@ WORDS: dict[str, tuple[str, str]] = {
         "审计包可在任何装有 Python 与 cryptography 的电脑上用 ledger-verify 独立验证。",
         "Check a bundle on any machine with Python and cryptography, with ledger-verify.",
     ),
-    "public_key": ("公钥", "Public key"),
     "forbidden": ("您的角色不能查看或执行此操作。", "Your roles do not allow this."),
+    "form_expired": (
+        "表单已过期，请重新加载页面后再提交。",
+        "The form expired: load the page again.",
+    ),
     "not_found": ("未找到。", "Not found."),
     "refused": ("请求被拒绝", "Refused"),
-    "error": ("出错了", "Something went wrong"),
     "back_home": ("返回资金年度", "Back to the fund years"),
     "yes": ("是", "Yes"),
     "no": ("否", "No"),
     "csv": ("CSV", "CSV"),
     "xlsx": ("Excel", "Excel"),
-    "recorded": ("已记录", "Recorded"),
-    "settle_done": ("批次已结算。", "The run is settled."),
-    "statement_done": ("对账单已导入。", "The statement is reconciled."),
-    "run_done": ("代发批次已生成。", "The run is prepared."),
-    "checkpoint_done": ("检查点已签署。", "The checkpoint is signed."),
     "value_date_from": ("起息日起", "Value date from"),
     "value_date_to": ("起息日止", "Value date to"),
     "arrived_from": ("来本市日期起", "Arrived from"),
     "arrived_to": ("来本市日期止", "Arrived to"),
-    "fund_year_filter": ("资金年度", "Fund year"),
     "talent": ("人才", "Talent"),
     "grant": ("拨款", "Grant"),
     "payment": ("支付", "Payment"),
@@ -217,6 +211,10 @@ class Words:
         value = Decimal(amount).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
         sign = "-" if value < 0 else ""
         return f"{sign}¥{abs(value):,.2f}"
+
+    @staticmethod
+    def count(value: int | None) -> str:
+        return "—" if value is None else f"{value:,}"
 
     @staticmethod
     def share(value: str | Decimal | None) -> str:

@@ -146,6 +146,24 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
         "missing_in_bank": ("银行无记录", "Missing in the bank"),
     },
     "direction": {"debit": ("支出", "Debit"), "credit": ("收入", "Credit")},
+    "role": {
+        "admin": ("管理员", "Admin"),
+        "clerk": ("经办人", "Clerk"),
+        "approver": ("审批人", "Approver"),
+        "treasury": ("财务", "Treasury"),
+        "auditor": ("审计员", "Auditor"),
+    },
+    "exception": {
+        "departed_without_clawback": ("离开未追回", "Departed without a clawback"),
+        "clawback_overdue": ("追回逾期", "Clawback overdue"),
+        "duplicate_payment_suspected": ("疑似重复支付", "Duplicate payment suspected"),
+        "approved_unpaid": ("批准后久未支付", "Approved and unpaid too long"),
+        "reconciliation_unmatched": ("对账不符", "Statement line unmatched"),
+        "clawback_exceeds_net_paid": ("追回超过净支付", "Clawback above net paid"),
+        "statement_discontinuity": ("对账单不连续", "Statement discontinuity"),
+        "double_housing_benefit": ("住房待遇重复享受", "Double housing benefit"),
+        "run_item_overdue": ("代发逾期未结算", "Run item overdue"),
+    },
 }
 
 

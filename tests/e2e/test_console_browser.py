@@ -196,7 +196,7 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 def sign_in(context: BrowserContext, demo: Demo, role: str) -> Page:
     page = context.new_page()
     page.goto(demo.url + "/console/")
-    assert page.url.endswith("/console/sign-in")
+    assert page.url.endswith("/console/sign-in?next=%2Fconsole%2Ffund-years")
     page.get_by_label("API 密钥").fill(demo.keys[role])
     page.get_by_role("button", name="登录").click()
     page.wait_for_url("**/console/fund-years")
@@ -436,15 +436,19 @@ def test_a_session_is_an_httponly_strict_cookie_that_sign_out_and_revocation_end
     assert page.evaluate("document.cookie") == ""  # no script reads any console cookie
     demo.api("admin", "POST", "/v1/keys/console-short/revoke", json={})
     page.wait_for_timeout(2000)
-    page.goto(demo.url + "/console/fund-years")
-    assert page.url.endswith("/console/sign-in?ended=1")
+    page.goto(demo.url + "/console/talents?status=active")
+    assert page.url.endswith("/console/sign-in?ended=1&next=%2Fconsole%2Ftalents%3Fstatus%3Dactive")
     assert "会话已结束" in page.content()
 
     page = sign_in(context, demo, "auditor")
     page.get_by_role("button", name="退出").click()
     page.wait_for_url("**/console/sign-in")
-    page.goto(demo.url + "/console/talents")
-    assert page.url.endswith("/console/sign-in")
+    page.goto(demo.url + "/console/talents?status=active")
+    assert "/console/sign-in?next=" in page.url
+    # signing in again lands on the page asked for, not the first one
+    page.get_by_label("API 密钥").fill(demo.keys["auditor"])
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url("**/console/talents?status=active")
 
 
 def test_the_browser_runs_no_script_the_page_did_not_come_with(

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import TEST_MASTER_KEY
+from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY
 from tests.e2e.conftest import Server, _free_port, run_ledger
 
 RECOVERY_SECONDS = 5.0  # the bound: service back within 5 s of the database
@@ -117,6 +117,7 @@ def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
         LEDGER_DATABASE_URL=cluster.url,
         LEDGER_DATA_DIR=str(tmp_path / "var"),
         LEDGER_MASTER_KEY=TEST_MASTER_KEY,
+        LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
     )
     return env
 

@@ -60,7 +60,7 @@ def test_an_unknown_key_signs_nobody_in(api: Api) -> None:
     assert "密钥无效" in answer.text
     assert "ledger_console" not in browser.cookies
     assert browser.get("/console/grants", follow_redirects=False).headers["location"] == (
-        "/console/sign-in"
+        "/console/sign-in?next=%2Fconsole%2Fgrants"
     )
 
 
@@ -139,3 +139,52 @@ def test_the_bundle_route_answers_what_ledger_audit_bundle_writes(api: Api) -> N
         assert len(events) == signed["tree_size"]
         assert json.loads(bundle.read("fund-year.json"))["year"] == 2024
     assert auditor.get("/v1/audit/bundle.zip", params={"checkpoint_id": 9}).status_code == 404
+
+
+def test_only_the_apis_files_are_fetched_through_the_console(api: Api) -> None:
+    auditor = _signed_in(api, "auditor")
+    grants = auditor.get("/console/files/v1/exports/grants.csv", params={"lang": "en"})
+    assert grants.status_code == 200 and grants.text.startswith("Grant ID,")
+    assert "default-src 'none'" in grants.headers["content-security-policy"]
+    for path in (
+        "v1/keys",
+        "v1/exports/../keys",
+        "v1/exports/%2e%2e/keys",
+        "v1/disbursement-runs/%3F",
+        "v1/disbursement-runs/R-1/items",
+        "v1/audit/verify",
+    ):
+        answer = auditor.get("/console/files/" + path)
+        assert answer.status_code == 404, path
+        assert "text/html" in answer.headers["content-type"], path
+
+
+def test_a_sign_in_goes_back_to_the_page_asked_for_and_only_within_the_console(
+    api: Api,
+) -> None:
+    key = _key(api("auditor"))
+    for asked, lands in (
+        ("/console/talents?status=active", "/console/talents?status=active"),
+        ("https://elsewhere.example/", "/console/fund-years"),
+    ):
+        browser = api(None)
+        form = browser.get("/console/sign-in", params={"next": asked})
+        answer = browser.post(
+            "/console/sign-in",
+            data={"api_key": key, "csrf": _token(form.text), "next": asked},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"] == lands
+
+
+def test_a_token_taken_from_a_page_of_ones_own_is_refused_in_a_signed_in_browser(
+    api: Api,
+) -> None:
+    attacker = api(None)
+    planted = _token(attacker.get("/console/sign-in").text)
+    csrf_cookie = attacker.cookies["ledger_console_csrf"]
+    victim = _signed_in(api, "auditor")
+    victim.cookies.set("ledger_console_csrf", csrf_cookie, path="/console")
+    answer = victim.post("/console/checkpoints", data={"csrf": planted})
+    assert answer.status_code == 403
+    assert "表单已过期" in answer.text

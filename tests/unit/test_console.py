@@ -101,10 +101,12 @@ def test_a_session_opens_only_as_sealed_and_only_for_its_hours() -> None:
     assert sessions.open("not base64 at all!", now=1_000_000) is None
 
 
-def test_a_form_token_holds_only_for_its_browsers_cookie() -> None:
+def test_a_form_token_holds_only_for_its_browsers_cookies() -> None:
     sessions = Sessions(b"k" * 32)
-    token = sessions.token("cookie-a")
-    assert sessions.token_holds("cookie-a", token)
-    assert not sessions.token_holds("cookie-b", token)
-    assert not sessions.token_holds(None, token)
-    assert not sessions.token_holds("cookie-a", "")
+    token = sessions.token("cookie-a", "session-a")
+    assert sessions.token_holds("cookie-a", "session-a", token)
+    assert not sessions.token_holds("cookie-b", "session-a", token)
+    assert not sessions.token_holds("cookie-a", "session-b", token)  # someone else's session
+    assert not sessions.token_holds("cookie-a", None, token)
+    assert not sessions.token_holds(None, "session-a", token)
+    assert not sessions.token_holds("cookie-a", "session-a", "")
