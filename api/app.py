@@ -18,19 +18,22 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import audit, batch, exports, keys, reads, treasury
+from api import audit, batch, exports, keys, metrics, reads, treasury
 from api.console import pages as console
 from api.console.session import Sessions
 from api.examples import with_examples
 from api.problems import (
+    UNAVAILABLE,
+    ProblemError,
     install_problem_handlers,
     install_unavailable_handlers,
     problem_response,
     problem_responses,
+    unavailable_response,
     with_problem_schemas,
 )
 from api.resources import RESOURCES
-from api.routing import LedgerRoute
+from api.routing import LedgerRoute, authenticate
 from api.schemas import Health, Readiness
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
@@ -55,6 +58,8 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 FILE_PATHS = re.compile(
     r"(/v1|/console)/reconciliations|(/v1|/console)/disbursement-runs/[^/]+/settle"
 )
+#: every route under it needs a key (`api.routing.roles`)
+AUTHENTICATED = "/v1/"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 
 
@@ -123,15 +128,27 @@ class RequestContext:
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
+        body: bytes | None = None
         try:
+            has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+            if has_body and scope["path"].startswith(AUTHENTICATED):
+                # who asks, before a byte of the body is read: an anonymous client cannot
+                # make the server take in (and hold) a body of up to MAX_FILE_BYTES
+                keys = scope["app"].state.keys
+                principal = await authenticate(keys, headers.get("authorization", ""))
+                scope.setdefault("state", {})["principal"] = principal
             limit = MAX_FILE_BYTES if FILE_PATHS.fullmatch(scope["path"]) else MAX_BODY_BYTES
             body = await _read_body(receive, int(headers.get("content-length") or 0), limit)
+        except ProblemError as refused:
+            response = problem_response(refused.code, refused.detail, headers=refused.headers)
+            await response(scope, receive, send_with_id)
+        except UNAVAILABLE:  # the key could not be looked up
+            await unavailable_response()(scope, receive, send_with_id)
         except BodyTooLarge:
             response = problem_response(
                 "payload_too_large", f"the body is over {limit // (1024 * 1024)} MiB"
             )
             await response(scope, receive, send_with_id)
-            body = None
         try:
             if body is not None:
                 await self.app(scope, _replay(body, receive), send_with_id)
@@ -141,16 +158,26 @@ class RequestContext:
                 response = problem_response("internal_error", "an unexpected error was logged")
                 await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            log.info(
-                "request",
-                method=scope["method"],
-                route=getattr(route, "path", scope["path"]),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                actor=_actor(scope),
-            )
+            _account(scope, status, time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
+
+
+def _account(scope: Scope, status: int | None, seconds: float) -> None:
+    """A request's log line and its metrics (by route template: a path as sent would
+    make a series per id)."""
+    route = getattr(scope.get("route"), "path", None)
+    log.info(
+        "request",
+        method=scope["method"],
+        route=route or scope["path"],
+        status=status,
+        duration_ms=round(seconds * 1000, 1),
+        actor=_actor(scope),
+    )
+    metrics.observe_request(scope["method"], route or "unmatched", status or 500, seconds)
+    ledger = getattr(scope["app"].state, "ledger", None)
+    if ledger is not None:
+        metrics.observe_pool(datastore_of(ledger).pool)
 
 
 def _actor(scope: Scope) -> str | None:
@@ -229,7 +256,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ledger = open_ledger(database_url(settings), settings)
-        ledger.start_group_commit()
+        ledger.start_group_commit(metrics.observe_group)
         app.state.ledger = ledger
         app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
@@ -267,6 +294,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(treasury.router)
     app.include_router(exports.router)
+    app.include_router(metrics.router)
     _document_problems(app)
 
     _documentation_pages(app)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +84,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["LEDGER_DATABASE_URL"] = url
     os.environ["LEDGER_MASTER_KEY"] = base64.b64encode(master_key(settings)).decode()
     os.environ["LEDGER_SIGNING_KEY"] = base64.b64encode(signing_key(settings)).decode()
+    # each worker process writes its metrics into one fresh directory; a scrape of any
+    # of them adds them up (`api.metrics`)
+    metrics_dir = settings.data_dir / f"metrics-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    atexit.register(shutil.rmtree, metrics_dir, True)
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -92,6 +101,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        limit_concurrency=args.limit_concurrency,
+        timeout_keep_alive=args.timeout_keep_alive,
         access_log=False,
         log_config=None,
     )
@@ -103,5 +114,17 @@ def add_commands(commands: Subcommands, _: dict[str, Subcommands]) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=512,
+        help="connections and requests each process serves at once; past it, a 503 at once",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        default=5,
+        help="seconds an idle connection is kept open",
+    )
     serve.add_argument("--demo", action="store_true", help="load demo data into an empty ledger")
     serve.set_defaults(run=_serve)

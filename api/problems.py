@@ -252,13 +252,17 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def install_unavailable_handlers(app: FastAPI) -> None:
+#: what the database's being down or saturated raises
+UNAVAILABLE = (PersistenceError, psycopg.OperationalError, PoolTimeout)
+
+
+def unavailable_response() -> JSONResponse:
     """The database is down or saturated: a clean 503 the client may retry."""
+    return problem_response(
+        "unavailable", "the database is unavailable; retry", headers={"Retry-After": "1"}
+    )
 
-    def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return problem_response(
-            "unavailable", "the database is unavailable; retry", headers={"Retry-After": "1"}
-        )
 
-    for exc_class in (PersistenceError, psycopg.OperationalError, PoolTimeout):
-        app.add_exception_handler(exc_class, unavailable)
+def install_unavailable_handlers(app: FastAPI) -> None:
+    for exc_class in UNAVAILABLE:
+        app.add_exception_handler(exc_class, lambda _, __: unavailable_response())

@@ -27,7 +27,7 @@ from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Trans
 
 from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
-from ledger.engine.group_commit import GroupCommitter
+from ledger.engine.group_commit import GroupCommitter, GroupObserver
 from ledger.engine.outcome import Attempt, Committed, Outcome
 from ledger.engine.store import AppendSession, EventStore, Reads
 from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
@@ -101,9 +101,10 @@ class Engine(Application[UUID]):
     def store(self) -> EventStore:
         return cast(EventStore, self.recorder)
 
-    def start_group_commit(self) -> None:
-        """From now on, concurrent decisions of this process share transactions."""
-        self._committer = GroupCommitter(self)
+    def start_group_commit(self, observe: GroupObserver | None = None) -> None:
+        """From now on, concurrent decisions of this process share transactions;
+        `observe` is told each group's size and how long its append took."""
+        self._committer = GroupCommitter(self, observe)
 
     def close(self) -> None:
         if self._committer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Server
 
@@ -206,3 +208,91 @@ def test_serve_demo_mints_demo_keys_only_into_an_empty_ledger(
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT name FROM api_keys").fetchall() == [("zhou",)]
         assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (1,)
+
+
+def _announce_a_large_body(port: int, authorization: str | None) -> bytes:
+    """Send the head of a 20 MiB statement upload and 1 KiB of it, then wait (at most
+    3 s) for what the server answers before the rest."""
+    head = [
+        "POST /v1/reconciliations HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: text/csv",
+        f"Content-Length: {20 * 1024 * 1024}",
+    ]
+    if authorization:
+        head.append(f"Authorization: {authorization}")
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + b"x" * 1024)
+        try:
+            return conn.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+def test_an_anonymous_client_is_refused_before_its_body_is_read(
+    serve: Callable[..., Server], make_key: Callable[..., str]
+) -> None:
+    server = serve()
+    for authorization in (None, "Bearer tl_not_a_key"):
+        started = time.monotonic()
+        answer = _announce_a_large_body(server.port, authorization)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert time.monotonic() - started < 2
+    # a key holder's upload is read (so the server waits for the rest of it)
+    treasury = make_key("treasury", "treasury")
+    assert _announce_a_large_body(server.port, f"Bearer {treasury}") == b""
+
+
+def test_past_its_concurrency_limit_the_server_answers_503_at_once_and_drops_idle_connections(
+    serve: Callable[..., Server], make_key: Callable[..., str]
+) -> None:
+    server = serve("--limit-concurrency", "3", "--timeout-keep-alive", "1")
+    treasury = f"Bearer {make_key('treasury', 'treasury')}"
+    held = []
+    for _ in range(3):  # three uploads the server waits on, as a slow client's would
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        head = (
+            "POST /v1/reconciliations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            f"Authorization: {treasury}\r\nContent-Length: 100000\r\n\r\n"
+        )
+        conn.sendall(head.encode())
+        held.append(conn)
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 503
+    assert time.monotonic() - started < 1
+    for conn in held:
+        conn.close()
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    # an idle keep-alive connection is closed after --timeout-keep-alive
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += idle.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        time.sleep(2)
+        assert idle.recv(4096) == b""  # closed by the server
+
+
+def _healthz_count(server: Server, key: str) -> float:
+    answer = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name == "ledger_http_requests_total" and sample.labels["route"] == "/healthz"
+    )
+
+
+def test_metrics_add_up_every_worker_process(
+    serve: Callable[..., Server], make_key: Callable[..., str]
+) -> None:
+    server = serve("--workers", "2")
+    auditor = make_key("auditor", "auditor")
+    before = _healthz_count(server, auditor)
+    for _ in range(40):  # a connection each: the two processes share them
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert _healthz_count(server, auditor) - before == 40

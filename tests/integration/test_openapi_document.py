@@ -39,6 +39,7 @@ OPERATION_IDS = {
     "GET /v1/audit/proof": "getInclusionProof",
     "GET /v1/audit/consistency": "getConsistencyProof",
     "GET /v1/audit/bundle.zip": "getAuditBundle",
+    "GET /metrics": "getMetrics",
     "GET /v1/clawbacks": "listClawbacks",
     "GET /v1/clawbacks/{clawback_id}": "getClawback",
     "POST /v1/clawbacks": "assessClawback",
