@@ -265,6 +265,7 @@ def create_app(settings: Settings) -> FastAPI:
         if worker is None:  # the reads still need the read models' tables
             ensure_schema(datastore_of(ledger))
         thread = worker.start() if worker else None
+        app.state.worker, app.state.worker_thread = worker, thread
         try:
             yield
         finally:
@@ -311,14 +312,19 @@ def create_app(settings: Settings) -> FastAPI:
         response_model=Readiness,
         tags=["operations"],
         summary="Readiness",
-        responses=problem_responses("unavailable"),  # the database does not answer
+        responses=problem_responses("unavailable"),  # the database, or not ready (its detail)
     )
     def get_readiness(request: Request) -> Any:
-        """Readiness: the database answers, and how far the read models lag behind the
-        last event recorded (a load balancer asks this one)."""
+        """Readiness, what a load balancer asks: the database answers, the read models
+        lag the last event recorded by at most `LEDGER_READY_MAX_LAG` events, and this
+        process's projection worker (if it runs one) is running and not failing batch
+        after batch. Else a `503` naming why."""
         datastore = datastore_of(request.app.state.ledger)
         head = request.app.state.ledger.store.max_notification_id() or 0
         position = tracked_position(datastore)
+        reasons = _not_ready(request.app, head - position)
+        if reasons:
+            return problem_response("unavailable", "not ready: " + "; ".join(reasons))
         return Readiness(
             status="ready",
             database=True,
@@ -328,6 +334,20 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     return app
+
+
+def _not_ready(app: FastAPI, lag: int) -> list[str]:
+    """Why this process should not be sent requests, if it should not."""
+    reasons = []
+    limit = app.state.settings.ready_max_lag
+    if lag > limit:
+        reasons.append(f"the read models lag {lag} events behind, over {limit}")
+    worker, thread = app.state.worker, app.state.worker_thread
+    if worker is not None and not thread.is_alive():
+        reasons.append("the projection worker has stopped")
+    elif worker is not None and worker.failing:
+        reasons.append(f"the projection worker failed {worker.failures_in_a_row} batches in a row")
+    return reasons
 
 
 def app_from_env() -> FastAPI:

@@ -45,6 +45,9 @@ MAX_IMAGE_ROWS = 2_000_000  # past this, a view starts again from an image loade
 # writes a batch of a few events costs nearly what a batch of hundreds does (a
 # transaction, the positions, the rows it touches), so it lets more gather rather than
 # run back to back. Reads lag writes by about this much.
+#: a failed batch is tried again after this long; this many failures in a row is failing
+RETRY_SECONDS = 1.0
+FAILING_AFTER = 3
 POLL_SECONDS = 0.02
 MIN_POSITION_WAIT_SECONDS = 5.0
 
@@ -311,15 +314,28 @@ class ProjectionWorker:
             except BaseException as e:  # handed to the folding thread, which raises it
                 failed.append(e)
 
+    #: batches failed one after the other (reset by one that succeeds)
+    failures_in_a_row = 0
+
+    @property
+    def failing(self) -> bool:
+        """Whether it keeps failing (on an event it cannot apply, or a database that
+        stays away): what `/readyz` reports."""
+        return self.failures_in_a_row >= FAILING_AFTER
+
     def run_forever(self) -> None:
         log.info("projection_worker_started", views=list(self.views))
         while not self._stop.is_set():
             try:
-                if self.run_batch() < BATCH_SIZE:
-                    self._stop.wait(POLL_SECONDS)
+                applied = self.run_batch()
             except Exception:  # a worker must outlive a database restart
-                log.exception("projection_batch_failed")
-                self._stop.wait(1.0)
+                self.failures_in_a_row += 1
+                log.exception("projection_batch_failed", in_a_row=self.failures_in_a_row)
+                self._stop.wait(RETRY_SECONDS)
+                continue
+            self.failures_in_a_row = 0
+            if applied < BATCH_SIZE:
+                self._stop.wait(POLL_SECONDS)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)

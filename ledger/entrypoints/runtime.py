@@ -58,6 +58,8 @@ class Settings:
     lock_timeout_seconds: int = 5
     pool_size: int = 8
     projections_in_process: bool = True
+    #: past this many events not yet applied to the read models, /readyz says not ready
+    ready_max_lag: int = 10_000
     timezone: ZoneInfo = BUSINESS_TIMEZONE
     # the fund's account that disbursement runs are paid from (docs/deployment.md)
     payer: Payer = DEMO_PAYER
@@ -78,6 +80,7 @@ class Settings:
             lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
             pool_size=int(env.get("LEDGER_POOL_SIZE", "8")),
             projections_in_process=env.get("LEDGER_PROJECTIONS", "in-process") == "in-process",
+            ready_max_lag=int(env.get("LEDGER_READY_MAX_LAG", "10000")),
             timezone=_zone(env.get("LEDGER_TIMEZONE") or BUSINESS_TIMEZONE.key),
             payer=Payer(
                 env.get("LEDGER_PAYER_NAME") or DEMO_PAYER.name,

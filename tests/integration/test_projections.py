@@ -820,3 +820,59 @@ def test_a_view_whose_version_rises_is_dropped_and_backfilled_alone(
     monkeypatch.setattr(GrantCount, "VERSION", 1)
     with pytest.raises(NewerReadModel):
         ProjectionWorker(ledger, (*VIEWS, GrantCount))
+
+
+def test_readyz_is_503_past_the_lag_allowed_and_ready_once_caught_up(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=db_url,
+        data_dir=tmp_path,
+        pool_size=4,
+        projections_in_process=False,
+        ready_max_lag=1,
+        master_key=TEST_MASTER_KEY,
+        signing_key=TEST_SIGNING_KEY,
+    )
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        key = install_key(datastore_of(app.state.ledger), "admin", ["admin"])
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert client.get("/readyz").status_code == 200
+        for year in (2024, 2025):
+            assert client.post("/v1/fund-years", json={"year": year, "currency": "CNY"}).is_success
+        lagging = client.get("/readyz")
+        assert lagging.status_code == 503
+        assert lagging.json()["code"] == "unavailable"
+        assert "lag 2 events behind, over 1" in lagging.json()["detail"]
+        ProjectionWorker(app.state.ledger).catch_up()
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_when_the_projection_worker_stops_or_keeps_failing(
+    api: Callable[[str | None], TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = api(None)
+    app = client.app
+    worker = app.state.worker  # type: ignore[attr-defined]
+    assert client.get("/readyz").status_code == 200
+
+    def fails(limit: int = 0) -> int:
+        raise RuntimeError("an event it cannot apply")
+
+    monkeypatch.setattr(worker, "run_batch", fails)
+    monkeypatch.setattr(worker_module, "RETRY_SECONDS", 0.05)
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").status_code == 200:
+        assert time.monotonic() < deadline, "a failing worker was still reported ready"
+        time.sleep(0.05)
+    failing = client.get("/readyz").json()
+    assert "failed" in failing["detail"] and "batches in a row" in failing["detail"]
+    monkeypatch.undo()  # it applies batches again: ready again
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.stop()
+    app.state.worker_thread.join(timeout=5)  # type: ignore[attr-defined]
+    assert "the projection worker has stopped" in client.get("/readyz").json()["detail"]
