@@ -16,6 +16,9 @@ database is back. This pool instead:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from eventsourcing.postgres import ConnectionPool, PostgresDatastore
 from psycopg import Connection
 from psycopg.rows import DictRow
@@ -46,12 +49,16 @@ class LedgerPool(ConnectionPool[Connection[DictRow]]):
         super().reconnect_failed()
 
 
-def use_ledger_pool(datastore: PostgresDatastore) -> None:
-    """Give `datastore` a `LedgerPool` with the settings of the pool it was built with."""
+def use_ledger_pool(datastore: PostgresDatastore, connection: Mapping[str, Any]) -> None:
+    """Give `datastore` a `LedgerPool` with the settings of the pool it was built with,
+    its connections made with every other `connection` parameter too (`sslmode`,
+    `options`, keepalives, `target_session_attrs`...: what eventsourcing's own settings
+    have no name for)."""
     old = datastore.pool
+    assert isinstance(old.kwargs, dict)  # as eventsourcing builds it
     datastore.pool = LedgerPool(
         connection_class=old.connection_class,
-        kwargs=old.kwargs,
+        kwargs={**old.kwargs, **connection},
         min_size=old.min_size,
         max_size=old.max_size,
         open=False,

@@ -219,7 +219,9 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     )
     recorder = app.recorder
     assert isinstance(recorder, LedgerRecorder)
-    use_ledger_pool(recorder.datastore)  # rides out a database restart
+    # rides out a database restart; LEDGER_DATABASE_URL's other parameters kept whole
+    named = ("dbname", "host", "port", "user", "password")
+    use_ledger_pool(recorder.datastore, {k: v for k, v in params.items() if k not in named})
     migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))
