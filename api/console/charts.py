@@ -129,10 +129,11 @@ def cumulative_rates(execution: dict[str, Any]) -> list[tuple[str, Decimal, Deci
     return rows
 
 
-def execution_chart(execution: dict[str, Any], words: Words) -> Markup:
-    """The year's cumulative execution rate month by month (up to the report's date)
-    against the share of the year elapsed (序时进度)."""
-    rows = cumulative_rates(execution)
+def execution_chart(
+    execution: dict[str, Any], rows: list[tuple[str, Decimal, Decimal]], words: Words
+) -> Markup:
+    """The year's cumulative execution rate month by month (its `cumulative_rates`, up
+    to the report's date) against the share of the year elapsed (序时进度)."""
     on, year = date.fromisoformat(execution["on"]), int(execution["year"])
     shown_months = 0 if on.year < year else 12 if on.year > year else on.month
     top = max([Decimal(1), *(rate for _, rate, _ in rows)])

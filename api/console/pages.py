@@ -349,6 +349,7 @@ async def fund_year(visit: VisitDep, year: str) -> Response:  # the API judges i
         visit.get(f"/v1/fund-years/{year}/execution", {"on": on}),
         visit.get(f"/v1/fund-years/{year}/year-end"),
     )
+    cumulative = charts.cumulative_rates(execution)
     return visit.render(
         "fund_year.html",
         year=found,
@@ -359,8 +360,8 @@ async def fund_year(visit: VisitDep, year: str) -> Response:  # the API judges i
             visit.words.word("lines_chart"),
             visit.words,
         ),
-        execution_chart=charts.execution_chart(execution, visit.words),
-        cumulative=charts.cumulative_rates(execution),
+        execution_chart=charts.execution_chart(execution, cumulative, visit.words),
+        cumulative=cumulative,
     )
 
 

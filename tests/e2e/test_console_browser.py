@@ -25,8 +25,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, _with_dbname
-from tests.e2e.conftest import ROOT, Server, run_ledger
+from tests.conftest import _with_dbname
+from tests.e2e.conftest import ROOT, Server, environment, run_ledger
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 AXE = ROOT / "tests" / "e2e" / "axe" / "axe.min.js"
@@ -77,13 +77,7 @@ def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     tmp = tmp_path_factory.mktemp("console")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(
-        LEDGER_DATABASE_URL=_with_dbname(server_url, name),
-        LEDGER_DATA_DIR=str(tmp / "var"),
-        LEDGER_MASTER_KEY=TEST_MASTER_KEY,
-        LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
-    )
+    env = environment(_with_dbname(server_url, name), tmp / "var")
     server = Server(env, tmp / "server.log", "--demo")
     try:
         keys = dict(

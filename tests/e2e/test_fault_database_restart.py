@@ -23,8 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY
-from tests.e2e.conftest import Server, _free_port, run_ledger
+from tests.e2e.conftest import Server, _free_port, environment, run_ledger
 
 RECOVERY_SECONDS = 5.0  # the bound: service back within 5 s of the database
 OUTAGE_ANSWER_SECONDS = 3.0  # "fails cleanly": an answer, not a hang, during the outage
@@ -112,14 +111,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update(
-        LEDGER_DATABASE_URL=cluster.url,
-        LEDGER_DATA_DIR=str(tmp_path / "var"),
-        LEDGER_MASTER_KEY=TEST_MASTER_KEY,
-        LEDGER_SIGNING_KEY=TEST_SIGNING_KEY,
-    )
-    return env
+    return environment(cluster.url, tmp_path / "var")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -823,18 +824,9 @@ def test_a_view_whose_version_rises_is_dropped_and_backfilled_alone(
 
 
 def test_readyz_is_503_past_the_lag_allowed_and_ready_once_caught_up(
-    db_url: str, tmp_path: Path
+    test_settings: Settings,
 ) -> None:
-    settings = Settings(
-        database_url=db_url,
-        data_dir=tmp_path,
-        pool_size=4,
-        projections_in_process=False,
-        ready_max_lag=1,
-        master_key=TEST_MASTER_KEY,
-        signing_key=TEST_SIGNING_KEY,
-    )
-    app = create_app(settings)
+    app = create_app(replace(test_settings, projections_in_process=False, ready_max_lag=1))
     with TestClient(app, raise_server_exceptions=False) as client:
         key = install_key(datastore_of(app.state.ledger), "admin", ["admin"])
         client.headers["Authorization"] = f"Bearer {key}"

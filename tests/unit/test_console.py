@@ -71,7 +71,8 @@ def test_the_execution_curve_is_cumulative_against_the_days_elapsed() -> None:
 
 
 def test_the_execution_chart_stops_at_the_reports_month() -> None:
-    svg = execution_chart(_execution("2024-03-15", ["100.00"] + ["0.00"] * 11), EN)
+    execution = _execution("2024-03-15", ["100.00"] + ["0.00"] * 11)
+    svg = execution_chart(execution, cumulative_rates(execution), EN)
     assert svg.count('<circle class="executed"') == 3
     assert '<polyline class="elapsed"' in svg
 
