@@ -44,10 +44,12 @@ from ledger.entrypoints.runtime import (
     database_url,
     master_key,
     open_ledger,
+    open_standby,
     tune_collector,
 )
 from projections.schema import ensure_schema
-from projections.worker import ProjectionWorker, tracked_position
+from projections.waits import tracked_position
+from projections.worker import NAMES, ProjectionWorker
 
 log = structlog.get_logger("api")
 
@@ -260,6 +262,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ledger = ledger
         app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
+        app.state.standby = standby = open_standby(settings, datastore_of(ledger))
         app.state.sessions = Sessions(master_key(settings))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables
@@ -272,6 +275,8 @@ def create_app(settings: Settings) -> FastAPI:
             if worker and thread:
                 worker.stop()
                 thread.join(timeout=10)
+            if standby is not None:
+                standby.close()
             ledger.close()
 
     app = FastAPI(
@@ -321,7 +326,7 @@ def create_app(settings: Settings) -> FastAPI:
         after batch. Else a `503` naming why."""
         datastore = datastore_of(request.app.state.ledger)
         head = request.app.state.ledger.store.max_notification_id() or 0
-        position = tracked_position(datastore)
+        position = tracked_position(datastore, NAMES)
         reasons = _not_ready(request.app, head - position)
         if reasons:
             return problem_response("unavailable", "not ready: " + "; ".join(reasons))

@@ -25,12 +25,12 @@ from api.schemas import Day
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
 from ledger.adapters.checkpoints import checkpoint_of
 from ledger.adapters.postgres import CHECKPOINTS_TABLE, REFUSALS_TABLE, datastore_of
-from ledger.domain.errors import NotReached
 from ledger.usecases.checkpoints import Checkpoint
 from ledger.usecases.ledger import Ledger
 from projections.bundle import write_bundle
 from projections.paging import Where, page
-from projections.worker import wait_for_position
+from projections.waits import reach
+from projections.worker import NAMES
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
@@ -306,10 +306,8 @@ def get_audit_bundle(
     checkpoint = ledger.notary.find(checkpoint_id)
     if checkpoint is None:
         raise ProblemError("not_found", "no such checkpoint has been signed")
-    if fund_year is not None and not wait_for_position(
-        datastore_of(ledger), checkpoint.head_position
-    ):
-        raise NotReached(checkpoint.head_position)
+    if fund_year is not None:
+        reach(datastore_of(ledger), checkpoint.head_position, NAMES)
     out = built(lambda file: write_bundle(ledger, file, checkpoint.checkpoint_id, fund_year))[0]
     return streamed(
         out,

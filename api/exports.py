@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import IO, Annotated, Any, Literal, TypeVar
 
+from eventsourcing.postgres import PostgresDatastore
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -23,13 +24,11 @@ from api.lists import FundYearFilter, TalentFilter
 from api.problems import ProblemError
 from api.resources.grants import grant_filters
 from api.resources.payments import payment_filters
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, read, settings_of
+from api.routing import LedgerRoute, PrincipalDep, ReadsDep, read, settings_of
 from api.schemas import Day
-from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import XLSX_MAX_ROWS, write_csv, write_xlsx
 from ledger.domain.values import YEARS
 from ledger.domain.vocabulary import LANGS, Lang
-from ledger.usecases.ledger import Ledger
 from projections import exports
 from projections.exports import EXPORTS, At, Extract
 
@@ -128,7 +127,12 @@ def _manifest(
 
 
 def build(
-    ledger: Ledger, name: str, fmt: str, filters: dict[str, Any], lang: Lang, bom: bool
+    datastore: PostgresDatastore,
+    name: str,
+    fmt: str,
+    filters: dict[str, Any],
+    lang: Lang,
+    bom: bool,
 ) -> tuple[IO[bytes], At]:
     """The whole file, written to a temporary file, and where in the history it was read."""
 
@@ -146,9 +150,7 @@ def build(
             write_xlsx(extract.columns, extract.rows, lang, out, _manifest(name, filters, lang, at))
         return at
 
-    return built(
-        lambda out: exports.export(datastore_of(ledger), name, filters, partial(write, out))
-    )
+    return built(lambda out: exports.export(datastore, name, filters, partial(write, out)))
 
 
 def built(fill: Callable[[IO[bytes]], T]) -> tuple[IO[bytes], T]:
@@ -247,7 +249,7 @@ def _add(name: str, fmt: str) -> None:
     }
 
     def endpoint(
-        ledger: LedgerDep,
+        datastore: ReadsDep,
         _: PrincipalDep,
         lang: LangQuery = None,
         accept_language: AcceptLanguage = None,
@@ -255,7 +257,7 @@ def _add(name: str, fmt: str) -> None:
         bom: bool = Depends(_bom if fmt == "csv" else _no_bom),
     ) -> StreamingResponse:
         language = negotiate(lang, accept_language)
-        out, at = build(ledger, name, fmt, chosen, language, bom)
+        out, at = build(datastore, name, fmt, chosen, language, bom)
         return _response(name, fmt, language, out, at)
 
     what, rows = WHAT[name]

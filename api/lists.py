@@ -14,9 +14,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, create_model
 
 from api import routing
-from api.routing import LedgerDep, PrincipalDep
+from api.routing import LedgerDep, PrincipalDep, ReadsDep
 from api.schemas import Day, HistoryEntry
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.values import ID_PATTERN, SLUG_PATTERN, YEARS
 from ledger.usecases.ledger import Ledger
 from projections.paging import Page
@@ -85,12 +84,13 @@ def list_route(
 
     def endpoint(
         ledger: LedgerDep,
+        datastore: ReadsDep,
         _: PrincipalDep,
         after: After,
         limit: Limit = 100,
         chosen: dict[str, Any] = Depends(filters),  # noqa: B008 - each list's own filters
     ) -> Any:
-        items, cursor = read(datastore_of(ledger), chosen, after, limit)
+        items, cursor = read(datastore, chosen, after, limit)
         return as_page([present(ledger, i) for i in items] if present else items, cursor)
 
     endpoint.__name__ = name

@@ -31,7 +31,8 @@ from api.problems import problem_responses
 from api.routing import ANY_ROLE, LedgerDep, LedgerRoute, PrincipalDep, roles
 from ledger.adapters.postgres import datastore_of, statements
 from ledger.usecases.ledger import Ledger
-from projections.worker import NAMES, tracked_position
+from projections.waits import tracked_position
+from projections.worker import NAMES
 
 router = APIRouter(route_class=LedgerRoute, tags=["operations"])
 

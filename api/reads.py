@@ -9,8 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.lists import After, HistoryPage, Limit, as_page
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, read
-from ledger.adapters.postgres import datastore_of
+from api.routing import LedgerRoute, PrincipalDep, ReadsDep, read
 from projections import reads
 from projections.views.audit_trail import AuditTrail
 
@@ -18,8 +17,8 @@ router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
 
 
 @read(router, "/events", HistoryPage, summary="List every event", views=(AuditTrail.NAME,))
-def list_events(ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100) -> Any:
+def list_events(datastore: ReadsDep, _: PrincipalDep, after: After, limit: Limit = 100) -> Any:
     """The whole audit trail, oldest first, a page at a time: each event's position,
     instant, type, the ids it involves, amount, actor, reason or reference, request id
     and chain hash."""
-    return as_page(*reads.history(datastore_of(ledger), after=after, limit=limit))
+    return as_page(*reads.history(datastore, after=after, limit=limit))

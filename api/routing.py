@@ -8,6 +8,7 @@ checks the media type, and only then lets FastAPI parse and validate the body.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -30,14 +31,16 @@ from api.schemas import Instant
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.refusals import Refusal, ids_of, record_refusal
+from ledger.adapters.replica import reads_from
 from ledger.domain.context import actor_cvar, request_id_cvar
-from ledger.domain.errors import LedgerError, NotReached
+from ledger.domain.errors import LedgerError
 from ledger.domain.roles import ROLES, Principal
 from ledger.domain.values import ID_PATTERN, YEARS
 from ledger.entrypoints.runtime import Settings
 from ledger.usecases.ledger import Ledger
 from projections import reads
-from projections.worker import NAMES, wait_for_position
+from projections.waits import reach
+from projections.worker import NAMES
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger(__name__)
@@ -209,6 +212,15 @@ async def file_body(request: Request, what: str) -> bytes:
     return data
 
 
+def reads_of(request: Request) -> PostgresDatastore:
+    """Where a read route reads the read models from, as `consistent` chose (the primary
+    when it chose nothing: its query was invalid, and the endpoint will not run)."""
+    datastore: PostgresDatastore = getattr(request.state, "reads", None) or datastore_of(
+        ledger_of(request)
+    )
+    return datastore
+
+
 def ledger_of(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
@@ -238,8 +250,16 @@ async def _principal(
 MAX_POSITION = 2**63 - 1  # a bigint, what PostgreSQL numbers events with
 
 
+#: at most this many requests of a process wait for `min_position` at once, each in a
+#: thread of the pool that runs plain endpoints (40): the rest are a 503 at once, and
+#: `/healthz`, writes and other reads keep their threads
+WAITING_AT_ONCE = 16
+_waiting = threading.BoundedSemaphore(WAITING_AT_ONCE)
+
+
 def consistent(views: Sequence[str]) -> Any:
-    """A route's wait for `min_position`: until the views it reads include it."""
+    """A route's choice of database (`reads_of`): the standby while it answers, else the
+    primary; with `min_position`, one whose views include it (`projections.waits`)."""
 
     async def wait(
         request: Request,
@@ -255,14 +275,19 @@ def consistent(views: Sequence[str]) -> Any:
     ) -> None:
         route = request.scope["route"]
         assert isinstance(route, LedgerRoute)
-        if (
-            min_position is not None
-            and not route.refuses_parameters(request)
-            and not await run_in_threadpool(
-                wait_for_position, datastore_of(ledger_of(request)), min_position, views
-            )
-        ):
-            raise NotReached(min_position)
+        datastore = reads_from(datastore_of(ledger_of(request)), request.app.state.standby)
+        if min_position is not None and not route.refuses_parameters(request):
+            if not _waiting.acquire(blocking=False):
+                raise ProblemError(
+                    "unavailable",
+                    f"{WAITING_AT_ONCE} requests are waiting for min_position already; retry",
+                    headers={"Retry-After": "1"},
+                )
+            try:
+                datastore = await run_in_threadpool(reach, datastore, min_position, views)
+            finally:
+                _waiting.release()
+        request.state.reads = datastore
 
     return Depends(wait)
 
@@ -334,6 +359,10 @@ async def _as_of(
     return AsOf(as_of, as_of_position)
 
 
+async def _reads(request: Request) -> PostgresDatastore:
+    return reads_of(request)
+
+
 async def _today(request: Request) -> date:
     return settings_of(request).today()
 
@@ -344,6 +373,8 @@ async def _today(request: Request) -> date:
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 PathYear = Annotated[int, Path(ge=YEARS.first, le=YEARS.last)]
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
+#: the database a read route reads the read models from (`consistent`)
+ReadsDep = Annotated[PostgresDatastore, Depends(_reads)]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 AsOfQuery = Annotated[AsOf, Depends(_as_of)]
 #: the business date now, what a date left out defaults to (`LEDGER_TIMEZONE`)

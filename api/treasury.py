@@ -38,7 +38,7 @@ from ledger.usecases.ledger import Ledger
 from projections import lists, reads
 from projections.views.balances import Balances
 from projections.views.treasury import Treasury
-from projections.worker import wait_for_position
+from projections.waits import reach
 
 router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and audit"])
 
@@ -86,13 +86,8 @@ def treasury_at_head(ledger: Ledger) -> PostgresDatastore:
     """The datastore, once the treasury view includes every event recorded so far:
     what a decision it proposes candidates for (a statement's movements, a run's
     grants) must not miss; else a 503 to retry."""
-    datastore = datastore_of(ledger)
     head = ledger.store.max_notification_id() or 0
-    if not wait_for_position(datastore, head, (Treasury.NAME,)):
-        raise ProblemError(
-            "unavailable", "the read models are catching up; retry", headers={"Retry-After": "1"}
-        )
-    return datastore
+    return reach(datastore_of(ledger), head, (Treasury.NAME,))
 
 
 def import_statement(ledger: Ledger, statement: Statement) -> Outcome[Reconciliation]:

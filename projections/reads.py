@@ -40,7 +40,7 @@ from ledger.domain.reconciliation import (
 from projections.paging import Where, page
 from projections.tables import Curs
 from projections.views.balances import LINE_AMOUNTS, TALENT_AMOUNTS, Balances
-from projections.worker import wait_for_position
+from projections.waits import reach
 
 
 def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
@@ -88,18 +88,17 @@ def _pinned(
     statement = _PINNED.format(query=sql.SQL(query), order=sql.SQL(order))
     values = {**params, "asked": at, "view": view}
 
-    def fetch() -> list[DictRow]:
+    def fetch(datastore: PostgresDatastore) -> list[DictRow]:
         with statements(datastore) as curs:
             curs.execute(statement, values)
             return curs.fetchall()
 
-    rows = fetch()
+    rows = fetch(datastore)
     assert rows, "projection_tracking is not migrated"
     position: int = rows[0]["at"]
     if rows[0]["reached"] < position:
-        if not wait_for_position(datastore, position, (view,), "as_of_position"):
-            raise NotReached(position)
-        rows = fetch()  # short again only if a rebuild started meanwhile
+        rows = fetch(reach(datastore, position, (view,), "as_of_position"))
+        # short again only if a rebuild started meanwhile
         if rows[0]["reached"] < position:
             raise NotReached(position)
     return position, rows

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import queue
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,13 +26,13 @@ from psycopg import sql
 from psycopg.rows import TupleRow, tuple_row
 
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, statements
-from ledger.domain.errors import ValidationFailed
 from ledger.usecases.ledger import Ledger
 from projections.schema import ensure_schema, tables
 from projections.streams import Streams
 from projections.tables import Curs, Writes
 from projections.view import At, Handler, View
 from projections.views import VIEWS
+from projections.waits import CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +48,6 @@ MAX_IMAGE_ROWS = 2_000_000  # past this, a view starts again from an image loade
 RETRY_SECONDS = 1.0
 FAILING_AFTER = 3
 POLL_SECONDS = 0.02
-MIN_POSITION_WAIT_SECONDS = 5.0
 
 NAMES = tuple(view.NAME for view in VIEWS)
 
@@ -104,11 +102,16 @@ def _lock(curs: Curs, names: Iterable[str]) -> Tracked:
     return {r["name"]: (r["generation"], r["position"]) for r in curs.fetchall()}
 
 
+_ADVANCE = sql.SQL(
+    "WITH advanced AS (UPDATE projection_tracking SET position = %s WHERE name = ANY(%s)) "
+    "SELECT pg_notify({}, %s)"
+).format(sql.Literal(CHANNEL))
+
+
 def _advance(curs: Curs, names: Sequence[str], position: int) -> None:
-    curs.execute(
-        "UPDATE projection_tracking SET position = %s WHERE name = ANY(%s)",
-        (position, list(names)),
-    )
+    """Move the views to `position`, and wake the waits for it when this commits
+    (`projections.waits`): one round trip."""
+    curs.execute(_ADVANCE, (position, list(names), str(position)))
 
 
 class Fold:
@@ -354,48 +357,3 @@ def settle(datastore: PostgresDatastore) -> None:
         curs.execute(
             sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(", ").join(map(sql.Identifier, tables())))
         )
-
-
-def tracked_position(datastore: PostgresDatastore, names: Sequence[str] = NAMES) -> int:
-    """The position every one of the named views has reached."""
-    with statements(datastore) as curs:
-        curs.execute(
-            "SELECT coalesce(min(position), 0) AS position FROM projection_tracking "
-            "WHERE name = ANY(%s)",
-            (list(names),),
-        )
-        row = curs.fetchone()
-        return int(row["position"]) if row else 0
-
-
-_HEAD = sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(
-    sql.Identifier(EVENTS_TABLE)
-)
-
-
-def wait_for_position(
-    datastore: PostgresDatastore,
-    position: int,
-    names: Sequence[str] = NAMES,
-    parameter: str = "min_position",
-) -> bool:
-    """Poll until the named views include `position`; False after the wait limit. A
-    position past the last event recorded is none a write has answered: waiting could
-    not help, so it is refused at once, naming the query `parameter` that gave it. With
-    no views named, the read is of the events themselves: nothing to wait for."""
-    if names and tracked_position(datastore, names) >= position:
-        return True
-    with statements(datastore) as curs:
-        head = curs.execute(_HEAD).fetchone()["head"]  # type: ignore[index]
-    if position > head:
-        raise ValidationFailed(
-            parameter, f"no event has position {position}: the last recorded is {head}", "query"
-        )
-    if not names:  # a read of the events themselves: every recorded one is there
-        return True
-    deadline = time.monotonic() + MIN_POSITION_WAIT_SECONDS
-    while tracked_position(datastore, names) < position:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

@@ -13,16 +13,15 @@ from api.lists import After, HistoryPage, Limit, as_page, list_route
 from api.operations import Ids, Operation
 from api.routing import (
     AsOfQuery,
-    LedgerDep,
     LedgerRoute,
     PathYear,
     PrincipalDep,
+    ReadsDep,
     Today,
     read,
 )
 from api.schemas import Day, Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.budget import Appropriation, FundYear
 from ledger.usecases.fund_years import Appropriate, CloseFundYear, OpenFundYear
 from ledger.usecases.ledger import Ledger
@@ -224,11 +223,10 @@ add_writes(router, OPERATIONS)
 
 
 @read(router, "/fund-years/{year}", FundYearOut, summary="Read a fund year", views=(Balances.NAME,))
-def get_fund_year(year: PathYear, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
+def get_fund_year(year: PathYear, datastore: ReadsDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
     """A fund year's programme lines and totals: appropriated, committed, available,
     paid, returned, net paid, in-kind value and clawbacks; now, or as of an instant or a
     position (`as_of`, `as_of_position`)."""
-    datastore = datastore_of(ledger)
     return reads.fund_year(datastore, year, as_of.resolve(datastore))
 
 
@@ -261,10 +259,10 @@ list_route(
     views=(AuditTrail.NAME, Balances.NAME),
 )
 def get_fund_year_history(
-    year: PathYear, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
+    year: PathYear, datastore: ReadsDep, _: PrincipalDep, after: After, limit: Limit = 100
 ) -> Any:
     """The audit-trail entries of the fund year, oldest first, a page at a time."""
-    return as_page(*reads.history(datastore_of(ledger), fund_year=year, after=after, limit=limit))
+    return as_page(*reads.history(datastore, fund_year=year, after=after, limit=limit))
 
 
 REPORT_VIEWS = (Balances.NAME, Treasury.NAME)
@@ -279,7 +277,7 @@ REPORT_VIEWS = (Balances.NAME, Treasury.NAME)
 )
 def get_execution(
     year: PathYear,
-    ledger: LedgerDep,
+    datastore: ReadsDep,
     _: PrincipalDep,
     response: Response,
     today: Today,
@@ -290,7 +288,7 @@ def get_execution(
     (net paid + in-kind value) / appropriated, `lag` = `elapsed_share` - `execution_rate`,
     exact until written with 4 decimals, rounded half to even. `Ledger-Position` says
     where in the history it was read."""
-    report = reports.execution_report(datastore_of(ledger), year, on or today)
+    report = reports.execution_report(datastore, year, on or today)
     response.headers["Ledger-Position"] = str(report.pop("position"))
     return report
 
@@ -302,10 +300,10 @@ def get_execution(
     summary="Read a fund year's year-end statement",
     views=REPORT_VIEWS,
 )
-def get_year_end(year: PathYear, ledger: LedgerDep, _: PrincipalDep, response: Response) -> Any:
+def get_year_end(year: PathYear, datastore: ReadsDep, _: PrincipalDep, response: Response) -> Any:
     """The year-end statement (年终结转和结余), per line and in total: always appropriated =
     net paid + in-kind value + carried forward + pending + lapsed."""
-    report = reports.year_end_report(datastore_of(ledger), year)
+    report = reports.year_end_report(datastore, year)
     response.headers["Ledger-Position"] = str(report.pop("position"))
     return report
 
@@ -317,7 +315,7 @@ def get_year_end(year: PathYear, ledger: LedgerDep, _: PrincipalDep, response: R
     summary="Read a fund year's trial balance",
     views=(Journal.NAME, Balances.NAME),
 )
-def get_trial_balance(year: PathYear, ledger: LedgerDep, _: PrincipalDep) -> Any:
+def get_trial_balance(year: PathYear, datastore: ReadsDep, _: PrincipalDep) -> Any:
     """The double-entry journal's accounts, each balance on its side: total debits equal
     total credits."""
-    return reads.trial_balance(datastore_of(ledger), year)
+    return reads.trial_balance(datastore, year)

@@ -17,11 +17,11 @@ from api.routing import (
     LedgerRoute,
     PathId,
     PrincipalDep,
+    ReadsDep,
     read,
 )
 from api.schemas import Money, Out
 from api.writes import add_writes
-from ledger.adapters.postgres import datastore_of
 from ledger.domain.talents import Talent
 from ledger.domain.values import SLUG_PATTERN, TEXT
 from ledger.usecases.ledger import Ledger
@@ -127,10 +127,11 @@ def opened(ledger: Ledger, talent: dict[str, Any]) -> dict[str, Any]:
 
 
 @read(router, "/talents/{talent_id}", TalentOut, summary="Read a talent", views=(Balances.NAME,))
-def get_talent(talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, as_of: AsOfQuery) -> Any:
+def get_talent(
+    talent_id: PathId, ledger: LedgerDep, datastore: ReadsDep, _: PrincipalDep, as_of: AsOfQuery
+) -> Any:
     """A talent's profile (the name unsealed, or null once erased) and balance per fund
     year and line; now, or as of an instant or a position."""
-    datastore = datastore_of(ledger)
     return opened(ledger, reads.talent(datastore, talent_id, as_of.resolve(datastore)))
 
 
@@ -182,9 +183,7 @@ list_route(
     views=(AuditTrail.NAME, Balances.NAME),
 )
 def get_talent_history(
-    talent_id: PathId, ledger: LedgerDep, _: PrincipalDep, after: After, limit: Limit = 100
+    talent_id: PathId, datastore: ReadsDep, _: PrincipalDep, after: After, limit: Limit = 100
 ) -> Any:
     """The audit-trail entries of the talent, oldest first, a page at a time."""
-    return as_page(
-        *reads.history(datastore_of(ledger), talent_id=talent_id, after=after, limit=limit)
-    )
+    return as_page(*reads.history(datastore, talent_id=talent_id, after=after, limit=limit))

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
 from ledger.adapters.checkpoints import PostgresNotary
@@ -21,6 +22,7 @@ from ledger.adapters.iso20022 import Payer
 from ledger.adapters.memory import MemoryKeyStore
 from ledger.adapters.pool import use_ledger_pool
 from ledger.adapters.postgres import MIGRATIONS, LedgerRecorder, migrate
+from ledger.adapters.replica import Standby
 from ledger.adapters.talent_keys import PostgresKeyStore
 from ledger.usecases.checkpoints import Signer, new_signing_key, parse_signing_key
 from ledger.usecases.ledger import Ledger
@@ -53,6 +55,8 @@ class Settings:
 
     database_url: str | None
     data_dir: Path
+    #: a streaming standby of the database, for reads (docs/deployment.md, "Read replica")
+    read_database_url: str | None = None
     master_key: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)
     lock_timeout_seconds: int = 5
@@ -75,6 +79,7 @@ class Settings:
         return cls(
             database_url=env.get("LEDGER_DATABASE_URL") or None,
             data_dir=Path(env.get("LEDGER_DATA_DIR") or "./var"),
+            read_database_url=env.get("LEDGER_READ_DATABASE_URL") or None,
             master_key=env.get("LEDGER_MASTER_KEY") or None,
             signing_key=env.get("LEDGER_SIGNING_KEY") or None,
             lock_timeout_seconds=int(env.get("LEDGER_LOCK_TIMEOUT_SECONDS", "5")),
@@ -190,20 +195,54 @@ def _kept_secret(path: Path, new: Callable[[], str]) -> str:
     return path.read_text()
 
 
+def _connection(url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A connection string's parameters: those eventsourcing's datastore has a name for
+    (dbname, host, port, user, password: defaulted as libpq does), and the rest
+    (`sslmode`, `options`, keepalives...), which the pool passes through whole
+    (`use_ledger_pool`)."""
+    params = conninfo_to_dict(url)
+    named = {
+        "dbname": str(params.get("dbname") or params.get("user") or "postgres"),
+        "host": str(params.get("host") or "localhost"),
+        "port": str(params.get("port") or "5432"),
+        "user": str(params.get("user") or "postgres"),
+        "password": str(params.get("password") or ""),
+    }
+    return named, {k: str(v) for k, v in params.items() if k not in named}
+
+
+def open_standby(settings: Settings, primary: PostgresDatastore) -> Standby | None:
+    """The read replica `LEDGER_READ_DATABASE_URL` names, probed from now on; None
+    without one."""
+    if not settings.read_database_url:
+        return None
+    named, rest = _connection(settings.read_database_url)
+    standby = Standby(
+        named["dbname"],
+        named["host"],
+        named["port"],
+        named["user"],
+        named["password"],
+        connect_timeout=5,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        lock_timeout=settings.lock_timeout_seconds,
+    )
+    use_ledger_pool(standby, rest)
+    standby.watch(primary)
+    return standby
+
+
 def open_ledger(url: str, settings: Settings) -> Ledger:
     """The ledger on `url`, its schema created or upgraded first."""
     key = master_key(settings)
-    params = conninfo_to_dict(url)
+    named, rest = _connection(url)
     app = Ledger(
         env={
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "APPLICATION_RECORDER_TOPIC": "ledger.adapters.postgres:LedgerRecorder",
             "CREATE_TABLE": "n",
-            "POSTGRES_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
-            "POSTGRES_HOST": str(params.get("host") or "localhost"),
-            "POSTGRES_PORT": str(params.get("port") or "5432"),
-            "POSTGRES_USER": str(params.get("user") or "postgres"),
-            "POSTGRES_PASSWORD": str(params.get("password") or ""),
+            **{f"POSTGRES_{name.upper()}": value for name, value in named.items()},
             "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_POOL_SIZE": str(settings.pool_size),
@@ -219,9 +258,7 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     )
     recorder = app.recorder
     assert isinstance(recorder, LedgerRecorder)
-    # rides out a database restart; LEDGER_DATABASE_URL's other parameters kept whole
-    named = ("dbname", "host", "port", "user", "password")
-    use_ledger_pool(recorder.datastore, {k: v for k, v in params.items() if k not in named})
+    use_ledger_pool(recorder.datastore, rest)
     migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))

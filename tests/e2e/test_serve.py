@@ -8,13 +8,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Server
+from api.routing import WAITING_AT_ONCE
+from tests.e2e.conftest import LEDGER, Server
 
 
 def test_keys_create_prints_the_key_last_and_stores_only_its_hash(
@@ -296,3 +298,72 @@ def test_metrics_add_up_every_worker_process(
     for _ in range(40):  # a connection each: the two processes share them
         assert httpx.get(f"{server.url}/healthz").status_code == 200
     assert _healthz_count(server, auditor) - before == 40
+
+
+def test_forty_reads_waiting_for_a_position_leave_the_server_answering(
+    serve: Callable[..., Server],
+    make_key: Callable[..., str],
+    ledger_env: dict[str, str],
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """At most `WAITING_AT_ONCE` reads of a process wait for `min_position`, each woken
+    by the projection worker's notification (here from another process); the rest are
+    refused at once, and `/healthz` and other reads keep being answered meanwhile."""
+    ledger_env["LEDGER_PROJECTIONS"] = "separate"
+    server = serve("--workers", "1")
+    admin = {"Authorization": f"Bearer {make_key('admin', 'admin')}"}
+    with (tmp_path / "projections.log").open("wb") as out:
+        projections = subprocess.Popen(
+            [LEDGER, "projections", "run"], env=ledger_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _until_projected(db_url, _head(db_url))
+        projections.send_signal(signal.SIGSTOP)  # a worker that has fallen behind
+        r = httpx.post(
+            f"{server.url}/v1/fund-years", json={"year": 2025, "currency": "CNY"}, headers=admin
+        )
+        assert r.status_code == 201, r.text
+        read = f"{server.url}/v1/fund-years/2025?min_position={r.headers['Ledger-Position']}"
+        with ThreadPoolExecutor(40) as pool:
+            answers = [pool.submit(httpx.get, read, headers=admin, timeout=30) for _ in range(40)]
+            time.sleep(1)
+            refused = [a.result() for a in answers if a.done()]
+            assert len(refused) == 40 - WAITING_AT_ONCE, [a.text for a in refused]
+            for answer in refused:
+                assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+                assert "waiting for min_position" in answer.json()["detail"]
+            for path in ("/healthz", "/v1/fund-years"):
+                started = time.monotonic()
+                assert httpx.get(server.url + path, headers=admin).status_code == 200
+                assert time.monotonic() - started < 1, path
+            projections.send_signal(signal.SIGCONT)
+            woken = time.monotonic()
+            waited = [a.result() for a in answers if a.result() not in refused]
+        assert time.monotonic() - woken < 2
+        assert [a.status_code for a in waited] == [200] * WAITING_AT_ONCE
+    finally:
+        projections.send_signal(signal.SIGCONT)
+        projections.terminate()
+        projections.wait(10)
+
+
+def _head(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM ledger_events").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _until_projected(db_url: str, position: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(db_url) as conn:
+                row = conn.execute("SELECT min(position) FROM projection_tracking").fetchone()
+            if row and row[0] is not None and row[0] >= position:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass
+        assert time.monotonic() < deadline, "the projection worker never caught up"
+        time.sleep(0.1)

@@ -41,7 +41,8 @@ from projections.tables import Table, Writes
 from projections.view import Rows, View, handles
 from projections.views import VIEWS
 from projections.views.audit_trail import AuditTrail
-from projections.worker import ProjectionWorker, tracked_position
+from projections.waits import tracked_position
+from projections.worker import NAMES, ProjectionWorker
 from tests import commands as c
 from tests.bank_statements import Entry, mt940
 from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
@@ -717,7 +718,7 @@ def test_readyz_reports_the_projection_lag_until_a_worker_catches_up(
     assert lagging["head_position"] == position == head(db_url)
     assert lagging["projection_position"] == 0
     assert lagging["projection_lag"] == position > 0
-    assert tracked_position(datastore_of(app.state.ledger)) == 0  # really no worker ran
+    assert tracked_position(datastore_of(app.state.ledger), NAMES) == 0  # really no worker ran
 
     assert ProjectionWorker(app.state.ledger).catch_up() == position
     caught_up = client.get("/readyz").json()
