@@ -25,6 +25,7 @@ from ledger.domain.chain import instant_text
 from ledger.domain.errors import NotFound
 from ledger.usecases.checkpoints import Checkpoint
 from ledger.usecases.ledger import Ledger
+from ledger.usecases.progress import PROGRESS_EVERY, Progress
 from projections.reads import fund_year
 
 FORMAT = "talent-ledger-bundle/1"
@@ -57,7 +58,11 @@ def _event_lines(ledger: Ledger, head_position: int) -> Iterator[bytes]:
 
 
 def write_bundle(
-    ledger: Ledger, out: Path | IO[bytes], checkpoint_id: int | None, year: int | None
+    ledger: Ledger,
+    out: Path | IO[bytes],
+    checkpoint_id: int | None,
+    year: int | None,
+    progress: Progress | None = None,
 ) -> tuple[Checkpoint, int]:
     """Write the bundle of a checkpoint (default: the latest) to `out` (a path or an
     open file); the checkpoint
@@ -79,6 +84,10 @@ def write_bundle(
             for line in _event_lines(ledger, checkpoint.head_position):
                 lines.write(line)
                 events += 1
+                if progress and not events % PROGRESS_EVERY:
+                    progress(events, checkpoint.tree_size)
+        if progress:
+            progress(events, checkpoint.tree_size)
         bundle.writestr("checkpoint.note", checkpoint.note)
         bundle.writestr("public-key", ledger.notary.signer.public_key_text + "\n")
         if figures is not None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.adapters.postgres import datastore_of
 from ledger.adapters.spreadsheets import write_csv
@@ -19,7 +20,16 @@ from ledger.domain.context import acting_as
 from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import BUCKETS
 from ledger.domain.vocabulary import LANGS
+from ledger.entrypoints.output import (
+    acting,
+    confirm,
+    confirmable,
+    progress,
+    report,
+    reporting,
+)
 from ledger.entrypoints.runtime import Settings, opened
+from ledger.usecases.progress import PROGRESS_EVERY, Progress
 from projections.bundle import write_bundle
 from projections.exports import At, Extract, export
 from projections.reads import movements, previous_statement
@@ -36,18 +46,27 @@ def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _projections_rebuild(_: argparse.Namespace, settings: Settings) -> int:
+def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    confirm(
+        args,
+        "Empty every read model and apply every event again? Reads answer from the "
+        "rebuilt models only as they fill.",
+    )
     with opened(settings) as ledger:
-        applied = ProjectionWorker(ledger).rebuild()
-        print(f"rebuilt the read models from {applied} events", flush=True)
+        with progress(args, "rebuilding", "positions") as bar:
+            applied = ProjectionWorker(ledger).rebuild(bar)
         settle(datastore_of(ledger))
+    report(args, f"rebuilt the read models from {applied} events", {"events": applied})
     return 0
 
 
 def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     def write(extract: Extract, at: At) -> None:
-        with open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out:
-            write_csv(extract.columns, extract.rows, args.lang, out, bom=args.bom)
+        with (
+            open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out,
+            progress(args, "exporting", "rows") as bar,
+        ):
+            write_csv(extract.columns, _counted(extract, bar), args.lang, out, bom=args.bom)
 
     with opened(settings) as ledger:
         ProjectionWorker(ledger).catch_up()
@@ -56,60 +75,65 @@ def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _counted(extract: Extract, bar: Progress) -> Iterator[Any]:
+    """The extract's rows, telling `bar` how many have gone."""
+    for n, row in enumerate(extract.rows, 1):
+        if not n % PROGRESS_EVERY:
+            bar(n, extract.count)
+        yield row
+    bar(extract.count, extract.count)
+
+
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     data = Path(args.file).read_bytes()
-
-    def bar(done: int, total: int) -> None:
-        filled = 30 * done // max(total, 1)
-        print(
-            f"\rreading  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} lines",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
     try:
-        statement = (
-            parse_statement(data, progress=bar)
-            if args.profile == "ledger"
-            else PARSERS[args.profile](data)
-        )
+        with progress(args, "reading", "lines") as bar:
+            statement = (
+                parse_statement(data, progress=bar)
+                if args.profile == "ledger"
+                else PARSERS[args.profile](data)
+            )
     except StatementRejected as e:
-        print(f"\nrefused: {e.detail}", file=sys.stderr)
+        print(f"refused: {e.detail}", file=sys.stderr)
         return 2
-    print(f"\rreading  [{'#' * 30}] {len(statement.lines)} lines{' ' * 10}", file=sys.stderr)
     with (
         opened(settings) as ledger,
         acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"),
     ):
         ProjectionWorker(ledger).catch_up()
-        print("matching against the ledger...", file=sys.stderr, flush=True)
         datastore = datastore_of(ledger)
         outcome = ledger.import_statement(
             statement,
             lambda s: movements(datastore, s),
             lambda s: previous_statement(datastore, s),
         )
-    report = outcome.value.report
-    counts = ", ".join(f"{bucket} {len(report[bucket])}" for bucket in BUCKETS)
-    print(
-        f"{report['reconciliation_id']}: {counts}"
-        + (" (already imported)" if outcome.replayed else "")
+    found = outcome.value.report
+    counts = ", ".join(f"{bucket} {len(found[bucket])}" for bucket in BUCKETS)
+    report(
+        args,
+        f"{found['reconciliation_id']}: {counts}"
+        + (" (already imported)" if outcome.replayed else ""),
+        {**found, "replayed": outcome.replayed},
     )
     if args.out:
-        Path(args.out).write_text(
-            json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8"
-        )
+        Path(args.out).write_text(json.dumps(found, ensure_ascii=False, indent=2), encoding="utf-8")
     return 0
 
 
 def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    with opened(settings) as ledger:
+    with opened(settings) as ledger, progress(args, "writing", "events") as bar:
         ProjectionWorker(ledger).catch_up()
-        checkpoint, events = write_bundle(ledger, args.out, args.checkpoint, args.fund_year)
-    print(
+        checkpoint, events = write_bundle(ledger, args.out, args.checkpoint, args.fund_year, bar)
+    report(
+        args,
         f"wrote {args.out}: {events} events up to checkpoint {checkpoint.checkpoint_id} "
-        f"(position {checkpoint.head_position})"
+        f"(position {checkpoint.head_position})",
+        {
+            "file": str(args.out),
+            "events": events,
+            "checkpoint_id": checkpoint.checkpoint_id,
+            "head_position": checkpoint.head_position,
+        },
     )
     return 0
 
@@ -119,9 +143,11 @@ def _db_init(args: argparse.Namespace, settings: Settings) -> int:
         ensure_schema(datastore_of(ledger))
         if args.app_role:
             grant_read_models(datastore_of(ledger), args.app_role)
-    print(
+    report(
+        args,
         "the schema is up to date"
-        + (f"; {args.app_role} may append to the ledger, never change it" if args.app_role else "")
+        + (f"; {args.app_role} may append to the ledger, never change it" if args.app_role else ""),
+        {"schema": "up to date", "app_role": args.app_role},
     )
     return 0
 
@@ -130,8 +156,11 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     db = commands.add_parser("db", help="the database's schema and roles").add_subparsers(
         dest="db_command", required=True
     )
-    init = db.add_parser(
-        "init", help="create or upgrade the schema (as its owner), and grant an application role"
+    init = reporting(
+        db.add_parser(
+            "init",
+            help="create or upgrade the schema (as its owner), and grant an application role",
+        )
     )
     init.add_argument(
         "--app-role",
@@ -141,8 +170,10 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     )
     init.set_defaults(run=_db_init)
 
-    bundle = groups["audit"].add_parser(
-        "bundle", help="write the events up to a checkpoint, for `ledger-verify`"
+    bundle = reporting(
+        groups["audit"].add_parser(
+            "bundle", help="write the events up to a checkpoint, for `ledger-verify`"
+        )
     )
     bundle.add_argument(
         "--checkpoint", type=int, default=None, metavar="ID", help="default: the latest"
@@ -158,10 +189,13 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     )
     run = projections.add_parser("run", help="run projection workers in this process only")
     run.set_defaults(run=_projections_run)
-    rebuild = projections.add_parser("rebuild", help="drop and rebuild every read model")
+    rebuild = reporting(projections.add_parser("rebuild", help="drop and rebuild every read model"))
+    confirmable(rebuild)
     rebuild.set_defaults(run=_projections_rebuild)
 
-    rec = commands.add_parser("reconcile", help="reconcile a bank statement and record it")
+    rec = reporting(
+        commands.add_parser("reconcile", help="reconcile a bank statement and record it")
+    )
     rec.add_argument("file", help="the statement: CSV, camt.053 or MT940")
     rec.add_argument(
         "--profile",
@@ -170,7 +204,7 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
         help="the statement's format: the ledger's own CSV, a Chinese online-banking export "
         "(CSV), ISO 20022 camt.053.001.08 (XML) or SWIFT MT940",
     )
-    rec.add_argument("--actor", default="cli-treasury", help="recorded as who imported it")
+    acting(rec, "imports it")
     rec.add_argument("--out", default=None, help="also write the report as JSON to this file")
     rec.set_defaults(run=_reconcile)
 

@@ -24,7 +24,7 @@ import structlog
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
-from ledger.adapters.postgres import EVENTS_TABLE, statements
+from ledger.adapters.postgres import head_position, statements
 from ledger.adapters.replica import Standby, primary_of
 from ledger.domain.errors import NotReached, ValidationFailed
 
@@ -40,17 +40,13 @@ FIRST_POLL_SECONDS = 0.005
 LAST_POLL_SECONDS = 0.1
 RECONNECT_SECONDS = 1.0
 
-_HEAD = sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(
-    sql.Identifier(EVENTS_TABLE)
-)
-
 
 def tracked_position(datastore: PostgresDatastore, names: Sequence[str]) -> int:
     """The position every one of the named views has reached; with none named, the
     last event recorded (a read of the events themselves waits for nothing else)."""
+    if not names:
+        return head_position(datastore)
     with statements(datastore) as curs:
-        if not names:
-            return int(curs.execute(_HEAD).fetchone()["head"])  # type: ignore[index]
         curs.execute(
             "SELECT coalesce(min(position), 0) AS position FROM projection_tracking "
             "WHERE name = ANY(%s)",
@@ -155,8 +151,7 @@ def reach(
     if tracked_position(datastore, names) >= position:
         return datastore
     primary = primary_of(datastore)
-    with statements(primary) as curs:
-        head = curs.execute(_HEAD).fetchone()["head"]  # type: ignore[index]
+    head = head_position(primary)
     if position > head:
         raise ValidationFailed(
             parameter, f"no event has position {position}: the last recorded is {head}", "query"

@@ -25,8 +25,9 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 from psycopg.rows import TupleRow, tuple_row
 
-from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, statements
+from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, head_position, statements
 from ledger.usecases.ledger import Ledger
+from ledger.usecases.progress import Progress
 from projections.schema import ensure_schema, tables
 from projections.streams import Streams
 from projections.tables import Curs, Writes
@@ -230,8 +231,9 @@ class ProjectionWorker:
             total += applied
         return total
 
-    def rebuild(self) -> int:
-        """Empty every view and apply all events again."""
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Empty every view and apply all events again, telling `progress` (positions
+        folded, the last) as it goes."""
         names = list(self.views)
         with self.datastore.transaction(commit=True) as curs:
             tracked = _lock(curs, names)
@@ -249,9 +251,9 @@ class ProjectionWorker:
         for name in names:
             self._cached_at.pop(name, None)
         with _collector_paused():
-            return self._replay(generations) + self.catch_up()
+            return self._replay(generations, progress) + self.catch_up()
 
-    def _replay(self, generations: dict[str, int]) -> int:
+    def _replay(self, generations: dict[str, int], progress: Progress | None) -> int:
         """A rebuild's first pass: this thread decodes and folds the next batch while
         another writes the one before, so PostgreSQL's half of the work runs beside
         Python's. Each batch still commits with its positions; should another worker
@@ -267,6 +269,7 @@ class ProjectionWorker:
         )
         writer.start()
         last, finished = 0, False
+        head = head_position(self.datastore) if progress else 0
         try:
             # each batch read by one statement, outside any transaction: a fold (or a
             # wait on the writer) must not sit idle inside one, which the session's
@@ -281,6 +284,8 @@ class ProjectionWorker:
                     fold.apply(rows)
                     batches.put((fold.writes(curs), rows[-1][0], len(rows)))
                 last = rows[-1][0]
+                if progress:
+                    progress(last, head)
         finally:
             self._curs = None
             batches.put(None)

@@ -12,9 +12,10 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
-from ledger.adapters.postgres import EVENTS_TABLE
+from ledger.adapters.postgres import EVENTS_TABLE, head_position
 from ledger.domain.chain import GENESIS, event_digest
 from ledger.usecases.checkpoints import Verification
+from ledger.usecases.progress import PROGRESS_EVERY, Progress
 from ledger.verifier import Frontier, Note, NoteError, verify_note
 
 
@@ -107,6 +108,7 @@ def verify_chain(
     datastore: PostgresDatastore,
     signed: Sequence[Signed] = (),
     public_key: Ed25519PublicKey | None = None,
+    progress: Progress | None = None,
 ) -> Verification:
     """Walk every event in order; report the first whose stored hash does not follow,
     then the first checkpoint (smallest tree first) whose signed root the events no
@@ -116,6 +118,7 @@ def verify_chain(
         walk = _Walk(signed, public_key)
     except _Bad as bad:
         return _Walk((), None).result(bad=bad.checkpoint, detail=f"{_named(bad.checkpoint)}: {bad}")
+    head = head_position(datastore) if progress else 0
     with (
         datastore.get_connection() as conn,
         conn.transaction(),
@@ -148,6 +151,10 @@ def verify_chain(
             walk.follow(expected)
             if failed := walk.settle():
                 return failed
+            if progress and not row["notification_id"] % PROGRESS_EVERY:
+                progress(row["notification_id"], head)
+    if progress:
+        progress(head, head)
     return walk.end()
 
 

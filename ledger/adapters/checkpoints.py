@@ -17,6 +17,7 @@ from ledger.domain.chain import GENESIS
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.merkle import Tree
 from ledger.usecases.checkpoints import Checkpoint, Inclusion, Signer, Verification
+from ledger.usecases.progress import Progress
 from ledger.verifier import Frontier
 
 _EVENTS_AFTER = sql.SQL(
@@ -102,8 +103,9 @@ class PostgresNotary:
             row = curs.fetchone()
         return checkpoint_of(row) if row else None
 
-    def verify(self, note: str | None = None) -> Verification:
-        """The chain, every kept checkpoint, and `note` (one an auditor kept) if given."""
+    def verify(self, note: str | None = None, progress: Progress | None = None) -> Verification:
+        """The chain, every kept checkpoint, and `note` (one an auditor kept) if given;
+        `progress` told (position, last position) as the walk goes."""
         with statements(self._datastore) as curs:
             curs.execute(
                 sql.SQL("SELECT checkpoint_id, note FROM {}").format(
@@ -114,7 +116,7 @@ class PostgresNotary:
         if note is not None:
             signed.append(Signed(None, note))
         public_key = Ed25519PublicKey.from_public_bytes(self.signer.public_key)
-        return verify_chain(self._datastore, signed, public_key)
+        return verify_chain(self._datastore, signed, public_key, progress)
 
     def _tree(self, tree_size: int, parameter: str) -> tuple[Tree, list[int]]:
         """The tree of the first `tree_size` events, and their positions."""

@@ -515,6 +515,17 @@ def snapshot(datastore: PostgresDatastore) -> Iterator[Cursor[DictRow]]:
         yield curs
 
 
+_HEAD = sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(
+    sql.Identifier(EVENTS_TABLE)
+)
+
+
+def head_position(datastore: PostgresDatastore) -> int:
+    """The position of the last event recorded (0 before the first)."""
+    with statements(datastore) as curs:
+        return int(curs.execute(_HEAD).fetchone()["head"])  # type: ignore[index]
+
+
 def datastore_of(app: Application[Any]) -> PostgresDatastore:
     """The connection pool behind an application, shared by read models and keys."""
     recorder = app.recorder

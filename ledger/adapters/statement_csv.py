@@ -14,22 +14,22 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
 from ledger.domain.errors import StatementRejected
 from ledger.domain.money import ZERO, ZERO_PATTERN, MoneyFormatError, parse_money
 from ledger.domain.reconciliation import DIRECTIONS, Statement, StatementLine
+from ledger.usecases.progress import PROGRESS_EVERY, Progress
 
 HEADER = ("value_date", "bank_reference", "amount", "direction", "counterparty")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _REFERENCE_RE = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 
 
-def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = None) -> Statement:
+def parse_statement(data: bytes, progress: Progress | None = None) -> Statement:
     """Parse a UTF-8 (optionally BOM-prefixed) CSV statement, or refuse it whole.
-    `progress(lines_done, lines_total)` is told every thousand lines."""
+    `progress(lines_done, lines_total)` is told every thousand lines, and at the end."""
     body = data.removeprefix(codecs.BOM_UTF8)
     try:
         text = body.decode("utf-8")
@@ -47,9 +47,11 @@ def parse_statement(data: bytes, progress: Callable[[int, int], None] | None = N
         for row in rows:
             if any(cell.strip() for cell in row):
                 parsed.append(_line(rows.line_num, row))
-            if progress and rows.line_num % 1000 == 0:
+            if progress and rows.line_num % PROGRESS_EVERY == 0:
                 progress(rows.line_num, total)
         lines = tuple(parsed)
+        if progress:
+            progress(rows.line_num, rows.line_num)
     except csv.Error as e:
         raise StatementRejected(rows.line_num, "csv", f"malformed CSV: {e}") from None
     return _statement(data, lines)

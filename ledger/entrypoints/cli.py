@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
@@ -23,12 +24,22 @@ import structlog
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
-from ledger.adapters.api_keys import issue_key, list_keys, revoke_key
+from ledger.adapters.api_keys import KeyRecord, issue_key, list_keys, revoke_key
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.domain.roles import ROLES
 from ledger.entrypoints.logs import configure_logging
+from ledger.entrypoints.output import (
+    NotConfirmed,
+    acting,
+    confirm,
+    confirmable,
+    progress,
+    report,
+    reporting,
+    with_help_defaults,
+)
 from ledger.entrypoints.runtime import (
     ConfigurationError,
     Settings,
@@ -58,14 +69,25 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
         issued = issue_key(ledger, args.name, args.role, args.expires_in_days)
     record = issued.record
     until = f", until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
-    print(f"created key {record.name} with roles {', '.join(record.roles)}{until}:")
-    print(issued.key)
+    report(
+        args,
+        f"created key {record.name} with roles {', '.join(record.roles)}{until}:\n{issued.key}",
+        {**_key(record), "key": issued.key},
+    )
     return 0
 
 
-def _keys_list(_: argparse.Namespace, settings: Settings) -> int:
+def _key(record: KeyRecord) -> dict[str, Any]:
+    """A key as `--json` shows it (its number in the table is nobody's business)."""
+    return {name: value for name, value in asdict(record).items() if name != "seq"}
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings) as ledger:
         records, _next = list_keys(datastore_of(ledger))
+    if args.json:
+        report(args, "", {"keys": [_key(r) for r in records]})
+        return 0
 
     def instant(value: datetime | None) -> str:
         return f"{value:%Y-%m-%d %H:%M}" if value else "-"
@@ -84,7 +106,11 @@ def _keys_list(_: argparse.Namespace, settings: Settings) -> int:
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings) as ledger, acting_as(args.actor, f"cli-keys-revoke-{args.name}"):
         record, _position = revoke_key(ledger, args.name)
-    print(f"revoked key {record.name} at {record.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+    report(
+        args,
+        f"revoked key {record.name} at {record.revoked_at:%Y-%m-%d %H:%M:%S} UTC",
+        _key(record),
+    )
     return 0
 
 
@@ -94,22 +120,41 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, UnicodeError) as e:
         print(f"error: cannot read the note: {e}", file=sys.stderr)
         return 2
-    with opened(settings) as ledger:
-        result = ledger.notary.verify(note)
+    with opened(settings) as ledger, progress(args, "verifying", "positions") as bar:
+        result = ledger.notary.verify(note, bar)
+    data = asdict(result)
     if result.ok:
         kept = ", and the note given" if note is not None else ""
-        print(
+        report(
+            args,
             f"intact: {result.events_checked} events, head {result.head}; "
-            f"{result.checkpoints_checked} signed checkpoints hold{kept}"
+            f"{result.checkpoints_checked} signed checkpoints hold{kept}",
+            data,
         )
         return 0
-    print(f"TAMPERED: {result.detail} ({result.events_checked} events before it are intact)")
+    report(
+        args,
+        f"TAMPERED: {result.detail} ({result.events_checked} events before it are intact)",
+        data,
+    )
     return 1
 
 
-def _audit_checkpoint(_: argparse.Namespace, settings: Settings) -> int:
+def _audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings) as ledger:
         checkpoint = ledger.notary.sign()
+    if args.json:
+        report(
+            args,
+            "",
+            {
+                "checkpoint_id": checkpoint.checkpoint_id,
+                "tree_size": checkpoint.tree_size,
+                "head_position": checkpoint.head_position,
+                "note": checkpoint.note,
+            },
+        )
+        return 0
     print(
         f"checkpoint {checkpoint.checkpoint_id}: {checkpoint.tree_size} events up to "
         f"position {checkpoint.head_position}; keep this note:",
@@ -125,10 +170,19 @@ def _audit_public_key(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
+    confirm(
+        args,
+        f"Erase the name, account and apartment of talent {args.talent_id} for good? "
+        "Amounts and history stay; nothing can bring the data back.",
+    )
     with opened(settings) as ledger, acting_as(args.actor, f"cli-forget-{args.talent_id}"):
         outcome = ledger.forget_talent(args.talent_id)
     log.info("personal data erased", talent_id=args.talent_id, position=outcome.position)
-    print(f"erased the personal data of talent {args.talent_id}")
+    report(
+        args,
+        f"erased the personal data of talent {args.talent_id}",
+        {"talent_id": args.talent_id, "erased": True, "position": outcome.position},
+    )
     return 0
 
 
@@ -141,7 +195,9 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
     )
-    create = keys.add_parser("create", help="create a key; the key is the last line printed")
+    create = reporting(
+        keys.add_parser("create", help="create a key; the key is the last line printed")
+    )
     create.add_argument(
         "--name", required=True, help="who holds it: the actor recorded on what it does"
     )
@@ -151,20 +207,24 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
     create.add_argument(
         "--expires-in-days", type=int, default=None, help="refused after this many days"
     )
-    create.add_argument("--actor", default="cli-admin", help="recorded as who issued it")
+    acting(create, "issues it")
     create.set_defaults(run=_keys_create)
-    listing = keys.add_parser("list", help="every key: roles, dates, last use; never a secret")
+    listing = reporting(
+        keys.add_parser("list", help="every key: roles, dates, last use; never a secret")
+    )
     listing.set_defaults(run=_keys_list)
-    revoke = keys.add_parser("revoke", help="refuse a key from now on, in every process")
+    revoke = reporting(keys.add_parser("revoke", help="refuse a key from now on, in every process"))
     revoke.add_argument("name", help="the key's name")
-    revoke.add_argument("--actor", default="cli-admin", help="recorded as who revoked it")
+    acting(revoke, "revokes it")
     revoke.set_defaults(run=_keys_revoke)
 
     audit = commands.add_parser("audit", help="auditor tools").add_subparsers(
         dest="audit_command", required=True
     )
-    verify = audit.add_parser(
-        "verify", help="check the hash chain over all events, and every signed checkpoint"
+    verify = reporting(
+        audit.add_parser(
+            "verify", help="check the hash chain over all events, and every signed checkpoint"
+        )
     )
     verify.add_argument(
         "--checkpoint",
@@ -173,8 +233,8 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
         help="also check the ledger against a signed note kept outside it",
     )
     verify.set_defaults(run=_audit_verify)
-    checkpoint = audit.add_parser(
-        "checkpoint", help="sign the ledger as it stands; prints the signed note"
+    checkpoint = reporting(
+        audit.add_parser("checkpoint", help="sign the ledger as it stands; prints the signed note")
     )
     checkpoint.set_defaults(run=_audit_checkpoint)
     public_key = audit.add_parser(
@@ -185,11 +245,14 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
     talents = commands.add_parser("talents", help="talents' personal data").add_subparsers(
         dest="talents_command", required=True
     )
-    forget = talents.add_parser(
-        "forget", help="destroy a talent's data key: its name reads as erased everywhere"
+    forget = reporting(
+        talents.add_parser(
+            "forget", help="destroy a talent's data key: its name reads as erased everywhere"
+        )
     )
     forget.add_argument("talent_id", help="the talent whose name and key go")
-    forget.add_argument("--actor", default="cli-admin", help="recorded as who erased it")
+    acting(forget, "erases it")
+    confirmable(forget)
     forget.set_defaults(run=_talents_forget)
     return {"audit": audit}
 
@@ -202,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     groups = _add_core_commands(commands)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         entry.load()(commands, groups)
+    with_help_defaults(top)
     return top
 
 
@@ -238,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, MasterKeyMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return EX_CONFIG
-    except LedgerError as e:  # nor may it be
+    except (LedgerError, NotConfirmed) as e:  # nor may it be, or the user said no
         print(f"error: {e}", file=sys.stderr)
         return 2
     except UNREACHABLE as e:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.usecases.progress import Progress
 from ledger.verifier import note_text, signature_line
 
 SEED_BYTES = 32
@@ -103,7 +104,7 @@ class Notary(Protocol):
     def find(self, checkpoint_id: int | None = None) -> Checkpoint | None:
         """A kept checkpoint, or (no id) the one of the largest tree."""
 
-    def verify(self, note: str | None = None) -> Verification:
+    def verify(self, note: str | None = None, progress: Progress | None = None) -> Verification:
         """The hash chain, every kept checkpoint, and `note` (one kept elsewhere) if given."""
 
     def inclusion(self, position: int, tree_size: int) -> Inclusion:

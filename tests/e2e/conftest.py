@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -89,6 +91,33 @@ def run_ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def run_on_terminal(env: dict[str, str], *args: str, typed: str = "") -> tuple[int, str, str]:
+    """`ledger ARGS` with a terminal for its stdin and stderr (where a person would
+    watch and answer), `typed` typed at it: its exit status, stdout and what the
+    terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [LEDGER, *args], env=env, cwd=ROOT, stdin=slave, stdout=subprocess.PIPE, stderr=slave
+    )
+    os.close(slave)
+    if typed:
+        os.write(master, typed.encode())
+    shown = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        try:
+            chunk = os.read(master, 65536) if ready else b"."
+        except OSError:  # the other side closed: the process is gone
+            break
+        if not chunk:
+            break
+        shown += chunk if ready else b""
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=10)
+    return proc.returncode, stdout.decode(), shown.decode(errors="replace")
+
+
 @pytest.fixture
 def cli(ledger_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
     return partial(run_ledger, ledger_env)
@@ -97,7 +126,7 @@ def cli(ledger_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess
 @pytest.fixture
 def make_key(cli: Callable[..., subprocess.CompletedProcess[str]]) -> Callable[..., str]:
     def make(name: str, *roles: str) -> str:
-        args = ["keys", "create", "--name", name]
+        args = ["keys", "create", "--actor", "test-admin", "--name", name]
         for role in roles:
             args += ["--role", role]
         done = cli(*args)

@@ -123,7 +123,7 @@ def test_projections_rebuild_exits_0_with_the_same_read_models(
     incremental = _tables(db_url)
     assert len(incremental["rm_audit_trail"]) == events
 
-    done = cli("projections", "rebuild")
+    done = cli("projections", "rebuild", "--yes")
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(rf"\b{events}\b", done.stdout), done.stdout
@@ -138,7 +138,7 @@ def test_projections_rebuild_exits_0_with_the_same_read_models(
 
 
 def test_projections_rebuild_works_on_a_fresh_empty_database(cli: Cli) -> None:
-    done = cli("projections", "rebuild")
+    done = cli("projections", "rebuild", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

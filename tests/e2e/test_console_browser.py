@@ -420,7 +420,17 @@ def test_each_role_sees_what_the_api_allows_it_and_nothing_more(
 def test_a_session_is_an_httponly_strict_cookie_that_sign_out_and_revocation_end(
     demo: Demo, context: BrowserContext
 ) -> None:
-    key = run_ledger(demo.env, "keys", "create", "--name", "console-short", "--role", "auditor")
+    key = run_ledger(
+        demo.env,
+        "keys",
+        "create",
+        "--actor",
+        "test-admin",
+        "--name",
+        "console-short",
+        "--role",
+        "auditor",
+    )
     assert key.returncode == 0, key.stderr
     demo.keys["short"] = key.stdout.strip().splitlines()[-1]
     page = sign_in(context, demo, "short")

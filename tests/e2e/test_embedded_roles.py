@@ -38,7 +38,9 @@ def test_the_embedded_server_serves_as_an_application_role(tmp_path: Path) -> No
     )
     server = Server(env, tmp_path / "serve.log")
     try:
-        made = run_ledger(env, "keys", "create", "--name", "e2e-admin", "--role", "admin")
+        made = run_ledger(
+            env, "keys", "create", "--actor", "test-admin", "--name", "e2e-admin", "--role", "admin"
+        )
         assert made.returncode == 0, made.stderr
         key = made.stdout.strip().splitlines()[-1]
         opened = httpx.post(
@@ -73,7 +75,7 @@ def test_db_init_sets_up_an_application_role_that_serves(
     done = cli("db", "init", "--app-role", role)
     assert done.returncode == 0, done.stderr
     assert role in done.stdout
-    made = cli("keys", "create", "--name", "e2e-clerk", "--role", "admin")
+    made = cli("keys", "create", "--actor", "test-admin", "--name", "e2e-clerk", "--role", "admin")
     key = made.stdout.strip().splitlines()[-1]
     try:
         ledger_env["LEDGER_DATABASE_URL"] = make_conninfo(db_url, user=role)

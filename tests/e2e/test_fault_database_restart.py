@@ -162,7 +162,16 @@ def _keys(env: dict[str, str]) -> dict[str, str]:
     """Two people, made with `ledger keys create`: `clerk` does all but approving."""
     keys = {}
     for who, roles in (("clerk", ("admin", "clerk", "treasury")), ("approver", ("approver",))):
-        done = run_ledger(env, "keys", "create", "--name", who, *(f"--role={r}" for r in roles))
+        done = run_ledger(
+            env,
+            "keys",
+            "create",
+            "--actor",
+            "test-admin",
+            "--name",
+            who,
+            *(f"--role={r}" for r in roles),
+        )
         assert done.returncode == 0, done.stderr
         keys[who] = done.stdout.strip().splitlines()[-1]
     return keys

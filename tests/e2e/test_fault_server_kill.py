@@ -392,6 +392,6 @@ def test_a_server_killed_mid_write_loses_and_doubles_nothing_when_clients_retry(
     # server's, are what a rebuild from the events gives
     second.stop()
     incremental = dump(db_url)
-    rebuilt = cli("projections", "rebuild")
+    rebuilt = cli("projections", "rebuild", "--yes")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert_same_tables(dump(db_url), incremental)

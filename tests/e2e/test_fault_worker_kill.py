@@ -385,7 +385,7 @@ def test_a_worker_killed_mid_batch_resumes_to_the_read_models_a_rebuild_gives(
     second.kill(signal.SIGTERM)
     incremental = dump(db_url)
     assert_plausible(incremental, last)  # every table has rows; one audit entry a position
-    rebuilt = cli("projections", "rebuild")
+    rebuilt = cli("projections", "rebuild", "--yes")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert f"from {last} events" in rebuilt.stdout, rebuilt.stdout
     assert_same_tables(dump(db_url), incremental)

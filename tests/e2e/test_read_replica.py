@@ -88,7 +88,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         standby.start()
         tmp: Path = tmp_path_factory.mktemp("replica")
         env = environment(primary.url, tmp / "var")
-        done = run_ledger(env, "keys", "create", "--name", "admin", "--role", "admin")
+        done = run_ledger(
+            env, "keys", "create", "--actor", "test-admin", "--name", "admin", "--role", "admin"
+        )
         assert done.returncode == 0, done.stderr
         key = done.stdout.strip().splitlines()[-1]
         env["LEDGER_READ_DATABASE_URL"] = standby.url

@@ -1,6 +1,6 @@
 """`ledger reconcile FILE`, run as a real process on a real database: it prints the
-count per bucket (and a progress bar on stderr), records the import once, and refuses
-a bad file naming its line."""
+count per bucket (and, on a terminal, a progress bar on stderr), records the import
+once, and refuses a bad file naming its line."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ import pytest
 
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
-from ledger.domain.reconciliation import Reconciliation
+from ledger.domain.reconciliation import BUCKETS, Reconciliation
 from ledger.usecases.ledger import Ledger
 from projections.reads import history
 from projections.worker import ProjectionWorker
 from tests import commands as c
 from tests.bank_statements import Entry, camt053
+from tests.e2e.conftest import run_on_terminal
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Counter = Callable[[], int]
@@ -86,13 +87,13 @@ def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
     out = tmp_path / "report.json"
     events = count_events()
 
-    done = cli("reconcile", str(statement), "--out", str(out))
+    done = cli("reconcile", "--actor", "treasurer-li", str(statement), "--out", str(out))
 
     assert done.returncode == 0, done.stderr
     rid, per_bucket, replayed = counts(done)
     assert per_bucket == [1, 0, 0, 1, 1]
     assert not replayed
-    assert re.search(r"\[#{30}\] 2 lines", done.stderr), done.stderr
+    assert "reading" not in done.stderr  # no terminal, no progress bar
     assert count_events() == events + 1
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["reconciliation_id"] == rid
@@ -103,10 +104,10 @@ def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
     ProjectionWorker(paid).catch_up()
     trail, _ = history(datastore_of(paid), limit=1000)
     [imported] = [e for e in trail if e["event_type"] == "Reconciliation.Imported"]
-    assert imported["actor"] == "cli-treasury"
+    assert imported["actor"] == "treasurer-li"
     assert imported["reference"] == hashlib.sha256(STATEMENT.encode()).hexdigest()
 
-    again = cli("reconcile", str(statement))
+    again = cli("reconcile", "--actor", "treasurer-li", str(statement))
 
     assert again.returncode == 0, again.stderr
     assert counts(again) == (rid, per_bucket, True)
@@ -114,22 +115,25 @@ def test_reconcile_prints_the_counts_per_bucket_and_records_the_import_once(
     assert count_events() == events + 1
 
 
-def test_reconcile_shows_its_progress_through_a_long_statement(
-    cli: Cli, paid: Ledger, tmp_path: Path
+def test_reconcile_shows_its_progress_through_a_long_statement_on_a_terminal(
+    cli: Cli, paid: Ledger, tmp_path: Path, ledger_env: dict[str, str]
 ) -> None:
     statement = tmp_path / "long.csv"
     filler = "".join(f"2024-03-05,BX-{n},1.00,debit,x\n" for n in range(2500))
     statement.write_text(STATEMENT + filler, encoding="utf-8")
 
-    done = cli("reconcile", str(statement))
+    status, out, shown = run_on_terminal(
+        ledger_env, "reconcile", "--actor", "treasurer-li", str(statement)
+    )
 
-    assert done.returncode == 0, done.stderr
-    _, per_bucket, _ = counts(done)
-    assert per_bucket == [1, 0, 0, 2501, 1]
-    frames = [f for f in re.split(r"[\r\n]", done.stderr) if f.startswith("reading")]
-    assert any(re.search(r"\] 1000/\d+ lines", f) for f in frames), done.stderr
-    assert any(re.search(r"\] 2000/\d+ lines", f) for f in frames), done.stderr
-    assert re.search(r"\[#{30}\] 2502 lines", done.stderr), done.stderr
+    assert status == 0, shown
+    assert re.search(r"reading \[#{30}\] 2,503/2,503 lines", shown), shown
+    assert COUNTS.fullmatch(out.strip().splitlines()[-1]), out
+    again = cli("reconcile", "--actor", "treasurer-li", str(statement), "--json")
+    assert "reading" not in again.stderr  # no terminal: no bar
+    report = json.loads(again.stdout)
+    assert report["replayed"] is True
+    assert [len(report[b]) for b in BUCKETS] == [1, 0, 0, 2501, 1]
 
 
 @pytest.mark.parametrize(
@@ -148,7 +152,7 @@ def test_reconcile_refuses_a_bad_file_naming_the_line_and_records_nothing(
     statement.write_text(text, encoding="utf-8")
     events = count_events()
 
-    done = cli("reconcile", str(statement))
+    done = cli("reconcile", "--actor", "treasurer-li", str(statement))
 
     assert done.returncode != 0
     assert f"line {line}" in done.stderr, done.stderr
@@ -166,7 +170,7 @@ def test_a_chinese_bank_export_is_reconciled_with_its_profile(
     )
     path = tmp_path / "statement.csv"
     path.write_bytes(export.encode("gbk"))
-    done = cli("reconcile", str(path), "--profile", "cn-bank")
+    done = cli("reconcile", "--actor", "treasurer-li", str(path), "--profile", "cn-bank")
     assert done.returncode == 0, done.stderr
     found = COUNTS.match(done.stdout.strip().splitlines()[-1])
     assert found is not None, done.stdout
@@ -184,7 +188,16 @@ def test_a_camt053_statement_is_reconciled_with_its_profile_and_an_unbalanced_on
     path.write_bytes(camt053(entries, opening="50000.00"))
     out = tmp_path / "report.json"
 
-    done = cli("reconcile", str(path), "--profile", "camt.053", "--out", str(out))
+    done = cli(
+        "reconcile",
+        "--actor",
+        "treasurer-li",
+        str(path),
+        "--profile",
+        "camt.053",
+        "--out",
+        str(out),
+    )
 
     assert done.returncode == 0, done.stderr
     assert counts(done)[1] == [1, 0, 0, 1, 1]
@@ -194,7 +207,7 @@ def test_a_camt053_statement_is_reconciled_with_its_profile_and_an_unbalanced_on
     events = count_events()
     path.write_bytes(camt053(entries, opening="50000.00", closing="40099.01"))
 
-    refused = cli("reconcile", str(path), "--profile", "camt.053")
+    refused = cli("reconcile", "--actor", "treasurer-li", str(path), "--profile", "camt.053")
 
     assert refused.returncode == 2
     assert "Stmt/Bal[2]: the opening balance 50000.00" in refused.stderr, refused.stderr

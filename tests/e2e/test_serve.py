@@ -22,7 +22,18 @@ from tests.e2e.conftest import LEDGER, Server
 def test_keys_create_prints_the_key_last_and_stores_only_its_hash(
     cli: Callable[..., subprocess.CompletedProcess[str]], db_url: str
 ) -> None:
-    done = cli("keys", "create", "--name", "wu", "--role", "clerk", "--role", "approver")
+    done = cli(
+        "keys",
+        "create",
+        "--actor",
+        "test-admin",
+        "--name",
+        "wu",
+        "--role",
+        "clerk",
+        "--role",
+        "approver",
+    )
 
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
@@ -40,7 +51,7 @@ def test_keys_create_prints_the_key_last_and_stores_only_its_hash(
 def test_keys_create_refuses_an_unknown_role(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    done = cli("keys", "create", "--name", "x", "--role", "root")
+    done = cli("keys", "create", "--actor", "test-admin", "--name", "x", "--role", "root")
     assert done.returncode != 0
     assert "root" in done.stderr
 
@@ -172,7 +183,7 @@ def test_keys_list_shows_no_secret_and_revoke_reaches_both_server_processes_with
     assert listed.returncode == 0, listed.stderr
     assert "auditor-sun\tauditor\t" in listed.stdout and key not in listed.stdout
 
-    revoked = cli("keys", "revoke", "auditor-sun")
+    revoked = cli("keys", "revoke", "auditor-sun", "--actor", "test-admin")
     assert revoked.returncode == 0, revoked.stderr
     deadline = time.monotonic() + 2.0
     answers = []
@@ -183,16 +194,32 @@ def test_keys_list_shows_no_secret_and_revoke_reaches_both_server_processes_with
         time.sleep(0.05)
     assert answers[-4:] == [401] * 4, answers
     assert time.monotonic() < deadline + 0.5
-    assert cli("keys", "revoke", "nobody").returncode == 1
+    assert cli("keys", "revoke", "nobody", "--actor", "test-admin").returncode == 1
 
 
 def test_keys_create_refuses_a_name_taken_and_approver_with_treasury(
     cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    assert cli("keys", "create", "--name", "zhao", "--role", "treasury").returncode == 0
-    taken = cli("keys", "create", "--name", "zhao", "--role", "clerk")
+    assert (
+        cli(
+            "keys", "create", "--actor", "test-admin", "--name", "zhao", "--role", "treasury"
+        ).returncode
+        == 0
+    )
+    taken = cli("keys", "create", "--actor", "test-admin", "--name", "zhao", "--role", "clerk")
     assert taken.returncode == 2 and "zhao exists" in taken.stderr
-    both = cli("keys", "create", "--name", "chen", "--role", "approver", "--role", "treasury")
+    both = cli(
+        "keys",
+        "create",
+        "--actor",
+        "test-admin",
+        "--name",
+        "chen",
+        "--role",
+        "approver",
+        "--role",
+        "treasury",
+    )
     assert both.returncode == 2 and "approver and treasury" in both.stderr
 
 
@@ -202,7 +229,12 @@ def test_serve_demo_mints_demo_keys_only_into_an_empty_ledger(
     ledger_env: dict[str, str],
     db_url: str,
 ) -> None:
-    assert cli("keys", "create", "--name", "zhou", "--role", "admin").returncode == 0
+    assert (
+        cli(
+            "keys", "create", "--actor", "test-admin", "--name", "zhou", "--role", "admin"
+        ).returncode
+        == 0
+    )
     server = serve("--demo")
     server.stop()
     assert "holds events already" in server.log.read_text()

@@ -46,7 +46,7 @@ def test_forget_erases_a_name_on_the_running_server_and_the_chain_still_verifies
     assert registered.status_code == 201, registered.text
     assert talent(min_position=registered.headers["Ledger-Position"])["name"] == "李四"
 
-    done = cli("talents", "forget", "T1", "--actor", "dpo")
+    done = cli("talents", "forget", "T1", "--actor", "dpo", "--yes")
     assert done.returncode == 0, done.stderr
     assert "T1" in done.stdout
     erased = talent()
@@ -56,8 +56,10 @@ def test_forget_erases_a_name_on_the_running_server_and_the_chain_still_verifies
 
     verified = cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert cli("talents", "forget", "T1").returncode == 0, "forgetting twice is harmless"
-    missing = cli("talents", "forget", "T404")
+    assert cli("talents", "forget", "T1", "--actor", "dpo", "--yes").returncode == 0, (
+        "forgetting twice is harmless"
+    )
+    missing = cli("talents", "forget", "T404", "--actor", "dpo", "--yes")
     assert missing.returncode == 1
     assert "T404" in missing.stderr
 

@@ -80,15 +80,16 @@ def test_the_same_bytes_always_hash_the_same_and_other_bytes_do_not() -> None:
     assert parse_statement(one).sha256 != parse_statement(other).sha256
 
 
-def test_progress_is_told_every_thousand_lines() -> None:
+def test_progress_is_told_every_thousand_lines_and_at_the_end() -> None:
     lines = [f"2024-03-01,BR-{n},1.00,debit,x" for n in range(2500)]
     calls: list[tuple[int, int]] = []
 
     parsed = parse_statement(statement(*lines), progress=lambda d, t: calls.append((d, t)))
 
     assert len(parsed.lines) == 2500
-    assert [done for done, _ in calls] == [1000, 2000]
+    assert [done for done, _ in calls] == [1000, 2000, 2501]
     assert all(total >= 2501 for _, total in calls)
+    assert calls[-1] == (2501, 2501)  # the header and every line: all read
 
 
 # --- refusals ------------------------------------------------------------------------

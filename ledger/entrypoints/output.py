@@ -1,0 +1,120 @@
+"""What a `ledger` command tells its user: a line for people or, with `--json`, one
+JSON object for scripts; progress bars only where a person watches (a terminal, and
+not `--json`); a confirmation before what cannot be undone.
+
+Help text: every option says what it does, and its default when it has one (`Help`).
+The bar is a dozen lines written here: the libraries that draw one (tqdm, rich) would
+be a runtime dependency for a line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ledger.usecases.progress import Progress
+
+BAR_WIDTH = 30
+REDRAW_SECONDS = 0.1
+
+
+class Help(argparse.HelpFormatter):
+    """argparse's help, each option's default appended when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def with_help_defaults(parser: argparse.ArgumentParser) -> None:
+    """`Help` for `parser` and every subcommand's parser under it."""
+    parser.formatter_class = Help
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                with_help_defaults(sub)
+
+
+def reporting(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give a command that reports `--json`."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of lines for people"
+    )
+    return parser
+
+
+def report(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
+    """A command's result: `text` for people, or `data` as JSON with `--json`."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    else:
+        print(text)
+
+
+def acting(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--actor`, required: the person an action is recorded under, never a default."""
+    parser.add_argument(
+        "--actor", required=True, metavar="WHO", help=f"who {what}: recorded under this name"
+    )
+
+
+def confirmable(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true", help="do it without asking first")
+
+
+class NotConfirmed(Exception):
+    """The user said no, or could not be asked."""
+
+
+def confirm(args: argparse.Namespace, question: str) -> None:
+    """Go on only with `--yes`, or a "yes" typed at a terminal; else `NotConfirmed`."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise NotConfirmed("no terminal to confirm on: pass --yes to do it")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise NotConfirmed("not confirmed: nothing was done")
+
+
+@contextmanager
+def progress(args: argparse.Namespace, label: str, unit: str) -> Iterator[Progress]:
+    """A bar on stderr while the block runs, when a person watches; else nothing."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    drawn = [0.0]
+
+    def draw(done: int, total: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - drawn[0] < REDRAW_SECONDS:
+            return
+        drawn[0] = now
+        filled = BAR_WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        print(f"\r{label} [{bar}] {done:,}/{total:,} {unit}", end="", file=sys.stderr, flush=True)
+
+    last = [0, 0]
+
+    def update(done: int, total: int) -> None:
+        last[:] = [done, total]
+        draw(done, total)
+
+    try:
+        yield update
+    finally:
+        if last[1]:
+            draw(last[0], last[1], final=True)
+            print(file=sys.stderr)
