@@ -20,14 +20,7 @@ from ledger.domain.context import acting_as
 from ledger.domain.errors import StatementRejected
 from ledger.domain.reconciliation import BUCKETS
 from ledger.domain.vocabulary import LANGS
-from ledger.entrypoints.output import (
-    acting,
-    confirm,
-    confirmable,
-    progress,
-    report,
-    reporting,
-)
+from ledger.entrypoints import output
 from ledger.entrypoints.runtime import Settings, opened
 from ledger.usecases.progress import PROGRESS_EVERY, Progress
 from projections.bundle import write_bundle
@@ -47,16 +40,16 @@ def _projections_run(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    confirm(
+    output.confirm(
         args,
         "Empty every read model and apply every event again? Reads answer from the "
         "rebuilt models only as they fill.",
     )
     with opened(settings) as ledger:
-        with progress(args, "rebuilding", "positions") as bar:
+        with output.progress(args, "rebuilding", "positions") as bar:
             applied = ProjectionWorker(ledger).rebuild(bar)
         settle(datastore_of(ledger))
-    report(args, f"rebuilt the read models from {applied} events", {"events": applied})
+    output.report(args, f"rebuilt the read models from {applied} events", {"events": applied})
     return 0
 
 
@@ -64,7 +57,7 @@ def _export_audit_trail(args: argparse.Namespace, settings: Settings) -> int:
     def write(extract: Extract, at: At) -> None:
         with (
             open(args.out, "wb") if args.out else nullcontext(sys.stdout.buffer) as out,
-            progress(args, "exporting", "rows") as bar,
+            output.progress(args, "exporting", "rows") as bar,
         ):
             write_csv(extract.columns, _counted(extract, bar), args.lang, out, bom=args.bom)
 
@@ -87,7 +80,7 @@ def _counted(extract: Extract, bar: Progress) -> Iterator[Any]:
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     data = Path(args.file).read_bytes()
     try:
-        with progress(args, "reading", "lines") as bar:
+        with output.progress(args, "reading", "lines") as bar:
             statement = (
                 parse_statement(data, progress=bar)
                 if args.profile == "ledger"
@@ -109,7 +102,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         )
     found = outcome.value.report
     counts = ", ".join(f"{bucket} {len(found[bucket])}" for bucket in BUCKETS)
-    report(
+    output.report(
         args,
         f"{found['reconciliation_id']}: {counts}"
         + (" (already imported)" if outcome.replayed else ""),
@@ -121,10 +114,10 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    with opened(settings) as ledger, progress(args, "writing", "events") as bar:
+    with opened(settings) as ledger, output.progress(args, "writing", "events") as bar:
         ProjectionWorker(ledger).catch_up()
         checkpoint, events = write_bundle(ledger, args.out, args.checkpoint, args.fund_year, bar)
-    report(
+    output.report(
         args,
         f"wrote {args.out}: {events} events up to checkpoint {checkpoint.checkpoint_id} "
         f"(position {checkpoint.head_position})",
@@ -143,7 +136,7 @@ def _db_init(args: argparse.Namespace, settings: Settings) -> int:
         ensure_schema(datastore_of(ledger))
         if args.app_role:
             grant_read_models(datastore_of(ledger), args.app_role)
-    report(
+    output.report(
         args,
         "the schema is up to date"
         + (f"; {args.app_role} may append to the ledger, never change it" if args.app_role else ""),
@@ -156,7 +149,7 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     db = commands.add_parser("db", help="the database's schema and roles").add_subparsers(
         dest="db_command", required=True
     )
-    init = reporting(
+    init = output.reporting(
         db.add_parser(
             "init",
             help="create or upgrade the schema (as its owner), and grant an application role",
@@ -170,7 +163,7 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     )
     init.set_defaults(run=_db_init)
 
-    bundle = reporting(
+    bundle = output.reporting(
         groups["audit"].add_parser(
             "bundle", help="write the events up to a checkpoint, for `ledger-verify`"
         )
@@ -189,11 +182,13 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
     )
     run = projections.add_parser("run", help="run projection workers in this process only")
     run.set_defaults(run=_projections_run)
-    rebuild = reporting(projections.add_parser("rebuild", help="drop and rebuild every read model"))
-    confirmable(rebuild)
+    rebuild = output.reporting(
+        projections.add_parser("rebuild", help="drop and rebuild every read model")
+    )
+    output.confirmable(rebuild)
     rebuild.set_defaults(run=_projections_rebuild)
 
-    rec = reporting(
+    rec = output.reporting(
         commands.add_parser("reconcile", help="reconcile a bank statement and record it")
     )
     rec.add_argument("file", help="the statement: CSV, camt.053 or MT940")
@@ -204,7 +199,7 @@ def add_commands(commands: Subcommands, groups: dict[str, Subcommands]) -> None:
         help="the statement's format: the ledger's own CSV, a Chinese online-banking export "
         "(CSV), ISO 20022 camt.053.001.08 (XML) or SWIFT MT940",
     )
-    acting(rec, "imports it")
+    output.acting(rec, "imports it")
     rec.add_argument("--out", default=None, help="also write the report as JSON to this file")
     rec.set_defaults(run=_reconcile)
 
