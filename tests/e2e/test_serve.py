@@ -6,10 +6,13 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import psycopg
@@ -399,3 +402,45 @@ def _until_projected(db_url: str, position: int) -> None:
             pass
         assert time.monotonic() < deadline, "the projection worker never caught up"
         time.sleep(0.1)
+
+
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps what it is sent."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Collector.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_with_an_otlp_endpoint_the_server_sends_its_traces_there(
+    serve: Callable[..., Server], make_key: Callable[..., str], ledger_env: dict[str, str]
+) -> None:
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        ledger_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector.server_port}"
+        ledger_env["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # ms between batches
+        server = serve()
+        key = make_key("auditor", "auditor")
+        r = httpx.get(
+            f"{server.url}/v1/fund-years",
+            headers={"Authorization": f"Bearer {key}", "X-Request-Id": "traced-request-1"},
+        )
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 10
+        while not any(b"traced-request-1" in body for _, body in Collector.received):
+            assert time.monotonic() < deadline, Collector.received
+            time.sleep(0.1)
+        assert {path for path, _ in Collector.received} == {"/v1/traces"}
+    finally:
+        collector.shutdown()
+        collector.server_close()

@@ -63,7 +63,9 @@ def imports(root: Path) -> dict[str, set[str]]:
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*up, base] if base else up)
-                targets |= {f"{base}.{a.name}" for a in node.names} | {base}
+                targets |= {f"{base}.{a.name}" for a in node.names}
+                if base in modules:  # not a directory without __init__.py (`ledger.entrypoints`)
+                    targets.add(base)
         graph[me] = {r for t in targets if (r := resolve(t)) and r != me}
     return graph
 

