@@ -57,6 +57,8 @@ def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
+    from api.protocol import HEAD_TIMEOUT_VARIABLE, HeadTimedProtocol  # noqa: PLC0415 - likewise
+
     url = database_url(settings)
     ledger = open_ledger(url, settings)
     try:
@@ -90,6 +92,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ[HEAD_TIMEOUT_VARIABLE] = str(args.timeout_header)
     atexit.register(shutil.rmtree, metrics_dir, True)
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
@@ -103,6 +106,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         limit_concurrency=args.limit_concurrency,
         timeout_keep_alive=args.timeout_keep_alive,
+        http=HeadTimedProtocol,
         access_log=False,
         log_config=None,
     )
@@ -125,6 +129,12 @@ def add_commands(commands: Subcommands, _: dict[str, Subcommands]) -> None:
         type=int,
         default=5,
         help="seconds an idle connection is kept open",
+    )
+    serve.add_argument(
+        "--timeout-header",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's line and headers; then a 408",
     )
     serve.add_argument("--demo", action="store_true", help="load demo data into an empty ledger")
     serve.set_defaults(run=_serve)

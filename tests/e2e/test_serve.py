@@ -444,3 +444,33 @@ def test_with_an_otlp_endpoint_the_server_sends_its_traces_there(
     finally:
         collector.shutdown()
         collector.server_close()
+
+
+def test_a_request_head_sent_too_slowly_is_answered_408_and_closed(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve("--timeout-header", "1")
+    address = ("127.0.0.1", server.port)
+    with socket.create_connection(address, timeout=5) as silent:  # connects, says nothing
+        started = time.monotonic()
+        assert silent.recv(4096).startswith(b"HTTP/1.1 408")
+        assert silent.recv(4096) == b""
+        assert 0.9 < time.monotonic() - started < 3
+    with socket.create_connection(address, timeout=5) as slow:  # a header a second
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        for _ in range(3):
+            time.sleep(0.5)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+    with socket.create_connection(address, timeout=5) as kept:  # the second request's head
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += kept.recv(4096)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 408")
+    # a head sent whole and at once is served as ever
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
