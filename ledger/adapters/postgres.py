@@ -68,6 +68,15 @@ class AppendSession(Reads):
     """One transaction holding the append lock: no other writer can append until it
     ends, so what it reads stays true until its events are in."""
 
+    def __init__(self, recorder: LedgerRecorder, curs: Any, lock: Any) -> None:
+        super().__init__(recorder, curs)
+        self._lock = lock
+
+    def lock_waited(self) -> float:
+        """Measured by the server, answered with the lock: no round trip of its own."""
+        row = self._lock.fetchone()
+        return float(row["waited"]) if row else 0.0
+
 
 class LedgerRecorder(PostgresApplicationRecorder):
     # eventsourcing retries these reads ten times, 0.2 s apart, on a connection error:
@@ -79,10 +88,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # the library's `LOCK TABLE ... IN EXCLUSIVE MODE`, as the table's owner (see
-        # the migration "append-lock-as-owner"), after its lock timeout
+        # the migrations "append-lock-as-owner" and "append-lock-wait"), after its lock
+        # timeout, answering how long it was waited for
         self.lock_table_statements = [
             self.lock_table_statements[0],
-            sql.SQL("SELECT ledger_lock_events()"),
+            sql.SQL("SELECT ledger_lock_events_waited() AS waited"),
         ]
         table = sql.SQL("{0}.{1}").format(
             sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
@@ -111,16 +121,17 @@ class LedgerRecorder(PostgresApplicationRecorder):
     @contextmanager
     def append_session(self) -> Iterator[AppendSession]:
         """The statements are pipelined: the lock goes out with the first query, the
-        insert with its NOTIFY, so a decision that holds costs three round trips."""
+        insert with its NOTIFY, so a decision that holds costs three round trips. The
+        lock's own cursor keeps its answer, the time it was waited for."""
         with (
             self.datastore.get_connection() as conn,
             conn.pipeline(),
             conn.transaction(),
         ):
-            curs = conn.cursor()
+            lock = conn.cursor()
             for statement in self.lock_table_statements:
-                curs.execute(statement, prepare=True)
-            yield AppendSession(self, curs)
+                lock.execute(statement, prepare=True)
+            yield AppendSession(self, conn.cursor(), lock)
 
     @contextmanager
     def reads(self) -> Iterator[Reads]:
@@ -370,6 +381,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         END $$;
         """,
     ),
+    (
+        # The append lock, answering how long it was waited for, as the server measured
+        # it (`ledger_append_lock_wait_seconds`): the lock goes out in one round trip
+        # with the first read, so the client cannot time it apart. The older function
+        # stays for processes of the release before.
+        "append-lock-wait",
+        f"""
+        CREATE FUNCTION ledger_lock_events_waited() RETURNS double precision
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            BEGIN
+                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+                RETURN extract(epoch FROM clock_timestamp() - statement_timestamp());
+            END $$;
+        REVOKE ALL ON FUNCTION ledger_lock_events_waited() FROM PUBLIC;
+        """,
+    ),
 ]
 
 #: what an application role may do to the ledger's own tables (`grant_app_role`): append
@@ -416,7 +443,8 @@ def grant_app_role(datastore: PostgresDatastore, role: str, read_models: Sequenc
                 sql.Identifier(datastore.schema), who
             )
         )
-        curs.execute(sql.SQL("GRANT EXECUTE ON FUNCTION ledger_lock_events() TO {}").format(who))
+        for function in ("ledger_lock_events()", "ledger_lock_events_waited()"):
+            curs.execute(sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(who))
         # a temporary table named like one of the ledger's would stand in for it in the
         # owner's functions, which the application role calls
         curs.execute("SELECT current_database() AS db")

@@ -103,7 +103,8 @@ class Engine(Application[UUID]):
 
     def start_group_commit(self, observe: GroupObserver | None = None) -> None:
         """From now on, concurrent decisions of this process share transactions;
-        `observe` is told each group's size and how long its append took."""
+        `observe` is told each group's size, how long its append took and how long it
+        waited for the append lock."""
         self._committer = GroupCommitter(self, observe)
 
     def close(self) -> None:
@@ -204,6 +205,7 @@ class Engine(Application[UUID]):
         # changed since is read.
         ahead = _long_unseen(uow, known)
         read_ahead: set[UUID] = set()
+        waited = 0.0
         while True:
             while ahead:
                 read_ahead |= ahead
@@ -226,14 +228,16 @@ class Engine(Application[UUID]):
                         else []
                     )
                     recordings = self.events.put(events, session=session) if events else []
+                    waited += session.lock_waited()
                     break
+                waited += session.lock_waited()
         self._remember(uow)
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.
         position = max((r.notification.id for r in recordings), default=0) or (
             store.max_notification_id() or 0
         )
-        return Committed(attempt.value, recordings, position)
+        return Committed(attempt.value, recordings, position, waited)
 
     def _decide_again(
         self,

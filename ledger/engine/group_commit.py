@@ -54,7 +54,9 @@ class _Leaked(Exception):
 
 #: told, after each group is recorded, how many commands it held and how many seconds
 #: its append took, from asking for the lock (its wait included) to the commit
-GroupObserver = Callable[[int, float], None]
+#: told each group's size, its append's seconds, and the seconds of those it waited for
+#: the append lock
+GroupObserver = Callable[[int, float, float], None]
 
 
 class GroupCommitter:
@@ -126,7 +128,7 @@ class GroupCommitter:
             self._fail(group, e)
             return
         if self._observe is not None:
-            self._observe(len(group), time.perf_counter() - started)
+            self._observe(len(group), time.perf_counter() - started, committed.lock_waited)
         done, refused = committed.value
         positions = {id(r.domain_event): r.notification.id for r in committed.recordings}
         for index, item in enumerate(group):

@@ -37,3 +37,4 @@ class Committed(Generic[T]):
     value: T
     recordings: list[Recording[UUID]]
     position: int  # the last event recorded, else the head once the decision held
+    lock_waited: float = 0.0  # seconds waited for the append lock

@@ -24,6 +24,9 @@ class AppendSession(Reads, Protocol):
     """Reads made while no other writer, in any process, can append; the store's
     `insert_events(events, session=...)` appends in it."""
 
+    def lock_waited(self) -> float:
+        """Seconds the session waited for the append lock (known once it has read)."""
+
 
 class EventStore(Protocol):
     def reads(self) -> AbstractContextManager[Reads]:

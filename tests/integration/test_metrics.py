@@ -3,8 +3,11 @@ for any valid key, with what an operator watches first."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
+import psycopg
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -52,3 +55,27 @@ def test_metrics_count_requests_groups_and_the_ledger_for_any_key(api: Api) -> N
     assert after[("ledger_pool_connections", (("state", "open"),))] >= 1
     for role in ("admin", "clerk", "approver", "treasury"):
         assert api(role).get("/metrics").status_code == 200
+
+
+def test_the_append_lock_s_wait_is_measured_apart(api: Api, db_url: str) -> None:
+    """Another process holding the append lock for half a second: the write waits for
+    it, and `ledger_append_lock_wait_seconds` says so, as well as the append's time."""
+    auditor = api("auditor")
+    admin = api("admin")
+    before = _samples(auditor)
+    with psycopg.connect(db_url) as other:  # a transaction until its rollback
+        other.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        holder = threading.Timer(0.5, other.rollback)  # let go of it in half a second
+        started = time.monotonic()
+        holder.start()
+        r = admin.post("/v1/fund-years", json={"year": 2025, "currency": "CNY"})
+        holder.join()
+    assert r.status_code == 201, r.text
+    assert time.monotonic() - started >= 0.5
+    after = _samples(auditor)
+
+    def grew(name: str) -> float:
+        return after[(name, ())] - before.get((name, ()), 0.0)
+
+    assert grew("ledger_append_lock_wait_seconds_count") == 1
+    assert 0.4 <= grew("ledger_append_lock_wait_seconds_sum") <= grew("ledger_append_seconds_sum")
