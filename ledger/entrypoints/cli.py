@@ -164,8 +164,9 @@ def _audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _audit_public_key(_: argparse.Namespace, settings: Settings) -> int:
-    print(Signer(signing_key(settings)).public_key_text)
+def _audit_public_key(args: argparse.Namespace, settings: Settings) -> int:
+    key = Signer(signing_key(settings)).public_key_text
+    report(args, key, {"public_key": key})
     return 0
 
 
@@ -237,8 +238,10 @@ def _add_core_commands(commands: Subcommands) -> dict[str, Subcommands]:
         audit.add_parser("checkpoint", help="sign the ledger as it stands; prints the signed note")
     )
     checkpoint.set_defaults(run=_audit_checkpoint)
-    public_key = audit.add_parser(
-        "public-key", help="print the signing key's public half (base64), for auditors to keep"
+    public_key = reporting(
+        audit.add_parser(
+            "public-key", help="print the signing key's public half (base64), for auditors to keep"
+        )
     )
     public_key.set_defaults(run=_audit_public_key)
 

@@ -3,6 +3,7 @@ scripts, progress bars only on a terminal, a question before what cannot be undo
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -46,6 +47,8 @@ def test_every_command_that_reports_answers_one_json_object(
     signed = _json(cli("audit", "checkpoint", "--json"))
     assert signed["head_position"] == events + 2  # the key's two events
     assert str(signed["note"]).startswith("talent-ledger")
+    public = _json(cli("audit", "public-key", "--json"))
+    assert len(base64.b64decode(str(public["public_key"]))) == 32  # an Ed25519 key
     verified = _json(cli("audit", "verify", "--json"))
     assert verified["ok"] is True and verified["events_checked"] == events + 2
     bundle = tmp_path / "bundle.zip"
