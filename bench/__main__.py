@@ -21,7 +21,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psycopg
@@ -29,7 +29,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bench.client import Http, Load, Step, cpu_share
+from bench.client import ConstantRate, Http, Load, Step, cpu_share
 from bench.generate import generate
 from ledger.adapters.api_keys import issue_key
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
@@ -180,11 +180,20 @@ def rebuild_rate(url: str) -> tuple[float, float]:
 
 
 class Server:
-    """`ledger serve` (API workers only), with one `ledger projections run` beside it
-    unless `projections` is off (a second API for reads shares the first's), as the
-    docs/deployment.md runs them. Its log goes to var/bench-{name}.log."""
+    """`ledger serve`: API workers only with one `ledger projections run` beside it, as
+    docs/deployment.md runs them (`projections="beside"`); API workers only (`"none"`:
+    a second API for reads shares the first's); or as it comes, each API process running
+    a projection worker of its own (`"in-process"`). Its log goes to
+    var/bench-{name}.log."""
 
-    def __init__(self, url: str, workers: int, name: str, *, projections: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        workers: int,
+        name: str,
+        *,
+        projections: Literal["beside", "none", "in-process"] = "beside",
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -193,13 +202,14 @@ class Server:
             LEDGER_DATABASE_URL=url,
             LEDGER_MASTER_KEY=MASTER_KEY,
             LEDGER_SIGNING_KEY=SIGNING_KEY,
-            LEDGER_PROJECTIONS="separate",
         )
+        if projections != "in-process":
+            env["LEDGER_PROJECTIONS"] = "separate"
         ledger = str(ROOT / ".venv" / "bin" / "ledger")
         (ROOT / "var").mkdir(exist_ok=True)
         self.log = open(ROOT / "var" / f"bench-{name}.log", "wb")  # noqa: SIM115 - kept open
         commands = [[ledger, "serve", "--port", str(self.port), "--workers", str(workers)]]
-        if projections:
+        if projections == "beside":
             commands.append([ledger, "projections", "run"])
         self.procs = [
             subprocess.Popen(  # noqa: S603 - our own executable
@@ -555,7 +565,7 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
     server = Server(url, workers=2, name="server")
     reads_server = None
     try:
-        reads_server = Server(url, workers=1, name="reads", projections=False)
+        reads_server = Server(url, workers=1, name="reads", projections="none")
         setup_writes(server.url, keys)
         out = measure_w1_q1(server, reads_server, keys)
         log("W2: settling a disbursement run of 10,000 items")
@@ -566,15 +576,117 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         out.update(measure_l1(reads_server, keys))
         log("C1: checkpoints, a proof and a verification over every event")
         out.update(measure_c1(reads_server, keys))
-        return out
     finally:
         if reads_server is not None:
             reads_server.stop()
         server.stop()
+    out.update(measure_as_users_run_it(url, keys))
+    return out
+
+
+def proposals(keys: dict[str, str], prefix: str) -> Step:
+    """Grant proposals alone, each a request the ledger answers 201 (the ceiling app
+    too): what W1 in the default configuration and the framework's ceiling send."""
+    auth = {"Authorization": f"Bearer {keys['clerk']}"}
+
+    async def step(http: Http, n: int, i: int) -> int:
+        body = {
+            "grant_id": f"{prefix}-{n}-{i}",
+            "talent_id": f"W{n:02d}",
+            "fund_year": 2030,
+            "programme": "settling_in",
+            "amount": "300.00",
+            "policy_reference": "bench",
+            "reason": "bench",
+        }
+        status, answer = await http.request("POST", "/v1/grants", body, auth)
+        assert status == 201, answer[:300]
+        return 1
+
+    return step
+
+
+class Ceiling:
+    """`bench.ceiling_app` under uvicorn, 2 workers, as `ledger serve` runs."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        python = str(ROOT / ".venv" / "bin" / "python")
+        options = ["--workers", "2", "--no-access-log", "--log-level", "warning"]
+        self.proc = subprocess.Popen(  # noqa: S603 - our own app
+            [python, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(self.port), *options],
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the ceiling app did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def _closed_loop(base: str, step: Step) -> Load:
+    load = Load(base, CLIENTS, step)
+    wall = asyncio.run(load.run(SECONDS))
+    load.events = int(load.events / wall)  # per second, from here on
+    return load
+
+
+def measure_as_users_run_it(url: str, keys: dict[str, str]) -> dict[str, Any]:
+    """W1 as a new user runs it: grant proposals from 32 connections to `ledger serve
+    --workers 2` as it comes (a projection worker in each API process), beside the
+    framework's ceiling measured the same way; then the ledger at half the rate it
+    reached, from a constant-rate generator (latency from when each request was due)."""
+    log(f"ceiling: a FastAPI app validating and echoing proposals, {CLIENTS} connections")
+    ceiling = Ceiling()
+    try:
+        framework = _closed_loop(ceiling.url, proposals(keys, secrets.token_hex(3)))
+    finally:
+        ceiling.stop()
+    log("W1 as it comes: ledger serve --workers 2, projection workers in process")
+    server = Server(url, workers=2, name="default", projections="in-process")
+    try:
+        default = _closed_loop(server.url, proposals(keys, secrets.token_hex(3)))
+        rate = default.events / 2
+        log(f"W1 at half that rate, {rate:,.0f} proposals/s, constant")
+        half = ConstantRate(server.url, CLIENTS, rate, proposals(keys, secrets.token_hex(3)))
+        asyncio.run(half.run(SECONDS))
+    finally:
+        server.stop()
+    return {
+        "ceiling_fastapi_per_s": framework.events,
+        "ceiling_fastapi_errors": framework.errors,
+        "w1_default_proposals_per_s": default.events,
+        "w1_default_p50_ms": percentile(default.latencies, 0.50),
+        "w1_default_p99_ms": percentile(default.latencies, 0.99),
+        "w1_default_errors": default.errors,
+        "w1_half_rate_per_s": rate,
+        "w1_half_p50_ms": percentile(half.latencies, 0.50),
+        "w1_half_p99_ms": percentile(half.latencies, 0.99),
+        "w1_half_p999_ms": percentile(half.latencies, 0.999),
+        "w1_half_errors": half.errors,
+    }
 
 
 GOALS = (
     ("W1 single writes", "w1_events_per_s", "ceiling_single_commit_per_s", 0.15, "events/s"),
+    (
+        "W1 as it comes",
+        "w1_default_proposals_per_s",
+        "ceiling_fastapi_per_s",
+        0.25,
+        "proposals/s",
+    ),
     ("W2 settle 10,000", "w2_events_per_s", "ceiling_executemany_per_s", 0.125, "events/s"),
     ("P1 rebuild", "p1_rebuild_per_s", "ceiling_read_decode_per_s", 0.25, "events/s"),
 )
@@ -597,6 +709,10 @@ def report(results: dict[str, Any]) -> None:
     bounds: tuple[tuple[str, str, float | None], ...] = (
         ("W1 p50 ms", "w1_p50_ms", None),
         ("W1 p99 ms", "w1_p99_ms", 50.0),
+        ("W1 as it comes p99", "w1_default_p99_ms", None),
+        ("W1 half rate p50 ms", "w1_half_p50_ms", None),
+        ("W1 half rate p99 ms", "w1_half_p99_ms", 50.0),
+        ("W1 half rate p99.9", "w1_half_p999_ms", None),
         ("Q1 p50 ms", "q1_p50_ms", None),
         ("Q1 p99 ms", "q1_p99_ms", 20.0),
         ("R1 seconds", "r1_seconds", 10.0),

@@ -103,6 +103,44 @@ class Load:
         return time.monotonic() - started
 
 
+class ConstantRate:
+    """An open-loop load, as wrk2 makes one: `rate` requests a second in all, each of
+    `clients` connections sending on its own fixed schedule whatever the answers do.
+    A request's latency runs from when it was due, not from when it went: a server that
+    stalls for a second is charged for every request that should have gone meanwhile,
+    which a closed loop (the next request only after the answer) would never send, and
+    so never count (coordinated omission)."""
+
+    def __init__(self, base: str, clients: int, rate: float, step: Step) -> None:
+        self.base = base
+        self.clients = clients
+        self.interval = clients / rate  # each connection's time between two requests
+        self.step = step
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    async def _client(self, n: int, started: float, until: float) -> None:
+        http = Http(self.base)
+        i = 0
+        due = started + n * self.interval / self.clients  # connections spread evenly
+        while due < until:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            try:
+                await self.step(http, n, i)
+            except (HttpError, AssertionError):
+                self.errors += 1
+            self.latencies.append((time.monotonic() - due) * 1000)
+            i += 1
+            due += self.interval
+        await http.close()
+
+    async def run(self, seconds: float) -> None:
+        started = time.monotonic()
+        await asyncio.gather(
+            *(self._client(n, started, started + seconds) for n in range(self.clients))
+        )
+
+
 def cpu_share(run: Callable[[], Any]) -> tuple[Any, float]:
     """`run()`, and the share of the machine's CPU this process used meanwhile."""
     cpu, wall = time.process_time(), time.monotonic()
