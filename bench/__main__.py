@@ -179,6 +179,18 @@ def rebuild_rate(url: str) -> tuple[float, float]:
 # --- the real server ----------------------------------------------------------------
 
 
+def _answering(url: str, what: str, seconds: float = 120) -> None:
+    """Wait until `url` answers 200; else `what` did not start."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start")
+
+
 class Server:
     """`ledger serve`: API workers only with one `ledger projections run` beside it, as
     docs/deployment.md runs them (`projections="beside"`); API workers only (`"none"`:
@@ -222,14 +234,7 @@ class Server:
             for command in commands
         ]
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError(f"ledger serve did not start; see var/bench-{name}.log")
+        _answering(f"{self.url}/healthz", f"ledger serve (see var/bench-{name}.log)")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -245,6 +250,19 @@ def _post(client: httpx.Client, key: str, path: str, body: Any, **kw: Any) -> ht
     return r
 
 
+def proposal(grant_id: str, n: int) -> dict[str, Any]:
+    """A grant proposal of 300.00 for writer `n`'s talent (`setup_writes` made it)."""
+    return {
+        "grant_id": grant_id,
+        "talent_id": f"W{n:02d}",
+        "fund_year": 2030,
+        "programme": "settling_in",
+        "amount": "300.00",
+        "policy_reference": "bench",
+        "reason": "bench",
+    }
+
+
 def write_mix(keys: dict[str, str], prefix: str) -> Step:
     """Propose (2 events), approve (1), pay (3), in turn: single writes of each kind."""
     auth = {role: {"Authorization": f"Bearer {keys[role]}"} for role in keys}
@@ -257,16 +275,7 @@ def write_mix(keys: dict[str, str], prefix: str) -> Step:
         grant = f"{prefix}-G{n}-{i // 3}"
         match i % 3:
             case 0:
-                body = {
-                    "grant_id": grant,
-                    "talent_id": f"W{n:02d}",
-                    "fund_year": 2030,
-                    "programme": "settling_in",
-                    "amount": "300.00",
-                    "policy_reference": "bench",
-                    "reason": "bench",
-                }
-                await post(http, "clerk", "/v1/grants", body)
+                await post(http, "clerk", "/v1/grants", proposal(grant, n))
                 return 2
             case 1:
                 await post(http, "approver", f"/v1/grants/{grant}/approve", {})
@@ -590,15 +599,7 @@ def proposals(keys: dict[str, str], prefix: str) -> Step:
     auth = {"Authorization": f"Bearer {keys['clerk']}"}
 
     async def step(http: Http, n: int, i: int) -> int:
-        body = {
-            "grant_id": f"{prefix}-{n}-{i}",
-            "talent_id": f"W{n:02d}",
-            "fund_year": 2030,
-            "programme": "settling_in",
-            "amount": "300.00",
-            "policy_reference": "bench",
-            "reason": "bench",
-        }
+        body = proposal(f"{prefix}-{n}-{i}", n)
         status, answer = await http.request("POST", "/v1/grants", body, auth)
         assert status == 201, answer[:300]
         return 1
@@ -621,14 +622,7 @@ class Ceiling:
             cwd=ROOT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the ceiling app did not start")
+        _answering(f"{self.url}/openapi.json", "the ceiling app")
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
