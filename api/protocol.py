@@ -60,6 +60,8 @@ class HeadTimedProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._time_head()  # a pipelined head behind a response still going out
+        elif not self.transport.is_closing():
             self.transport.write(_TIMED_OUT)
             self.transport.close()

@@ -8,7 +8,6 @@ checks the media type, and only then lets FastAPI parse and validate the body.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -250,13 +249,6 @@ async def _principal(
 MAX_POSITION = 2**63 - 1  # a bigint, what PostgreSQL numbers events with
 
 
-#: at most this many requests of a process wait for `min_position` at once, each in a
-#: thread of the pool that runs plain endpoints (40): the rest are a 503 at once, and
-#: `/healthz`, writes and other reads keep their threads
-WAITING_AT_ONCE = 16
-_waiting = threading.BoundedSemaphore(WAITING_AT_ONCE)
-
-
 def consistent(views: Sequence[str]) -> Any:
     """A route's choice of database (`reads_of`): the standby while it answers, else the
     primary; with `min_position`, one whose views include it (`projections.waits`)."""
@@ -277,16 +269,7 @@ def consistent(views: Sequence[str]) -> Any:
         assert isinstance(route, LedgerRoute)
         datastore = reads_from(datastore_of(ledger_of(request)), request.app.state.standby)
         if min_position is not None and not route.refuses_parameters(request):
-            if not _waiting.acquire(blocking=False):
-                raise ProblemError(
-                    "unavailable",
-                    f"{WAITING_AT_ONCE} requests are waiting for min_position already; retry",
-                    headers={"Retry-After": "1"},
-                )
-            try:
-                datastore = await run_in_threadpool(reach, datastore, min_position, views)
-            finally:
-                _waiting.release()
+            datastore = await run_in_threadpool(reach, datastore, min_position, views)
         request.state.reads = datastore
 
     return Depends(wait)

@@ -127,9 +127,10 @@ class ConstantRate:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             try:
                 await self.step(http, n, i)
-            except (HttpError, AssertionError):
+            except (HttpError, AssertionError):  # counted apart: a fast refusal is no answer
                 self.errors += 1
-            self.latencies.append((time.monotonic() - due) * 1000)
+            else:
+                self.latencies.append((time.monotonic() - due) * 1000)
             i += 1
             due += self.interval
         await http.close()

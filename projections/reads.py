@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, args_row
 
 from ledger.adapters.postgres import EVENTS_TABLE, statements
+from ledger.adapters.replica import primary_of
 from ledger.domain.audit_exceptions import (
     ClawbackFacts,
     Facts,
@@ -44,8 +45,10 @@ from projections.waits import reach
 
 
 def position_at(datastore: PostgresDatastore, instant: datetime) -> int:
-    """The last position recorded at or before `instant` (recorded_at rises with it)."""
-    with statements(datastore) as curs:
+    """The last position recorded at or before `instant` (recorded_at rises with it),
+    asked of the primary: a standby may not have replayed every event recorded by then,
+    and the read must wait for them, not leave them out."""
+    with statements(primary_of(datastore)) as curs:
         curs.execute(
             sql.SQL(
                 "SELECT notification_id FROM {} WHERE recorded_at <= %s "

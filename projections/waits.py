@@ -26,12 +26,17 @@ from psycopg import sql
 
 from ledger.adapters.postgres import head_position, statements
 from ledger.adapters.replica import Standby, primary_of
-from ledger.domain.errors import NotReached, ValidationFailed
+from ledger.domain.errors import NotReached, TooManyWaiting, ValidationFailed
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "ledger_projections"
 MIN_POSITION_WAIT_SECONDS = 5.0
+#: at most this many waits of a process at once, each in a thread of the pool that runs
+#: plain endpoints (40): past it a 503 at once, and `/healthz`, writes and other reads
+#: keep their threads. A read whose position is there already takes no place.
+WAITING_AT_ONCE = 16
+_waiting = threading.BoundedSemaphore(WAITING_AT_ONCE)
 STANDBY_WAIT_SECONDS = 1.0
 #: with the listener connected, a wait on the primary reads again only this often
 #: unless woken (a notification is lost only with its connection)
@@ -39,6 +44,14 @@ QUIET_SECONDS = 1.0
 FIRST_POLL_SECONDS = 0.005
 LAST_POLL_SECONDS = 0.1
 RECONNECT_SECONDS = 1.0
+#: a listening connection whose server vanished is noticed within about half a minute
+#: (a wait polls meanwhile), where TCP alone would take hours; the URL's own win
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def tracked_position(datastore: PostgresDatastore, names: Sequence[str]) -> int:
@@ -85,17 +98,18 @@ class Listener:
         assert isinstance(kwargs, dict)  # as `use_ledger_pool` makes it
         while not self.pool.closed:
             try:
-                with psycopg.connect(**kwargs, autocommit=True) as conn:
+                with psycopg.connect(**{**KEEPALIVES, **kwargs}, autocommit=True) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self.listening = True
                     self._moved()  # what was committed before listening is not missed
                     while not self.pool.closed:
                         for _ in conn.notifies(timeout=QUIET_SECONDS):
                             self._moved()
-            except psycopg.Error as e:
+            except Exception as e:  # the thread must outlive anything: waits rely on it
                 if not self.pool.closed:
                     log.warning("positions_listener_lost", error=type(e).__name__)
-            self.listening = False
+            finally:
+                self.listening = False
             if not self.pool.closed:
                 time.sleep(RECONNECT_SECONDS)
         with _listeners_lock:
@@ -147,7 +161,8 @@ def reach(
     itself, or, when it is a standby that has not replayed the position within
     `STANDBY_WAIT_SECONDS`, its primary. A position past the last event recorded is none
     a write has answered: waiting could not help, so it is refused at once, naming the
-    query `parameter` that gave it. `NotReached` past the wait."""
+    query `parameter` that gave it. `NotReached` past the wait; `TooManyWaiting` at once
+    when `WAITING_AT_ONCE` waits are under way in this process."""
     if tracked_position(datastore, names) >= position:
         return datastore
     primary = primary_of(datastore)
@@ -156,12 +171,19 @@ def reach(
         raise ValidationFailed(
             parameter, f"no event has position {position}: the last recorded is {head}", "query"
         )
-    started = time.monotonic()
-    if primary is not datastore:
-        if _wait(datastore, position, names, STANDBY_WAIT_SECONDS):
-            return datastore
-        log.info("standby_behind", position=position)
-    left = MIN_POSITION_WAIT_SECONDS - (time.monotonic() - started)
-    if _wait(primary, position, names, left):
-        return primary
-    raise NotReached(position)
+    if not _waiting.acquire(blocking=False):
+        raise TooManyWaiting(
+            f"{WAITING_AT_ONCE} reads are waiting for the read models already; retry"
+        )
+    try:
+        started = time.monotonic()
+        if primary is not datastore:
+            if _wait(datastore, position, names, STANDBY_WAIT_SECONDS):
+                return datastore
+            log.info("standby_behind", position=position)
+        left = MIN_POSITION_WAIT_SECONDS - (time.monotonic() - started)
+        if _wait(primary, position, names, left):
+            return primary
+        raise NotReached(position)
+    finally:
+        _waiting.release()

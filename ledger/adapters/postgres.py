@@ -385,7 +385,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         # The append lock, answering how long it was waited for, as the server measured
         # it (`ledger_append_lock_wait_seconds`): the lock goes out in one round trip
         # with the first read, so the client cannot time it apart. The older function
-        # stays for processes of the release before.
+        # stays for processes of the release before; whoever may call it may call this
+        # one, so that an owner's command that migrates without `db init` leaves the
+        # application role able to append.
         "append-lock-wait",
         f"""
         CREATE FUNCTION ledger_lock_events_waited() RETURNS double precision
@@ -395,7 +397,22 @@ MIGRATIONS: list[tuple[str, str]] = [
                 RETURN extract(epoch FROM clock_timestamp() - statement_timestamp());
             END $$;
         REVOKE ALL ON FUNCTION ledger_lock_events_waited() FROM PUBLIC;
-        """,
+        DO $$
+            DECLARE role_name text;
+            BEGIN
+                FOR role_name IN
+                    SELECT acl.grantee::regrole::text
+                    FROM pg_proc, aclexplode(pg_proc.proacl) AS acl
+                    WHERE pg_proc.oid = 'ledger_lock_events()'::regprocedure
+                      AND acl.privilege_type = 'EXECUTE'
+                      AND acl.grantee NOT IN (0, pg_proc.proowner)
+                LOOP
+                    EXECUTE format(
+                        'GRANT EXECUTE ON FUNCTION ledger_lock_events_waited() TO %s', role_name
+                    );
+                END LOOP;
+            END $$;
+        """,  # noqa: S608 - DDL from constants, no values
     ),
 ]
 

@@ -49,17 +49,20 @@ class Standby(PostgresDatastore):
         return self.up and not (isinstance(pool, LedgerPool) and pool.suspect)
 
     def probe(self) -> None:
+        """Up when it answers and is still a standby: one promoted (or a URL naming
+        another primary) follows this ledger's primary no more, and its reads would
+        fall behind for good."""
         try:
             with self.get_connection() as conn:
-                conn.execute("SELECT 1")
+                row = conn.execute("SELECT pg_is_in_recovery() AS standby").fetchone()
+            reason = None if row and row["standby"] else "not_in_recovery"
         except Exception as e:  # any failure to answer is down
-            if self.up:
-                log.warning("standby_down", error=type(e).__name__)
-            self.up = False
-        else:
-            if not self.up:
-                log.info("standby_up")
-            self.up = True
+            reason = type(e).__name__
+        if reason is not None and self.up:
+            log.warning("standby_down", reason=reason)
+        elif reason is None and not self.up:
+            log.info("standby_up")
+        self.up = reason is None
 
     def _probe_forever(self) -> None:
         while not self._stop.wait(PROBE_SECONDS):

@@ -74,6 +74,12 @@ class NotReached(LedgerError):
         super().__init__(f"the read models have not reached position {position} yet")
 
 
+class TooManyWaiting(LedgerError):
+    """As many reads of this process wait for a position as it lets wait: retry."""
+
+    code = "unavailable"
+
+
 class ValidationFailed(LedgerError):
     """A field is well formed but not acceptable here (out of year, wrong line kind...)."""
 

@@ -55,10 +55,10 @@ def _zone(name: str) -> ZoneInfo:
 class Settings:
     """Every knob is an environment variable; see docs/deployment.md, "Configuration"."""
 
-    database_url: str | None
+    database_url: str | None = field(repr=False)  # may hold a password
     data_dir: Path
     #: a streaming standby of the database, for reads (docs/deployment.md, "Read replica")
-    read_database_url: str | None = None
+    read_database_url: str | None = field(default=None, repr=False)
     master_key: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)
     lock_timeout_seconds: int = 5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,9 @@ def test_reads_go_to_the_standby_and_wait_for_its_replay(setup: Setup) -> None:
         total, took = setup.appropriated_total(min_position=second)
         assert total == "1500.00"
         assert STANDBY_WAIT_SECONDS <= took < STANDBY_WAIT_SECONDS + 2
+        # As of an instant: every event recorded by then, which the standby lacks.
+        now = datetime.now(UTC).isoformat()
+        assert setup.appropriated_total(as_of=now)[0] == "1500.00"
     finally:
         _replay(setup.standby, paused=False)
 

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.routing import WAITING_AT_ONCE
+from projections.waits import WAITING_AT_ONCE
 from tests.e2e.conftest import LEDGER, Server
 
 
@@ -367,7 +367,7 @@ def test_forty_reads_waiting_for_a_position_leave_the_server_answering(
             assert len(refused) == 40 - WAITING_AT_ONCE, [a.text for a in refused]
             for answer in refused:
                 assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
-                assert "waiting for min_position" in answer.json()["detail"]
+                assert "waiting for the read models" in answer.json()["detail"]
             for path in ("/healthz", "/v1/fund-years"):
                 started = time.monotonic()
                 assert httpx.get(server.url + path, headers=admin).status_code == 200

@@ -155,3 +155,15 @@ def test_a_role_name_is_checked(db_url: str, test_settings: Settings) -> None:
             grant_read_models(datastore_of(owner), 'x"; DROP TABLE ledger_events; --')
     finally:
         owner.close()
+
+
+def test_a_role_granted_before_the_lock_wait_migration_appends_after_it(
+    app_url: str, db_url: str, test_settings: Settings
+) -> None:
+    """An owner's command migrates on opening; the application role granted by an
+    earlier `db init` may call the new append lock without another one."""
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as the release before left it
+        conn.execute("DROP FUNCTION ledger_lock_events_waited()")
+        conn.execute("DELETE FROM ledger_schema WHERE name = 'append-lock-wait'")
+    open_ledger(db_url, test_settings).close()  # the owner's command, migrating
+    life(app_url, as_app(app_url, test_settings))

@@ -3,6 +3,7 @@ notification, not by polling; refused at once past the last event recorded; boun
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -12,16 +13,19 @@ from eventsourcing.postgres import PostgresDatastore
 
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import acting_as
-from ledger.domain.errors import NotReached, ValidationFailed
+from ledger.domain.errors import NotReached, TooManyWaiting, ValidationFailed
 from ledger.usecases.ledger import Ledger
 from projections import waits
 from projections.worker import NAMES, ProjectionWorker
 from tests import commands as c
 
+_years = itertools.count(2025)
+
 
 def _recorded(ledger: Ledger) -> int:
+    """A new event's position: a fund year opened."""
     with acting_as("admin", "req-waits"):
-        outcome = ledger.execute(c.OpenFundYear(2025, "CNY"))
+        outcome = ledger.execute(c.OpenFundYear(next(_years), "CNY"))
     return outcome.position
 
 
@@ -81,3 +85,24 @@ def test_a_wait_gives_up_after_its_bound(
     with pytest.raises(NotReached):
         waits.reach(datastore_of(ledger), position, NAMES)
     assert 0.5 <= time.monotonic() - started < 1.5
+
+
+def test_past_the_bound_a_wait_is_refused_at_once_and_a_reached_read_takes_no_place(
+    ledger: Ledger, worker: ProjectionWorker
+) -> None:
+    reached = _recorded(ledger)
+    worker.run_batch()
+    behind = _recorded(ledger)
+    held = 0
+    try:
+        while waits._waiting.acquire(blocking=False):  # every place taken
+            held += 1
+        assert held == waits.WAITING_AT_ONCE
+        assert waits.reach(datastore_of(ledger), reached, NAMES) is datastore_of(ledger)
+        started = time.monotonic()
+        with pytest.raises(TooManyWaiting):
+            waits.reach(datastore_of(ledger), behind, NAMES)
+        assert time.monotonic() - started < 0.5
+    finally:
+        for _ in range(held):
+            waits._waiting.release()
