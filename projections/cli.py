@@ -91,7 +91,7 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     with (
         opened(settings) as ledger,
-        acting_as(args.actor, f"cli-reconcile-{statement.sha256[:12]}"),
+        acting_as(output.actor(args), f"cli-reconcile-{statement.sha256[:12]}"),
     ):
         ProjectionWorker(ledger).catch_up()
         datastore = datastore_of(ledger)

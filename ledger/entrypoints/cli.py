@@ -33,6 +33,7 @@ from ledger.entrypoints.logs import configure_logging
 from ledger.entrypoints.output import (
     NotConfirmed,
     acting,
+    actor,
     confirm,
     confirmable,
     progress,
@@ -65,7 +66,7 @@ UNREACHABLE = (
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    with opened(settings) as ledger, acting_as(args.actor, f"cli-keys-create-{args.name}"):
+    with opened(settings) as ledger, acting_as(actor(args), f"cli-keys-create-{args.name}"):
         issued = issue_key(ledger, args.name, args.role, args.expires_in_days)
     record = issued.record
     until = f", until {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
@@ -104,7 +105,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    with opened(settings) as ledger, acting_as(args.actor, f"cli-keys-revoke-{args.name}"):
+    with opened(settings) as ledger, acting_as(actor(args), f"cli-keys-revoke-{args.name}"):
         record, _position = revoke_key(ledger, args.name)
     report(
         args,
@@ -176,7 +177,7 @@ def _talents_forget(args: argparse.Namespace, settings: Settings) -> int:
         f"Erase the name, account and apartment of talent {args.talent_id} for good? "
         "Amounts and history stay; nothing can bring the data back.",
     )
-    with opened(settings) as ledger, acting_as(args.actor, f"cli-forget-{args.talent_id}"):
+    with opened(settings) as ledger, acting_as(actor(args), f"cli-forget-{args.talent_id}"):
         outcome = ledger.forget_talent(args.talent_id)
     log.info("personal data erased", talent_id=args.talent_id, position=outcome.position)
     report(

@@ -10,7 +10,9 @@ be a runtime dependency for a line on stderr.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -64,10 +66,21 @@ def report(args: argparse.Namespace, text: str, data: dict[str, Any]) -> None:
 
 
 def acting(parser: argparse.ArgumentParser, what: str) -> None:
-    """`--actor`, required: the person an action is recorded under, never a default."""
+    """`--actor`: the person an action is recorded under (`actor`)."""
     parser.add_argument(
-        "--actor", required=True, metavar="WHO", help=f"who {what}: recorded under this name"
+        "--actor",
+        metavar="WHO",
+        help=f"who {what}: recorded under this name (default: the login name of whoever "
+        "runs the command, never a made-up one)",
     )
+
+
+def actor(args: argparse.Namespace) -> str:
+    """`--actor`, else the person at the keyboard: the account `sudo` was run from, else
+    the login name. CONTRACT §8 and §13 give `keys create`, `keys revoke` and `talents
+    forget` without `--actor`, so it cannot be required (docs/cli.md)."""
+    given: str | None = args.actor
+    return given or os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 def confirmable(parser: argparse.ArgumentParser) -> None:
@@ -79,11 +92,11 @@ class NotConfirmed(Exception):
 
 
 def confirm(args: argparse.Namespace, question: str) -> None:
-    """Go on only with `--yes`, or a "yes" typed at a terminal; else `NotConfirmed`."""
-    if args.yes:
+    """At a terminal, go on only with `--yes` or a "yes" typed; else `NotConfirmed`.
+    Without a terminal the command is a script's, which CONTRACT §8 and §13 give
+    without a question: it goes on."""
+    if args.yes or not sys.stdin.isatty():
         return
-    if not sys.stdin.isatty():
-        raise NotConfirmed("no terminal to confirm on: pass --yes to do it")
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         raise NotConfirmed("not confirmed: nothing was done")

@@ -76,16 +76,12 @@ def _generation(db_url: str) -> list[int]:
         return [r[0] for r in rows.fetchall()]
 
 
-def test_forget_and_rebuild_ask_first_and_do_nothing_unless_told_yes(
+def test_forget_and_rebuild_ask_first_at_a_terminal_and_do_nothing_unless_told_yes(
     ledger: Ledger, cli: Cli, ledger_env: dict[str, str], db_url: str
 ) -> None:
     record_some_events(ledger)
     ProjectionWorker(ledger).catch_up()
     generation = _generation(db_url)
-    # no terminal to ask on, and no --yes: refused, nothing done
-    refused = cli("talents", "forget", "T1", "--actor", "dpo")
-    assert refused.returncode == 2 and "--yes" in refused.stderr
-    assert cli("projections", "rebuild").returncode == 2
     # asked at a terminal, and answered no
     status, _, shown = run_on_terminal(
         ledger_env, "talents", "forget", "T1", "--actor", "dpo", typed="n\n"
@@ -102,6 +98,11 @@ def test_forget_and_rebuild_ask_first_and_do_nothing_unless_told_yes(
     assert _erased(db_url)
     status, _, _ = run_on_terminal(ledger_env, "projections", "rebuild", typed="yes\n")
     assert status == 0 and _generation(db_url) == [g + 1 for g in generation]
+    # --yes asks nothing; a script (no terminal) is not asked either (CONTRACT §8)
+    status, _, shown = run_on_terminal(ledger_env, "projections", "rebuild", "--yes")
+    assert status == 0 and "[y/N]" not in shown
+    assert cli("projections", "rebuild").returncode == 0
+    assert _generation(db_url) == [g + 3 for g in generation]
 
 
 def test_progress_bars_are_drawn_on_a_terminal_only(
