@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.client import ConstantRate, Http, Load, Step, cpu_share
-from bench.generate import generate
+from bench.generate import generate, long_fund_year
 from ledger.adapters.api_keys import issue_key
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
 from ledger.entrypoints.runtime import Settings, open_ledger, tune_collector
@@ -46,6 +46,8 @@ MASTER_KEY = new_master_key()  # a fresh database per run, so fresh keys
 SIGNING_KEY = new_signing_key()
 CLIENTS = 32
 READS_PER_S = 50
+#: the fund year of the cold write: 100,000 grants, an event each on its stream
+LONG_YEAR, LONG_YEAR_GRANTS, LONG_TALENT = 2031, 100_000, "TLONG"
 
 
 def log(message: str) -> None:
@@ -590,7 +592,28 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
             reads_server.stop()
         server.stop()
     out.update(measure_as_users_run_it(url, keys))
+    out.update(measure_cold_write(url, keys))
     return out
+
+
+def measure_cold_write(url: str, keys: dict[str, str]) -> dict[str, Any]:
+    """A new process's first write on a fund year that has taken LONG_YEAR_GRANTS grants
+    (an event each on its stream), then its second: what a restart costs the first
+    clerk of a busy year."""
+    log(f"cold first write on a fund year of {LONG_YEAR_GRANTS + 1:,} events")
+    server = Server(url, workers=1, name="cold", projections="in-process")
+    took = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            for n in range(2):
+                body = {**proposal(f"COLD-{n}", 0), "talent_id": LONG_TALENT}
+                body["fund_year"] = LONG_YEAR
+                started = time.perf_counter()
+                _post(c, keys["clerk"], "/v1/grants", body)
+                took.append((time.perf_counter() - started) * 1000)
+    finally:
+        server.stop()
+    return {"cold_first_write_ms": took[0], "cold_second_write_ms": took[1]}
 
 
 def proposals(keys: dict[str, str], prefix: str) -> Step:
@@ -707,6 +730,8 @@ def report(results: dict[str, Any]) -> None:
         ("W1 half rate p50 ms", "w1_half_p50_ms", None),
         ("W1 half rate p99 ms", "w1_half_p99_ms", 50.0),
         ("W1 half rate p99.9", "w1_half_p999_ms", None),
+        ("cold first write ms", "cold_first_write_ms", 200.0),
+        ("then the second ms", "cold_second_write_ms", None),
         ("Q1 p50 ms", "q1_p50_ms", None),
         ("Q1 p99 ms", "q1_p99_ms", 20.0),
         ("R1 seconds", "r1_seconds", 10.0),
@@ -755,6 +780,8 @@ def main() -> int:
     started = time.monotonic()
     results["generated_events"] = generate(app, EVENTS)
     results["generate_seconds"] = time.monotonic() - started
+    log(f"a fund year of {LONG_YEAR_GRANTS:,} grants, for the cold write")
+    results["generated_events"] += long_fund_year(app, LONG_YEAR, LONG_YEAR_GRANTS, LONG_TALENT)
     keys = {
         role: issue_key(app, f"bench-{role}", [role]).key
         for role in ("admin", "clerk", "approver", "treasury", "auditor")

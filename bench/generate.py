@@ -107,6 +107,37 @@ def generate(app: Ledger, target_events: int, seed: int = 7) -> int:
     return written + _append(app, [*fund_years.values(), *pending])
 
 
+def long_fund_year(app: Ledger, year: int, grants: int, talent_id: str) -> int:
+    """A fund year that has taken `grants` grants (an event each on the fund year's own
+    stream) for one talent, registered first; returns how many events were appended."""
+    with acting_as("bench-admin", "bench-long-year"):
+        fund_year = FundYear(year, "CNY", "-")
+        fund_year.appropriate(
+            Appropriation(
+                f"A{year}", "settling_in", LineKind.CASH, Decimal("999999999999.00"), "bench", "-"
+            )
+        )
+    (key,) = app.vault.keys_for_new([talent_id]).values()
+    with acting_as("bench-clerk", "bench-long-year"):
+        arrived = date(year, 1, 1)
+        talent = Talent(
+            talent_id, key.seal("压测"), "master", "bench", arrived, date(year + 5, 1, 1), "-"
+        )
+    written = _append(app, [fund_year, talent])
+    pending: list[LedgerAggregate] = []
+    for n in range(grants):
+        with acting_as("bench-clerk", f"bench-long-{n}"):
+            grant = Grant(
+                f"L{year}-{n:07d}", talent_id, year, "settling_in", Decimal(1), "政策", "bench", "-"
+            )
+            fund_year.reserve(grant)
+        pending.append(grant)
+        if len(pending) >= CHUNK // 2:
+            written += _append(app, [fund_year, *pending])
+            pending = []
+    return written + _append(app, [fund_year, *pending])
+
+
 def _append(app: Ledger, aggregates: list[LedgerAggregate]) -> int:
     events = [e for a in aggregates for e in a.collect_events()]
     stored = [app.mapper.to_stored_event(e) for e in events]
