@@ -211,15 +211,6 @@ async def file_body(request: Request, what: str) -> bytes:
     return data
 
 
-def reads_of(request: Request) -> PostgresDatastore:
-    """Where a read route reads the read models from, as `consistent` chose (the primary
-    when it chose nothing: its query was invalid, and the endpoint will not run)."""
-    datastore: PostgresDatastore = getattr(request.state, "reads", None) or datastore_of(
-        ledger_of(request)
-    )
-    return datastore
-
-
 def ledger_of(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
@@ -250,7 +241,7 @@ MAX_POSITION = 2**63 - 1  # a bigint, what PostgreSQL numbers events with
 
 
 def consistent(views: Sequence[str]) -> Any:
-    """A route's choice of database (`reads_of`): the standby while it answers, else the
+    """A route's choice of database (`ReadsDep`): the standby while it answers, else the
     primary; with `min_position`, one whose views include it (`projections.waits`)."""
 
     async def wait(
@@ -343,7 +334,12 @@ async def _as_of(
 
 
 async def _reads(request: Request) -> PostgresDatastore:
-    return reads_of(request)
+    """Where a read route reads the read models from, as `consistent` chose (the primary
+    when it chose nothing: its query was invalid, and the endpoint will not run)."""
+    datastore: PostgresDatastore = getattr(request.state, "reads", None) or datastore_of(
+        ledger_of(request)
+    )
+    return datastore
 
 
 async def _today(request: Request) -> date:

@@ -102,32 +102,37 @@ def confirm(args: argparse.Namespace, question: str) -> None:
         raise NotConfirmed("not confirmed: nothing was done")
 
 
+class _Bar:
+    """A bar redrawn in place at most every REDRAW_SECONDS, and once more at the end."""
+
+    def __init__(self, label: str, unit: str) -> None:
+        self.label, self.unit = label, unit
+        self.done = self.total = 0
+        self.drawn = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if time.monotonic() - self.drawn >= REDRAW_SECONDS:
+            self.draw()
+
+    def draw(self) -> None:
+        self.drawn = time.monotonic()
+        filled = BAR_WIDTH * self.done // max(self.total, 1)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        line = f"\r{self.label} [{bar}] {self.done:,}/{self.total:,} {self.unit}"
+        print(line, end="", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def progress(args: argparse.Namespace, label: str, unit: str) -> Iterator[Progress]:
     """A bar on stderr while the block runs, when a person watches; else nothing."""
     if getattr(args, "json", False) or not sys.stderr.isatty():
         yield lambda done, total: None
         return
-    drawn = [0.0]
-
-    def draw(done: int, total: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - drawn[0] < REDRAW_SECONDS:
-            return
-        drawn[0] = now
-        filled = BAR_WIDTH * done // max(total, 1)
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        print(f"\r{label} [{bar}] {done:,}/{total:,} {unit}", end="", file=sys.stderr, flush=True)
-
-    last = [0, 0]
-
-    def update(done: int, total: int) -> None:
-        last[:] = [done, total]
-        draw(done, total)
-
+    bar = _Bar(label, unit)
     try:
-        yield update
+        yield bar
     finally:
-        if last[1]:
-            draw(last[0], last[1], final=True)
+        if bar.total:
+            bar.draw()
             print(file=sys.stderr)

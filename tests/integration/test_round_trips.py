@@ -1,0 +1,81 @@
+"""What a warm grant proposal asks of PostgreSQL (docs/performance.md, "Profile of a
+proposal"), counted with psycopg's tracing instrumentation: no statement in the request
+itself (the key and the aggregates are cached), and the group commit's five, which its
+pipeline sends in three round trips (`LedgerRecorder.append_session`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from api.app import create_app
+from ledger.adapters.postgres import datastore_of
+from ledger.entrypoints.runtime import Settings
+from tests.conftest import install_key
+
+
+def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_five_statements(
+    test_settings: Settings,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()  # every span, those outside a request too
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = create_app(replace(test_settings, projections_in_process=False), provider)
+    with TestClient(app) as client:
+        keys = {r: install_key(datastore_of(app.state.ledger), r, [r]) for r in ("admin", "clerk")}
+        admin, clerk = ({"Authorization": f"Bearer {keys[r]}"} for r in ("admin", "clerk"))
+        for path, body, who in [
+            ("/v1/fund-years", {"year": 2030, "currency": "CNY"}, admin),
+            (
+                "/v1/fund-years/2030/appropriations",
+                {
+                    "appropriation_id": "A",
+                    "programme": "settling_in",
+                    "kind": "cash",
+                    "amount": "1000000",
+                    "reference": "x",
+                },
+                admin,
+            ),
+            (
+                "/v1/talents",
+                {
+                    "talent_id": "T1",
+                    "name": "张三",
+                    "category": "master",
+                    "employer": "e",
+                    "arrived_on": "2030-01-01",
+                    "service_commitment_until": "2035-01-01",
+                },
+                clerk,
+            ),
+        ]:
+            assert client.post(path, json=body, headers=who).status_code == 201
+        for n in range(2):  # the first warms the key and the aggregates' copies
+            exporter.clear()
+            proposal = {
+                "grant_id": f"G{n}",
+                "talent_id": "T1",
+                "fund_year": 2030,
+                "programme": "settling_in",
+                "amount": "300.00",
+                "policy_reference": "p",
+                "reason": "r",
+            }
+            assert client.post("/v1/grants", json=proposal, headers=clerk).status_code == 201
+    spans = exporter.get_finished_spans()
+    (request,) = [s for s in spans if (s.attributes or {}).get("http.route") == "/v1/grants"]
+    statements = [s for s in spans if (s.attributes or {}).get("db.system") == "postgresql"]
+    in_request = [s for s in statements if s.context.trace_id == request.context.trace_id]
+    assert in_request == [], [s.name for s in in_request]
+    assert sorted(s.name.split()[0] for s in statements) == [
+        "INSERT",  # the events
+        "NOTIFY",  # eventsourcing's, with the insert
+        "SELECT",  # the append lock, answering its wait
+        "SELECT",  # the versions read, checked
+        "SET",  # the lock's timeout
+    ]
