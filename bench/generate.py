@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from psycopg import sql
 
-from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
+from ledger.adapters.postgres import EVENTS_TABLE, SNAPSHOTS_TABLE, datastore_of
 from ledger.domain.base import LedgerAggregate
 from ledger.domain.budget import Appropriation, FundYear, LineKind
 from ledger.domain.context import acting_as
@@ -139,17 +139,22 @@ def long_fund_year(app: Ledger, year: int, grants: int, talent_id: str) -> int:
 
 
 def _append(app: Ledger, aggregates: list[LedgerAggregate]) -> int:
+    """Append the aggregates' new events, with the snapshots the engine would take."""
     events = [e for a in aggregates for e in a.collect_events()]
     stored = [app.mapper.to_stored_event(e) for e in events]
     with datastore_of(app).transaction(commit=True) as curs:
         curs.execute(
             sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE))
         )
-        with curs.copy(
-            sql.SQL("COPY {} (originator_id, originator_version, topic, state) FROM STDIN").format(
-                sql.Identifier(EVENTS_TABLE)
-            )
-        ) as copy:
-            for s in stored:
-                copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
+        for table, rows in (
+            (EVENTS_TABLE, stored),
+            (SNAPSHOTS_TABLE, app.snapshots_due(aggregates, events)),
+        ):
+            with curs.copy(
+                sql.SQL(
+                    "COPY {} (originator_id, originator_version, topic, state) FROM STDIN"
+                ).format(sql.Identifier(table))
+            ) as copy:
+                for s in rows:
+                    copy.write_row((s.originator_id, s.originator_version, s.topic, s.state))
     return len(stored)

@@ -7,11 +7,11 @@ PostgreSQL's table lock is: nothing else can be appended meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
 
@@ -35,8 +35,15 @@ class MemoryAppendSession(MemoryReads):
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds
 
+    def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
+        assert self._recorder.snapshots is not None
+        self._recorder.snapshots.insert_events(snapshots)
+
 
 class MemoryRecorder(POPOApplicationRecorder):
+    #: the application's snapshot recorder, which `MemoryFactory` makes it know
+    snapshots: AggregateRecorder | None = None
+
     def locked(self) -> AbstractContextManager[bool]:
         """The recorder's lock, which every insert takes."""
         return self._database_lock
@@ -59,7 +66,14 @@ class MemoryFactory(POPOFactory):
     """eventsourcing's in-memory persistence, with the recorder above."""
 
     def application_recorder(self) -> MemoryRecorder:
-        return MemoryRecorder()
+        self._events = MemoryRecorder()
+        return self._events
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        recorder = super().aggregate_recorder(purpose)
+        if purpose == "snapshots":  # made after the application's recorder
+            self._events.snapshots = recorder
+        return recorder
 
 
 class MemoryKeyStore:

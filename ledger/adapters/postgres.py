@@ -32,7 +32,10 @@ from ledger.domain.errors import ValidationFailed
 EVENTS_TABLE = "ledger_events"
 CHECKPOINTS_TABLE = "ledger_checkpoints"
 REFUSALS_TABLE = "ledger_refusals"
+# eventsourcing's name for the application's snapshot table (its name, then "_snapshots")
+SNAPSHOTS_TABLE = "ledger_snapshots"
 GENESIS_SQL = "\\x" + GENESIS.hex()
+LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "append-lock-wait")
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
@@ -77,6 +80,10 @@ class AppendSession(Reads):
         row = self._lock.fetchone()
         return float(row["waited"]) if row else 0.0
 
+    def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
+        """In the events' own transaction: no snapshot outlives a rollback of its events."""
+        self.cursor.execute(self._recorder.insert_snapshots_sql, _columns(snapshots), binary=True)
+
 
 class LedgerRecorder(PostgresApplicationRecorder):
     # eventsourcing retries these reads ten times, 0.2 s apart, on a connection error:
@@ -106,11 +113,16 @@ class LedgerRecorder(PostgresApplicationRecorder):
         ).format(table)
         # parallel arrays sent in binary: the library's composite-type array is
         # formatted as text in Python, escaping every byte of every event's state
-        self.insert_sql = sql.SQL(
+        insert = (
             "INSERT INTO {0} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(table)
+            "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+        )
+        self.insert_sql = sql.SQL(insert + " RETURNING notification_id").format(table)
+        self.insert_snapshots_sql = sql.SQL(insert).format(
+            sql.SQL("{0}.{1}").format(
+                sql.Identifier(self.datastore.schema), sql.Identifier(SNAPSHOTS_TABLE)
+            )
+        )
         self.events_after_sql = sql.SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, version) "
@@ -154,17 +166,39 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 return self.insert_events(stored_events, session=own)
         curs = session.cursor
         curs.execute(sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name)))
-        curs.execute(
-            self.insert_sql,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-            binary=True,
-        )
+        curs.execute(self.insert_sql, _columns(stored_events), binary=True)
         return [row["notification_id"] for row in curs.fetchall()]
+
+
+def _columns(stored: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    """Stored events as the parallel arrays the inserts take."""
+    return (
+        [e.originator_id for e in stored],
+        [e.originator_version for e in stored],
+        [e.topic for e in stored],
+        [e.state for e in stored],
+    )
+
+
+def _grant_to_callers_of(function: str, grant: str) -> str:
+    """A migration's DO block granting `grant` to every role that may call `function`
+    (the application roles `grant_app_role` made), so that a migration run by the owner
+    without `db init` leaves them able to do what they did."""
+    return f"""
+        DO $$
+            DECLARE role_name text;
+            BEGIN
+                FOR role_name IN
+                    SELECT acl.grantee::regrole::text
+                    FROM pg_proc, aclexplode(pg_proc.proacl) AS acl
+                    WHERE pg_proc.oid = '{function}'::regprocedure
+                      AND acl.privilege_type = 'EXECUTE'
+                      AND acl.grantee NOT IN (0, pg_proc.proowner)
+                LOOP
+                    EXECUTE format('GRANT {grant} TO %s', role_name);
+                END LOOP;
+            END $$;
+        """  # noqa: S608 - DDL from constants, no values
 
 
 # Each step runs once, recorded by name in ledger_schema; a step is never edited.
@@ -397,22 +431,30 @@ MIGRATIONS: list[tuple[str, str]] = [
                 RETURN extract(epoch FROM clock_timestamp() - statement_timestamp());
             END $$;
         REVOKE ALL ON FUNCTION ledger_lock_events_waited() FROM PUBLIC;
-        DO $$
-            DECLARE role_name text;
-            BEGIN
-                FOR role_name IN
-                    SELECT acl.grantee::regrole::text
-                    FROM pg_proc, aclexplode(pg_proc.proacl) AS acl
-                    WHERE pg_proc.oid = 'ledger_lock_events()'::regprocedure
-                      AND acl.privilege_type = 'EXECUTE'
-                      AND acl.grantee NOT IN (0, pg_proc.proowner)
-                LOOP
-                    EXECUTE format(
-                        'GRANT EXECUTE ON FUNCTION ledger_lock_events_waited() TO %s', role_name
-                    );
-                END LOOP;
-            END $$;
-        """,  # noqa: S608 - DDL from constants, no values
+        {_grant_to_callers_of("ledger_lock_events()", f"EXECUTE ON FUNCTION {LOCK_WAITED}")}
+        """,
+    ),
+    (
+        # Snapshots of long histories (a fund year's), each written in the transaction
+        # of the events that brought it about, as immutable as they are. They summarise
+        # what the chain proves and are never part of it: a snapshot only spares a
+        # process that has no copy the replay of a whole year. Whoever may append may
+        # write them.
+        "snapshots",
+        f"""
+        CREATE TABLE {SNAPSHOTS_TABLE} (
+            originator_id uuid NOT NULL,
+            originator_version bigint NOT NULL,
+            topic text NOT NULL,
+            state bytea NOT NULL,
+            PRIMARY KEY (originator_id, originator_version)
+        );
+        CREATE TRIGGER {SNAPSHOTS_TABLE}_no_update BEFORE UPDATE OR DELETE ON {SNAPSHOTS_TABLE}
+            FOR EACH ROW EXECUTE FUNCTION ledger_events_immutable();
+        CREATE TRIGGER {SNAPSHOTS_TABLE}_no_truncate BEFORE TRUNCATE ON {SNAPSHOTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
+        {_grant_to_callers_of(LOCK_WAITED, f"SELECT, INSERT ON {SNAPSHOTS_TABLE}")}
+        """,
     ),
 ]
 
@@ -422,6 +464,7 @@ APP_PRIVILEGES: dict[str, str] = {
     # only what an append writes: the position, instant and hash are the database's
     EVENTS_TABLE: "SELECT, INSERT (originator_id, originator_version, topic, state)",
     CHECKPOINTS_TABLE: "SELECT, INSERT",
+    SNAPSHOTS_TABLE: "SELECT, INSERT",
     REFUSALS_TABLE: "SELECT, INSERT",
     "api_keys": "SELECT, INSERT, UPDATE",
     "talent_keys": "SELECT, INSERT, UPDATE",

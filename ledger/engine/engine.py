@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from copy import deepcopy
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import date
+from enum import Enum
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, get_type_hints
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Transcoding
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import JSONTranscoder, RecordConflictError, StoredEvent, Transcoding
 
 from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
@@ -46,6 +49,10 @@ CATCH_UP_UNDER_LOCK = 1_000
 # As many aggregates as this, never seen and asked for at once, are read with the
 # append lock released too.
 READ_AHEAD_AT = 100
+# A long history (`LedgerAggregate.LONG_HISTORY`) is snapshotted, in the transaction of
+# its events, each time it passes another multiple of this many: a process without a
+# copy reads the latest snapshot and at most this many events after it.
+SNAPSHOT_EVERY = 500
 
 
 class DateAsISO(Transcoding):
@@ -57,6 +64,28 @@ class DateAsISO(Transcoding):
 
     def decode(self, data: str) -> date:
         return date.fromisoformat(data)
+
+
+class ValueAsDict(Transcoding):
+    """A dataclass of an aggregate's state (in its snapshots) as a dict of its fields;
+    an enum field comes back as its enum, not its value."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.type = cls
+        self.name = f"{cls.__module__}:{cls.__qualname__}"
+        self._enums = {
+            name: hint
+            for name, hint in get_type_hints(cls).items()
+            if isinstance(hint, type) and issubclass(hint, Enum)
+        }
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(
+            **{k: self._enums[k](v) if k in self._enums else v for k, v in data.items()}
+        )
 
 
 class Contended(LedgerError):
@@ -92,6 +121,15 @@ class Engine(Application[UUID]):
     _committer: GroupCommitter | None = None
     #: the business date now; set by whoever opens it, who knows the time zone
     today: Callable[[], date]
+    # the library's snapshot store and snapshots, written and read by `commit` alone
+    is_snapshotting_enabled = True
+
+    def construct_repository(self) -> Repository[UUID]:
+        """The library's repository, without the snapshot store: only long histories
+        have snapshots and `load` never reads one, so a load costs one query, not two."""
+        repository = super().construct_repository()
+        repository.snapshot_store = None
+        return repository
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -209,8 +247,9 @@ class Engine(Application[UUID]):
         while True:
             while ahead:
                 read_ahead |= ahead
+                bases = self._from_snapshots(self._bases(dict.fromkeys(ahead), known), uow)
                 with store.reads() as reads:
-                    self._read_current(reads, self._bases(dict.fromkeys(ahead), known), known)
+                    self._read_current(reads, bases, known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
                 ahead = _long_unseen(uow, known)
@@ -228,6 +267,8 @@ class Engine(Application[UUID]):
                         else []
                     )
                     recordings = self.events.put(events, session=session) if events else []
+                    if snapshots := self.snapshots_due(uow.aggregates, events):
+                        session.insert_snapshots(snapshots)
                     waited += session.lock_waited()
                     break
                 waited += session.lock_waited()
@@ -289,6 +330,34 @@ class Engine(Application[UUID]):
                 base if base is not None and (version is None or base.version <= version) else None
             )
         return bases
+
+    def _from_snapshots(
+        self, bases: dict[UUID, LedgerAggregate | None], uow: UnitOfWork
+    ) -> dict[UUID, LedgerAggregate | None]:
+        """`bases`, where a long history has a snapshot newer than its base (none, or a
+        copy far behind), from that snapshot: one query each, with the lock released."""
+        assert self.snapshots is not None
+        for aggregate_id, base in bases.items():
+            if not getattr(uow.unseen.get(aggregate_id, type(base)), "LONG_HISTORY", False):
+                continue
+            for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1):
+                if base is None or snapshot.originator_version > base.version:
+                    bases[aggregate_id] = cast(LedgerAggregate, snapshot.mutate(None))
+        return bases
+
+    def snapshots_due(
+        self, aggregates: Iterable[LedgerAggregate], recorded: Sequence[DomainEvent]
+    ) -> list[StoredEvent]:
+        """Snapshots of the long histories that the `recorded` events (just collected
+        from `aggregates`) took past a multiple of SNAPSHOT_EVERY, to be stored with them."""
+        counts = Counter(e.originator_id for e in recorded)
+        return [
+            self.mapper.to_stored_event(type(a).Snapshot.take(a))
+            for a in aggregates
+            if a.LONG_HISTORY
+            and (n := counts[a.id])
+            and a.version // SNAPSHOT_EVERY > (a.version - n) // SNAPSHOT_EVERY
+        ]
 
     def _read_current(
         self,

@@ -4,7 +4,7 @@ PostgreSQL, `ledger.adapters.memory` in memory)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 from uuid import UUID
@@ -26,6 +26,9 @@ class AppendSession(Reads, Protocol):
 
     def lock_waited(self) -> float:
         """Seconds the session waited for the append lock (known once it has read)."""
+
+    def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
+        """Record snapshots with the session's events, in its transaction."""
 
 
 class EventStore(Protocol):

@@ -7,7 +7,10 @@ from concurrent.futures import Future
 from functools import cache
 from typing import Any
 
+from eventsourcing.persistence import JSONTranscoder
+
 import ledger.usecases
+from ledger.domain.budget import Appropriation, Line
 from ledger.domain.errors import LedgerError
 from ledger.domain.reconciliation import (
     Movement,
@@ -21,7 +24,7 @@ from ledger.domain.reconciliation import (
 )
 from ledger.domain.runs import DisbursementRun
 from ledger.domain.talents import Talent
-from ledger.engine.engine import Decide, Engine
+from ledger.engine.engine import Decide, Engine, ValueAsDict
 from ledger.engine.outcome import Outcome
 from ledger.engine.unit_of_work import UnitOfWork
 from ledger.usecases.checkpoints import Notary
@@ -56,6 +59,11 @@ class Ledger(Engine):
     name = "Ledger"  # names the event table: ledger_events
     vault: Vault  # set by whoever opens the ledger, which holds the master key
     notary: Notary  # likewise, with the signing key
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        for value in (Line, Appropriation):  # a fund year's state, in its snapshots
+            transcoder.register(ValueAsDict(value))
 
     def step(self, command: object) -> Step:
         """`command`'s decision, ready to run: what its use case prepares with I/O

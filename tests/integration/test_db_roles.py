@@ -29,7 +29,14 @@ from tests.conftest import drop_role
 
 pytestmark = [pytest.mark.db]
 
-HISTORY = ("ledger_events", "ledger_checkpoints", "ledger_refusals")
+HISTORY = ("ledger_events", "ledger_checkpoints", "ledger_refusals", "ledger_snapshots")
+
+
+@pytest.fixture(autouse=True)
+def snapshot_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fund year is snapshotted at its second event (its appropriation in `life`), so
+    that the application role writes a snapshot too."""
+    monkeypatch.setattr("ledger.engine.engine.SNAPSHOT_EVERY", 2)
 
 
 @pytest.fixture
@@ -111,7 +118,12 @@ def test_postgresql_itself_refuses_to_change_the_history_to_the_application_role
     app_url: str, test_settings: Settings, statement: str, table: str
 ) -> None:
     life(app_url, as_app(app_url, test_settings))
-    column = {"ledger_events": "topic", "ledger_checkpoints": "note", "ledger_refusals": "code"}
+    column = {
+        "ledger_events": "topic",
+        "ledger_checkpoints": "note",
+        "ledger_refusals": "code",
+        "ledger_snapshots": "topic",
+    }
     query = statement.format(t=table, c=column[table])
     with psycopg.connect(app_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(query)
@@ -167,3 +179,15 @@ def test_a_role_granted_before_the_lock_wait_migration_appends_after_it(
         conn.execute("DELETE FROM ledger_schema WHERE name = 'append-lock-wait'")
     open_ledger(db_url, test_settings).close()  # the owner's command, migrating
     life(app_url, as_app(app_url, test_settings))
+
+
+def test_a_role_granted_before_the_snapshots_migration_writes_snapshots_after_it(
+    app_url: str, db_url: str, test_settings: Settings
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:  # as the release before left it
+        conn.execute("DROP TABLE ledger_snapshots")
+        conn.execute("DELETE FROM ledger_schema WHERE name = 'snapshots'")
+    open_ledger(db_url, test_settings).close()  # the owner's command, migrating
+    life(app_url, as_app(app_url, test_settings))
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT originator_version FROM ledger_snapshots").fetchall() == [(2,)]
