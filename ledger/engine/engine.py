@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast, get_type_hints
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.domain import DomainEvent
+from eventsourcing.domain import DomainEventProtocol, Snapshot
 from eventsourcing.persistence import JSONTranscoder, RecordConflictError, StoredEvent, Transcoding
 
 from ledger.domain.base import LedgerAggregate
@@ -342,11 +342,13 @@ class Engine(Application[UUID]):
                 continue
             for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1):
                 if base is None or snapshot.originator_version > base.version:
-                    bases[aggregate_id] = cast(LedgerAggregate, snapshot.mutate(None))
+                    bases[aggregate_id] = cast(
+                        LedgerAggregate, cast(Snapshot, snapshot).mutate(None)
+                    )
         return bases
 
     def snapshots_due(
-        self, aggregates: Iterable[LedgerAggregate], recorded: Sequence[DomainEvent]
+        self, aggregates: Iterable[LedgerAggregate], recorded: Sequence[DomainEventProtocol[UUID]]
     ) -> list[StoredEvent]:
         """Snapshots of the long histories that the `recorded` events (just collected
         from `aggregates`) took past a multiple of SNAPSHOT_EVERY, to be stored with them."""
