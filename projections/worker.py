@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +23,7 @@ from uuid import UUID
 import structlog
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg.rows import TupleRow, tuple_row
 
 from ledger.adapters.postgres import EVENTS_TABLE, datastore_of, head_position, statements
@@ -49,6 +50,10 @@ MAX_IMAGE_ROWS = 2_000_000  # past this, a view starts again from an image loade
 RETRY_SECONDS = 1.0
 FAILING_AFTER = 3
 POLL_SECONDS = 0.02
+#: the advisory lock whose holder leads (`ProjectionWorker.run_forever`); a worker that
+#: does not lead tries again this often, and a leader checks its session as often
+LEAD_KEY = 7_242_025
+LEAD_RETRY_SECONDS = 1.0
 
 NAMES = tuple(view.NAME for view in VIEWS)
 
@@ -60,6 +65,11 @@ _FIRST_EVENT = sql.SQL(
     "SELECT originator_id, originator_version, topic, state FROM {} "
     "WHERE originator_id = %s AND originator_version = 1"
 ).format(sql.Identifier(EVENTS_TABLE))
+
+
+def _try_lead(session: Connection[Any]) -> bool:
+    row = session.execute("SELECT pg_try_advisory_lock(%s) AS led", (LEAD_KEY,)).fetchone()
+    return bool(row and row["led"])
 
 
 def _next_events(curs: Curs, after: int, limit: int) -> list[TupleRow]:
@@ -331,19 +341,53 @@ class ProjectionWorker:
         stays away): what `/readyz` reports."""
         return self.failures_in_a_row >= FAILING_AFTER
 
+    #: whether this worker is the one of the deployment that applies batches
+    leading = False
+
     def run_forever(self) -> None:
+        """Apply batches as events come, while this worker leads: one worker of all
+        those running against the database (one per API process, as `ledger serve`
+        comes) does, the others wait to take over. Batches are safe from any number of
+        workers at once; one alone keeps its images between batches and spares the
+        others' processes the same work done again."""
         log.info("projection_worker_started", views=list(self.views))
         while not self._stop.is_set():
             try:
-                applied = self.run_batch()
+                with self.datastore.get_connection() as session:
+                    if _try_lead(session):
+                        self._lead(session)
             except Exception:  # a worker must outlive a database restart
                 self.failures_in_a_row += 1
-                log.exception("projection_batch_failed", in_a_row=self.failures_in_a_row)
+                log.exception("projection_lead_failed", in_a_row=self.failures_in_a_row)
                 self._stop.wait(RETRY_SECONDS)
                 continue
-            self.failures_in_a_row = 0
-            if applied < BATCH_SIZE:
-                self._stop.wait(POLL_SECONDS)
+            self._stop.wait(LEAD_RETRY_SECONDS)
+
+    def _lead(self, session: Connection[Any]) -> None:
+        """Apply batches until stopped, holding the lead on `session`; give it up if
+        the session is lost (the database restarted: another may lead now)."""
+        self.leading = True
+        log.info("projection_worker_leading")
+        checked = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if time.monotonic() - checked > LEAD_RETRY_SECONDS:
+                    session.execute("SELECT 1")  # the lock lives as long as the session
+                    checked = time.monotonic()
+                try:
+                    applied = self.run_batch()
+                except Exception:  # a worker must outlive a database restart
+                    self.failures_in_a_row += 1
+                    log.exception("projection_batch_failed", in_a_row=self.failures_in_a_row)
+                    self._stop.wait(RETRY_SECONDS)
+                    continue
+                self.failures_in_a_row = 0
+                if applied < BATCH_SIZE:
+                    self._stop.wait(POLL_SECONDS)
+        finally:
+            self.leading = False
+            if not session.broken:
+                session.execute("SELECT pg_advisory_unlock(%s)", (LEAD_KEY,))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)

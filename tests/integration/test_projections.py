@@ -869,3 +869,49 @@ def test_readyz_is_503_when_the_projection_worker_stops_or_keeps_failing(
     worker.stop()
     app.state.worker_thread.join(timeout=5)  # type: ignore[attr-defined]
     assert "the projection worker has stopped" in client.get("/readyz").json()["detail"]
+
+
+def test_one_worker_of_a_deployment_leads_and_another_takes_over_when_it_stops(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `ledger serve --workers 2` comes, each process runs a worker: one applies
+    every batch, the other waits, and takes over once the first is gone."""
+    monkeypatch.setattr(worker_module, "LEAD_RETRY_SECONDS", 0.1)
+    other = open_ledger(db_url, test_settings)
+    workers = [ProjectionWorker(ledger), ProjectionWorker(other)]
+    applied = [0, 0]
+    for i, worker in enumerate(workers):
+
+        def counted(limit: int = worker_module.BATCH_SIZE, i: int = i, w: Any = worker) -> int:
+            n = ProjectionWorker.run_batch(w, limit)
+            applied[i] += n
+            return n
+
+        monkeypatch.setattr(worker, "run_batch", counted)
+    threads = [worker.start() for worker in workers]
+
+    def caught_up(year: int) -> None:
+        with acting_as("admin", f"req-{year}"):
+            ledger.execute(c.OpenFundYear(year, "CNY"))
+        deadline = time.monotonic() + 10
+        while tracking(db_url)[0] < head(db_url):
+            assert time.monotonic() < deadline, "no worker applied the events"
+            time.sleep(0.02)
+
+    try:
+        for year in range(2024, 2030):
+            caught_up(year)
+        leader = next(i for i, w in enumerate(workers) if w.leading)
+        assert not workers[1 - leader].leading
+        assert applied[1 - leader] == 0 and applied[leader] == head(db_url)
+        workers[leader].stop()
+        threads[leader].join(timeout=10)
+        caught_up(2030)
+        assert workers[1 - leader].leading
+        assert applied[1 - leader] == 1  # the event after the first stopped leading
+    finally:
+        for worker in workers:
+            worker.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        other.close()
