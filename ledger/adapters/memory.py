@@ -32,8 +32,16 @@ class MemoryReads:
 class MemoryAppendSession(MemoryReads):
     """Reads made holding the append lock."""
 
+    _positions: Sequence[int] = ()
+
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds
+
+    def append(self, stored: Sequence[StoredEvent]) -> None:
+        self._positions = self._recorder.insert_events(stored) or ()
+
+    def positions(self) -> list[int]:
+        return list(self._positions)
 
     def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
         assert self._recorder.snapshots is not None

@@ -175,7 +175,7 @@ class Engine(Application[UUID]):
         done = self.commit(attempt)
         if isinstance(done.value, LedgerError):
             raise done.value
-        return Outcome(done.value, done.position, replayed=not done.recordings)
+        return Outcome(done.value, done.position, replayed=not done.recorded)
 
     def run_later(self, decide: Decide[C, T], command: C) -> Future[Outcome[T]]:
         """`run` in the next group commit, without waiting: for a caller that must not
@@ -266,19 +266,20 @@ class Engine(Application[UUID]):
                         if attempt.record
                         else []
                     )
-                    recordings = self.events.put(events, session=session) if events else []
+                    if events:
+                        session.append([self.mapper.to_stored_event(e) for e in events])
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
                     waited += session.lock_waited()
                     break
                 waited += session.lock_waited()
+        # the positions are answered with the commit, which released the lock
+        recorded = list(zip(events, session.positions(), strict=True))
         self._remember(uow)
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.
-        position = max((r.notification.id for r in recordings), default=0) or (
-            store.max_notification_id() or 0
-        )
-        return Committed(attempt.value, recordings, position, waited)
+        position = max((p for _, p in recorded), default=0) or (store.max_notification_id() or 0)
+        return Committed(attempt.value, recorded, position, waited)
 
     def _decide_again(
         self,

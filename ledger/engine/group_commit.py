@@ -130,7 +130,7 @@ class GroupCommitter:
         if self._observe is not None:
             self._observe(len(group), time.perf_counter() - started, committed.lock_waited)
         done, refused = committed.value
-        positions = {id(r.domain_event): r.notification.id for r in committed.recordings}
+        positions = {id(event): position for event, position in committed.recorded}
         for index, item in enumerate(group):
             if index in refused:
                 item.future.set_exception(refused[index])

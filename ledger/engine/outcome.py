@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
-from uuid import UUID
-
-from eventsourcing.persistence import Recording
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -35,6 +32,6 @@ class Attempt(Generic[T]):
 @dataclass(frozen=True)
 class Committed(Generic[T]):
     value: T
-    recordings: list[Recording[UUID]]
+    recorded: list[tuple[Any, int]]  # each event recorded, with its position
     position: int  # the last event recorded, else the head once the decision held
     lock_waited: float = 0.0  # seconds waited for the append lock

@@ -21,11 +21,16 @@ class Reads(Protocol):
 
 
 class AppendSession(Reads, Protocol):
-    """Reads made while no other writer, in any process, can append; the store's
-    `insert_events(events, session=...)` appends in it."""
+    """Reads made while no other writer, in any process, can append, and the append."""
 
     def lock_waited(self) -> float:
         """Seconds the session waited for the append lock (known once it has read)."""
+
+    def append(self, stored: Sequence[StoredEvent]) -> None:
+        """Append events, recorded when the session ends."""
+
+    def positions(self) -> list[int]:
+        """The positions of the appended events, in order (known once it has ended)."""
 
     def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
         """Record snapshots with the session's events, in its transaction."""

@@ -1,16 +1,21 @@
 """What a warm grant proposal asks of PostgreSQL (docs/performance.md, "Profile of a
 proposal"), counted with psycopg's tracing instrumentation: no statement in the request
-itself (the key and the aggregates are cached), and the group commit's five, which its
-pipeline sends in three round trips (`LedgerRecorder.append_session`)."""
+itself (the key and the aggregates are cached), and the group commit's seven, which its
+pipeline sends in two round trips (`LedgerRecorder.append_session`): the lock with the
+versions to check, then the events with the commit."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from psycopg._pipeline_base import BasePipeline
 
 from api.app import create_app
 from ledger.adapters.postgres import datastore_of
@@ -18,9 +23,18 @@ from ledger.entrypoints.runtime import Settings
 from tests.conftest import install_key
 
 
-def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_five_statements(
-    test_settings: Settings,
+def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_two_round_trips(
+    test_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    awaited: list[str] = []  # each wait for every answer sent for: a round trip
+    fetch = BasePipeline._fetch_gen
+
+    def counted(self: Any, *, flush: bool) -> Any:
+        if flush:
+            awaited.append(threading.current_thread().name)
+        return fetch(self, flush=flush)
+
+    monkeypatch.setattr(BasePipeline, "_fetch_gen", counted)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()  # every span, those outside a request too
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -57,6 +71,7 @@ def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_five_statement
             assert client.post(path, json=body, headers=who).status_code == 201
         for n in range(2):  # the first warms the key and the aggregates' copies
             exporter.clear()
+            awaited.clear()
             proposal = {
                 "grant_id": f"G{n}",
                 "talent_id": "T1",
@@ -67,12 +82,15 @@ def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_five_statement
                 "reason": "r",
             }
             assert client.post("/v1/grants", json=proposal, headers=clerk).status_code == 201
+    assert awaited == ["group-commit", "group-commit"]
     spans = exporter.get_finished_spans()
     (request,) = [s for s in spans if (s.attributes or {}).get("http.route") == "/v1/grants"]
     statements = [s for s in spans if (s.attributes or {}).get("db.system") == "postgresql"]
     in_request = [s for s in statements if s.context.trace_id == request.context.trace_id]
     assert in_request == [], [s.name for s in in_request]
     assert sorted(s.name.split()[0] for s in statements) == [
+        "BEGIN",
+        "COMMIT",
         "INSERT",  # the events
         "NOTIFY",  # eventsourcing's, with the insert
         "SELECT",  # the append lock, answering its wait
