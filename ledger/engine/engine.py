@@ -296,11 +296,17 @@ class Engine(Application[UUID]):
         Or stop early, before reading anything, answering the aggregates better read
         with the lock released: a fund year never seen, or any copy more than
         CATCH_UP_UNDER_LOCK events behind the base it would be read from, unless it
-        was read ahead already."""
+        was read ahead already. Nothing is appended while the lock is held, so a
+        version found current here stays current: a decision taken again is checked
+        only for what it read otherwise (often nothing, and no query)."""
+        current: dict[UUID, int] = {}  # the version of each aggregate, as of the lock
         while True:
             if unseen := _long_unseen(uow, known):  # what is read ahead is known
                 return uow, attempt, unseen
-            versions: dict[UUID, int | None] = dict(session.changed(uow.read_versions))
+            unchecked = {i: v for i, v in uow.read_versions.items() if current.get(i) != v}
+            versions: dict[UUID, int | None] = dict(session.changed(unchecked)) if unchecked else {}
+            current.update(unchecked)
+            current.update({i: v for i, v in versions.items() if v is not None})
             if attempt.refused:
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
@@ -315,6 +321,7 @@ class Engine(Application[UUID]):
             if behind:
                 return uow, attempt, behind
             self._read_current(session, bases, known)
+            current.update({i: a.version if (a := known[i]) else 0 for i in bases})
             uow = UnitOfWork(self, known)
             attempt = run(uow)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,8 +20,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from psycopg._pipeline_base import BasePipeline
 
 from api.app import create_app
-from ledger.adapters.postgres import datastore_of
-from ledger.entrypoints.runtime import Settings
+from ledger.adapters.postgres import AppendSession, datastore_of
+from ledger.domain.context import acting_as
+from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.ledger import Ledger
+from tests import commands as c
 from tests.conftest import install_key
 
 
@@ -97,3 +102,43 @@ def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_two_round_trip
         "SELECT",  # the versions read, checked
         "SET",  # the lock's timeout
     ]
+
+
+def test_a_decision_taken_again_under_the_lock_is_not_checked_again(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes proposing on one fund year, as `ledger serve --workers 2` does:
+    each finds the year changed by the other, reads what changed and decides again,
+    under the lock. What it reads then is current until the lock is released, so the
+    second decision costs no further query."""
+    other = open_ledger(db_url, test_settings)
+    try:
+        with acting_as("admin", "req-year"):
+            ledger.execute(c.OpenFundYear(2030, "CNY"))
+            ledger.execute(c.Appropriate(2030, "A", "settling_in", "cash", Decimal(10**6), "r"))
+        with acting_as("clerk", "req-talent"):
+            ledger.execute(
+                c.RegisterTalent("T1", "王芳", "master", "某院", date(2030, 1, 5), date(2033, 1, 4))
+            )
+
+        def propose(where: Ledger, grant_id: str) -> None:
+            with acting_as("clerk", f"req-{grant_id}"):
+                where.execute(
+                    c.ProposeGrant(grant_id, "T1", 2030, "settling_in", Decimal(1), "p", "r")
+                )
+
+        propose(other, "G0")  # its copies, warm
+        propose(ledger, "G1")  # the year changes under them
+        calls: list[str] = []
+        for name in ("changed", "events_after"):
+            method = getattr(AppendSession, name)
+
+            def counted(self: Any, versions: Any, name: str = name, method: Any = method) -> Any:
+                calls.append(name)
+                return method(self, versions)
+
+            monkeypatch.setattr(AppendSession, name, counted)
+        propose(other, "G2")
+        assert calls == ["changed", "events_after"]
+    finally:
+        other.close()
