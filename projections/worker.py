@@ -54,6 +54,8 @@ POLL_SECONDS = 0.02
 #: does not lead tries again this often, and a leader checks its session as often
 LEAD_KEY = 7_242_025
 LEAD_RETRY_SECONDS = 1.0
+#: a leader failing batch after batch steps down for this long, so that another leads
+STEP_DOWN_SECONDS = 3 * LEAD_RETRY_SECONDS
 
 NAMES = tuple(view.NAME for view in VIEWS)
 
@@ -332,7 +334,8 @@ class ProjectionWorker:
             except BaseException as e:  # handed to the folding thread, which raises it
                 failed.append(e)
 
-    #: batches failed one after the other (reset by one that succeeds)
+    #: batches, or attempts to lead, failed one after the other (reset by a batch that
+    #: succeeds, or by finding that another worker leads)
     failures_in_a_row = 0
 
     @property
@@ -354,8 +357,11 @@ class ProjectionWorker:
         while not self._stop.is_set():
             try:
                 with self.datastore.get_connection() as session:
-                    if _try_lead(session):
-                        self._lead(session)
+                    if not _try_lead(session):
+                        self.failures_in_a_row = 0  # the database answers; another leads
+                    elif self._lead(session):
+                        # failing, it stepped down: long enough for another to lead
+                        self._stop.wait(STEP_DOWN_SECONDS)
             except Exception:  # a worker must outlive a database restart
                 self.failures_in_a_row += 1
                 log.exception("projection_lead_failed", in_a_row=self.failures_in_a_row)
@@ -363,11 +369,19 @@ class ProjectionWorker:
                 continue
             self._stop.wait(LEAD_RETRY_SECONDS)
 
-    def _lead(self, session: Connection[Any]) -> None:
+    def _lead(self, session: Connection[Any]) -> bool:
         """Apply batches until stopped, holding the lead on `session`; give it up if
-        the session is lost (the database restarted: another may lead now)."""
+        the session is lost (the database restarted: another may lead now), or when
+        failing (another worker may do better: answers True then)."""
         self.leading = True
         log.info("projection_worker_leading")
+        # a leader whose host or network is lost keeps the lock until the server
+        # drops its session: after about 11 s of silence, not the system's 2 hours
+        session.execute(
+            "SELECT set_config('tcp_keepalives_idle', '5', false), "
+            "set_config('tcp_keepalives_interval', '2', false), "
+            "set_config('tcp_keepalives_count', '3', false)"
+        )
         checked = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -379,11 +393,15 @@ class ProjectionWorker:
                 except Exception:  # a worker must outlive a database restart
                     self.failures_in_a_row += 1
                     log.exception("projection_batch_failed", in_a_row=self.failures_in_a_row)
+                    if self.failing:
+                        log.warning("projection_worker_stepping_down")
+                        return True
                     self._stop.wait(RETRY_SECONDS)
                     continue
                 self.failures_in_a_row = 0
                 if applied < BATCH_SIZE:
                     self._stop.wait(POLL_SECONDS)
+            return False
         finally:
             self.leading = False
             if not session.broken:

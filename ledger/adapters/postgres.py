@@ -184,19 +184,13 @@ class LedgerRecorder(PostgresApplicationRecorder):
             yield Reads(self, curs)
 
     def insert_events(
-        self,
-        stored_events: Sequence[StoredEvent],
-        *,
-        session: AppendSession | None = None,
-        **kwargs: Any,
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """The library's append (the engine appends in its own `append_session`)."""
         if not stored_events:
             return []
-        if session is None:
-            with self.append_session() as own:
-                own.append(stored_events)
-            return own.positions()
-        session.append(stored_events)
+        with self.append_session() as session:
+            session.append(stored_events)
         return session.positions()
 
 

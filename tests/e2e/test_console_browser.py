@@ -15,7 +15,6 @@ import re
 import secrets
 import zipfile
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from ledger.entrypoints.runtime import Settings
 from tests.conftest import _with_dbname
 from tests.e2e.conftest import ROOT, Server, environment, run_ledger
 
@@ -32,7 +32,8 @@ CHROMIUM = "/usr/lib/chromium/chromium"
 AXE = ROOT / "tests" / "e2e" / "axe" / "axe.min.js"
 SCREENSHOTS = ROOT / "docs" / "console"
 RECORD = os.environ.get("LEDGER_RECORD_SCREENSHOTS") == "1"
-TODAY = date.today().isoformat()
+# the business date, as the demo server has it (from 16:00 UTC Shanghai is a day ahead)
+TODAY = Settings(database_url=None, data_dir=Path()).today().isoformat()
 
 STATUS_REPORT = """<?xml version="1.0" encoding="UTF-8"?>
 <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.10"><CstmrPmtStsRpt>

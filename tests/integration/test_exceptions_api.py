@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ledger.entrypoints.runtime import BUSINESS_TIMEZONE
 from tests.bank_statements import ACCOUNT, Entry, camt053, mt940
 from tests.integration.scenario import (
     YEAR,
@@ -64,13 +65,15 @@ def of(items: list[dict[str, Any]], code: str, **ids: Any) -> list[dict[str, Any
 
 
 def recorded_on(a: Actors, db_url: str, event_type: str, **ids: str) -> date:
-    """The UTC day an event was recorded, from the auditor's event stream."""
+    """The business day an event was recorded on (in the ledger's time zone, as the
+    report dates it: from 16:00 UTC Shanghai is a day ahead), from the event stream."""
     params = {"min_position": head_position(db_url), "limit": 1000}
     items = expect(a.auditor.get("/v1/events", params=params), 200)["items"]
     [entry] = [
         e for e in items if e["event_type"] == event_type and all(e[k] == v for k, v in ids.items())
     ]
-    return datetime.fromisoformat(entry["recorded_at"].replace("Z", "+00:00")).date()
+    recorded_at = datetime.fromisoformat(entry["recorded_at"].replace("Z", "+00:00"))
+    return recorded_at.astimezone(BUSINESS_TIMEZONE).date()
 
 
 def iso(day: date) -> str:

@@ -915,3 +915,71 @@ def test_one_worker_of_a_deployment_leads_and_another_takes_over_when_it_stops(
         for thread in threads:
             thread.join(timeout=10)
         other.close()
+
+
+def test_a_leader_failing_batch_after_batch_steps_down_for_another(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader that cannot apply a batch (its process's trouble, say) gives the lead
+    up for a while, so that another worker applies them."""
+    for name, seconds in (("LEAD_RETRY_SECONDS", 0.1), ("RETRY_SECONDS", 0.01)):
+        monkeypatch.setattr(worker_module, name, seconds)
+    monkeypatch.setattr(worker_module, "STEP_DOWN_SECONDS", 1.0)
+    other = open_ledger(db_url, test_settings)
+    troubled, sound = ProjectionWorker(ledger), ProjectionWorker(other)
+
+    def fails(limit: int = 0) -> int:
+        raise RuntimeError("this process cannot apply a batch")
+
+    monkeypatch.setattr(troubled, "run_batch", fails)
+    threads = [troubled.start()]
+    try:
+        deadline = time.monotonic() + 10
+        while not troubled.leading:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        threads.append(sound.start())
+        with acting_as("admin", "req-year"):
+            ledger.execute(c.OpenFundYear(2024, "CNY"))
+        deadline = time.monotonic() + 10
+        while tracking(db_url)[0] < head(db_url):
+            assert time.monotonic() < deadline, "no worker took over"
+            time.sleep(0.02)
+        assert sound.leading
+        assert troubled.failures_in_a_row >= worker_module.FAILING_AFTER
+    finally:
+        for worker in (troubled, sound):
+            worker.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        other.close()
+
+
+def test_a_waiting_worker_is_not_failing_for_what_it_met_before(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the database answers again, a worker that waits for the lead is not counted
+    as failing (it applies no batch that could prove it sound), so `/readyz` sends
+    requests to its process again."""
+    monkeypatch.setattr(worker_module, "LEAD_RETRY_SECONDS", 0.1)
+    other = open_ledger(db_url, test_settings)
+    leader, waiting = ProjectionWorker(ledger), ProjectionWorker(other)
+    threads = [leader.start()]
+    try:
+        deadline = time.monotonic() + 10
+        while not leader.leading:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        waiting.failures_in_a_row = worker_module.FAILING_AFTER  # the database was away
+        threads.append(waiting.start())
+        deadline = time.monotonic() + 10
+        while waiting.failing:
+            assert time.monotonic() < deadline, "a waiting worker stayed failing"
+            time.sleep(0.02)
+        assert not waiting.leading
+    finally:
+        for worker in (leader, waiting):
+            worker.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        other.close()
