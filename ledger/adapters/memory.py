@@ -14,15 +14,22 @@ from uuid import UUID
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
+from ledger.engine.store import Changed
+
 
 class MemoryReads:
     def __init__(self, recorder: MemoryRecorder) -> None:
         self._recorder = recorder
 
-    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
+    def changed(self, read_versions: Mapping[UUID, int], events_up_to: int) -> dict[UUID, Changed]:
+        found: dict[UUID, Changed] = {}
         with self._recorder.locked():
-            current = {i: self._recorder.version(i) for i in read_versions}
-        return {i: v for i, v in current.items() if v != read_versions[i]}
+            for i, read in read_versions.items():
+                if (version := self._recorder.version(i)) != read:
+                    few = version - read <= events_up_to
+                    events = list(self._recorder.select_events(i, gt=read)) if few else []
+                    found[i] = Changed(version, events)
+        return found
 
     def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         with self._recorder.locked():

@@ -29,6 +29,7 @@ from psycopg.rows import DictRow
 
 from ledger.domain.chain import GENESIS
 from ledger.domain.errors import ValidationFailed
+from ledger.engine.store import Changed
 
 EVENTS_TABLE = "ledger_events"
 CHECKPOINTS_TABLE = "ledger_checkpoints"
@@ -47,13 +48,25 @@ class Reads:
         self._recorder = recorder
         self.cursor = curs
 
-    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
-        """The aggregates whose version is no longer the one read, with their version now."""
+    def changed(self, read_versions: Mapping[UUID, int], events_up_to: int) -> dict[UUID, Changed]:
         if not read_versions:
             return {}
-        self.cursor.execute(self._recorder.versions_sql, (list(read_versions),), prepare=True)
-        current = {row["originator_id"]: row["version"] or 0 for row in self.cursor.fetchall()}
-        return {i: current[i] for i, version in read_versions.items() if current[i] != version}
+        self.cursor.execute(
+            self._recorder.changed_sql,
+            (list(read_versions), list(read_versions.values()), events_up_to),
+            prepare=True,
+        )
+        found: dict[UUID, Changed] = {}
+        for r in self.cursor.fetchall():
+            aggregate_id = r["originator_id"]
+            change = found.get(aggregate_id) or found.setdefault(
+                aggregate_id, Changed(r["version"], [])
+            )
+            if r["originator_version"] is not None:
+                change.events.append(
+                    StoredEvent(aggregate_id, r["originator_version"], r["topic"], r["state"])
+                )
+        return found
 
     def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         """The events of each aggregate past the given version, in version order."""
@@ -83,11 +96,10 @@ class AppendSession(Reads):
         return float(row["waited"]) if row else 0.0
 
     def append(self, stored: Sequence[StoredEvent]) -> None:
-        """Sent, with its NOTIFY, in one round trip with the commit: nobody waits for
-        the answer with the lock held. `positions` reads it once the session ended."""
-        self.cursor.execute(
-            sql.SQL("NOTIFY {0}").format(sql.Identifier(self._recorder.channel_name))
-        )
+        """Sent in one round trip with the commit: nobody waits for the answer with the
+        lock held. `positions` reads it once the session ended. Without eventsourcing's
+        NOTIFY: nothing listens for it (the projection workers poll, and notify waits on
+        a channel of their own), and each would wake every listening session."""
         self._appended = self.cursor.connection.cursor()
         self._appended.execute(self._recorder.insert_sql, _columns(stored), binary=True)
 
@@ -121,12 +133,21 @@ class LedgerRecorder(PostgresApplicationRecorder):
         table = sql.SQL("{0}.{1}").format(
             sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
         )
-        # one backward index probe per aggregate: a GROUP BY would read every event
-        # of a fund year that has tens of thousands (the planner even scans the table)
-        self.versions_sql = sql.SQL(
-            "SELECT a.id AS originator_id, (SELECT e.originator_version FROM {0} e "
-            "WHERE e.originator_id = a.id ORDER BY e.originator_version DESC LIMIT 1) "
-            "AS version FROM unnest(%s::uuid[]) AS a(id)"
+        # Each aggregate's version by one backward index probe (a GROUP BY would read
+        # every event of a fund year, and the planner even scanned the table), and the
+        # events after the version read by an index range scan (LATERAL, its ORDER BY
+        # keeping the planner from flattening it into a join), when they are few
+        # enough to read under the lock: only the aggregates that changed.
+        self.changed_sql = sql.SQL(
+            "SELECT a.id AS originator_id, v.version, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS a(id, read) "
+            "CROSS JOIN LATERAL (SELECT coalesce((SELECT x.originator_version FROM {0} x "
+            "WHERE x.originator_id = a.id ORDER BY x.originator_version DESC LIMIT 1), 0) "
+            "AS version) v "
+            "LEFT JOIN LATERAL (SELECT e.originator_version, e.topic, e.state FROM {0} e "
+            "WHERE e.originator_id = a.id AND e.originator_version > a.read "
+            "AND v.version - a.read <= %s ORDER BY e.originator_version) e ON true "
+            "WHERE v.version <> a.read ORDER BY a.id, e.originator_version"
         ).format(table)
         # parallel arrays sent in binary: the library's composite-type array is
         # formatted as text in Python, escaping every byte of every event's state
@@ -135,7 +156,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
         )
         self.insert_sql = sql.SQL(insert + " RETURNING notification_id").format(table)
-        self.notify_sql = sql.SQL("NOTIFY {0}").format(sql.Identifier(self.channel_name))
         self.insert_snapshots_sql = sql.SQL(insert).format(
             sql.SQL("{0}.{1}").format(
                 sql.Identifier(self.datastore.schema), sql.Identifier(SNAPSHOTS_TABLE)

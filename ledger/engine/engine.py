@@ -304,9 +304,10 @@ class Engine(Application[UUID]):
             if unseen := _long_unseen(uow, known):  # what is read ahead is known
                 return uow, attempt, unseen
             unchecked = {i: v for i, v in uow.read_versions.items() if current.get(i) != v}
-            versions: dict[UUID, int | None] = dict(session.changed(unchecked)) if unchecked else {}
+            changes = session.changed(unchecked, CATCH_UP_UNDER_LOCK) if unchecked else {}
+            versions: dict[UUID, int | None] = {i: c.version for i, c in changes.items()}
             current.update(unchecked)
-            current.update({i: v for i, v in versions.items() if v is not None})
+            current.update({i: c.version for i, c in changes.items()})
             if attempt.refused:
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
@@ -320,7 +321,13 @@ class Engine(Application[UUID]):
             } - read_ahead
             if behind:
                 return uow, attempt, behind
-            self._read_current(session, bases, known)
+            # what changed came with the check, when read from the base it applies to
+            fetched = {
+                i: c.events
+                for i, c in changes.items()
+                if len(c.events) == c.version - (base.version if (base := bases[i]) else 0)
+            }
+            self._read_current(session, bases, known, fetched)
             current.update({i: a.version if (a := known[i]) else 0 for i in bases})
             uow = UnitOfWork(self, known)
             attempt = run(uow)
@@ -374,10 +381,15 @@ class Engine(Application[UUID]):
         session: Reads,
         bases: Mapping[UUID, LedgerAggregate | None],
         known: dict[UUID, LedgerAggregate | None],
+        fetched: Mapping[UUID, list[StoredEvent]] | None = None,
     ) -> None:
-        """Bring `known` up to date with the store from `bases`, in one query."""
+        """Bring `known` up to date with the store from `bases`: with the events
+        `fetched` already, and the others' in one query."""
+        fetched = fetched or {}
         events: dict[UUID | str, list[Any]] = {i: [] for i in bases}
-        for stored in session.events_after({i: b.version if b else 0 for i, b in bases.items()}):
+        rest = {i: b.version if b else 0 for i, b in bases.items() if i not in fetched}
+        stored_events = [e for i in bases if i in fetched for e in fetched[i]]
+        for stored in stored_events + (session.events_after(rest) if rest else []):
             events[stored.originator_id].append(self.mapper.to_domain_event(stored))
         for aggregate_id, base in bases.items():
             aggregate = base

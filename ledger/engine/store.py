@@ -6,15 +6,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
 
+@dataclass(frozen=True)
+class Changed:
+    """An aggregate whose version is no longer the one read: its version now, and its
+    events after the one read, unless they were more than asked for (then none)."""
+
+    version: int
+    events: list[StoredEvent]
+
+
 class Reads(Protocol):
-    def changed(self, read_versions: Mapping[UUID, int]) -> dict[UUID, int]:
-        """The aggregates whose version is no longer the one read, with their version now."""
+    def changed(self, read_versions: Mapping[UUID, int], events_up_to: int) -> dict[UUID, Changed]:
+        """The aggregates whose version is no longer the one read, with what they became:
+        one query for the check and the read, when at most `events_up_to` were added."""
 
     def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         """The events of each aggregate past the given version, in version order."""

@@ -39,14 +39,16 @@ def long_history(ledger: Ledger, db_url: str) -> list[Any]:
     return [aggregate_id for (aggregate_id,) in rows]
 
 
-@pytest.mark.parametrize("query", ["versions_sql", "events_after_sql"])
+@pytest.mark.parametrize("query", ["changed_sql", "events_after_sql"])
 def test_reads_under_the_lock_probe_the_primary_key(
     ledger: Ledger, db_url: str, long_history: list[Any], query: str
 ) -> None:
     recorder = ledger.recorder
     assert isinstance(recorder, LedgerRecorder)
     statement = getattr(recorder, query)
-    params = (long_history,) if query == "versions_sql" else (long_history, [1] * 16)
+    params: tuple[Any, ...] = (long_history, [1] * 16)
+    if query == "changed_sql":
+        params += (1_000,)
     with psycopg.connect(db_url) as conn:
         conn.execute("SET enable_nestloop = off")
         rendered = statement.as_string(conn)

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -67,14 +68,20 @@ def test_a_write_that_needs_an_uncached_aggregate_succeeds(ledger: Ledger, group
 def events_read(monkeypatch: pytest.MonkeyPatch) -> dict[bool, list[StoredEvent]]:
     """Every event read to decide, by whether the append lock was held."""
     read: dict[bool, list[StoredEvent]] = {True: [], False: []}
-    real = Reads.events_after
+    real, real_changed = Reads.events_after, Reads.changed
 
     def events_after(self: Reads, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         found = real(self, versions)
         read[isinstance(self, AppendSession)].extend(found)
         return found
 
+    def changed(self: Reads, versions: Mapping[UUID, int], events_up_to: int) -> Any:
+        found = real_changed(self, versions, events_up_to)  # what changed comes with it
+        read[isinstance(self, AppendSession)].extend(e for c in found.values() for e in c.events)
+        return found
+
     monkeypatch.setattr(Reads, "events_after", events_after)
+    monkeypatch.setattr(Reads, "changed", changed)
     return read
 
 
