@@ -273,14 +273,14 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables
             ensure_schema(datastore_of(ledger))
-        thread = worker.start() if worker else None
-        app.state.worker, app.state.worker_thread = worker, thread
+        if worker is not None:
+            worker.start()
+        app.state.worker = worker
         try:
             yield
         finally:
-            if worker and thread:
+            if worker is not None:
                 worker.stop()
-                thread.join(timeout=10)
             if standby is not None:
                 standby.close()
             ledger.close()
@@ -361,8 +361,8 @@ def _not_ready(app: FastAPI, lag: int) -> list[str]:
     limit = app.state.settings.ready_max_lag
     if lag > limit:
         reasons.append(f"the read models lag {lag} events behind, over {limit}")
-    worker, thread = app.state.worker, app.state.worker_thread
-    if worker is not None and not thread.is_alive():
+    worker = app.state.worker
+    if worker is not None and not worker.running:
         reasons.append("the projection worker has stopped")
     elif worker is not None and worker.failing:
         reasons.append(f"the projection worker failed {worker.failures_in_a_row} batches in a row")

@@ -407,13 +407,22 @@ class ProjectionWorker:
             if not session.broken:
                 session.execute("SELECT pg_advisory_unlock(%s)", (LEAD_KEY,))
 
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)
-        thread.start()
-        return thread
+    _thread: threading.Thread | None = None
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """`run_forever` in a thread of its own, until `stop`."""
+        self._thread = threading.Thread(target=self.run_forever, name="projections", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop, and wait for a batch under way (its lead given up) for up to `timeout`."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def settle(datastore: PostgresDatastore) -> None:

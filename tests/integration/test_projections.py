@@ -867,18 +867,39 @@ def test_readyz_is_503_when_the_projection_worker_stops_or_keeps_failing(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     worker.stop()
-    app.state.worker_thread.join(timeout=5)  # type: ignore[attr-defined]
     assert "the projection worker has stopped" in client.get("/readyz").json()["detail"]
 
 
-def test_one_worker_of_a_deployment_leads_and_another_takes_over_when_it_stops(
+@pytest.fixture
+def two_processes(
     ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As `ledger serve --workers 2` comes, each process runs a worker: one applies
-    every batch, the other waits, and takes over once the first is gone."""
+) -> Iterator[list[ProjectionWorker]]:
+    """A projection worker for each of two processes on one database (not started:
+    `start` them), trying for the lead every 0.1 s; stopped at the end."""
     monkeypatch.setattr(worker_module, "LEAD_RETRY_SECONDS", 0.1)
     other = open_ledger(db_url, test_settings)
     workers = [ProjectionWorker(ledger), ProjectionWorker(other)]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        other.close()
+
+
+def until(condition: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def test_one_worker_of_a_deployment_leads_and_another_takes_over_when_it_stops(
+    ledger: Ledger, db_url: str, two_processes: list[ProjectionWorker], monkeypatch: Any
+) -> None:
+    """As `ledger serve --workers 2` comes, each process runs a worker: one applies
+    every batch, the other waits, and takes over once the first is gone."""
+    workers = two_processes
     applied = [0, 0]
     for i, worker in enumerate(workers):
 
@@ -888,98 +909,57 @@ def test_one_worker_of_a_deployment_leads_and_another_takes_over_when_it_stops(
             return n
 
         monkeypatch.setattr(worker, "run_batch", counted)
-    threads = [worker.start() for worker in workers]
+        worker.start()
 
     def caught_up(year: int) -> None:
         with acting_as("admin", f"req-{year}"):
             ledger.execute(c.OpenFundYear(year, "CNY"))
-        deadline = time.monotonic() + 10
-        while tracking(db_url)[0] < head(db_url):
-            assert time.monotonic() < deadline, "no worker applied the events"
-            time.sleep(0.02)
+        until(lambda: tracking(db_url)[0] == head(db_url), "no worker applied the events")
 
-    try:
-        for year in range(2024, 2030):
-            caught_up(year)
-        leader = next(i for i, w in enumerate(workers) if w.leading)
-        assert not workers[1 - leader].leading
-        assert applied[1 - leader] == 0 and applied[leader] == head(db_url)
-        workers[leader].stop()
-        threads[leader].join(timeout=10)
-        caught_up(2030)
-        assert workers[1 - leader].leading
-        assert applied[1 - leader] == 1  # the event after the first stopped leading
-    finally:
-        for worker in workers:
-            worker.stop()
-        for thread in threads:
-            thread.join(timeout=10)
-        other.close()
+    for year in range(2024, 2030):
+        caught_up(year)
+    leader = next(i for i, w in enumerate(workers) if w.leading)
+    assert not workers[1 - leader].leading
+    assert applied[1 - leader] == 0 and applied[leader] == head(db_url)
+    workers[leader].stop()
+    caught_up(2030)
+    assert workers[1 - leader].leading
+    assert applied[1 - leader] == 1  # the event after the first stopped leading
 
 
 def test_a_leader_failing_batch_after_batch_steps_down_for_another(
-    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, db_url: str, two_processes: list[ProjectionWorker], monkeypatch: Any
 ) -> None:
     """A leader that cannot apply a batch (its process's trouble, say) gives the lead
     up for a while, so that another worker applies them."""
-    for name, seconds in (("LEAD_RETRY_SECONDS", 0.1), ("RETRY_SECONDS", 0.01)):
-        monkeypatch.setattr(worker_module, name, seconds)
+    monkeypatch.setattr(worker_module, "RETRY_SECONDS", 0.01)
     monkeypatch.setattr(worker_module, "STEP_DOWN_SECONDS", 1.0)
-    other = open_ledger(db_url, test_settings)
-    troubled, sound = ProjectionWorker(ledger), ProjectionWorker(other)
+    troubled, sound = two_processes
 
     def fails(limit: int = 0) -> int:
         raise RuntimeError("this process cannot apply a batch")
 
     monkeypatch.setattr(troubled, "run_batch", fails)
-    threads = [troubled.start()]
-    try:
-        deadline = time.monotonic() + 10
-        while not troubled.leading:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        threads.append(sound.start())
-        with acting_as("admin", "req-year"):
-            ledger.execute(c.OpenFundYear(2024, "CNY"))
-        deadline = time.monotonic() + 10
-        while tracking(db_url)[0] < head(db_url):
-            assert time.monotonic() < deadline, "no worker took over"
-            time.sleep(0.02)
-        assert sound.leading
-        assert troubled.failures_in_a_row >= worker_module.FAILING_AFTER
-    finally:
-        for worker in (troubled, sound):
-            worker.stop()
-        for thread in threads:
-            thread.join(timeout=10)
-        other.close()
+    troubled.start()
+    until(lambda: troubled.leading, "the first worker never led")
+    sound.start()
+    with acting_as("admin", "req-year"):
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+    until(lambda: tracking(db_url)[0] == head(db_url), "no worker took over")
+    assert sound.leading
+    assert troubled.failures_in_a_row >= worker_module.FAILING_AFTER
 
 
 def test_a_waiting_worker_is_not_failing_for_what_it_met_before(
-    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    two_processes: list[ProjectionWorker],
 ) -> None:
     """Once the database answers again, a worker that waits for the lead is not counted
     as failing (it applies no batch that could prove it sound), so `/readyz` sends
     requests to its process again."""
-    monkeypatch.setattr(worker_module, "LEAD_RETRY_SECONDS", 0.1)
-    other = open_ledger(db_url, test_settings)
-    leader, waiting = ProjectionWorker(ledger), ProjectionWorker(other)
-    threads = [leader.start()]
-    try:
-        deadline = time.monotonic() + 10
-        while not leader.leading:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        waiting.failures_in_a_row = worker_module.FAILING_AFTER  # the database was away
-        threads.append(waiting.start())
-        deadline = time.monotonic() + 10
-        while waiting.failing:
-            assert time.monotonic() < deadline, "a waiting worker stayed failing"
-            time.sleep(0.02)
-        assert not waiting.leading
-    finally:
-        for worker in (leader, waiting):
-            worker.stop()
-        for thread in threads:
-            thread.join(timeout=10)
-        other.close()
+    leader, waiting = two_processes
+    leader.start()
+    until(lambda: leader.leading, "the first worker never led")
+    waiting.failures_in_a_row = worker_module.FAILING_AFTER  # the database was away
+    waiting.start()
+    until(lambda: not waiting.failing, "a waiting worker stayed failing")
+    assert not waiting.leading
