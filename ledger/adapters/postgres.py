@@ -175,9 +175,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     @contextmanager
     def append_session(self) -> Iterator[AppendSession]:
-        """The statements are pipelined: the lock goes out with the first query, the
-        insert with its NOTIFY and the commit, so a decision that holds costs two round
-        trips, and only the first is awaited holding the lock. The transaction is
+        """The statements are pipelined: the lock goes out with the first query (the
+        check, which answers what changed too), the insert with the commit, so a
+        decision costs two round trips, and only the first is awaited holding the
+        lock. The transaction is
         begun and committed by statements in the pipeline: psycopg's `transaction()`
         would await a round trip of its own before its COMMIT, and one after. The
         lock's own cursor keeps its answer, the time it was waited for."""
