@@ -52,10 +52,9 @@ class _Leaked(Exception):
         self.index = index
 
 
-#: told, after each group is recorded, how many commands it held and how many seconds
-#: its append took, from asking for the lock (its wait included) to the commit
-#: told each group's size, its append's seconds, and the seconds of those it waited for
-#: the append lock
+#: told, after each group is recorded, how many commands it held, how many seconds its
+#: append took (from asking for the lock to the commit), and how many of those it
+#: waited for the append lock
 GroupObserver = Callable[[int, float, float], None]
 
 
