@@ -37,22 +37,33 @@ class MemoryReads:
 
 
 class MemoryAppendSession(MemoryReads):
-    """Reads made holding the append lock."""
+    """Reads made holding the append lock. What it appends is inserted when it ends
+    without an error, all at once, as PostgreSQL's transaction commits."""
 
-    _positions: Sequence[int] = ()
+    def __init__(self, recorder: MemoryRecorder) -> None:
+        super().__init__(recorder)
+        self._events: list[StoredEvent] = []
+        self._snapshots: list[StoredEvent] = []
+        self._positions: Sequence[int] = ()
 
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds
 
     def append(self, stored: Sequence[StoredEvent]) -> None:
-        self._positions = self._recorder.insert_events(stored) or ()
+        self._events.extend(stored)
 
     def positions(self) -> list[int]:
         return list(self._positions)
 
     def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
-        assert self._recorder.snapshots is not None
-        self._recorder.snapshots.insert_events(snapshots)
+        self._snapshots.extend(snapshots)
+
+    def end(self) -> None:
+        if self._events:
+            self._positions = self._recorder.insert_events(self._events) or ()
+        if self._snapshots:
+            assert self._recorder.snapshots is not None
+            self._recorder.snapshots.insert_events(self._snapshots)
 
 
 class MemoryRecorder(POPOApplicationRecorder):
@@ -74,7 +85,9 @@ class MemoryRecorder(POPOApplicationRecorder):
     @contextmanager
     def append_session(self) -> Iterator[MemoryAppendSession]:
         with self._database_lock:
-            yield MemoryAppendSession(self)
+            session = MemoryAppendSession(self)
+            yield session
+            session.end()
 
 
 class MemoryFactory(POPOFactory):

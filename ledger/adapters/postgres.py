@@ -88,7 +88,7 @@ class AppendSession(Reads):
     def __init__(self, recorder: LedgerRecorder, curs: Any, lock: Any) -> None:
         super().__init__(recorder, curs)
         self._lock = lock
-        self._appended: Any = None
+        self._appended: list[Any] = []
 
     def lock_waited(self) -> float:
         """Measured by the server, answered with the lock: no round trip of its own."""
@@ -96,18 +96,19 @@ class AppendSession(Reads):
         return float(row["waited"]) if row else 0.0
 
     def append(self, stored: Sequence[StoredEvent]) -> None:
-        """Sent in one round trip with the commit: nobody waits for the answer with the
-        lock held. `positions` reads it once the session ended. Without eventsourcing's
-        NOTIFY: nothing listens for it (the projection workers poll, and notify waits on
-        a channel of their own), and each would wake every listening session."""
-        self._appended = self.cursor.connection.cursor()
-        self._appended.execute(self._recorder.insert_sql, _columns(stored), binary=True)
+        """Sent at once, answered with the commit: nobody waits for the answer with the
+        lock held, and the server inserts these while the caller encodes what it
+        appends next. `positions` reads the answers once the session ended. Without
+        eventsourcing's NOTIFY: nothing listens for it (the projection workers poll, and
+        notify waits on a channel of their own), and each would wake every listening
+        session."""
+        appended = self.cursor.connection.cursor()
+        appended.execute(self._recorder.insert_sql, _columns(stored), binary=True)
+        self._appended.append(appended)
 
     def positions(self) -> list[int]:
         """The positions of the events appended, in their order."""
-        if self._appended is None:
-            return []
-        return [row["notification_id"] for row in self._appended.fetchall()]
+        return [row["notification_id"] for a in self._appended for row in a.fetchall()]
 
     def insert_snapshots(self, snapshots: Sequence[StoredEvent]) -> None:
         """In the events' own transaction: no snapshot outlives a rollback of its events."""

@@ -31,7 +31,7 @@ from eventsourcing.persistence import JSONTranscoder, RecordConflictError, Store
 from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.engine.group_commit import GroupCommitter, GroupObserver
-from ledger.engine.outcome import Attempt, Committed, Outcome
+from ledger.engine.outcome import Attempt, Committed, Outcome, refusal
 from ledger.engine.store import AppendSession, EventStore, Reads
 from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
 
@@ -53,6 +53,9 @@ READ_AHEAD_AT = 100
 # its events, each time it passes another multiple of this many: a process without a
 # copy reads the latest snapshot and at most this many events after it.
 SNAPSHOT_EVERY = 500
+# A decision's events go to the store in statements of this many, each sent as soon as
+# it is encoded, so that PostgreSQL inserts one while Python encodes the next.
+APPEND_CHUNK = 2_000
 
 
 class DateAsISO(Transcoding):
@@ -170,12 +173,13 @@ class Engine(Application[UUID]):
             try:
                 return Attempt(decide(uow, command))
             except LedgerError as e:
-                return Attempt(e, refused=True, record=False)
+                return Attempt(refusal(e), refused=True, record=False)
 
         done = self.commit(attempt)
         if isinstance(done.value, LedgerError):
             raise done.value
-        return Outcome(done.value, done.position, replayed=not done.recorded)
+        # a copy, as above: what the decision changed becomes this process's copies
+        return Outcome(deepcopy(done.value), done.position, replayed=not done.recorded)
 
     def run_later(self, decide: Decide[C, T], command: C) -> Future[Outcome[T]]:
         """`run` in the next group commit, without waiting: for a caller that must not
@@ -191,16 +195,16 @@ class Engine(Application[UUID]):
 
         def attempt(uow: UnitOfWork) -> Attempt[list[Outcome[Any]] | AtomicRefusal]:
             outcomes = []
-            refusal = None
+            refused = None
             for index, (decide, command) in enumerate(steps):
                 try:
                     outcomes.append(run_in(uow, partial(self.run, decide, command)))
                 except LedgerError as e:
                     # the steps after it still run, so that everything the whole run
                     # reads is known when it is checked, not one refusal at a time
-                    refusal = refusal or AtomicRefusal(index, e)
-            if refusal is not None:
-                return Attempt(refusal, refused=True, record=False)
+                    refused = refused or AtomicRefusal(index, refusal(e))
+            if refused is not None:
+                return Attempt(refused, refused=True, record=False)
             return Attempt(outcomes)
 
         done = self.commit(attempt)
@@ -266,8 +270,10 @@ class Engine(Application[UUID]):
                         if attempt.record
                         else []
                     )
-                    if events:
-                        session.append([self.mapper.to_stored_event(e) for e in events])
+                    # a chunk at a time: the store takes one while the next is encoded
+                    for start in range(0, len(events), APPEND_CHUNK):
+                        chunk = events[start : start + APPEND_CHUNK]
+                        session.append([self.mapper.to_stored_event(e) for e in chunk])
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
                     waited += session.lock_waited()
@@ -398,12 +404,14 @@ class Engine(Application[UUID]):
             known[aggregate_id] = aggregate
 
     def _remember(self, uow: UnitOfWork) -> None:
-        """Keep what was just recorded (or checked) as this process's latest copies."""
+        """Keep what was just recorded (or checked) as this process's latest copies: the
+        unit of work's own aggregates, with no copy of their own, since nothing else
+        refers to them once it is done (every answer is a copy, `run`)."""
         cache = self.repository.cache
         if cache is not None:
             for aggregate in uow.aggregates:
                 if not aggregate.pending_events:  # a refusal's changes are not kept
-                    cache.put(aggregate.id, deepcopy(aggregate))
+                    cache.put(aggregate.id, aggregate)
 
     # --- copies -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from ledger.domain.errors import LedgerError
-from ledger.engine.outcome import Attempt, Committed, Outcome
+from ledger.engine.outcome import Attempt, Committed, Outcome, refusal
 from ledger.engine.unit_of_work import UnitOfWork, run_in
 
 T = TypeVar("T")
@@ -148,7 +148,7 @@ class GroupCommitter:
             try:
                 outcome = item.context.run(run_in, uow, item.call)
             except LedgerError as e:
-                refused[index] = e
+                refused[index] = refusal(e)
                 uow.discard_created_since(mark)
                 if uow.events_since(mark):
                     raise _Leaked(index) from e

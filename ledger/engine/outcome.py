@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+
+def refusal(error: E) -> E:
+    """A refusal kept to be answered later, without its traceback. The traceback's
+    frames hold the unit of work, and one of them holds the refusal: kept with it, a
+    refused unit (a run's thousands of aggregates) would be a cycle that only the
+    garbage collector frees, in a pass over everything the process holds."""
+    return error.with_traceback(None)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ class AppendSession(Reads, Protocol):
         """Seconds the session waited for the append lock (known once it has read)."""
 
     def append(self, stored: Sequence[StoredEvent]) -> None:
-        """Append events, recorded when the session ends."""
+        """Append events, after any appended before in the session; all are recorded
+        when it ends, or none is."""
 
     def positions(self) -> list[int]:
         """The positions of the appended events, in order (known once it has ended)."""

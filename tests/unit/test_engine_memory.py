@@ -1,0 +1,78 @@
+"""What the engine leaves behind a decision, on the in-memory store: a refusal frees
+its unit of work at once (no cycle for the garbage collector), and an answer is a copy
+that nothing later sees changed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ledger.domain.budget import FundYear
+from ledger.domain.context import acting_as
+from ledger.domain.errors import InvalidState
+from ledger.engine.unit_of_work import UnitOfWork
+from ledger.entrypoints.runtime import open_memory_ledger
+from ledger.usecases.ledger import Ledger
+from tests import commands as c
+
+
+@pytest.fixture(params=["alone", "grouped"])
+def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    app = open_memory_ledger()
+    if request.param == "grouped":
+        app.start_group_commit()
+    try:
+        with acting_as("admin", "req-open"):
+            app.execute(c.OpenFundYear(2024, "CNY"))
+        yield app
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """Only reference counting frees anything meanwhile."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+RUNS: dict[str, Callable[[Ledger, Callable[[UnitOfWork, Any], Any]], Any]] = {
+    "run": lambda ledger, decide: ledger.run(decide, None),
+    "atomic": lambda ledger, decide: ledger.run_atomic([(decide, None)]),
+}
+
+
+@pytest.mark.parametrize("how", sorted(RUNS))
+@pytest.mark.usefixtures("no_collector")
+def test_a_refused_unit_of_work_is_freed_without_the_garbage_collector(
+    ledger: Ledger, how: str
+) -> None:
+    units: list[weakref.ref[UnitOfWork]] = []
+
+    def refuse(uow: UnitOfWork, _: object) -> None:
+        units.append(weakref.ref(uow))
+        uow.get(FundYear, 2024, "fund year")
+        raise InvalidState("refused after reading the fund year")
+
+    with acting_as("admin", "req-refused"), pytest.raises(Exception, match="refused after"):
+        RUNS[how](ledger, refuse)
+    assert units, "the decision ran"
+    assert all(u() is None for u in units), "a refused unit of work outlived its refusal"
+
+
+def test_an_answer_is_a_copy_that_no_later_decision_sees_changed(ledger: Ledger) -> None:
+    def fund_year(uow: UnitOfWork, _: object) -> FundYear:
+        return uow.get(FundYear, 2024, "fund year")
+
+    with acting_as("admin", "req-a"):
+        answered = ledger.run(fund_year, None).value
+        answered.currency = "changed by whoever was answered"
+        assert ledger.run(fund_year, None).value.currency == "CNY"
