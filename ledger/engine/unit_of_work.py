@@ -81,10 +81,12 @@ class UnitOfWork:
         return self._copies.today()
 
     def read_all(self, wanted: Iterable[tuple[type[LedgerAggregate], Any]]) -> None:
-        """Look many aggregates up before deciding on them (a run's thousands of grants).
-        When this process lacked a copy of any, the attempt is refused for now: the
-        engine then reads every one it lacked in one query and decides again, instead
-        of a round under the append lock for each."""
+        """Look up many aggregates a decision needs to exist (a run's thousands of
+        grants). When this process lacked a copy of any, the attempt is refused for now:
+        the engine then reads every one it lacked in one query and decides again, instead
+        of a round under the append lock for each (a decision finding one missing stops
+        there). What a decision creates needs no such look-up: taken to be missing, it
+        is checked under the lock with every other version read, in the same query."""
         for cls, key in wanted:
             aggregate_id = cls.create_id(key)
             if not (

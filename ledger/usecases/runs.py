@@ -18,7 +18,7 @@ from ledger.domain.errors import (
     ValidationFailed,
 )
 from ledger.domain.grants import Grant
-from ledger.domain.payments import BankReference, Payment
+from ledger.domain.payments import Payment
 from ledger.domain.runs import (
     MAX_RUN_ITEMS,
     RUN_ID_PATTERN,
@@ -116,7 +116,6 @@ def prepare_run(uow: UnitOfWork, cmd: RunCandidates) -> DisbursementRun:
             RunItem(f"{run.run_id}-{n}", grant_id, grant.talent_id, i.number, i.unpaid)
             for n, i in enumerate(due, start=first)
         )
-    uow.read_all((Payment, item.payment_id) for item in items)
     if taken := [i.payment_id for i in items if uow.find(Payment, i.payment_id) is not None]:
         raise ValidationFailed(
             "run_id", f"payment {taken[0]} exists: the run's payments need another run id"
@@ -168,15 +167,12 @@ def settle_run(uow: UnitOfWork, cmd: SettleRun) -> DisbursementRun:
     if len(settlement.settled) + len(settlement.rejected) != len(cmd.settled) + len(cmd.rejected):
         raise ValidationFailed("settled", "an item is answered more than once")
     settled, rejected = run.settle(settlement)
+    # what it creates (payments, bank references) is checked absent under the lock,
+    # all at once, like any version read
     uow.read_all(
         wanted
-        for item, bank_reference in settled
-        for wanted in (
-            (Grant, item.grant_id),
-            (Talent, item.talent_id),
-            (Payment, item.payment_id),
-            (BankReference, bank_reference),
-        )
+        for item, _ in settled
+        for wanted in ((Grant, item.grant_id), (Talent, item.talent_id))
     )
     for item, bank_reference in settled:
         # released first: what the run held becomes the payment's to take

@@ -23,6 +23,7 @@ from ledger.engine import engine as application
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault
+from ledger.usecases.runs import PrepareRun, SettledItem, SettleRun
 from tests import commands as c
 from tests.integration.scenario import Api, expect, funded
 
@@ -393,3 +394,85 @@ def test_an_answer_is_presented_after_its_decision_never_in_the_writer(
     assert revealed and all(
         thread != "group-commit" and not locked for thread, locked in revealed
     ), revealed
+
+
+RUN_ITEMS = application.READ_AHEAD_AT + 20
+
+
+def _run_prepared(ledger: Ledger) -> tuple[str, ...]:
+    """RUN_ITEMS approved grants, one instalment each, in a run prepared by `ledger`:
+    the payment ids it holds."""
+    with acting_as("admin", "r1"):
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+        ledger.execute(c.Appropriate(2024, "A1", "rent_subsidy", "cash", Decimal(10**9), "r"))
+    talents = [f"T{n}" for n in range(RUN_ITEMS)]
+    with acting_as("clerk", "r2"):
+        ledger.execute_atomic(
+            [
+                c.RegisterTalent(
+                    t, "测试", "master", "某单位", date(2024, 1, 2), date(2029, 1, 1), "62220001"
+                )
+                for t in talents
+            ]
+        )
+        ledger.execute_atomic(
+            [
+                c.ProposeGrant(f"G{t}", t, 2024, "rent_subsidy", Decimal(100), "p", "r")
+                for t in talents
+            ]
+        )
+    with acting_as("approver", "r3"):
+        ledger.execute_atomic([c.ApproveGrant(f"G{t}") for t in talents])
+    request = PrepareRun("R1", date(2030, 1, 1), date(2030, 1, 1))
+    with acting_as("treasury", "r4"):
+        run = ledger.prepare_run(request, lambda _: [f"G{t}" for t in talents]).value
+    return tuple(item.payment_id for item in run.items)
+
+
+def _settle(ledger: Ledger, payment_ids: tuple[str, ...], request_id: str) -> Any:
+    settled = tuple(SettledItem(p, f"BK-{p}") for p in payment_ids)
+    with acting_as("treasury", request_id):
+        return ledger.execute(SettleRun("R1", settled))
+
+
+def _reads_of(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Each `events_after`: whether it held the lock, and for how many aggregates."""
+    reads: list[tuple[bool, int]] = []
+    real = Reads.events_after
+
+    def counted(self: Reads, versions: Mapping[UUID, int]) -> list[StoredEvent]:
+        reads.append((isinstance(self, AppendSession), len(versions)))
+        return real(self, versions)
+
+    monkeypatch.setattr(Reads, "events_after", counted)
+    return reads
+
+
+def test_settling_a_run_in_the_process_that_prepared_it_reads_nothing_ahead(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, count_events: Any
+) -> None:
+    """The payments and bank references it creates are checked absent under the lock
+    with the versions it read, not read ahead first."""
+    payment_ids = _run_prepared(ledger)
+    before = count_events()
+    reads = _reads_of(monkeypatch)
+    _settle(ledger, payment_ids, "r5")
+    assert reads == []
+    assert count_events() == before + 4 * RUN_ITEMS + 1
+
+
+def test_settling_in_another_process_reads_its_grants_and_talents_ahead_at_once(
+    ledger: Ledger, grouped: Ledger, monkeypatch: pytest.MonkeyPatch, count_events: Any
+) -> None:
+    payment_ids = _run_prepared(ledger)
+    before = count_events()
+    reads = _reads_of(monkeypatch)
+    _settle(grouped, payment_ids, "r5")
+    assert reads == [(False, 2 * RUN_ITEMS)]  # its grants and talents, not what it creates
+    assert count_events() == before + 4 * RUN_ITEMS + 1
+    del reads[:]
+
+    replayed = _settle(ledger, payment_ids, "r6")  # its copies of the grants are stale
+    assert replayed.replayed
+    assert count_events() == before + 4 * RUN_ITEMS + 1
+    assert all(locked for locked, _ in reads)  # what changed, read under the lock
