@@ -373,13 +373,12 @@ class Engine(Application[UUID]):
     ) -> list[StoredEvent]:
         """Snapshots of the long histories that the `recorded` events (just collected
         from `aggregates`) took past a multiple of SNAPSHOT_EVERY, to be stored with them."""
-        counts = Counter(e.originator_id for e in recorded)
+        long = {a.id: a for a in aggregates if a.LONG_HISTORY}
+        counts = Counter(e.originator_id for e in recorded if e.originator_id in long)
         return [
             self.mapper.to_stored_event(type(a).Snapshot.take(a))
-            for a in aggregates
-            if a.LONG_HISTORY
-            and (n := counts[a.id])
-            and a.version // SNAPSHOT_EVERY > (a.version - n) // SNAPSHOT_EVERY
+            for i, n in counts.items()
+            if (a := long[i]).version // SNAPSHOT_EVERY > (a.version - n) // SNAPSHOT_EVERY
         ]
 
     def _read_current(

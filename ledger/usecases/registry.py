@@ -10,6 +10,7 @@ import json
 import pkgutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass
+from functools import cache
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -32,10 +33,16 @@ def fingerprint(command: object) -> str:
     flat, and their fields are read as they are (`asdict` copied each one deeply). A
     field added later (`ADDED_LATER`) is left out while it is None, so that a command
     that does not use it keeps the fingerprint it had before the field existed."""
-    later = {f.name for f in fields(command) if f.metadata.get("added_later")}  # type: ignore[arg-type]
+    later = _added_later(type(command))  # type: ignore[arg-type] # a class is hashable
     values = {k: v for k, v in vars(command).items() if not (v is None and k in later)}
     canonical = json.dumps(values, sort_keys=True, default=_plain, ensure_ascii=False)
     return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
+
+
+@cache
+def _added_later(command: type[Any]) -> frozenset[str]:
+    """A command type's fields added later (`ADDED_LATER`): asked of each command."""
+    return frozenset(f.name for f in fields(command) if f.metadata.get("added_later"))
 
 
 def _plain(value: Any) -> Any:
