@@ -171,15 +171,16 @@ class Engine(Application[UUID]):
 
         def attempt(uow: UnitOfWork) -> Attempt[T | LedgerError]:
             try:
-                return Attempt(decide(uow, command))
+                # a copy, as above, taken before the commit makes what the decision
+                # changed this process's cached copies (which a load may fast-forward)
+                return Attempt(deepcopy(decide(uow, command)))
             except LedgerError as e:
                 return Attempt(refusal(e), refused=True, record=False)
 
         done = self.commit(attempt)
         if isinstance(done.value, LedgerError):
             raise done.value
-        # a copy, as above: what the decision changed becomes this process's copies
-        return Outcome(deepcopy(done.value), done.position, replayed=not done.recorded)
+        return Outcome(done.value, done.position, replayed=not done.recorded)
 
     def run_later(self, decide: Decide[C, T], command: C) -> Future[Outcome[T]]:
         """`run` in the next group commit, without waiting: for a caller that must not

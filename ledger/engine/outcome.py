@@ -10,11 +10,20 @@ E = TypeVar("E", bound=BaseException)
 
 
 def refusal(error: E) -> E:
-    """A refusal kept to be answered later, without its traceback. The traceback's
-    frames hold the unit of work, and one of them holds the refusal: kept with it, a
-    refused unit (a run's thousands of aggregates) would be a cycle that only the
-    garbage collector frees, in a pass over everything the process holds."""
-    return error.with_traceback(None)
+    """A refusal kept to be answered later, without its traceback nor those of the
+    exceptions it was raised from or while handling. Their frames hold the unit of
+    work, and one of them holds the refusal: kept with them, a refused unit (a run's
+    thousands of aggregates) would be a cycle that only the garbage collector frees,
+    in a pass over everything the process holds."""
+    pending: list[BaseException] = [error]
+    seen: set[int] = set()
+    while pending:
+        chained = pending.pop()
+        if id(chained) not in seen:
+            seen.add(id(chained))
+            chained.with_traceback(None)
+            pending += [e for e in (chained.__cause__, chained.__context__) if e is not None]
+    return error
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ledger.domain.context import acting_as
 from ledger.domain.errors import BudgetExceeded, InvalidState, ValidationFailed
 from ledger.engine import engine as application
 from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.fund_years import appropriate
 from ledger.usecases.ledger import Ledger
 from ledger.usecases.personal import Vault
 from ledger.usecases.runs import PrepareRun, SettledItem, SettleRun
@@ -476,3 +477,29 @@ def test_settling_in_another_process_reads_its_grants_and_talents_ahead_at_once(
     assert replayed.replayed
     assert count_events() == before + 4 * RUN_ITEMS + 1
     assert all(locked for locked, _ in reads)  # what changed, read under the lock
+
+
+def test_an_answer_alone_is_the_decision_even_if_a_load_fast_forwards_the_cache(
+    ledger: Ledger, grouped: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the decision leaves becomes the cached copy, which a load (another thread)
+    may bring up to date in place: the answer was copied before, and does not move."""
+    with acting_as("admin", "r1"):
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+    remember = application.Engine._remember
+
+    def remember_then_a_load_elsewhere(engine: application.Engine, uow: Any) -> None:
+        remember(engine, uow)
+        if engine is ledger:
+            with acting_as("admin", "r-other"):  # another process writes to the year
+                grouped.execute(c.Appropriate(2024, "B1", "settling_in", "cash", Decimal(7), "r"))
+            ledger.load(FundYear, 2024, "fund year")  # fast-forwards this process's copy
+
+    def appropriate_a1(uow: Any, _: object) -> FundYear:
+        appropriate.decide(uow, c.Appropriate(2024, "A1", "settling_in", "cash", Decimal(1), "r"))
+        return uow.get(FundYear, 2024, "fund year")
+
+    monkeypatch.setattr(application.Engine, "_remember", remember_then_a_load_elsewhere)
+    with acting_as("admin", "r2"):
+        answer = ledger.run(appropriate_a1, None).value
+    assert (answer.version, sorted(answer.appropriations)) == (2, ["A1"])

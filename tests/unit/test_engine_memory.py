@@ -5,8 +5,10 @@ that nothing later sees changed."""
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from ledger.domain.context import acting_as
 from ledger.domain.errors import InvalidState
 from ledger.engine.unit_of_work import UnitOfWork
 from ledger.entrypoints.runtime import open_memory_ledger
+from ledger.usecases.fund_years import appropriate
 from ledger.usecases.ledger import Ledger
 from tests import commands as c
 
@@ -66,6 +69,70 @@ def test_a_refused_unit_of_work_is_freed_without_the_garbage_collector(
         RUNS[how](ledger, refuse)
     assert units, "the decision ran"
     assert all(u() is None for u in units), "a refused unit of work outlived its refusal"
+
+
+@pytest.mark.parametrize("how", sorted(RUNS))
+@pytest.mark.usefixtures("no_collector")
+def test_a_refusal_raised_while_handling_another_error_frees_its_unit(
+    ledger: Ledger, how: str
+) -> None:
+    """The error it was raised while handling has frames of its own, which hold the unit."""
+    units: list[weakref.ref[UnitOfWork]] = []
+
+    def refuse(uow: UnitOfWork, _: object) -> None:
+        units.append(weakref.ref(uow))
+        uow.get(FundYear, 2024, "fund year")
+        try:
+            {}["missing"]
+        except KeyError:
+            raise InvalidState("refused while handling a KeyError") from None
+
+    with acting_as("admin", "req-refused"), pytest.raises(Exception, match="while handling"):
+        RUNS[how](ledger, refuse)
+    assert units and all(u() is None for u in units)
+
+
+@pytest.mark.usefixtures("no_collector")
+def test_a_group_whose_refused_command_changed_shared_aggregates_frees_its_units() -> None:
+    """The group is decided again a command at a time; none of its units outlives it."""
+    app = open_memory_ledger()
+    app.start_group_commit()
+    try:
+        with acting_as("admin", "req-open"):
+            app.execute(c.OpenFundYear(2024, "CNY"))
+        units: list[weakref.ref[UnitOfWork]] = []
+        go = threading.Event()
+
+        def hold_the_writer(uow: UnitOfWork, _: object) -> None:
+            go.wait(5)
+
+        def appropriate_then(refuse: bool) -> Callable[[UnitOfWork, Any], Any]:
+            def decide(uow: UnitOfWork, command: Any) -> Any:
+                units.append(weakref.ref(uow))
+                done = appropriate.decide(uow, command)
+                if refuse:  # after changing the fund year the group shares
+                    raise InvalidState("refused after changing the fund year")
+                return done
+
+            return decide
+
+        with acting_as("admin", "req-group"):
+            held = app.run_later(hold_the_writer, None)
+            fine = app.run_later(appropriate_then(False), c.Appropriate(2024, "A1", *LINE))
+            leaks = app.run_later(appropriate_then(True), c.Appropriate(2024, "A2", *LINE))
+            go.set()
+            held.result(5)
+            fine.result(5)
+            with pytest.raises(InvalidState):
+                leaks.result(5)
+            del held, fine, leaks
+        assert len(units) >= 3, "the group, then each command alone"
+        assert all(u() is None for u in units), "a unit outlived its group"
+    finally:
+        app.close()
+
+
+LINE = ("settling_in", "cash", Decimal(1), "r")
 
 
 def test_an_answer_is_a_copy_that_no_later_decision_sees_changed(ledger: Ledger) -> None:
