@@ -107,12 +107,14 @@ class AtomicRefusal(LedgerError):
         self.code = error.code
 
 
-def _long_unseen(uow: UnitOfWork, known: Mapping[UUID, object]) -> set[UUID]:
+def _long_unseen(uow: UnitOfWork, attempt: Attempt[Any], known: Mapping[UUID, object]) -> set[UUID]:
     """What `uow` took to be missing for want of a copy and is not read yet, when it is
-    worth reading with the lock released: a long history, or many aggregates a use
-    case asked for at once (a disbursement run's thousands, `UnitOfWork.read_all`)."""
+    worth reading with the lock released: a long history, or many aggregates, asked
+    for at once (a disbursement run's thousands, `UnitOfWork.read_all`) or taken to
+    be missing by a refused decision, which reads them all before its refusal stands
+    (a settlement refused at its 500th item, the payments it created before)."""
     unseen = {i: cls for i, cls in uow.unseen.items() if i not in known}
-    if uow.reads_ahead and len(unseen) >= READ_AHEAD_AT:
+    if (uow.reads_ahead or attempt.refused) and len(unseen) >= READ_AHEAD_AT:
         return set(unseen)
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
@@ -246,7 +248,7 @@ class Engine(Application[UUID]):
         # under the lock: it is read with the lock released, each at most once (so
         # that writers elsewhere cannot keep it behind), and under the lock only what
         # changed since is read.
-        ahead = _long_unseen(uow, known)
+        ahead = _long_unseen(uow, attempt, known)
         read_ahead: set[UUID] = set()
         waited = 0.0
         while True:
@@ -257,7 +259,7 @@ class Engine(Application[UUID]):
                     self._read_current(reads, bases, known)
                 uow = UnitOfWork(self, known)
                 attempt = run(uow)
-                ahead = _long_unseen(uow, known)
+                ahead = _long_unseen(uow, attempt, known)
             with store.append_session() as session:
                 uow, attempt, ahead = self._decide_again(
                     session, run, uow, attempt, known, read_ahead
@@ -308,7 +310,7 @@ class Engine(Application[UUID]):
         only for what it read otherwise (often nothing, and no query)."""
         current: dict[UUID, int] = {}  # the version of each aggregate, as of the lock
         while True:
-            if unseen := _long_unseen(uow, known):  # what is read ahead is known
+            if unseen := _long_unseen(uow, attempt, known):  # what is read ahead is known
                 return uow, attempt, unseen
             unchecked = {i: v for i, v in uow.read_versions.items() if current.get(i) != v}
             changes = session.changed(unchecked, CATCH_UP_UNDER_LOCK) if unchecked else {}

@@ -18,7 +18,8 @@ from eventsourcing.persistence import StoredEvent
 from ledger.adapters.postgres import AppendSession, LedgerRecorder, Reads
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
-from ledger.domain.errors import BudgetExceeded, InvalidState, ValidationFailed
+from ledger.domain.errors import BudgetExceeded, InvalidState, TalentDeparted, ValidationFailed
+from ledger.domain.runs import DisbursementRun
 from ledger.engine import engine as application
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases.fund_years import appropriate
@@ -503,3 +504,21 @@ def test_an_answer_alone_is_the_decision_even_if_a_load_fast_forwards_the_cache(
     with acting_as("admin", "r2"):
         answer = ledger.run(appropriate_a1, None).value
     assert (answer.version, sorted(answer.appropriations)) == (2, ["A1"])
+
+
+def test_a_settlement_refused_in_another_process_reads_what_it_created_ahead(
+    ledger: Ledger, grouped: Ledger, monkeypatch: pytest.MonkeyPatch, count_events: Any
+) -> None:
+    """Refused at its last item, it took the payments and bank references of all the
+    items before to be missing: they are read with the lock released, not under it."""
+    payment_ids = _run_prepared(ledger)
+    last = ledger.load(DisbursementRun, "R1", "run").items[-1]
+    with acting_as("clerk", "r-depart"):
+        ledger.execute(c.DepartTalent(last.talent_id, date(2024, 6, 1), "moved"))
+    before = count_events()
+    reads = _reads_of(monkeypatch)
+    with pytest.raises(TalentDeparted):
+        _settle(grouped, payment_ids, "r5")
+    assert count_events() == before
+    created = 2 * (RUN_ITEMS - 1) + 1  # and the refused item's payment, looked up
+    assert reads == [(False, 2 * RUN_ITEMS), (False, created)]
