@@ -52,11 +52,10 @@ LONG_YEAR, LONG_YEAR_GRANTS, LONG_TALENT = 2031, 100_000, "TLONG"
 
 
 def begin(message: str) -> None:
-    """Announce the next step, once the harness's own garbage is collected. P1's
-    rebuild runs in this process and leaves its images behind as cycles. Left to the
-    collector's schedule, they were collected during R1 (1.1 million objects) and
-    stopped the harness for 2.6 s. The load generator's latencies and the timed
-    requests would count such a pause against the server."""
+    """Announce the next step, once the harness's own garbage is collected: P1's
+    rebuild runs in this process and leaves its images behind as cycles, and a
+    collection left to its schedule stops the load generator and the timed requests
+    mid-step, a pause they would count against the server (docs/performance.md)."""
     gc.collect()
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
