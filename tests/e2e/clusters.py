@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.e2e.conftest import _free_port
+from tests.e2e.conftest import HeldPort
 
 
 class Cluster:
@@ -34,7 +34,8 @@ class Cluster:
             assert entry is not None
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self.data = self.root / "data"
-        self.port = _free_port()
+        self._held = HeldPort()  # for the cluster's life: it may stop and start again
+        self.port = self._held.number
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/ledger"
 
     def init(self) -> None:
@@ -87,3 +88,4 @@ class Cluster:
                 check=False,
             )
         shutil.rmtree(self.root, ignore_errors=True)
+        self._held.release()

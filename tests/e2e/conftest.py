@@ -22,17 +22,29 @@ ROOT = Path(__file__).resolve().parents[2]
 LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class HeldPort:
+    """A free port on 127.0.0.1, held for a server until released: bound with
+    SO_REUSEADDR and never listening, so the server binds it (uvicorn and PostgreSQL
+    set SO_REUSEADDR too) while no other process is given it. A port only found free
+    and let go could go to another test's server before this one's bound it, and
+    that server would answer this test's requests (a failure CI saw once)."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.number = int(self._socket.getsockname()[1])
+
+    def release(self) -> None:
+        self._socket.close()
 
 
 class Server:
     """One `ledger serve` process on its own port."""
 
     def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
-        self.port = _free_port()
+        self._held = HeldPort()
+        self.port = self._held.number
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
@@ -63,6 +75,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        self._held.release()
 
 
 def environment(database_url: str, data_dir: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import ROOT, _free_port, environment
+from tests.e2e.conftest import ROOT, HeldPort, environment
 
 SOURCES = ("ledger", "api", "projections", "pyproject.toml")
 
@@ -52,7 +52,8 @@ def test_the_runtime_lock_alone_installs_a_service_that_serves(tmp_path: Path, d
     assert "LEDGER_DATABASE_URL is not set" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    port = _free_port()
+    held = HeldPort()
+    port = held.number
     server = subprocess.Popen(
         [ledger, "serve", "--port", str(port)],
         env=env,
@@ -73,3 +74,4 @@ def test_the_runtime_lock_alone_installs_a_service_that_serves(tmp_path: Path, d
     finally:
         server.terminate()
         server.wait(20)
+        held.release()

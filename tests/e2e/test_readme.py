@@ -71,4 +71,5 @@ def test_the_walk_through_prints_what_the_readme_says(
         lines = out.splitlines()
         assert _matches(lines, expected), (
             f"{code}\nprinted {lines}\nexpected {expected}\nstderr {done.stderr}"
+            f"\nthe server's log:\n{server.log.read_text()[-4000:]}"
         )

@@ -16,10 +16,11 @@ from typing import ClassVar
 
 import httpx
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.waits import WAITING_AT_ONCE
-from tests.e2e.conftest import LEDGER, Server
+from tests.e2e.conftest import LEDGER, HeldPort, Server
 
 
 def test_keys_create_prints_the_key_last_and_stores_only_its_hash(
@@ -474,3 +475,20 @@ def test_a_request_head_sent_too_slowly_is_answered_408_and_closed(
         assert kept.recv(4096).startswith(b"HTTP/1.1 408")
     # a head sent whole and at once is served as ever
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_servers_port_is_held_for_it_from_before_it_starts() -> None:
+    """Between choosing a port and listening on it, a test's server loads its data
+    (seconds, with `--demo`): the port is held all that time (`HeldPort`), so no other
+    process can bind it, while the server, which sets SO_REUSEADDR as uvicorn and
+    PostgreSQL do, can."""
+    held = HeldPort()
+    try:
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", held.number))
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", held.number))
+            server.listen()
+    finally:
+        held.release()
