@@ -166,7 +166,7 @@ class Engine(Application[UUID]):
             mark = uow.mark()
             value = decide(uow, command)
             # a snapshot: later commands of the same unit may change the same aggregate
-            return Outcome(deepcopy(value), 0, replayed=not uow.events_since(mark))
+            return Outcome(deepcopy(value), 0, replayed=not uow.changed_since(mark))
         committer = self._committer
         if committer is not None and not committer.in_writer:
             return committer.run(partial(self.run, decide, command))

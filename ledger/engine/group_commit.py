@@ -150,7 +150,7 @@ class GroupCommitter:
             except LedgerError as e:
                 refused[index] = refusal(e)
                 uow.discard_created_since(mark)
-                if uow.events_since(mark):
+                if uow.changed_since(mark):
                     raise _Leaked(index) from e
                 continue
             except Exception as e:  # a bug in one command must not sink the others

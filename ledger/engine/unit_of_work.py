@@ -152,6 +152,11 @@ class UnitOfWork:
             e for a, v in first.values() if a.version > v for e in a.pending_events[v - a.version :]
         ]
 
+    def changed_since(self, mark: int) -> bool:
+        """Whether `events_since(mark)` has any, without listing them (a settlement
+        hands out tens of thousands of aggregates)."""
+        return any(a.version > v for a, v in self._handed_out[mark:])
+
     def discard_created_since(self, mark: int) -> None:
         """Forget the aggregates a refused command created: nothing else has seen them,
         so its refusal leaves the others as they were (what it changed of them is

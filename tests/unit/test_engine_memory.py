@@ -138,3 +138,27 @@ def test_an_answer_is_a_copy_that_no_later_decision_sees_changed(ledger: Ledger)
         answered = ledger.run(fund_year, None).value
         answered.currency = "changed by whoever was answered"
         assert ledger.run(fund_year, None).value.currency == "CNY"
+
+
+def test_changed_since_answers_what_events_since_would(ledger: Ledger) -> None:
+    """`changed_since` (whether a command added an event, which the engine asks of
+    every command) says what `events_since` would, from every mark, as aggregates are
+    read, read again, changed and changed again."""
+    seen: list[list[tuple[bool, bool]]] = []
+
+    def steps(uow: UnitOfWork, _: object) -> None:
+        marks = [uow.mark()]
+        uow.get(FundYear, 2024, "fund year")  # read, unchanged
+        marks.append(uow.mark())
+        appropriate.decide(uow, c.Appropriate(2024, "A-1", *LINE))  # changed
+        marks.append(uow.mark())
+        uow.get(FundYear, 2024, "fund year")  # read again
+        marks.append(uow.mark())
+        appropriate.decide(uow, c.Appropriate(2024, "A-2", *LINE))  # changed again
+        marks.append(uow.mark())
+        uow.get(FundYear, 2024, "fund year")  # read once more, unchanged since
+        seen.append([(uow.changed_since(m), bool(uow.events_since(m))) for m in marks])
+
+    with acting_as("admin", "req-changes"):
+        ledger.run(steps, None)
+    assert seen[-1] == [(True, True)] * 4 + [(False, False)]
