@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -382,10 +383,44 @@ def measure_w1_q1(server: Server, reads_server: Server, keys: dict[str, str]) ->
     }
 
 
-def measure_w2(server: Server, keys: dict[str, str], items: int = 10_000) -> dict[str, Any]:
-    """W2: settling a disbursement run of `items` instalments in one request (each item
+W2_REPEATS = 3
+
+
+def measure_w2(server: Server, url: str, keys: dict[str, str]) -> dict[str, Any]:
+    """W2 three times, each against the executemany ceiling measured just before it,
+    on a machine as quiet as at the start (the read models caught up with the run's
+    preparation): the machine's speed drifts within a run, and against a ceiling
+    measured minutes earlier one settlement of 3 s put the ratio anywhere from 9.0 to
+    13.4 % across runs of one build (docs/performance.md). The settlement with the
+    median ratio is reported, all three kept (`w2_runs`)."""
+
+    def quiet_ceiling() -> float:
+        _caught_up(server.url)
+        return ceiling_executemany(url)
+
+    runs = [settle_once(server, keys, quiet_ceiling) for _ in range(W2_REPEATS)]
+    runs.sort(key=lambda r: r["w2_events_per_s"] / r["w2_ceiling_executemany_per_s"])
+    return {**runs[len(runs) // 2], "w2_runs": runs}
+
+
+def _caught_up(base: str, seconds: float = 300) -> None:
+    """Wait until the read models hold every event recorded (`/readyz`)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{base}/readyz", timeout=10)
+        if answer.status_code == 200 and answer.json()["projection_lag"] == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the read models did not catch up")
+
+
+def settle_once(
+    server: Server, keys: dict[str, str], ceiling: Callable[[], float], items: int = 10_000
+) -> dict[str, Any]:
+    """Settling a disbursement run of `items` instalments in one request (each item
     a payment: its grant's, its bank reference's and its own event, and the grant
-    releasing its instalment), after the run is prepared over as many talents."""
+    releasing its instalment), after the run is prepared over as many talents; the
+    `ceiling` measured just before the settlement."""
     prefix = secrets.token_hex(3)
 
     def batch(c: httpx.Client, role: str, op: str, bodies: list[dict[str, Any]]) -> None:
@@ -459,6 +494,7 @@ def measure_w2(server: Server, keys: dict[str, str], items: int = 10_000) -> dic
         settlement = {
             "settled": [{"payment_id": p, "bank_reference": f"BK-{p}"} for p in payment_ids]
         }
+        ceiling_per_s = ceiling()
         started = time.monotonic()
         settled = _post(c, keys["treasury"], f"/v1/disbursement-runs/{run_id}/settle", settlement)
         seconds = time.monotonic() - started
@@ -470,6 +506,7 @@ def measure_w2(server: Server, keys: dict[str, str], items: int = 10_000) -> dic
         "w2_events": events,
         "w2_settle_seconds": seconds,
         "w2_prepare_seconds": prepare_seconds,
+        "w2_ceiling_executemany_per_s": ceiling_per_s,
     }
 
 
@@ -585,8 +622,8 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         reads_server = Server(url, workers=1, name="reads", projections="none")
         setup_writes(server.url, keys)
         out = measure_w1_q1(server, reads_server, keys)
-        begin("W2: settling a disbursement run of 10,000 items")
-        out.update(measure_w2(server, keys))
+        begin(f"W2: settling a disbursement run of 10,000 items, {W2_REPEATS} times")
+        out.update(measure_w2(server, url, keys))
         begin("R1: reconciling a 100,000-line statement")
         out.update(measure_r1(server, url, keys))
         begin("L1: walking the grants list, 100 a page")
@@ -710,7 +747,7 @@ GOALS = (
         0.25,
         "proposals/s",
     ),
-    ("W2 settle 10,000", "w2_events_per_s", "ceiling_executemany_per_s", 0.125, "events/s"),
+    ("W2 settle 10,000", "w2_events_per_s", "w2_ceiling_executemany_per_s", 0.125, "events/s"),
     ("P1 rebuild", "p1_rebuild_per_s", "ceiling_read_decode_per_s", 0.25, "events/s"),
 )
 
@@ -778,8 +815,6 @@ def main() -> int:
 
     begin("ceiling: one-row INSERT + COMMIT from 20 connections")
     results["ceiling_single_commit_per_s"] = ceiling_single_commits(url, min(SECONDS, 10))
-    begin("ceiling: executemany in one transaction")
-    results["ceiling_executemany_per_s"] = ceiling_executemany(url)
 
     begin(f"generating {EVENTS:,} events")
     app = open_ledger(url, _settings(url))
