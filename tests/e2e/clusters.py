@@ -79,13 +79,16 @@ class Cluster:
 
     def remove(self) -> None:
         """Stop it whatever state it is in, and delete it."""
-        if (self.data / "postmaster.pid").exists():
-            subprocess.run(
-                [str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-w", "-m", "immediate"],
-                user=self.user,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(self.root, ignore_errors=True)
-        self._held.release()
+        try:
+            if (self.data / "postmaster.pid").exists():
+                stop = ["stop", "-D", str(self.data), "-w", "-m", "immediate"]
+                subprocess.run(
+                    [str(self.bin / "pg_ctl"), *stop],
+                    user=self.user,
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+            shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            self._held.release()

@@ -25,7 +25,8 @@ LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
 class HeldPort:
     """A free port on 127.0.0.1, held for a server until released: bound with
     SO_REUSEADDR and never listening, so the server binds it (uvicorn and PostgreSQL
-    set SO_REUSEADDR too) while no other process is given it. A port only found free
+    set SO_REUSEADDR too) while no other process is given it, or can bind it
+    without SO_REUSEADDR. A port only found free
     and let go could go to another test's server before this one's bound it, and
     that server would answer this test's requests (a failure CI saw once)."""
 
@@ -56,26 +57,35 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        try:
+            self._wait_until_answering()
+        except BaseException:  # the fixture never gets it to stop: stopped here
+            self.stop()
+            raise
+
+    def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ledger serve exited:\n{log.read_text()}")
+                raise RuntimeError(f"ledger serve exited:\n{self.log.read_text()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError(f"ledger serve did not start:\n{log.read_text()}")
+        raise RuntimeError(f"ledger serve did not start:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._held.release()
+        try:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(5)
+        finally:
+            self._held.release()
 
 
 def environment(database_url: str, data_dir: Path) -> dict[str, str]:

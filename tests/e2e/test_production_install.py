@@ -53,25 +53,26 @@ def test_the_runtime_lock_alone_installs_a_service_that_serves(tmp_path: Path, d
     assert "Traceback" not in refused.stderr
 
     held = HeldPort()
-    port = held.number
-    server = subprocess.Popen(
-        [ledger, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        answer = None
-        for _ in range(150):
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert server.poll() is None, "ledger serve exited"
-                time.sleep(0.2)
-        assert answer is not None and answer.status_code == 200, answer
+        server = subprocess.Popen(
+            [ledger, "serve", "--port", str(held.number)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            answer = None
+            for _ in range(150):
+                try:
+                    answer = httpx.get(f"http://127.0.0.1:{held.number}/readyz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    assert server.poll() is None, "ledger serve exited"
+                    time.sleep(0.2)
+            assert answer is not None and answer.status_code == 200, answer
+        finally:
+            server.terminate()
+            server.wait(20)
     finally:
-        server.terminate()
-        server.wait(20)
         held.release()

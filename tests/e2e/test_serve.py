@@ -477,11 +477,11 @@ def test_a_request_head_sent_too_slowly_is_answered_408_and_closed(
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
-def test_a_servers_port_is_held_for_it_from_before_it_starts() -> None:
+def test_a_held_port_is_bound_by_its_server_alone() -> None:
     """Between choosing a port and listening on it, a test's server loads its data
     (seconds, with `--demo`): the port is held all that time (`HeldPort`), so no other
-    process can bind it, while the server, which sets SO_REUSEADDR as uvicorn and
-    PostgreSQL do, can."""
+    process is given it or can bind it without SO_REUSEADDR, while the server, which
+    sets SO_REUSEADDR as uvicorn and PostgreSQL do, can."""
     held = HeldPort()
     try:
         with socket.socket() as other, pytest.raises(OSError):
