@@ -188,16 +188,24 @@ def rebuild_rate(url: str) -> tuple[float, float]:
 # --- the real server ----------------------------------------------------------------
 
 
-def _answering(url: str, what: str, seconds: float = 120) -> None:
-    """Wait until `url` answers 200; else `what` did not start."""
+def _answering(
+    url: str,
+    what: str,
+    seconds: float = 120,
+    ready: Callable[[httpx.Response], bool] = lambda _: True,
+) -> None:
+    """Wait until `url` answers 200, and `ready` finds the answer so; else `what` never
+    came."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            answer = httpx.get(url, timeout=1)
+            if answer.status_code == 200 and ready(answer):
                 return
         except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not start")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what}: not within {seconds:.0f} s")
 
 
 class Server:
@@ -243,7 +251,7 @@ class Server:
             for command in commands
         ]
         self.url = f"http://127.0.0.1:{self.port}"
-        _answering(f"{self.url}/healthz", f"ledger serve (see var/bench-{name}.log)")
+        _answering(f"{self.url}/healthz", f"ledger serve starting (see var/bench-{name}.log)")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -388,30 +396,24 @@ W2_REPEATS = 3
 
 def measure_w2(server: Server, url: str, keys: dict[str, str]) -> dict[str, Any]:
     """W2 three times, each against the executemany ceiling measured just before it,
-    once the read models have caught up with the run's preparation (not while the
-    projection worker is busy): the machine's speed drifts within a run, and against a ceiling
+    once the read models have caught up with the run's preparation (not beside a busy
+    projection worker): the machine's speed drifts within a run, and against a ceiling
     measured minutes earlier one settlement of 3 s put the ratio anywhere from 9.0 to
     13.4 % across runs of one build (docs/performance.md). The settlement with the
     median ratio is reported, all three kept (`w2_runs`)."""
 
     def quiet_ceiling() -> float:
-        _caught_up(server.url)
+        _answering(
+            f"{server.url}/readyz",
+            "the read models holding every event",
+            seconds=300,
+            ready=lambda answer: answer.json()["projection_lag"] == 0,
+        )
         return ceiling_executemany(url)
 
     runs = [settle_once(server, keys, quiet_ceiling) for _ in range(W2_REPEATS)]
     by_ratio = sorted(runs, key=lambda r: r["w2_events_per_s"] / r["w2_ceiling_executemany_per_s"])
     return {**by_ratio[len(runs) // 2], "w2_runs": runs}  # in the order they ran
-
-
-def _caught_up(base: str, seconds: float = 300) -> None:
-    """Wait until the read models hold every event recorded (`/readyz`)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        answer = httpx.get(f"{base}/readyz", timeout=10)
-        if answer.status_code == 200 and answer.json()["projection_lag"] == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the read models did not catch up")
 
 
 def settle_once(
@@ -688,7 +690,7 @@ class Ceiling:
             cwd=ROOT,
             start_new_session=True,
         )
-        _answering(f"{self.url}/openapi.json", "the ceiling app")
+        _answering(f"{self.url}/openapi.json", "the ceiling app starting")
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)

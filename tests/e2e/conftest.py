@@ -25,10 +25,10 @@ LEDGER = str(ROOT / ".venv" / "bin" / "ledger")
 class HeldPort:
     """A free port on 127.0.0.1, held for a server until released: bound with
     SO_REUSEADDR and never listening, so the server binds it (uvicorn and PostgreSQL
-    set SO_REUSEADDR too) while no other process is given it, or can bind it
-    without SO_REUSEADDR. A port only found free
-    and let go could go to another test's server before this one's bound it, and
-    that server would answer this test's requests (a failure CI saw once)."""
+    set SO_REUSEADDR too) while no other process is given it, or can bind it without
+    SO_REUSEADDR. A port only found free and let go could go to another test's server
+    before this one's bound it, and that server would answer this test's requests
+    (what best explains a CI run whose README walk-through got only problems)."""
 
     def __init__(self) -> None:
         self._socket = socket.socket()
