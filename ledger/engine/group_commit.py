@@ -32,7 +32,11 @@ T = TypeVar("T")
 class Committing(Protocol):
     """The engine, as the writer uses it."""
 
-    def commit(self, run: Callable[[UnitOfWork], Attempt[T]]) -> Committed[T]: ...
+    def commit(
+        self,
+        run: Callable[[UnitOfWork], Attempt[T]],
+        answer: Callable[[Committed[T]], None] | None = None,
+    ) -> Committed[T]: ...
 
 
 MAX_GROUP = 128
@@ -115,28 +119,32 @@ class GroupCommitter:
             return Attempt((done, refused), refused=bool(refused))
 
         started = time.perf_counter()
+
+        def answer(committed: Committed[tuple[dict[int, Any], dict[int, BaseException]]]) -> None:
+            if self._observe is not None:
+                self._observe(len(group), time.perf_counter() - started, committed.lock_waited)
+            done, refused = committed.value
+            positions = {id(event): position for event, position in committed.recorded}
+            for index, item in enumerate(group):
+                if index in refused:
+                    item.future.set_exception(refused[index])
+                    continue
+                outcome, events = done[index]
+                own = [positions[id(e)] for e in events]
+                item.future.set_result(
+                    replace(outcome, position=max(own, default=committed.position))
+                )
+
         try:
-            committed = self._app.commit(attempt)
+            # each caller is answered as soon as the group is recorded
+            self._app.commit(attempt, answer)
         except _Leaked:
             # A refused command changed the shared aggregates: each command runs
             # alone, so that its refusal records nothing and touches no neighbour.
             for item in group:
                 self._commit([item])
-            return
         except Exception as e:  # the database failed, or too much contention
             self._fail(group, e)
-            return
-        if self._observe is not None:
-            self._observe(len(group), time.perf_counter() - started, committed.lock_waited)
-        done, refused = committed.value
-        positions = {id(event): position for event, position in committed.recorded}
-        for index, item in enumerate(group):
-            if index in refused:
-                item.future.set_exception(refused[index])
-                continue
-            outcome, events = done[index]
-            own = [positions[id(e)] for e in events]
-            item.future.set_result(replace(outcome, position=max(own, default=committed.position)))
 
     def _run_all(
         self, uow: UnitOfWork, group: list[_Item], refused: dict[int, BaseException]

@@ -162,3 +162,28 @@ def test_changed_since_answers_what_events_since_would(ledger: Ledger) -> None:
     with acting_as("admin", "req-changes"):
         ledger.run(steps, None)
     assert seen[-1] == [(True, True)] * 4 + [(False, False)]
+
+
+def test_a_group_is_answered_before_the_writer_keeps_its_copies() -> None:
+    """A settlement's group hands the cache some 50,000 aggregates: its callers are
+    answered first. Here keeping them waits until the answer has come."""
+    app = open_memory_ledger()
+    app.start_group_commit()
+    answered = threading.Event()
+    remember = app._remember
+
+    def after_the_answer(uow: UnitOfWork) -> None:
+        assert answered.wait(5), "the caller was not answered before the copies were kept"
+        remember(uow)
+
+    app._remember = after_the_answer  # type: ignore[method-assign]
+    try:
+        with acting_as("admin", "req-open"):
+            opened = app.run_later(*app.step(c.OpenFundYear(2024, "CNY")))
+        assert opened.result(5).position > 0
+        answered.set()
+        with acting_as("admin", "req-appropriate"):
+            app.execute(c.Appropriate(2024, "A-1", *LINE))  # after the copies were kept
+        assert app.has_copy(FundYear.create_id(2024))
+    finally:
+        app.close()
