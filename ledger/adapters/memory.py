@@ -7,7 +7,7 @@ PostgreSQL's table lock is: nothing else can be appended meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from uuid import UUID
 
@@ -45,6 +45,11 @@ class MemoryAppendSession(MemoryReads):
         self._events: list[StoredEvent] = []
         self._snapshots: list[StoredEvent] = []
         self._positions: Sequence[int] = ()
+
+    def changed_later(
+        self, read_versions: Mapping[UUID, int], events_up_to: int
+    ) -> Callable[[], dict[UUID, Changed]]:
+        return self.changed(read_versions, events_up_to).copy
 
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds

@@ -11,7 +11,7 @@ and processes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
@@ -49,24 +49,34 @@ class Reads:
         self.cursor = curs
 
     def changed(self, read_versions: Mapping[UUID, int], events_up_to: int) -> dict[UUID, Changed]:
+        return self._changed_on(self.cursor, read_versions, events_up_to)()
+
+    def _changed_on(
+        self, cursor: Any, read_versions: Mapping[UUID, int], events_up_to: int
+    ) -> Callable[[], dict[UUID, Changed]]:
+        """The check sent on `cursor`, and how to read its answer."""
         if not read_versions:
-            return {}
-        self.cursor.execute(
+            return dict
+        cursor.execute(
             self._recorder.changed_sql,
             (list(read_versions), list(read_versions.values()), events_up_to),
             prepare=True,
         )
-        found: dict[UUID, Changed] = {}
-        for r in self.cursor.fetchall():
-            aggregate_id = r["originator_id"]
-            change = found.get(aggregate_id) or found.setdefault(
-                aggregate_id, Changed(r["version"], [])
-            )
-            if r["originator_version"] is not None:
-                change.events.append(
-                    StoredEvent(aggregate_id, r["originator_version"], r["topic"], r["state"])
+
+        def answer() -> dict[UUID, Changed]:
+            found: dict[UUID, Changed] = {}
+            for r in cursor.fetchall():
+                aggregate_id = r["originator_id"]
+                change = found.get(aggregate_id) or found.setdefault(
+                    aggregate_id, Changed(r["version"], [])
                 )
-        return found
+                if r["originator_version"] is not None:
+                    change.events.append(
+                        StoredEvent(aggregate_id, r["originator_version"], r["topic"], r["state"])
+                    )
+            return found
+
+        return answer
 
     def events_after(self, versions: Mapping[UUID, int]) -> list[StoredEvent]:
         """The events of each aggregate past the given version, in version order."""
@@ -89,6 +99,12 @@ class AppendSession(Reads):
         super().__init__(recorder, curs)
         self._lock = lock
         self._appended: list[Any] = []
+
+    def changed_later(
+        self, read_versions: Mapping[UUID, int], events_up_to: int
+    ) -> Callable[[], dict[UUID, Changed]]:
+        """On a cursor of its own, so that its answer waits there (in the pipeline)."""
+        return self._changed_on(self.cursor.connection.cursor(), read_versions, events_up_to)
 
     def lock_waited(self) -> float:
         """Measured by the server, answered with the lock: no round trip of its own."""

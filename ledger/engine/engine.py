@@ -16,11 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import ExitStack
 from copy import deepcopy
 from dataclasses import fields, replace
 from datetime import date
 from enum import Enum
 from functools import partial
+from itertools import islice
 from typing import Any, TypeVar, cast, get_type_hints
 from uuid import UUID
 
@@ -40,7 +42,7 @@ from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.engine.group_commit import GroupCommitter, GroupObserver
 from ledger.engine.outcome import Attempt, Committed, Outcome, refusal
-from ledger.engine.store import AppendSession, EventStore, Reads
+from ledger.engine.store import AppendSession, Changed, EventStore, Reads
 from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
 
 T = TypeVar("T")
@@ -158,6 +160,103 @@ def _long_unseen(uow: UnitOfWork, attempt: Attempt[Any], known: Mapping[UUID, ob
     if (uow.reads_ahead or attempt.refused) and len(unseen) >= READ_AHEAD_AT:
         return set(unseen)
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
+
+
+class _Abandoned(Exception):
+    """Ends a sent-ahead session without recording anything."""
+
+
+class _SentAhead:
+    """A big decision's events, sent while it is still deciding, so that PostgreSQL
+    inserts while Python decides (docs/performance.md, "stop 29").
+
+    Every `every` aggregates the decision is handed, the events it added among those
+    are sent, each statement behind the check of every version read before it: the
+    first takes the append lock, so the rest of the decision is taken holding it.
+    Nothing is recorded unless the decision ends accepted, on versions that every
+    check found current; otherwise the session is rolled back and the decision is
+    taken again the usual way (`Engine.commit`). The aggregates keep their pending
+    events meanwhile: the unit of work still answers what each command changed."""
+
+    every = APPEND_CHUNK
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = ExitStack()
+        self._session: AppendSession | None = None
+        self._checks: list[Callable[[], dict[UUID, Changed]]] = []
+        self._checked = 0  # the versions read (in order) that a check was sent for
+        self._looked = 0  # the hand-outs looked at
+        self._sent: dict[UUID, int] = {}  # each aggregate's pending events sent
+        self.events: list[DomainEventProtocol[UUID]] = []  # all sent, in order
+        self._failed = False
+
+    def progress(self, uow: UnitOfWork) -> None:
+        if self._failed:
+            return
+        looked, self._looked = self._looked, uow.mark()
+        try:
+            self._send(uow, uow.handed_out_since(looked))
+        except Exception:  # the database's error is met again when decided the usual way
+            self._failed = True
+
+    def _send(self, uow: UnitOfWork, aggregates: Iterable[LedgerAggregate]) -> None:
+        fresh = []
+        for aggregate in aggregates:
+            pending = aggregate.pending_events
+            if len(pending) > (sent := self._sent.get(aggregate.id, 0)):
+                fresh += pending[sent:]
+                self._sent[aggregate.id] = len(pending)
+        if not fresh:
+            return
+        if self._session is None:
+            self._session = self._sessions.enter_context(self._engine.store.append_session())
+        versions = uow.read_versions
+        if len(versions) > self._checked:
+            unchecked = dict(islice(versions.items(), self._checked, None))
+            self._checked = len(versions)
+            self._checks.append(self._session.changed_later(unchecked, CATCH_UP_UNDER_LOCK))
+        mapper = self._engine.mapper
+        for start in range(0, len(fresh), APPEND_CHUNK):
+            chunk = fresh[start : start + APPEND_CHUNK]
+            self._session.append([mapper.to_stored_event(e) for e in chunk])
+        self.events += fresh
+
+    def record(self, uow: UnitOfWork, attempt: Attempt[Any]) -> tuple[list[int], float] | None:
+        """Send the rest and commit, answering the positions of `events` and the seconds
+        the lock was waited for; or roll back, answering None, when the decision is to
+        be taken again the usual way: it was refused, rests on an aggregate to be read
+        first, or read a version no longer current (or a statement failed)."""
+        session = self._session
+        if session is None:
+            return None
+        try:
+            if (
+                self._failed
+                or attempt.refused
+                or not attempt.record
+                or _long_unseen(uow, attempt, {})
+            ):
+                raise _Abandoned
+            self._send(uow, uow.aggregates)
+            if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
+                session.insert_snapshots(snapshots)
+            if any(check() for check in self._checks):
+                raise _Abandoned
+            waited = session.lock_waited()
+            self._sessions.close()  # the commit
+        except Exception:
+            self.abandon()
+            return None
+        return session.positions(), waited
+
+    def abandon(self) -> None:
+        """Roll back whatever was sent (nothing, if the session committed)."""
+        try:
+            with self._sessions:
+                raise _Abandoned
+        except _Abandoned:
+            pass
 
 
 class Engine(Application[UUID]):
@@ -279,7 +378,8 @@ class Engine(Application[UUID]):
         more, so that decision is recorded as it stands. A fund year this process has
         never seen, or any copy more than CATCH_UP_UNDER_LOCK events behind, is read
         with the lock released (once per decision), and checked under it like any
-        other."""
+        other. A big first decision sends its events as it goes (`_SentAhead`), and
+        is recorded at once when every check finds what it read current."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             try:
@@ -296,8 +396,18 @@ class Engine(Application[UUID]):
     ) -> Committed[T]:
         known: dict[UUID, LedgerAggregate | None] = {}
         store = self.store
-        uow = UnitOfWork(self)
-        attempt = run(uow)
+        ahead_of_time = _SentAhead(self)
+        uow = UnitOfWork(self, watcher=ahead_of_time)
+        try:
+            attempt = run(uow)
+        except BaseException:
+            ahead_of_time.abandon()
+            raise
+        if (sent := ahead_of_time.record(uow, attempt)) is not None:
+            for aggregate in uow.aggregates:
+                aggregate.collect_events()  # recorded: no longer pending
+            positions, waited = sent
+            return self._committed(uow, attempt, ahead_of_time.events, positions, waited, answer)
         # A decision may rest on a fund year this process has never seen (taken to be
         # missing), or on a copy far behind. Its first read replays all its events,
         # seconds for a long year, which every writer of every process would wait out
@@ -339,10 +449,22 @@ class Engine(Application[UUID]):
                     break
                 waited += session.lock_waited()
         # the positions are answered with the commit, which released the lock
-        recorded = list(zip(events, session.positions(), strict=True))
+        return self._committed(uow, attempt, events, session.positions(), waited, answer)
+
+    def _committed(
+        self,
+        uow: UnitOfWork,
+        attempt: Attempt[T],
+        events: Sequence[DomainEventProtocol[UUID]],
+        positions: Sequence[int],
+        waited: float,
+        answer: Callable[[Committed[T]], None] | None,
+    ) -> Committed[T]:
+        """What was recorded, told to `answer` before the process keeps the new copies."""
+        recorded = list(zip(events, positions, strict=True))
         # When nothing was recorded, any position at or after the decision will do for
         # read-your-writes, and the head is one index lookup away.
-        position = max((p for _, p in recorded), default=0) or (store.max_notification_id() or 0)
+        position = max(positions, default=0) or (self.store.max_notification_id() or 0)
         committed = Committed(attempt.value, recorded, position, waited)
         if answer is not None:
             answer(committed)

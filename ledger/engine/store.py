@@ -4,7 +4,7 @@ PostgreSQL, `ledger.adapters.memory` in memory)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,6 +33,12 @@ class Reads(Protocol):
 
 class AppendSession(Reads, Protocol):
     """Reads made while no other writer, in any process, can append, and the append."""
+
+    def changed_later(
+        self, read_versions: Mapping[UUID, int], events_up_to: int
+    ) -> Callable[[], dict[UUID, Changed]]:
+        """`changed`, sent at once and answered when called: a decision still being
+        taken goes on meanwhile, and events appended after it wait behind it."""
 
     def lock_waited(self) -> float:
         """Seconds the session waited for the append lock (known once it has read)."""

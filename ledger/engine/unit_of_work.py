@@ -30,6 +30,15 @@ class Copies(Protocol):
     def original(self, cls: type[A], aggregate_id: UUID) -> A: ...
 
 
+class Watcher(Protocol):
+    """Told, every `every` aggregates handed out, how a decision is getting on: the
+    engine sends a big decision's events while it is still deciding."""
+
+    every: int
+
+    def progress(self, uow: UnitOfWork) -> None: ...
+
+
 class UnitOfWork:
     """The aggregates one attempt of a use case read and wrote, with their versions.
 
@@ -39,9 +48,14 @@ class UnitOfWork:
     version it read before anything is recorded."""
 
     def __init__(
-        self, copies: Copies, known: Mapping[UUID, LedgerAggregate | None] | None = None
+        self,
+        copies: Copies,
+        known: Mapping[UUID, LedgerAggregate | None] | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self._copies = copies
+        self._watcher = watcher
+        self._next_progress = watcher.every if watcher else 0
         self._known = known or {}
         self._versions: dict[UUID, int] = {}
         self._aggregates: dict[UUID, LedgerAggregate] = {}
@@ -58,7 +72,7 @@ class UnitOfWork:
         if aggregate_id in self._aggregates:
             found = self._aggregates[aggregate_id]
             assert isinstance(found, cls)
-            self._handed_out.append((found, found.version))
+            self._hand_out(found, found.version)
             return found
         if aggregate_id in self._known:
             aggregate = deepcopy(self._known[aggregate_id])
@@ -73,8 +87,14 @@ class UnitOfWork:
             raise InvalidState(f"{key!r} names a {type(aggregate).__name__}")
         self._versions[aggregate_id] = aggregate.version
         self._aggregates[aggregate_id] = aggregate
-        self._handed_out.append((aggregate, aggregate.version))
+        self._hand_out(aggregate, aggregate.version)
         return aggregate
+
+    def _hand_out(self, aggregate: LedgerAggregate, version: int) -> None:
+        self._handed_out.append((aggregate, version))
+        if self._watcher is not None and len(self._handed_out) >= self._next_progress:
+            self._next_progress += self._watcher.every
+            self._watcher.progress(self)
 
     def today(self) -> date:
         """The business date (in the ledger's time zone) the decision is taken on."""
@@ -130,7 +150,7 @@ class UnitOfWork:
         on its id being new to this unit of work)."""
         assert aggregate.id not in self._aggregates, f"{aggregate.id} is in it already"
         self._aggregates[aggregate.id] = aggregate
-        self._handed_out.append((aggregate, aggregate.version - len(aggregate.pending_events)))
+        self._hand_out(aggregate, aggregate.version - len(aggregate.pending_events))
         return aggregate
 
     @property
@@ -140,6 +160,10 @@ class UnitOfWork:
     def mark(self) -> int:
         """A point in this unit of work to ask `events_since` about."""
         return len(self._handed_out)
+
+    def handed_out_since(self, mark: int) -> list[LedgerAggregate]:
+        """The aggregates handed out since `mark`, some maybe more than once."""
+        return [a for a, _ in self._handed_out[mark:]]
 
     def events_since(self, mark: int) -> list[Any]:
         """The events added since `mark`, by commands that can only have changed what

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +16,15 @@ import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError
 
+from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
+from ledger.domain.errors import InvalidState, NotFound
+from ledger.domain.talents import Talent
 from ledger.engine import engine
-from ledger.engine.engine import Engine
+from ledger.engine.engine import AtomicRefusal, Engine
+from ledger.engine.unit_of_work import UnitOfWork
 from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.fund_years import appropriate
 from ledger.usecases.ledger import Ledger
 from tests import commands as c
 
@@ -132,3 +138,124 @@ def test_a_large_decision_goes_a_chunk_at_a_time_and_is_recorded_whole(
     with acting_as("admin", "req-more-again"):
         ledger.execute_atomic(more)
     assert count_events() == 11
+
+
+# --- a big decision's events sent while it is still deciding (`_SentAhead`) -------------
+
+
+def appropriations(year: int, prefix: str, count: int) -> list[tuple[Any, Any]]:
+    return [
+        (appropriate.decide, c.Appropriate(year, f"{prefix}{n}", "settling_in", "cash", D1, "r"))
+        for n in range(count)
+    ]
+
+
+D1 = Decimal(1)
+
+
+def test_a_big_decision_is_sent_while_it_is_still_deciding(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `_SentAhead.every` aggregates handed out, the events so far go to the
+    server, behind the append lock: it is held before the decision ends."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    locked: list[bool] = []
+
+    def observe(uow: UnitOfWork, _: object) -> None:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class t ON t.oid = l.relation "
+                "WHERE t.relname = 'ledger_events' AND l.mode = 'ExclusiveLock' AND l.granted"
+            ).fetchone()
+        locked.append(row is not None and row[0] == 1)
+
+    with acting_as("admin", "req-many"):
+        outcomes = ledger.run_atomic([*appropriations(2024, "A", 12), (observe, None)])
+    assert locked == [True]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT notification_id, originator_version FROM ledger_events ORDER BY 1"
+        ).fetchall()
+    assert [v for _, v in rows] == list(range(1, 14))  # opened, then 12 appropriations
+    assert {o.position for o in outcomes} == {rows[-1][0]}
+
+
+def test_a_big_decision_on_a_copy_overtaken_is_rolled_back_and_taken_again(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check sent ahead of the events finds a version no longer current: nothing
+    sent is recorded, and the decision is taken again on what is current."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    open_year(ledger, 2025)
+    with acting_as("admin", "req-a"):
+        ledger.execute(c.Appropriate(2024, "A", "settling_in", "cash", D1, "r"))
+    other = open_ledger(db_url, test_settings)  # another process
+    try:
+        with acting_as("admin", "req-b"):
+            other.execute(c.Appropriate(2024, "B", "settling_in", "cash", D1, "r"))
+    finally:
+        other.close()
+
+    def count_2024(uow: UnitOfWork, _: object) -> int:  # read, not written
+        return len(uow.get(FundYear, 2024, "fund year").appropriations)
+
+    with acting_as("admin", "req-many"):
+        outcomes = ledger.run_atomic([*appropriations(2025, "C", 12), (count_2024, None)])
+    assert outcomes[-1].value == 2, "decided on the copy this process had"
+    assert len(ledger.load(FundYear, 2025, "fund year").appropriations) == 12
+
+
+def test_a_big_decision_refused_after_it_was_sent_records_nothing(
+    ledger: Ledger, count_events: Callable[[], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    steps = [*appropriations(2024, "A", 12), *appropriations(2099, "X", 1)]
+    with acting_as("admin", "req-refused"), pytest.raises(AtomicRefusal) as refused:
+        ledger.run_atomic(steps)
+    assert refused.value.index == 12
+    assert count_events() == 1
+    open_year(ledger, 2025)  # the lock was released, and no transaction left open
+    assert count_events() == 2
+
+
+def test_a_command_refused_in_a_group_sent_ahead_leaves_no_trace(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command of a group registered a talent, whose event went ahead, then was
+    refused: its creation is forgotten, so the session is rolled back and the group
+    recorded without it."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    ledger.start_group_commit()
+    gate = threading.Event()
+
+    def held(uow: UnitOfWork, _: object) -> None:
+        assert gate.wait(10)
+
+    def many(uow: UnitOfWork, _: object) -> None:
+        for decide, command in appropriations(2024, "A", 5):
+            decide(uow, command)
+
+    register, talent = ledger.step(
+        c.RegisterTalent("T1", "测试", "master", "某单位", date(2024, 1, 2), date(2029, 1, 1))
+    )
+
+    def registers_then_refuses(uow: UnitOfWork, _: object) -> None:
+        register(uow, talent)  # the 6th aggregate handed out: its event is sent
+        raise InvalidState("refused once it had registered the talent")
+
+    with acting_as("admin", "req-group"):
+        first = ledger.run_later(held, None)
+        big = ledger.run_later(many, None)
+        refused = ledger.run_later(registers_then_refuses, None)
+    gate.set()
+    first.result(10)
+    big.result(10)
+    with pytest.raises(InvalidState):
+        refused.result(10)
+    assert len(ledger.load(FundYear, 2024, "fund year").appropriations) == 5
+    with pytest.raises(NotFound):
+        ledger.load(Talent, "T1", "talent")
