@@ -201,6 +201,8 @@ class _SentAhead:
             self._failed = True
 
     def _send(self, uow: UnitOfWork, aggregates: Iterable[LedgerAggregate]) -> None:
+        """The events not sent yet of `aggregates`, behind the check of every version
+        read before them, which must not see them (nor any sent before)."""
         fresh = []
         for aggregate in aggregates:
             pending = aggregate.pending_events
@@ -211,16 +213,20 @@ class _SentAhead:
             return
         if self._session is None:
             self._session = self._sessions.enter_context(self._engine.store.append_session())
-        versions = uow.read_versions
-        if len(versions) > self._checked:
-            unchecked = dict(islice(versions.items(), self._checked, None))
-            self._checked = len(versions)
-            self._checks.append(self._session.changed_later(unchecked, CATCH_UP_UNDER_LOCK))
+        self._check(uow, self._session)
         mapper = self._engine.mapper
         for start in range(0, len(fresh), APPEND_CHUNK):
             chunk = fresh[start : start + APPEND_CHUNK]
             self._session.append([mapper.to_stored_event(e) for e in chunk])
         self.events += fresh
+
+    def _check(self, uow: UnitOfWork, session: AppendSession) -> None:
+        """Send the check of the versions read since the last."""
+        versions = uow.read_versions
+        if len(versions) > self._checked:
+            unchecked = dict(islice(versions.items(), self._checked, None))
+            self._checked = len(versions)
+            self._checks.append(session.changed_later(unchecked, CATCH_UP_UNDER_LOCK))
 
     def record(self, uow: UnitOfWork, attempt: Attempt[Any]) -> tuple[list[int], float] | None:
         """Send the rest and commit, answering the positions of `events` and the seconds
@@ -239,6 +245,7 @@ class _SentAhead:
             ):
                 raise _Abandoned
             self._send(uow, uow.aggregates)
+            self._check(uow, session)  # what was read after the last events went
             if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
                 session.insert_snapshots(snapshots)
             if any(check() for check in self._checks):

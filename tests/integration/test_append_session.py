@@ -184,8 +184,9 @@ def test_a_big_decision_is_sent_while_it_is_still_deciding(
 def test_a_big_decision_on_a_copy_overtaken_is_rolled_back_and_taken_again(
     ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The check sent ahead of the events finds a version no longer current: nothing
-    sent is recorded, and the decision is taken again on what is current."""
+    """The last check, sent when the decision ends (here after the last events went
+    ahead), finds a version no longer current: nothing sent is recorded, and the
+    decision is taken again on what is current."""
     monkeypatch.setattr(engine._SentAhead, "every", 3)
     open_year(ledger, 2024)
     open_year(ledger, 2025)
@@ -198,13 +199,17 @@ def test_a_big_decision_on_a_copy_overtaken_is_rolled_back_and_taken_again(
     finally:
         other.close()
 
-    def count_2024(uow: UnitOfWork, _: object) -> int:  # read, not written
+    def read_2025(uow: UnitOfWork, _: object) -> None:  # the 3rd handed out: all sent
+        uow.get(FundYear, 2025, "fund year")
+
+    def count_2024(uow: UnitOfWork, _: object) -> int:  # read after, and not written
         return len(uow.get(FundYear, 2024, "fund year").appropriations)
 
+    steps = [*appropriations(2025, "C", 2), (read_2025, None), (count_2024, None)]
     with acting_as("admin", "req-many"):
-        outcomes = ledger.run_atomic([*appropriations(2025, "C", 12), (count_2024, None)])
+        outcomes = ledger.run_atomic(steps)
     assert outcomes[-1].value == 2, "decided on the copy this process had"
-    assert len(ledger.load(FundYear, 2025, "fund year").appropriations) == 12
+    assert len(ledger.load(FundYear, 2025, "fund year").appropriations) == 2
 
 
 def test_a_big_decision_refused_after_it_was_sent_records_nothing(
