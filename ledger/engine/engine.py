@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from copy import deepcopy
 from dataclasses import fields, replace
 from datetime import date
@@ -105,8 +105,9 @@ class EventMapper(Mapper[UUID]):
     """The library's mapper, writing an event's JSON with orjson: the same bytes as its
     `JSONTranscoder`, in under half the time (docs/performance.md), which a settlement
     spends 40,000 times. What orjson would write its own way goes to the transcodings
-    as in the json module (dates, values made of fields), save a `UUID`, which it
-    writes as a plain string: no event holds one (tests/unit/test_event_encoding.py
+    as in the json module (dates, values made of fields), save a `UUID` and an enum
+    that is not a `str`, which it writes as a plain value where the json module would
+    transcode or refuse them: no event holds one (tests/unit/test_event_encoding.py
     writes every event the demo records both ways), and snapshots, whose state is
     whatever an aggregate holds, go through the library's encoder, as does an event
     orjson cannot write (to raise the library's error)."""
@@ -187,6 +188,7 @@ class _SentAhead:
         self._checks: list[Callable[[], dict[UUID, Changed]]] = []
         self._checked = 0  # the versions read (in order) that a check was sent for
         self._looked = 0  # the hand-outs looked at
+        self._unseen = 0  # the aggregates taken to be missing looked at
         self._sent: dict[UUID, int] = {}  # each aggregate's pending events sent
         self.events: list[DomainEventProtocol[UUID]] = []  # all sent, in order
         self._failed = False
@@ -195,10 +197,20 @@ class _SentAhead:
         if self._failed:
             return
         looked, self._looked = self._looked, uow.mark()
+        unseen, self._unseen = self._unseen, len(uow.unseen)
+        if any(c.LONG_HISTORY for c in islice(uow.unseen.values(), unseen, None)):
+            self._give_up()  # to be read with the lock released, then decided again
+            return
         try:
             self._send(uow, uow.handed_out_since(looked))
         except Exception:  # the database's error is met again when decided the usual way
-            self._failed = True
+            self._give_up()
+
+    def _give_up(self) -> None:
+        """Send no more, and release the lock now, not when the decision ends."""
+        self._failed = True
+        with suppress(Exception):  # a broken connection is the pool's to replace
+            self.abandon()
 
     def _send(self, uow: UnitOfWork, aggregates: Iterable[LedgerAggregate]) -> None:
         """The events not sent yet of `aggregates`, behind the check of every version
@@ -234,27 +246,25 @@ class _SentAhead:
         be taken again the usual way: it was refused, rests on an aggregate to be read
         first, or read a version no longer current (or a statement failed)."""
         session = self._session
-        if session is None:
+        if session is None or self._failed:
             return None
+        accepted = False
         try:
-            if (
-                self._failed
-                or attempt.refused
-                or not attempt.record
-                or _long_unseen(uow, attempt, {})
-            ):
-                raise _Abandoned
-            self._send(uow, uow.aggregates)
-            self._check(uow, session)  # what was read after the last events went
-            if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
-                session.insert_snapshots(snapshots)
-            if any(check() for check in self._checks):
-                raise _Abandoned
-            waited = session.lock_waited()
-            self._sessions.close()  # the commit
-        except Exception:
-            self.abandon()
+            if not (attempt.refused or not attempt.record or _long_unseen(uow, attempt, {})):
+                self._send(uow, uow.aggregates)
+                self._check(uow, session)  # what was read after the last events went
+                if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
+                    session.insert_snapshots(snapshots)
+                accepted = not any(check() for check in self._checks)
+                waited = session.lock_waited()
+        except Exception:  # a statement failed: met again when decided the usual way
+            accepted = False
+        finally:
+            if not accepted:
+                self.abandon()
+        if not accepted:
             return None
+        self._sessions.close()  # the commit: if it fails, whether it took is unknown
         return session.positions(), waited
 
     def abandon(self) -> None:
@@ -264,6 +274,7 @@ class _SentAhead:
                 raise _Abandoned
         except _Abandoned:
             pass
+        self._session = None
 
 
 class Engine(Application[UUID]):
@@ -408,7 +419,8 @@ class Engine(Application[UUID]):
         try:
             attempt = run(uow)
         except BaseException:
-            ahead_of_time.abandon()
+            with suppress(Exception):  # the decision's own error is the one to raise
+                ahead_of_time.abandon()
             raise
         if (sent := ahead_of_time.record(uow, attempt)) is not None:
             for aggregate in uow.aggregates:

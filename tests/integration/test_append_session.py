@@ -153,6 +153,16 @@ def appropriations(year: int, prefix: str, count: int) -> list[tuple[Any, Any]]:
 D1 = Decimal(1)
 
 
+def lock_held(db_url: str) -> bool:
+    """Whether a session holds the append lock (the event table's exclusive lock)."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class t ON t.oid = l.relation "
+            "WHERE t.relname = 'ledger_events' AND l.mode = 'ExclusiveLock' AND l.granted"
+        ).fetchone()
+    return row is not None and row[0] == 1
+
+
 def test_a_big_decision_is_sent_while_it_is_still_deciding(
     ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,12 +173,7 @@ def test_a_big_decision_is_sent_while_it_is_still_deciding(
     locked: list[bool] = []
 
     def observe(uow: UnitOfWork, _: object) -> None:
-        with psycopg.connect(db_url) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class t ON t.oid = l.relation "
-                "WHERE t.relname = 'ledger_events' AND l.mode = 'ExclusiveLock' AND l.granted"
-            ).fetchone()
-        locked.append(row is not None and row[0] == 1)
+        locked.append(lock_held(db_url))
 
     with acting_as("admin", "req-many"):
         outcomes = ledger.run_atomic([*appropriations(2024, "A", 12), (observe, None)])
@@ -264,3 +269,36 @@ def test_a_command_refused_in_a_group_sent_ahead_leaves_no_trace(
     assert len(ledger.load(FundYear, 2024, "fund year").appropriations) == 5
     with pytest.raises(NotFound):
         ledger.load(Talent, "T1", "talent")
+
+
+def test_a_big_decision_that_meets_a_fund_year_never_seen_lets_the_lock_go_at_once(
+    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year never seen is read with the lock released before the decision is taken
+    again, so the lock its events took ahead is let go at once, not when it ends."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    other = open_ledger(db_url, test_settings)  # another process opens 2026
+    try:
+        open_year(other, 2026)
+    finally:
+        other.close()
+    locked: list[bool] = []
+
+    def sees_2026(uow: UnitOfWork, _: object) -> bool:
+        return uow.find(FundYear, 2026) is not None
+
+    def observe(uow: UnitOfWork, _: object) -> None:
+        locked.append(lock_held(db_url))
+
+    steps = [
+        *appropriations(2024, "A", 4),  # the 3rd handed out sends the first two
+        (sees_2026, None),
+        *appropriations(2024, "B", 3),  # the 6th: a year never seen, so it gives up
+        (observe, None),
+    ]
+    with acting_as("admin", "req-many"):
+        outcomes = ledger.run_atomic(steps)
+    assert locked[0] is False, "the first decision held the lock to its end"
+    assert outcomes[4].value is True  # decided again, on 2026 read ahead
+    assert len(ledger.load(FundYear, 2024, "fund year").appropriations) == 7
