@@ -414,19 +414,9 @@ class Engine(Application[UUID]):
     ) -> Committed[T]:
         known: dict[UUID, LedgerAggregate | None] = {}
         store = self.store
-        ahead_of_time = _SentAhead(self)
-        uow = UnitOfWork(self, watcher=ahead_of_time)
-        try:
-            attempt = run(uow)
-        except BaseException:
-            with suppress(Exception):  # the decision's own error is the one to raise
-                ahead_of_time.abandon()
-            raise
-        if (sent := ahead_of_time.record(uow, attempt)) is not None:
-            for aggregate in uow.aggregates:
-                aggregate.collect_events()  # recorded: no longer pending
-            positions, waited = sent
-            return self._committed(uow, attempt, ahead_of_time.events, positions, waited, answer)
+        uow, attempt, done = self._decide_sending_ahead(run, known, answer)
+        if done is not None:
+            return done
         # A decision may rest on a fund year this process has never seen (taken to be
         # missing), or on a copy far behind. Its first read replays all its events,
         # seconds for a long year, which every writer of every process would wait out
@@ -442,8 +432,9 @@ class Engine(Application[UUID]):
                 bases = self._from_snapshots(self._bases(dict.fromkeys(ahead), known), uow)
                 with store.reads() as reads:
                     self._read_current(reads, bases, known)
-                uow = UnitOfWork(self, known)
-                attempt = run(uow)
+                uow, attempt, done = self._decide_sending_ahead(run, known, answer)
+                if done is not None:
+                    return done
                 ahead = _long_unseen(uow, attempt, known)
             with store.append_session() as session:
                 uow, attempt, ahead = self._decide_again(
@@ -469,6 +460,31 @@ class Engine(Application[UUID]):
                 waited += session.lock_waited()
         # the positions are answered with the commit, which released the lock
         return self._committed(uow, attempt, events, session.positions(), waited, answer)
+
+    def _decide_sending_ahead(
+        self,
+        run: Callable[[UnitOfWork], Attempt[T]],
+        known: Mapping[UUID, LedgerAggregate | None],
+        answer: Callable[[Committed[T]], None] | None,
+    ) -> tuple[UnitOfWork, Attempt[T], Committed[T] | None]:
+        """Decide with the lock released, on `known` or else the cache, a big decision's
+        events going ahead (`_SentAhead`): recorded if they could be, else to be
+        checked and recorded the usual way."""
+        ahead_of_time = _SentAhead(self)
+        uow = UnitOfWork(self, known, watcher=ahead_of_time)
+        try:
+            attempt = run(uow)
+        except BaseException:
+            with suppress(Exception):  # the decision's own error is the one to raise
+                ahead_of_time.abandon()
+            raise
+        if (sent := ahead_of_time.record(uow, attempt)) is None:
+            return uow, attempt, None
+        for aggregate in uow.aggregates:
+            aggregate.collect_events()  # recorded: no longer pending
+        positions, waited = sent
+        done = self._committed(uow, attempt, ahead_of_time.events, positions, waited, answer)
+        return uow, attempt, done
 
     def _committed(
         self,
