@@ -35,7 +35,7 @@ def fingerprint(command: object) -> str:
     that does not use it keeps the fingerprint it had before the field existed."""
     later = _added_later(type(command))  # type: ignore[arg-type] # a class is hashable
     values = {k: v for k, v in vars(command).items() if not (v is None and k in later)}
-    canonical = json.dumps(values, sort_keys=True, default=_plain, ensure_ascii=False)
+    canonical = _CANONICAL.encode(values)
     return hashlib.sha256(f"{type(command).__name__}:{canonical}".encode()).hexdigest()
 
 
@@ -50,6 +50,11 @@ def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     return str(value)
+
+
+# what `json.dumps(values, sort_keys=True, default=_plain, ensure_ascii=False)` uses,
+# made once: a settlement fingerprints 10,000 payments
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=_plain, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
