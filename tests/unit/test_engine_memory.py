@@ -8,14 +8,18 @@ import gc
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from ledger.adapters.memory import MemoryAppendSession
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
 from ledger.domain.errors import InvalidState
+from ledger.engine import engine
+from ledger.engine.engine import AtomicRefusal
 from ledger.engine.unit_of_work import UnitOfWork
 from ledger.entrypoints.runtime import open_memory_ledger
 from ledger.usecases.fund_years import appropriate
@@ -187,3 +191,31 @@ def test_a_group_is_answered_before_the_writer_keeps_its_copies() -> None:
         assert app.has_copy(FundYear.create_id(2024))
     finally:
         app.close()
+
+
+def test_a_big_decision_sent_ahead_in_memory_is_recorded_whole_or_not_at_all(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-memory store holds its lock from the first events sent ahead, checks as it
+    is asked, and inserts at the end: all of a decision's events, or none of them."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    checks: list[int] = []
+    check = MemoryAppendSession.changed_later
+
+    def counted(session: MemoryAppendSession, versions: Any, up_to: int) -> Any:
+        checks.append(len(versions))
+        return check(session, versions, up_to)
+
+    monkeypatch.setattr(MemoryAppendSession, "changed_later", counted)
+    steps = [(appropriate.decide, c.Appropriate(2024, f"A{n}", *LINE)) for n in range(9)]
+    with acting_as("admin", "req-many"):
+        ledger.run_atomic(steps)
+    year = ledger.repository.get(FundYear.create_id(2024))
+    assert len(year.appropriations) == 9 and year.version == 10
+    assert checks == [1], "the year's version, checked as its first events went ahead"
+    refused = [*steps[:5], (appropriate.decide, c.Appropriate(2099, "X", *LINE))]
+    with acting_as("admin", "req-refused"), pytest.raises(AtomicRefusal):
+        ledger.run_atomic(
+            [(d, replace(cmd, appropriation_id=f"B-{cmd.appropriation_id}")) for d, cmd in refused]
+        )
+    assert ledger.repository.get(FundYear.create_id(2024)).version == 10
