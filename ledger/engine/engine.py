@@ -196,6 +196,8 @@ class _SentAhead:
     def progress(self, uow: UnitOfWork) -> None:
         if self._failed:
             return
+        # (a refused command's creations, discarded, may take the mark back below
+        # `_looked`: the attempt is refused then, and never recorded this way)
         looked, self._looked = self._looked, uow.mark()
         unseen, self._unseen = self._unseen, len(uow.unseen)
         if any(c.LONG_HISTORY for c in islice(uow.unseen.values(), unseen, None)):
