@@ -163,6 +163,15 @@ def _long_unseen(uow: UnitOfWork, attempt: Attempt[Any], known: Mapping[UUID, ob
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
 
+def _append(
+    session: AppendSession, mapper: Mapper[UUID], events: Sequence[DomainEventProtocol[UUID]]
+) -> None:
+    """Encode and send `events` a chunk at a time: the store takes one while the next
+    is encoded."""
+    for start in range(0, len(events), APPEND_CHUNK):
+        session.append([mapper.to_stored_event(e) for e in events[start : start + APPEND_CHUNK]])
+
+
 class _Abandoned(Exception):
     """Ends a sent-ahead session without recording anything."""
 
@@ -228,10 +237,7 @@ class _SentAhead:
         if self._session is None:
             self._session = self._sessions.enter_context(self._engine.store.append_session())
         self._check(uow, self._session)
-        mapper = self._engine.mapper
-        for start in range(0, len(fresh), APPEND_CHUNK):
-            chunk = fresh[start : start + APPEND_CHUNK]
-            self._session.append([mapper.to_stored_event(e) for e in chunk])
+        _append(self._session, self._engine.mapper, fresh)
         self.events += fresh
 
     def _check(self, uow: UnitOfWork, session: AppendSession) -> None:
@@ -398,8 +404,9 @@ class Engine(Application[UUID]):
         more, so that decision is recorded as it stands. A fund year this process has
         never seen, or any copy more than CATCH_UP_UNDER_LOCK events behind, is read
         with the lock released (once per decision), and checked under it like any
-        other. A big first decision sends its events as it goes (`_SentAhead`), and
-        is recorded at once when every check finds what it read current."""
+        other. A big decision taken with the lock released sends its events as it
+        goes (`_SentAhead`), and is recorded at once when every check finds what it
+        read current."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             try:
@@ -451,10 +458,7 @@ class Engine(Application[UUID]):
                         if attempt.record
                         else []
                     )
-                    # a chunk at a time: the store takes one while the next is encoded
-                    for start in range(0, len(events), APPEND_CHUNK):
-                        chunk = events[start : start + APPEND_CHUNK]
-                        session.append([self.mapper.to_stored_event(e) for e in chunk])
+                    _append(session, self.mapper, events)
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
                     waited += session.lock_waited()
