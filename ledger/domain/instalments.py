@@ -13,12 +13,14 @@ from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Annotated, Any, NamedTuple
 
+from ledger.domain.base import shared
 from ledger.domain.dates import add_months
 from ledger.domain.errors import ValidationFailed
 from ledger.domain.money import FEN, ZERO
 from ledger.domain.values import YEARS, IntRange
 
 
+@shared
 @dataclass(frozen=True)
 class InstalmentPlan:
     """How a grant is paid: `count` instalments, the first due on `first_due_on`, each
@@ -27,9 +29,6 @@ class InstalmentPlan:
     count: Annotated[int, IntRange(1, 120)]
     first_due_on: date
     interval_months: Annotated[int, IntRange(1, 12)]
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> InstalmentPlan:
-        return self  # immutable: a grant's copies share it
 
     def as_event(self) -> dict[str, Any]:
         return {

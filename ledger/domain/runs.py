@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.domain import event
 
-from ledger.domain.base import LedgerAggregate, stream_id
+from ledger.domain.base import LedgerAggregate, shared, stream_id
 from ledger.domain.errors import InvalidState, ValidationFailed
 from ledger.domain.money import ZERO
 
@@ -36,15 +36,13 @@ def run_status(items: int, answered: int) -> str:
     return "partially_settled" if answered else "prepared"
 
 
+@shared
 class RunItem(NamedTuple):
     payment_id: str
     grant_id: str
     talent_id: str
     instalment: int
     amount: Decimal
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> RunItem:
-        return self  # immutable: a run's copies share its 10,000 items
 
 
 class Settlement(NamedTuple):

@@ -643,10 +643,10 @@ class Engine(Application[UUID]):
         """A copy of this process's latest copy of an aggregate, if it has one."""
         cache = self.repository.cache
         try:
-            copy = deepcopy(cache.get(aggregate_id)) if cache is not None else None
+            cached = cache.get(aggregate_id) if cache is not None else None
+            return cached.copy() if isinstance(cached, LedgerAggregate) else None
         except (KeyError, RuntimeError):  # RuntimeError: raced a fast-forward in place
             return None
-        return copy if isinstance(copy, LedgerAggregate) else None
 
     def has_copy(self, aggregate_id: UUID) -> bool:
         """Whether this process has a copy of an aggregate (without making one)."""

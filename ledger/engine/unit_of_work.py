@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from copy import deepcopy
 from datetime import date
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -75,7 +74,8 @@ class UnitOfWork:
             self._hand_out(found, found.version)
             return found
         if aggregate_id in self._known:
-            aggregate = deepcopy(self._known[aggregate_id])
+            known = self._known[aggregate_id]
+            aggregate = known.copy() if known is not None else None
         else:
             aggregate = self._copies.cached_copy(aggregate_id)
             if aggregate is None:

@@ -75,6 +75,9 @@ def open_year(cash: str = "1000.00", in_kind: str = "600.00") -> FundYear:
     return fund_year
 
 
+PLAN = {"count": 12, "first_due_on": date(2024, 1, 31), "interval_months": 1}
+
+
 def proposed(
     amount: str = "1000.00",
     proposer: str = "clerk",
@@ -275,7 +278,7 @@ def test_a_copy_shares_no_mutable_state_with_its_original() -> None:
     fund_year = open_year(cash="1000.00")
     with acting_as("clerk", "req-1"):
         fund_year.reserve(proposed("100.00", grant_id="G-1"))
-    copy = deepcopy(fund_year)
+    copy = fund_year.copy()
     assert copy is not fund_year and vars(copy).keys() == vars(fund_year).keys()
     assert copy.version == fund_year.version and copy.lines == fund_year.lines
     with acting_as("clerk", "req-2"):
@@ -284,6 +287,28 @@ def test_a_copy_shares_no_mutable_state_with_its_original() -> None:
     assert copy.lines["settling_in"].committed == D("1000.00")
     assert names(drain(fund_year)) == ["Reserved"]
     assert [e.benefit_id for e in drain(copy)] == ["G-1", "G-2"]
+
+
+def test_a_copy_shares_the_values_that_never_change_and_copies_what_can() -> None:
+    """The engine's copies (`LedgerAggregate.copy`): a grant's instalment plan is
+    shared, its holdings (a dict of dicts) are not, and the copy is what `deepcopy`
+    makes of it."""
+    with acting_as("clerk", "req-propose"):
+        grant = Grant("G-1", "T-1", 2024, "rent_subsidy", D("1200.00"), "p", "r", "fp", PLAN)
+    with acting_as("approver", "req-approve"):
+        grant.approve("ok", APPROVED_ON)
+    with acting_as("treasury", "req-hold"):
+        grant.hold("R-1", grant.payable_instalments(date(2024, 2, 29)))
+    drain(grant)
+    copy = grant.copy()
+    assert vars(copy) == vars(deepcopy(grant)) == vars(grant)
+    assert copy.plan is grant.plan
+    assert copy.held is not grant.held and copy.held["R-1"] is not grant.held["R-1"]
+    with acting_as("treasury", "req-settle"):
+        copy.release("R-1", 1, D("100.00"))
+    assert grant.held == {"R-1": {1: D("100.00"), 2: D("100.00")}}
+    assert copy.held == {"R-1": {2: D("100.00")}}
+    assert drain(grant) == [] and names(drain(copy)) == ["Released"]
 
 
 def test_reserving_more_than_available_is_budget_exceeded_and_records_nothing() -> None:
