@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
@@ -49,7 +50,9 @@ class MemoryAppendSession(MemoryReads):
     def changed_later(
         self, read_versions: Mapping[UUID, int], events_up_to: int
     ) -> Callable[[], dict[UUID, Changed]]:
-        return self.changed(read_versions, events_up_to).copy
+        # answered when called, from the thread that holds the lock: nothing else can
+        # append meanwhile, so it finds what it would have found when sent
+        return partial(self.changed, dict(read_versions), events_up_to)
 
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds

@@ -11,7 +11,9 @@ lost race.
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -178,15 +180,18 @@ class _Abandoned(Exception):
 
 class _SentAhead:
     """A big decision's events, sent while it is still deciding, so that PostgreSQL
-    inserts while Python decides (docs/performance.md, "stop 29").
+    inserts while Python decides (docs/performance.md, "stop 29" and "stop 30").
 
     Every `every` aggregates the decision is handed, the events it added among those
-    are sent, each statement behind the check of every version read before it: the
-    first takes the append lock, so the rest of the decision is taken holding it.
-    Nothing is recorded unless the decision ends accepted, on versions that every
-    check found current; otherwise the session is rolled back and the decision is
-    taken again the usual way (`Engine.commit`). The aggregates keep their pending
-    events meanwhile: the unit of work still answers what each command changed."""
+    are encoded and posted to a sender thread, each statement behind the check of
+    every version read before it: the first takes the append lock, so the rest of the
+    decision is taken holding it. The decision never waits for the server to take a
+    statement (a statement larger than the socket's buffer waits until the server has
+    inserted the one before). Nothing is recorded unless the decision ends accepted,
+    on versions that every check found current; otherwise the session is rolled back
+    and the decision is taken again the usual way (`Engine.commit`). The aggregates
+    keep their pending events meanwhile: the unit of work still answers what each
+    command changed."""
 
     every = APPEND_CHUNK
 
@@ -194,12 +199,15 @@ class _SentAhead:
         self._engine = engine
         self._sessions = ExitStack()
         self._session: AppendSession | None = None
-        self._checks: list[Callable[[], dict[UUID, Changed]]] = []
-        self._checked = 0  # the versions read (in order) that a check was sent for
+        self._checks: list[Callable[[], dict[UUID, Changed]]] = []  # the sender's
+        self._checked = 0  # the versions read (in order) that a check was posted for
         self._looked = 0  # the hand-outs looked at
         self._unseen = 0  # the aggregates taken to be missing looked at
-        self._sent: dict[UUID, int] = {}  # each aggregate's pending events sent
-        self.events: list[DomainEventProtocol[UUID]] = []  # all sent, in order
+        self._sent: dict[UUID, int] = {}  # each aggregate's pending events posted
+        self.events: list[DomainEventProtocol[UUID]] = []  # all posted, in order
+        self._outbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._error: Exception | None = None  # what a statement raised, in the sender
         self._failed = False
 
     def progress(self, uow: UnitOfWork) -> None:
@@ -209,12 +217,14 @@ class _SentAhead:
         # `_looked`: the attempt is refused then, and never recorded this way)
         looked, self._looked = self._looked, uow.mark()
         unseen, self._unseen = self._unseen, len(uow.unseen)
-        if any(c.LONG_HISTORY for c in islice(uow.unseen.values(), unseen, None)):
+        if self._error is not None or any(
+            c.LONG_HISTORY for c in islice(uow.unseen.values(), unseen, None)
+        ):
             self._give_up()  # to be read with the lock released, then decided again
             return
         try:
             self._send(uow, uow.handed_out_since(looked))
-        except Exception:  # the database's error is met again when decided the usual way
+        except Exception:  # met again when decided the usual way
             self._give_up()
 
     def _give_up(self) -> None:
@@ -224,8 +234,8 @@ class _SentAhead:
             self.abandon()
 
     def _send(self, uow: UnitOfWork, aggregates: Iterable[LedgerAggregate]) -> None:
-        """The events not sent yet of `aggregates`, behind the check of every version
-        read before them, which must not see them (nor any sent before)."""
+        """Post the events not sent yet of `aggregates`, encoded, behind the check of
+        every version read before them, which must not see them (nor any sent before)."""
         fresh = []
         for aggregate in aggregates:
             pending = aggregate.pending_events
@@ -234,49 +244,88 @@ class _SentAhead:
                 self._sent[aggregate.id] = len(pending)
         if not fresh:
             return
-        if self._session is None:
-            self._session = self._sessions.enter_context(self._engine.store.append_session())
-        self._check(uow, self._session)
-        _append(self._session, self._engine.mapper, fresh)
+        unchecked = self._unchecked(uow)
+        stored = [self._engine.mapper.to_stored_event(e) for e in fresh]
+        self._post(partial(self._statements, unchecked, stored))
         self.events += fresh
 
-    def _check(self, uow: UnitOfWork, session: AppendSession) -> None:
-        """Send the check of the versions read since the last."""
+    def _unchecked(self, uow: UnitOfWork) -> dict[UUID, int]:
+        """The versions read since the last check was posted."""
         versions = uow.read_versions
-        if len(versions) > self._checked:
-            unchecked = dict(islice(versions.items(), self._checked, None))
-            self._checked = len(versions)
+        unchecked = dict(islice(versions.items(), self._checked, None))
+        self._checked = len(versions)
+        return unchecked
+
+    def _post(self, statements: Callable[[], None]) -> None:
+        """Have the sender run `statements` after those posted before; the session is
+        opened here, in the decision's thread, which ends it too."""
+        if self._session is None:
+            self._session = self._sessions.enter_context(self._engine.store.append_session())
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_posted, name="sent-ahead")
+            self._sender.start()
+        self._outbox.put(statements)
+
+    def _send_posted(self) -> None:
+        """The sender thread: the statements in the order posted, until one fails or
+        the session is abandoned (the rest are then skipped)."""
+        while (statements := self._outbox.get()) is not None:
+            if self._error is None and not self._failed:
+                try:
+                    statements()
+                except Exception as e:  # handed to the decision's thread
+                    self._error = e
+
+    def _statements(self, unchecked: dict[UUID, int], stored: list[StoredEvent]) -> None:
+        session = self._session
+        assert session is not None
+        if unchecked:
             self._checks.append(session.changed_later(unchecked, CATCH_UP_UNDER_LOCK))
+        if stored:
+            session.append(stored)
+
+    def _sent_all(self) -> None:
+        """Wait until the sender has sent (or skipped) everything posted."""
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join()
+            self._sender = None
 
     def record(self, uow: UnitOfWork, attempt: Attempt[Any]) -> tuple[list[int], float] | None:
         """Send the rest and commit, answering the positions of `events` and the seconds
         the lock was waited for; or roll back, answering None, when the decision is to
         be taken again the usual way: it was refused, rests on an aggregate to be read
         first, or read a version no longer current (or a statement failed)."""
-        session = self._session
-        if session is None or self._failed:
+        if self._sender is None or self._failed:
             return None
         accepted = False
+        session = None
         try:
             if not (attempt.refused or not attempt.record or _long_unseen(uow, attempt, {})):
                 self._send(uow, uow.aggregates)
-                self._check(uow, session)  # what was read after the last events went
-                if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
-                    session.insert_snapshots(snapshots)
-                accepted = not any(check() for check in self._checks)
-                waited = session.lock_waited()
+                # what was read after the last events went
+                self._post(partial(self._statements, self._unchecked(uow), []))
+                self._sent_all()
+                session = self._session
+                if self._error is None and session is not None:
+                    if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
+                        session.insert_snapshots(snapshots)
+                    accepted = not any(check() for check in self._checks)
+                    waited = session.lock_waited()
         except Exception:  # a statement failed: met again when decided the usual way
             accepted = False
         finally:
             if not accepted:
                 self.abandon()
-        if not accepted:
+        if not accepted or session is None:
             return None
         self._sessions.close()  # the commit: if it fails, whether it took is unknown
         return session.positions(), waited
 
     def abandon(self) -> None:
         """Roll back whatever was sent (nothing, if the session committed)."""
+        self._failed = True  # the sender skips what is still posted
+        self._sent_all()
         try:
             with self._sessions:
                 raise _Abandoned

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError
 
+from ledger.adapters.postgres import AppendSession
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
 from ledger.domain.errors import InvalidState, NotFound
@@ -183,6 +184,38 @@ def test_a_big_decision_is_sent_while_it_is_still_deciding(
             "SELECT notification_id, originator_version FROM ledger_events ORDER BY 1"
         ).fetchall()
     assert [v for _, v in rows] == list(range(1, 14))  # opened, then 12 appropriations
+    assert {o.position for o in outcomes} == {rows[-1][0]}
+
+
+def test_a_big_decision_goes_on_while_the_server_takes_its_statements(
+    ledger: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement is sent by a thread of its own: a server slow to take it (one
+    larger than the socket's buffer waits until the server has inserted the one
+    before) does not hold the decision up. Here the first append waits until the
+    decision has ended: taken on the decision's thread, it would wait in vain."""
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    open_year(ledger, 2024)
+    decided = threading.Event()
+    ended_before_the_first_append: list[bool] = []
+    append = AppendSession.append
+
+    def slow_append(session: AppendSession, stored: Any) -> None:
+        if not ended_before_the_first_append:
+            ended_before_the_first_append.append(decided.wait(5))
+        append(session, stored)
+
+    monkeypatch.setattr(AppendSession, "append", slow_append)
+
+    def last_step(uow: UnitOfWork, _: object) -> None:
+        decided.set()
+
+    with acting_as("admin", "req-many"):
+        outcomes = ledger.run_atomic([*appropriations(2024, "A", 12), (last_step, None)])
+    assert ended_before_the_first_append == [True]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT notification_id FROM ledger_events ORDER BY 1").fetchall()
+    assert len(rows) == 13  # opened, then 12 appropriations, sent ahead and committed
     assert {o.position for o in outcomes} == {rows[-1][0]}
 
 
