@@ -50,8 +50,9 @@ class MemoryAppendSession(MemoryReads):
     def changed_later(
         self, read_versions: Mapping[UUID, int], events_up_to: int
     ) -> Callable[[], dict[UUID, Changed]]:
-        # answered when called, from the thread that holds the lock: nothing else can
-        # append meanwhile, so it finds what it would have found when sent
+        # answered when called, by the thread that holds the lock (never by the thread
+        # that sends a decision's statements ahead, which the lock would block): nothing
+        # else can append meanwhile, so it finds what it would have found when sent
         return partial(self.changed, dict(read_versions), events_up_to)
 
     def lock_waited(self) -> float:

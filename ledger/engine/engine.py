@@ -11,6 +11,7 @@ lost race.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import random
 import threading
@@ -207,7 +208,7 @@ class _SentAhead:
         self.events: list[DomainEventProtocol[UUID]] = []  # all posted, in order
         self._outbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
-        self._error: Exception | None = None  # what a statement raised, in the sender
+        self._error: BaseException | None = None  # what a statement raised, in the sender
         self._failed = False
 
     def progress(self, uow: UnitOfWork) -> None:
@@ -245,8 +246,12 @@ class _SentAhead:
         if not fresh:
             return
         unchecked = self._unchecked(uow)
-        stored = [self._engine.mapper.to_stored_event(e) for e in fresh]
-        self._post(partial(self._statements, unchecked, stored))
+        for start in range(0, len(fresh), APPEND_CHUNK):
+            stored = [
+                self._engine.mapper.to_stored_event(e) for e in fresh[start : start + APPEND_CHUNK]
+            ]
+            self._post(partial(self._statements, unchecked, stored))
+            unchecked = {}
         self.events += fresh
 
     def _unchecked(self, uow: UnitOfWork) -> dict[UUID, int]:
@@ -262,8 +267,12 @@ class _SentAhead:
         if self._session is None:
             self._session = self._sessions.enter_context(self._engine.store.append_session())
         if self._sender is None:
-            self._sender = threading.Thread(target=self._send_posted, name="sent-ahead")
-            self._sender.start()
+            # in the request's context: its logs and traces name the statements
+            sender = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._send_posted,), name="sent-ahead"
+            )
+            sender.start()
+            self._sender = sender  # only once started: `_sent_all` joins it
         self._outbox.put(statements)
 
     def _send_posted(self) -> None:
@@ -273,7 +282,7 @@ class _SentAhead:
             if self._error is None and not self._failed:
                 try:
                     statements()
-                except Exception as e:  # handed to the decision's thread
+                except BaseException as e:  # handed to the decision's thread, whatever it is
                     self._error = e
 
     def _statements(self, unchecked: dict[UUID, int], stored: list[StoredEvent]) -> None:
@@ -325,13 +334,15 @@ class _SentAhead:
     def abandon(self) -> None:
         """Roll back whatever was sent (nothing, if the session committed)."""
         self._failed = True  # the sender skips what is still posted
-        self._sent_all()
         try:
-            with self._sessions:
-                raise _Abandoned
-        except _Abandoned:
-            pass
-        self._session = None
+            self._sent_all()
+        finally:
+            try:
+                with self._sessions:
+                    raise _Abandoned
+            except _Abandoned:
+                pass
+            self._session = None
 
 
 class Engine(Application[UUID]):
