@@ -60,7 +60,7 @@ class LedgerAggregate(Aggregate):
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         """The library's, stamped, less its check of explicit topics (no aggregate here
         has one) and its copies of the arguments: every change of every decision comes
-        this way (a settlement's 20,000), and those were a quarter of its cost."""
+        this way, a settlement's 20,000 (docs/performance.md, "stop 30")."""
         kwargs["actor"] = actor_cvar.get()  # over the default an @event method declares
         kwargs["request_id"] = request_id_cvar.get()
         event = event_class(
@@ -77,9 +77,9 @@ class LedgerAggregate(Aggregate):
         return super()._create(event_class, **_stamped(kwargs))
 
     def copy(self) -> Self:
-        """A copy a command may change, sharing nothing it could change with this one:
-        every command works on copies, so this is on the hot path (a settlement makes
-        20,000), and `copy.deepcopy`'s generic dispatch cost as much as the copy."""
+        """A copy a command may change, sharing nothing it could change with this one.
+        Every command works on copies (a settlement makes 20,000), so this skips
+        `copy.deepcopy`'s generic dispatch, which cost about as much as the copy."""
         return self.__deepcopy__({})
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
