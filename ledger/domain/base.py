@@ -61,8 +61,7 @@ class LedgerAggregate(Aggregate):
         """The library's, stamped, less its check of explicit topics (no aggregate here
         has one) and its copies of the arguments: every change of every decision comes
         this way, a settlement's 20,000 (docs/performance.md, "stop 30")."""
-        kwargs["actor"] = actor_cvar.get()  # over the default an @event method declares
-        kwargs["request_id"] = request_id_cvar.get()
+        _stamp(kwargs)
         event = event_class(
             originator_id=self._id,
             originator_version=self._version + 1,
@@ -74,7 +73,8 @@ class LedgerAggregate(Aggregate):
 
     @classmethod
     def _create(cls, event_class: Any, **kwargs: Any) -> Any:
-        return super()._create(event_class, **_stamped(kwargs))
+        _stamp(kwargs)
+        return super()._create(event_class, **kwargs)
 
     def copy(self) -> Self:
         """A copy a command may change, sharing nothing it could change with this one.
@@ -132,5 +132,8 @@ def _copied(value: Any, memo: dict[int, Any]) -> Any:
     return deepcopy(value, memo)
 
 
-def _stamped(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**kwargs, "actor": actor_cvar.get(), "request_id": request_id_cvar.get()}
+def _stamp(kwargs: dict[str, Any]) -> None:
+    """Who records the event and in which request, over the default `""` an `@event`
+    method may declare (`kwargs` is the callee's own, so stamped in place)."""
+    kwargs["actor"] = actor_cvar.get()
+    kwargs["request_id"] = request_id_cvar.get()

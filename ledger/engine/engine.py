@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack, suppress
 from copy import deepcopy
@@ -166,13 +166,13 @@ def _long_unseen(uow: UnitOfWork, attempt: Attempt[Any], known: Mapping[UUID, ob
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
 
-def _append(
-    session: AppendSession, mapper: Mapper[UUID], events: Sequence[DomainEventProtocol[UUID]]
-) -> None:
-    """Encode and send `events` a chunk at a time: the store takes one while the next
-    is encoded."""
+def _encoded(
+    mapper: Mapper[UUID], events: Sequence[DomainEventProtocol[UUID]]
+) -> Iterator[list[StoredEvent]]:
+    """`events` encoded a chunk at a time, each to be sent before the next is encoded:
+    the store takes one while the next is encoded."""
     for start in range(0, len(events), APPEND_CHUNK):
-        session.append([mapper.to_stored_event(e) for e in events[start : start + APPEND_CHUNK]])
+        yield [mapper.to_stored_event(e) for e in events[start : start + APPEND_CHUNK]]
 
 
 class _Abandoned(Exception):
@@ -246,10 +246,7 @@ class _SentAhead:
         if not fresh:
             return
         unchecked = self._unchecked(uow)
-        for start in range(0, len(fresh), APPEND_CHUNK):
-            stored = [
-                self._engine.mapper.to_stored_event(e) for e in fresh[start : start + APPEND_CHUNK]
-            ]
+        for stored in _encoded(self._engine.mapper, fresh):
             self._post(partial(self._statements, unchecked, stored))
             unchecked = {}
         self.events += fresh
@@ -307,16 +304,16 @@ class _SentAhead:
         first, or read a version no longer current (or a statement failed)."""
         if self._sender is None or self._failed:
             return None
+        session = self._session
+        assert session is not None  # opened before the sender started
         accepted = False
-        session = None
         try:
             if not (attempt.refused or not attempt.record or _long_unseen(uow, attempt, {})):
                 self._send(uow, uow.aggregates)
                 # what was read after the last events went
                 self._post(partial(self._statements, self._unchecked(uow), []))
                 self._sent_all()
-                session = self._session
-                if self._error is None and session is not None:
+                if self._error is None:
                     if snapshots := self._engine.snapshots_due(uow.aggregates, self.events):
                         session.insert_snapshots(snapshots)
                     accepted = not any(check() for check in self._checks)
@@ -326,7 +323,7 @@ class _SentAhead:
         finally:
             if not accepted:
                 self.abandon()
-        if not accepted or session is None:
+        if not accepted:
             return None
         self._sessions.close()  # the commit: if it fails, whether it took is unknown
         return session.positions(), waited
@@ -518,7 +515,8 @@ class Engine(Application[UUID]):
                         if attempt.record
                         else []
                     )
-                    _append(session, self.mapper, events)
+                    for stored in _encoded(self.mapper, events):
+                        session.append(stored)
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
                     waited += session.lock_waited()
