@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -35,7 +36,7 @@ from api.problems import (
     with_problem_schemas,
 )
 from api.resources import RESOURCES
-from api.routing import LedgerRoute, authenticate
+from api.routing import LedgerRoute, authenticate, with_bearer_scheme
 from api.schemas import Health, Readiness
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
@@ -180,9 +181,6 @@ def _account(scope: Scope, status: int | None, seconds: float) -> None:
         actor=_actor(scope),
     )
     metrics.observe_request(scope["method"], route or "unmatched", status or 500, seconds)
-    ledger = getattr(scope["app"].state, "ledger", None)
-    if ledger is not None:
-        metrics.observe_pool(datastore_of(ledger).pool)
 
 
 def _actor(scope: Scope) -> str | None:
@@ -213,7 +211,9 @@ def _document_problems(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_examples(_with_request_ids(with_problem_schemas(build())))
+            app.openapi_schema = with_examples(
+                _with_request_ids(with_problem_schemas(with_bearer_scheme(build())))
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
@@ -276,9 +276,11 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         if worker is not None:
             worker.start()
         app.state.worker = worker
+        pool_sampler = asyncio.create_task(metrics.sample_pool(datastore_of(ledger).pool))
         try:
             yield
         finally:
+            pool_sampler.cancel()
             if worker is not None:
                 worker.stop()
             if standby is not None:

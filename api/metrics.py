@@ -10,6 +10,7 @@ database when scraped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -94,6 +95,18 @@ def observe_group(size: int, seconds: float, lock_waited: float) -> None:
 
 class Pool(Protocol):
     def get_stats(self) -> dict[str, int]: ...
+
+
+#: how often each process samples its pool's figures (a scrape reads the last sample)
+POOL_SAMPLE_SECONDS = 1.0
+
+
+async def sample_pool(pool: Pool) -> None:
+    """This process's pool, sampled every POOL_SAMPLE_SECONDS until cancelled: a figure
+    of the moment, which no request need pay for."""
+    while True:
+        observe_pool(pool)
+        await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
 
 def observe_pool(pool: Pool) -> None:

@@ -7,14 +7,14 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.operations import Operation, answer, presented
 from api.problems import problem_responses
-from api.routing import LedgerDep, PathId, PathYear, PrincipalDep, roles
+from api.routing import PathId, PathYear, ledger_of, roles
 from ledger.usecases.ledger import Ledger
 
 ALWAYS = (
@@ -79,8 +79,8 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
     """An endpoint taking the operation's path ids and body, as FastAPI reads a
     signature: `__signature__` declares them, since they differ per operation."""
 
-    async def endpoint(ledger: Any, principal: Any, body: Any = None, **ids: Any) -> JSONResponse:
-        return await perform(op, ledger, ids, body)
+    async def endpoint(request: Request, body: Any = None, **ids: Any) -> JSONResponse:
+        return await perform(op, ledger_of(request), ids, body)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
@@ -94,8 +94,7 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
             annotation=op.body | None if op.body_optional else op.body,
             default=None if op.body_optional else inspect.Parameter.empty,
         ),
-        inspect.Parameter("ledger", keyword, annotation=LedgerDep),
-        inspect.Parameter("principal", keyword, annotation=PrincipalDep),
+        inspect.Parameter("request", keyword, annotation=Request),
     ]
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = op.use_case.decide.__name__

@@ -79,3 +79,11 @@ def test_the_append_lock_s_wait_is_measured_apart(api: Api, db_url: str) -> None
 
     assert grew("ledger_append_lock_wait_seconds_count") == 1
     assert 0.4 <= grew("ledger_append_lock_wait_seconds_sum") <= grew("ledger_append_seconds_sum")
+
+
+def test_the_pool_is_sampled_by_the_process_not_by_requests(api: Api) -> None:
+    """The pool's figures are there at the first scrape of a fresh process, before it
+    answered anything, and follow the pool without a request paying for each sample."""
+    first = _samples(api("auditor"))
+    assert first[("ledger_pool_connections", (("state", "open"),))] >= 1
+    assert ("ledger_pool_connections", (("state", "idle"),)) in first

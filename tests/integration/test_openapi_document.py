@@ -118,6 +118,13 @@ def test_every_operation_is_named_summarised_described_and_tagged() -> None:
     assert found == OPERATION_IDS
 
 
+def test_every_operation_needing_a_key_names_the_bearer_scheme_once() -> None:
+    public = {"GET /healthz", "GET /readyz"}
+    for where, operation in _operations():
+        expected = [] if where in public else [{"HTTPBearer": []}]
+        assert operation.get("security", []) == expected, where
+
+
 def test_every_problem_answer_names_the_codes_it_can_carry() -> None:
     for where, operation in _operations():
         for status, response in operation["responses"].items():
