@@ -66,6 +66,9 @@ READ_AHEAD_AT = 100
 # its events, each time it passes another multiple of this many: a process without a
 # copy reads the latest snapshot and at most this many events after it.
 SNAPSHOT_EVERY = 500
+# A process whose copies other writers changed under its last commit, this recently,
+# takes its next decision under the append lock only (`Engine.commit`).
+OVERTAKEN_LATELY_SECONDS = 1.0
 # A decision's events go to the store in statements of this many, each sent as soon as
 # it is encoded, so that PostgreSQL inserts one while Python encodes the next.
 APPEND_CHUNK = 2_000
@@ -347,6 +350,9 @@ class Engine(Application[UUID]):
     memory), and which runs decisions as described above."""
 
     _committer: GroupCommitter | None = None
+    # what other writers changed under this process's last commit, and when
+    _overtaken: frozenset[UUID] = frozenset()
+    _overtaken_at = 0.0
     #: the business date now; set by whoever opens it, who knows the time zone
     today: Callable[[], date]
     # the library's snapshot store and snapshots, written and read by `commit` alone
@@ -463,7 +469,8 @@ class Engine(Application[UUID]):
         with the lock released (once per decision), and checked under it like any
         other. A big decision taken with the lock released sends its events as it
         goes (`_SentAhead`), and is recorded at once when every check finds what it
-        read current."""
+        read current. A process whose copies others changed under its last commit,
+        lately, skips the first decision: it would be taken again (docs/design.md)."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
         while True:
             try:
@@ -480,16 +487,25 @@ class Engine(Application[UUID]):
     ) -> Committed[T]:
         known: dict[UUID, LedgerAggregate | None] = {}
         store = self.store
-        uow, attempt, done = self._decide_sending_ahead(run, known, answer)
-        if done is not None:
-            return done
-        # A decision may rest on a fund year this process has never seen (taken to be
-        # missing), or on a copy far behind. Its first read replays all its events,
-        # seconds for a long year, which every writer of every process would wait out
-        # under the lock: it is read with the lock released, each at most once (so
-        # that writers elsewhere cannot keep it behind), and under the lock only what
-        # changed since is read.
-        ahead = _long_unseen(uow, attempt, known)
+        overtaken: set[UUID] = set()  # what others changed under this process's copies
+        # Overtaken lately, a decision on this process's copies would be taken again
+        # under the lock: it is taken there only, once what others change is current.
+        hot = self._overtaken_lately()
+        decided: tuple[UnitOfWork, Attempt[T]] | None = None
+        ahead: set[UUID] = set()
+        if not hot:
+            uow, attempt, done = self._decide_sending_ahead(run, known, answer)
+            if done is not None:
+                self._note_overtaken(overtaken)
+                return done
+            decided = uow, attempt
+            # A decision may rest on a fund year this process has never seen (taken to
+            # be missing), or on a copy far behind. Its first read replays all its
+            # events, seconds for a long year, which every writer of every process would
+            # wait out under the lock: it is read with the lock released, each at most
+            # once (so that writers elsewhere cannot keep it behind), and under the lock
+            # only what changed since is read.
+            ahead = _long_unseen(uow, attempt, known)
         read_ahead: set[UUID] = set()
         waited = 0.0
         while True:
@@ -500,12 +516,17 @@ class Engine(Application[UUID]):
                     self._read_current(reads, bases, known)
                 uow, attempt, done = self._decide_sending_ahead(run, known, answer)
                 if done is not None:
+                    self._note_overtaken(overtaken)
                     return done
+                decided = uow, attempt
                 ahead = _long_unseen(uow, attempt, known)
             with store.append_session() as session:
+                if decided is None:
+                    decided = self._decide_on_current(session, run, known, hot, overtaken)
                 uow, attempt, ahead = self._decide_again(
-                    session, run, uow, attempt, known, read_ahead
+                    session, run, *decided, known, read_ahead, overtaken
                 )
+                decided = uow, attempt
                 if not ahead:
                     # what `save` would do here (a fast-forwarding cache, snapshots of
                     # long histories), less its protocol checks of every aggregate (6 %
@@ -522,8 +543,52 @@ class Engine(Application[UUID]):
                     waited += session.lock_waited()
                     break
                 waited += session.lock_waited()
+        self._note_overtaken(overtaken)
         # the positions are answered with the commit, which released the lock
         return self._committed(uow, attempt, events, session.positions(), waited, answer)
+
+    def _overtaken_lately(self) -> dict[UUID, int]:
+        """The versions of this process's copies of what other writers changed under
+        its last commit, if that was lately (OVERTAKEN_LATELY_SECONDS): what is best
+        brought current before deciding, under the lock."""
+        if time.monotonic() - self._overtaken_at > OVERTAKEN_LATELY_SECONDS:
+            return {}
+        cache = self.repository.cache
+        versions = {}
+        for aggregate_id in self._overtaken:
+            try:
+                cached = cache.get(aggregate_id) if cache is not None else None
+            except KeyError:
+                continue
+            if isinstance(cached, LedgerAggregate):
+                versions[aggregate_id] = cached.version
+        return versions
+
+    def _note_overtaken(self, overtaken: set[UUID]) -> None:
+        """Remember what other writers changed under this commit's copies (nothing: the
+        next decision is taken on this process's copies first, as usual). Only a
+        guess at where the next decision is best taken: every version it reads is
+        checked under the lock whatever this holds."""
+        self._overtaken = frozenset(overtaken)
+        self._overtaken_at = time.monotonic()
+
+    def _decide_on_current(
+        self,
+        session: AppendSession,
+        run: Callable[[UnitOfWork], Attempt[T]],
+        known: dict[UUID, LedgerAggregate | None],
+        hot: Mapping[UUID, int],
+        overtaken: set[UUID],
+    ) -> tuple[UnitOfWork, Attempt[T]]:
+        """Under the lock, bring current the copies in `hot` (their check goes with
+        the lock), then decide. What else the decision read is checked after it, as
+        any decision's is (`_decide_again`); a copy too far behind is left as it is,
+        for that check to find."""
+        changes = session.changed(hot, CATCH_UP_UNDER_LOCK)
+        overtaken.update(changes)
+        self._catch_up(session, {i: c.version for i, c in changes.items()}, changes, known, set())
+        uow = UnitOfWork(self, known)
+        return uow, run(uow)
 
     def _decide_sending_ahead(
         self,
@@ -578,6 +643,7 @@ class Engine(Application[UUID]):
         attempt: Attempt[T],
         known: dict[UUID, LedgerAggregate | None],
         read_ahead: set[UUID],
+        overtaken: set[UUID],
     ) -> tuple[UnitOfWork, Attempt[T], set[UUID]]:
         """Under the lock, read what changed since `uow` read it and, for a refusal,
         what it took to be missing (in the version check's query), and decide again,
@@ -601,25 +667,41 @@ class Engine(Application[UUID]):
                 versions.update(dict.fromkeys(uow.unseen.keys() - known.keys() - versions.keys()))
             if not versions:
                 return uow, attempt, set()
-            bases = self._bases(versions, known)
-            behind = {
-                i
-                for i, version in versions.items()
-                if version is not None
-                and version - (base.version if (base := bases[i]) else 0) > CATCH_UP_UNDER_LOCK
-            } - read_ahead
-            if behind:
+            overtaken.update(i for i in changes if unchecked[i])  # not what it never had
+            if behind := self._catch_up(session, versions, changes, known, read_ahead):
                 return uow, attempt, behind
-            # what changed came with the check, when read from the base it applies to
-            fetched = {
-                i: c.events
-                for i, c in changes.items()
-                if len(c.events) == c.version - (base.version if (base := bases[i]) else 0)
-            }
-            self._read_current(session, bases, known, fetched)
-            current.update({i: a.version if (a := known[i]) else 0 for i in bases})
+            current.update({i: a.version if (a := known[i]) else 0 for i in versions})
             uow = UnitOfWork(self, known)
             attempt = run(uow)
+
+    def _catch_up(
+        self,
+        session: Reads,
+        versions: Mapping[UUID, int | None],
+        changes: Mapping[UUID, Changed],
+        known: dict[UUID, LedgerAggregate | None],
+        read_ahead: set[UUID],
+    ) -> set[UUID]:
+        """Bring `known` up to the given `versions`, with the events that came with the
+        check (`changes`) when they are all there; or, reading nothing, answer those
+        more than CATCH_UP_UNDER_LOCK events behind (unless read ahead already)."""
+        bases = self._bases(versions, known)
+        behind = {
+            i
+            for i, version in versions.items()
+            if version is not None
+            and version - (base.version if (base := bases[i]) else 0) > CATCH_UP_UNDER_LOCK
+        } - read_ahead
+        if behind:
+            return behind
+        # what changed came with the check, when read from the base it applies to
+        fetched = {
+            i: c.events
+            for i, c in changes.items()
+            if len(c.events) == c.version - (base.version if (base := bases[i]) else 0)
+        }
+        self._read_current(session, bases, known, fetched)
+        return set()
 
     def _bases(
         self, versions: Mapping[UUID, int | None], known: Mapping[UUID, LedgerAggregate | None]
