@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
-from ledger.engine.store import Changed
+from ledger.engine.store import Changed, Overtaken
 
 
 class MemoryReads:
@@ -54,6 +54,11 @@ class MemoryAppendSession(MemoryReads):
         # that sends a decision's statements ahead, which the lock would block): nothing
         # else can append meanwhile, so it finds what it would have found when sent
         return partial(self.changed, dict(read_versions), events_up_to)
+
+    def expect_current(self, read_versions: Mapping[UUID, int]) -> None:
+        # checked at once: nothing else can append while the session holds the lock
+        if self.changed(read_versions, 0):
+            raise Overtaken("a version read is no longer current")
 
     def lock_waited(self) -> float:
         return 0.0  # not measured: a lock in memory is held for microseconds

@@ -24,12 +24,13 @@ from eventsourcing.postgres import (
     PostgresDatastore,
 )
 from psycopg import Cursor, sql
+from psycopg.errors import SerializationFailure
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
 from ledger.domain.chain import GENESIS
 from ledger.domain.errors import ValidationFailed
-from ledger.engine.store import Changed
+from ledger.engine.store import Changed, Overtaken
 
 EVENTS_TABLE = "ledger_events"
 CHECKPOINTS_TABLE = "ledger_checkpoints"
@@ -38,6 +39,9 @@ REFUSALS_TABLE = "ledger_refusals"
 SNAPSHOTS_TABLE = "ledger_snapshots"
 GENESIS_SQL = "\\x" + GENESIS.hex()
 LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "append-lock-wait")
+#: the server's check of what a decision read (migration "expect-current"), and its error
+EXPECT_CURRENT = "ledger_expect_current"
+STALE = "a version read is no longer current"
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
@@ -105,6 +109,17 @@ class AppendSession(Reads):
     ) -> Callable[[], dict[UUID, Changed]]:
         """On a cursor of its own, so that its answer waits there (in the pipeline)."""
         return self._changed_on(self.cursor.connection.cursor(), read_versions, events_up_to)
+
+    def expect_current(self, read_versions: Mapping[UUID, int]) -> None:
+        """Sent ahead of what is appended next, answered with the commit: a version
+        read that is no longer current fails the transaction (`append_session` then
+        raises `Overtaken`)."""
+        if read_versions:
+            self.cursor.connection.cursor().execute(
+                self._recorder.expect_sql,
+                (list(read_versions), list(read_versions.values())),
+                prepare=True,
+            )
 
     def lock_waited(self) -> float:
         """Measured by the server, answered with the lock: no round trip of its own."""
@@ -175,6 +190,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
         )
         self.insert_sql = sql.SQL(insert + " RETURNING notification_id").format(table)
+        self.expect_sql = sql.SQL("SELECT {0}(%b::uuid[], %b::bigint[])").format(
+            sql.Identifier(EXPECT_CURRENT)
+        )
         self.insert_snapshots_sql = sql.SQL(insert).format(
             sql.SQL("{0}.{1}").format(
                 sql.Identifier(self.datastore.schema), sql.Identifier(SNAPSHOTS_TABLE)
@@ -211,6 +229,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
                         lock.execute(statement, prepare=True)
                     yield AppendSession(self, conn.cursor(), lock)
                     transaction.execute("COMMIT")
+            except SerializationFailure as e:
+                if e.diag.message_primary == STALE:
+                    raise Overtaken(STALE) from None
+                raise
             finally:
                 # whatever failed (a statement, or the decision) left a transaction open
                 if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
@@ -519,6 +541,27 @@ MIGRATIONS: list[tuple[str, str]] = [
             FOR EACH STATEMENT EXECUTE FUNCTION ledger_events_immutable();
         {_grant_to_callers_of(LOCK_WAITED, f"SELECT, INSERT ON {SNAPSHOTS_TABLE}")}
         """,
+    ),
+    (
+        # What a decision taken under the append lock read, checked by the server ahead
+        # of its events (`AppendSession.expect_current`) instead of awaited with the
+        # lock held: a version no longer current fails the transaction, which then
+        # records nothing. Each version by one backward index probe, as `changed_sql`.
+        "expect-current",
+        f"""
+        CREATE FUNCTION {EXPECT_CURRENT}(ids uuid[], versions bigint[]) RETURNS void
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (
+                    SELECT 1 FROM unnest(ids, versions) AS a(id, read)
+                    WHERE coalesce((SELECT x.originator_version FROM {EVENTS_TABLE} x
+                                    WHERE x.originator_id = a.id
+                                    ORDER BY x.originator_version DESC LIMIT 1), 0) <> a.read
+                ) THEN
+                    RAISE EXCEPTION '{STALE}' USING ERRCODE = 'serialization_failure';
+                END IF;
+            END $$;
+        """,  # noqa: S608 - DDL from constants, no values
     ),
 ]
 

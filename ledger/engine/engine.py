@@ -45,7 +45,7 @@ from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
 from ledger.engine.group_commit import GroupCommitter, GroupObserver
 from ledger.engine.outcome import Attempt, Committed, Outcome, refusal
-from ledger.engine.store import AppendSession, Changed, EventStore, Reads
+from ledger.engine.store import AppendSession, Changed, EventStore, Overtaken, Reads
 from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
 
 T = TypeVar("T")
@@ -472,9 +472,12 @@ class Engine(Application[UUID]):
         read current. A process whose copies others changed under its last commit,
         lately, skips the first decision: it would be taken again (docs/design.md)."""
         deadline = time.monotonic() + CONFLICT_DEADLINE_SECONDS
+        guess = True
         while True:
             try:
-                return self._commit_once(run, answer)
+                return self._commit_once(run, answer, guess)
+            except Overtaken:  # what it read besides the guess had changed: nothing recorded
+                guess = False  # so decided on the copies first, and checked before recording
             except RecordConflictError:  # something wrote an aggregate it never read
                 if time.monotonic() > deadline:
                     raise Contended("too many concurrent writers; retry") from None
@@ -484,13 +487,14 @@ class Engine(Application[UUID]):
         self,
         run: Callable[[UnitOfWork], Attempt[T]],
         answer: Callable[[Committed[T]], None] | None,
+        guess: bool,
     ) -> Committed[T]:
         known: dict[UUID, LedgerAggregate | None] = {}
         store = self.store
         overtaken: set[UUID] = set()  # what others changed under this process's copies
         # Overtaken lately, a decision on this process's copies would be taken again
         # under the lock: it is taken there only, once what others change is current.
-        hot = self._overtaken_lately()
+        hot = self._overtaken_lately() if guess else {}
         decided: tuple[UnitOfWork, Attempt[T]] | None = None
         ahead: set[UUID] = set()
         if not hot:
@@ -511,7 +515,8 @@ class Engine(Application[UUID]):
         while True:
             while ahead:
                 read_ahead |= ahead
-                bases = self._from_snapshots(self._bases(dict.fromkeys(ahead), known), uow)
+                unseen = decided[0].unseen if decided is not None else {}
+                bases = self._from_snapshots(self._bases(dict.fromkeys(ahead), known), unseen)
                 with store.reads() as reads:
                     self._read_current(reads, bases, known)
                 uow, attempt, done = self._decide_sending_ahead(run, known, answer)
@@ -522,10 +527,19 @@ class Engine(Application[UUID]):
                 ahead = _long_unseen(uow, attempt, known)
             with store.append_session() as session:
                 if decided is None:
-                    decided = self._decide_on_current(session, run, known, hot, overtaken)
-                uow, attempt, ahead = self._decide_again(
-                    session, run, *decided, known, read_ahead, overtaken
-                )
+                    if ahead := self._bring_current(session, hot, known, read_ahead, overtaken):
+                        waited += session.lock_waited()
+                        continue  # far behind: read with the lock released, and decided
+                    uow = UnitOfWork(self, known)
+                    attempt = run(uow)
+                    # what else it read, checked by the server ahead of the events: if
+                    # it changed too, nothing is recorded (`Overtaken`, in `commit`)
+                    if not (ahead := _long_unseen(uow, attempt, known)):
+                        session.expect_current(uow.read_versions)
+                else:
+                    uow, attempt, ahead = self._decide_again(
+                        session, run, *decided, known, read_ahead, overtaken
+                    )
                 decided = uow, attempt
                 if not ahead:
                     # what `save` would do here (a fast-forwarding cache, snapshots of
@@ -572,23 +586,21 @@ class Engine(Application[UUID]):
         self._overtaken = frozenset(overtaken)
         self._overtaken_at = time.monotonic()
 
-    def _decide_on_current(
+    def _bring_current(
         self,
         session: AppendSession,
-        run: Callable[[UnitOfWork], Attempt[T]],
-        known: dict[UUID, LedgerAggregate | None],
         hot: Mapping[UUID, int],
+        known: dict[UUID, LedgerAggregate | None],
+        read_ahead: set[UUID],
         overtaken: set[UUID],
-    ) -> tuple[UnitOfWork, Attempt[T]]:
-        """Under the lock, bring current the copies in `hot` (their check goes with
-        the lock), then decide. What else the decision read is checked after it, as
-        any decision's is (`_decide_again`); a copy too far behind is left as it is,
-        for that check to find."""
+    ) -> set[UUID]:
+        """Under the lock, before a decision, bring current the copies in `hot` (their
+        check goes with the lock, and what changed comes with it); or, reading
+        nothing, answer those too far behind to be read under it."""
         changes = session.changed(hot, CATCH_UP_UNDER_LOCK)
         overtaken.update(changes)
-        self._catch_up(session, {i: c.version for i, c in changes.items()}, changes, known, set())
-        uow = UnitOfWork(self, known)
-        return uow, run(uow)
+        versions = {i: c.version for i, c in changes.items()}
+        return self._catch_up(session, versions, changes, known, read_ahead)
 
     def _decide_sending_ahead(
         self,
@@ -718,13 +730,15 @@ class Engine(Application[UUID]):
         return bases
 
     def _from_snapshots(
-        self, bases: dict[UUID, LedgerAggregate | None], uow: UnitOfWork
+        self,
+        bases: dict[UUID, LedgerAggregate | None],
+        unseen: Mapping[UUID, type[LedgerAggregate]],
     ) -> dict[UUID, LedgerAggregate | None]:
         """`bases`, where a long history has a snapshot newer than its base (none, or a
         copy far behind), from that snapshot: one query each, with the lock released."""
         assert self.snapshots is not None
         for aggregate_id, base in bases.items():
-            if not getattr(uow.unseen.get(aggregate_id, type(base)), "LONG_HISTORY", False):
+            if not getattr(unseen.get(aggregate_id, type(base)), "LONG_HISTORY", False):
                 continue
             for snapshot in self.snapshots.get(aggregate_id, desc=True, limit=1):
                 if base is None or snapshot.originator_version > base.version:

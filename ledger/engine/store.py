@@ -22,6 +22,11 @@ class Changed:
     events: list[StoredEvent]
 
 
+class Overtaken(Exception):
+    """A version a session was told to expect (`AppendSession.expect_current`) was no
+    longer current: the session recorded nothing."""
+
+
 class Reads(Protocol):
     def changed(self, read_versions: Mapping[UUID, int], events_up_to: int) -> dict[UUID, Changed]:
         """The aggregates whose version is no longer the one read, with what they became:
@@ -39,6 +44,11 @@ class AppendSession(Reads, Protocol):
     ) -> Callable[[], dict[UUID, Changed]]:
         """`changed`, sent at once and answered when called: a decision still being
         taken goes on meanwhile, and events appended after it wait behind it."""
+
+    def expect_current(self, read_versions: Mapping[UUID, int]) -> None:
+        """Have the store check, ahead of what is appended next, that every version read
+        is still current, without awaiting the answer: if one is not, the session
+        records nothing and raises `Overtaken` when it ends."""
 
     def lock_waited(self) -> float:
         """Seconds the session waited for the append lock (known once it has read)."""

@@ -12,6 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,6 +24,8 @@ from api.app import create_app
 from ledger.adapters.postgres import AppendSession, datastore_of
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
+from ledger.domain.errors import TalentDeparted
+from ledger.domain.grants import Grant
 from ledger.engine import engine
 from ledger.entrypoints.runtime import Settings, open_ledger
 from ledger.usecases.ledger import Ledger
@@ -112,9 +115,10 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
     each finds the year changed by the other at every append. A process overtaken
     lately does not decide on its copies first, a decision it would take again under
     the lock: there, the year is checked with the lock and brought current with
-    what came with the check, the decision taken once, and what else it read checked
-    after it. Once a commit finds nothing changed, or a second has passed, it decides
-    first again, as a single process does."""
+    what came with the check, the decision taken once, and what else it read is
+    checked by the server ahead of the events, with no round trip awaited. Once a
+    commit finds nothing changed, or a second has passed, it decides first again, as
+    a single process does."""
     other = open_ledger(db_url, test_settings)
     try:
         with acting_as("admin", "req-year"):
@@ -136,7 +140,7 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
         propose(other, "G2")
         propose(ledger, "G3")
         calls: list[str] = []
-        for name in ("changed", "events_after"):
+        for name in ("changed", "events_after", "expect_current"):
             method = getattr(AppendSession, name)
 
             def counted(self: Any, *args: Any, name: str = name, method: Any = method) -> Any:
@@ -160,11 +164,11 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
             propose(other, grant_id)
             return decisions[:], calls[:]
 
-        # the year, checked with the lock, the rest after the one decision
-        assert proposed("G4") == (["G4"], ["changed", "changed"])
+        # the year, checked with the lock, the rest ahead of the one decision's events
+        assert proposed("G4") == (["G4"], ["changed", "expect_current"])
         assert other.load(FundYear, 2030, "fund year").version == 7  # opened, A, G0-G4
         # nothing changed under it this time: the next is decided first, as usual
-        assert proposed("G5") == (["G5"], ["changed", "changed"])
+        assert proposed("G5") == (["G5"], ["changed", "expect_current"])
         assert proposed("G6") == (["G6"], ["changed"])
         propose(ledger, "G7")
         assert proposed("G8") == (["G8", "G8"], ["changed"]), "overtaken: decided again"
@@ -173,3 +177,54 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
         assert proposed("G10") == (["G10", "G10"], ["changed"]), "not lately"
     finally:
         other.close()
+
+
+def test_a_guess_that_misses_what_changed_records_nothing_and_decides_again(
+    ledger: Ledger, db_url: str, test_settings: Settings
+) -> None:
+    """A process overtaken lately on the fund year decides under the lock on its copy
+    of the talent, which the other process has just recorded as departed: the server
+    finds that copy stale ahead of the grant's events, the transaction records
+    nothing, and the decision taken again on what is current refuses the grant."""
+    other = open_ledger(db_url, test_settings)
+    try:
+        with acting_as("admin", "req-year"):
+            ledger.execute(c.OpenFundYear(2030, "CNY"))
+            ledger.execute(c.Appropriate(2030, "A", "settling_in", "cash", Decimal(10**6), "r"))
+        with acting_as("clerk", "req-talent"):
+            ledger.execute(
+                c.RegisterTalent("T1", "王芳", "master", "某院", date(2030, 1, 5), date(2033, 1, 4))
+            )
+
+        def propose(where: Ledger, grant_id: str) -> None:
+            with acting_as("clerk", f"req-{grant_id}"):
+                where.execute(
+                    c.ProposeGrant(grant_id, "T1", 2030, "settling_in", Decimal(1), "p", "r")
+                )
+
+        propose(other, "G0")
+        propose(ledger, "G1")
+        propose(other, "G2")  # overtaken on the year: the next is decided under the lock
+        propose(ledger, "G3")
+        with acting_as("clerk", "req-depart"):
+            ledger.execute(c.DepartTalent("T1", date(2030, 6, 1), "left"))
+        with pytest.raises(TalentDeparted):
+            propose(other, "G4")
+        assert [g for g in ("G0", "G1", "G2", "G3", "G4") if grant_exists(db_url, g)] == [
+            "G0",
+            "G1",
+            "G2",
+            "G3",
+        ]
+        assert other.load(FundYear, 2030, "fund year").version == 6  # opened, A, G0-G3
+    finally:
+        other.close()
+
+
+def grant_exists(db_url: str, grant_id: str) -> bool:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE originator_id = %s",
+            (Grant.create_id(grant_id),),
+        ).fetchone()
+    return row is not None and row[0] > 0
