@@ -13,8 +13,10 @@ import threading
 from datetime import date
 from decimal import Decimal
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
@@ -38,6 +40,7 @@ from ledger.domain.grants import Grant
 from ledger.domain.talents import Talent
 from ledger.engine.engine import AtomicRefusal
 from ledger.engine.outcome import Outcome
+from ledger.engine.store import Overtaken
 from ledger.engine.unit_of_work import UnitOfWork
 from ledger.usecases.ledger import Ledger
 from tests import commands as c
@@ -453,3 +456,19 @@ class UseCaseScenario:
             "Payment.Recorded",
         ]
         assert len(sessions) == 2  # the held group's, and the pair's
+
+    # --- the store's check ahead of the events (`AppendSession.expect_current`) ----
+
+    def test_a_session_expecting_a_version_no_longer_current_records_nothing(self) -> None:
+        self.funded()
+        year = FundYear.create_id(YEAR)
+        version = self.ledger.load(FundYear, YEAR, "fund year").version
+        stored = StoredEvent(uuid4(), 1, "tests:Nothing", b"{}")  # never recorded
+        before = head(self.ledger)
+        with pytest.raises(Overtaken), self.ledger.store.append_session() as session:
+            session.expect_current({year: version - 1})
+            session.append([stored])
+        assert head(self.ledger) == before
+        with self.ledger.store.append_session() as session:  # current: nothing to say
+            session.expect_current({year: version, Grant.create_id("G-never"): 0})
+        assert head(self.ledger) == before
