@@ -182,6 +182,22 @@ class _Abandoned(Exception):
     """Ends a sent-ahead session without recording anything."""
 
 
+class _TooBigToGuess(BaseException):
+    """Ends a decision taken under the lock on a guess (`Engine._commit_once`) once it
+    has been handed APPEND_CHUNK aggregates: a big decision is taken the usual way,
+    its events sent ahead. A `BaseException`, so that no command's handler takes it
+    for the command's own failure."""
+
+
+class _Bounded:
+    """The watcher of a decision taken under the lock on a guess."""
+
+    every = APPEND_CHUNK
+
+    def progress(self, uow: UnitOfWork) -> None:
+        raise _TooBigToGuess
+
+
 class _SentAhead:
     """A big decision's events, sent while it is still deciding, so that PostgreSQL
     inserts while Python decides (docs/performance.md, "stop 29" and "stop 30").
@@ -476,8 +492,8 @@ class Engine(Application[UUID]):
         while True:
             try:
                 return self._commit_once(run, answer, guess)
-            except Overtaken:  # what it read besides the guess had changed: nothing recorded
-                guess = False  # so decided on the copies first, and checked before recording
+            except (Overtaken, _TooBigToGuess):  # the guess missed, or it is a big one:
+                guess = False  # nothing was recorded; decided on the copies first
             except RecordConflictError:  # something wrote an aggregate it never read
                 if time.monotonic() > deadline:
                     raise Contended("too many concurrent writers; retry") from None
@@ -527,21 +543,17 @@ class Engine(Application[UUID]):
                 ahead = _long_unseen(uow, attempt, known)
             with store.append_session() as session:
                 if decided is None:
-                    if ahead := self._bring_current(session, hot, known, read_ahead, overtaken):
-                        waited += session.lock_waited()
-                        continue  # far behind: read with the lock released, and decided
-                    uow = UnitOfWork(self, known)
-                    attempt = run(uow)
-                    # what else it read, checked by the server ahead of the events: if
-                    # it changed too, nothing is recorded (`Overtaken`, in `commit`)
-                    if not (ahead := _long_unseen(uow, attempt, known)):
-                        session.expect_current(uow.read_versions)
+                    decided, ahead = self._decide_on_a_guess(
+                        session, run, hot, known, read_ahead, overtaken
+                    )
                 else:
                     uow, attempt, ahead = self._decide_again(
                         session, run, *decided, known, read_ahead, overtaken
                     )
-                decided = uow, attempt
+                    decided = uow, attempt
                 if not ahead:
+                    assert decided is not None  # with nothing ahead, it has decided
+                    uow, attempt = decided
                     # what `save` would do here (a fast-forwarding cache, snapshots of
                     # long histories), less its protocol checks of every aggregate (6 %
                     # of a batch's time), and in the session's transaction
@@ -586,21 +598,36 @@ class Engine(Application[UUID]):
         self._overtaken = frozenset(overtaken)
         self._overtaken_at = time.monotonic()
 
-    def _bring_current(
+    def _decide_on_a_guess(
         self,
         session: AppendSession,
+        run: Callable[[UnitOfWork], Attempt[T]],
         hot: Mapping[UUID, int],
         known: dict[UUID, LedgerAggregate | None],
         read_ahead: set[UUID],
         overtaken: set[UUID],
-    ) -> set[UUID]:
-        """Under the lock, before a decision, bring current the copies in `hot` (their
-        check goes with the lock, and what changed comes with it); or, reading
-        nothing, answer those too far behind to be read under it."""
+    ) -> tuple[tuple[UnitOfWork, Attempt[T]] | None, set[UUID]]:
+        """Under the lock, bring current the copies in `hot` (their check goes with the
+        lock, and what changed comes with it), then decide, and have the server check
+        what else the decision read ahead of its events: if that changed too, nothing
+        is recorded (`Overtaken`, in `commit`). A refusal may rest on what it has not
+        read yet (`read_all`): it is checked as any other (`_decide_again`). Answers
+        the decision, and what to read with the lock released first (a copy too far
+        behind: then no decision was taken)."""
         changes = session.changed(hot, CATCH_UP_UNDER_LOCK)
         overtaken.update(changes)
         versions = {i: c.version for i, c in changes.items()}
-        return self._catch_up(session, versions, changes, known, read_ahead)
+        if behind := self._catch_up(session, versions, changes, known, read_ahead):
+            return None, behind
+        uow = UnitOfWork(self, known, watcher=_Bounded())
+        attempt = run(uow)
+        if attempt.refused:
+            uow, attempt, ahead = self._decide_again(
+                session, run, uow, attempt, known, read_ahead, overtaken
+            )
+        elif not (ahead := _long_unseen(uow, attempt, known)):
+            session.expect_current(uow.read_versions)
+        return (uow, attempt), ahead
 
     def _decide_sending_ahead(
         self,

@@ -7,6 +7,7 @@ versions to check, then the events with the commit."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -26,8 +27,11 @@ from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
 from ledger.domain.errors import TalentDeparted
 from ledger.domain.grants import Grant
+from ledger.domain.talents import Talent
 from ledger.engine import engine
+from ledger.engine.unit_of_work import UnitOfWork
 from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.fund_years import appropriate
 from ledger.usecases.ledger import Ledger
 from tests import commands as c
 from tests.conftest import install_key
@@ -108,17 +112,18 @@ def test_a_warm_proposal_asks_nothing_itself_and_its_group_commit_two_round_trip
     ]
 
 
-def test_a_process_overtaken_lately_decides_once_under_the_lock(
-    ledger: Ledger, db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two processes proposing on one fund year, as `ledger serve --workers 2` does:
-    each finds the year changed by the other at every append. A process overtaken
-    lately does not decide on its copies first, a decision it would take again under
-    the lock: there, the year is checked with the lock and brought current with
-    what came with the check, the decision taken once, and what else it read is
-    checked by the server ahead of the events, with no round trip awaited. Once a
-    commit finds nothing changed, or a second has passed, it decides first again, as
-    a single process does."""
+def propose(where: Ledger, grant_id: str, talent_id: str = "T1") -> None:
+    with acting_as("clerk", f"req-{grant_id}"):
+        where.execute(c.ProposeGrant(grant_id, talent_id, 2030, "settling_in", D1, "p", "r"))
+
+
+D1 = Decimal(1)
+
+
+@pytest.fixture
+def other(ledger: Ledger, db_url: str, test_settings: Settings) -> Iterator[Ledger]:
+    """Another process beside `ledger`, overtaken lately: both propose on one fund year,
+    as `ledger serve --workers 2` does, and `ledger` has just changed it again."""
     other = open_ledger(db_url, test_settings)
     try:
         with acting_as("admin", "req-year"):
@@ -128,97 +133,128 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
             ledger.execute(
                 c.RegisterTalent("T1", "王芳", "master", "某院", date(2030, 1, 5), date(2033, 1, 4))
             )
-
-        def propose(where: Ledger, grant_id: str) -> None:
-            with acting_as("clerk", f"req-{grant_id}"):
-                where.execute(
-                    c.ProposeGrant(grant_id, "T1", 2030, "settling_in", Decimal(1), "p", "r")
-                )
-
         propose(other, "G0")  # its copies, warm; the year and talent were new to it
         propose(ledger, "G1")  # the year changes under them: decided again at G2
         propose(other, "G2")
         propose(ledger, "G3")
-        calls: list[str] = []
-        for name in ("changed", "events_after", "expect_current"):
-            method = getattr(AppendSession, name)
-
-            def counted(self: Any, *args: Any, name: str = name, method: Any = method) -> Any:
-                calls.append(name)
-                return method(self, *args)
-
-            monkeypatch.setattr(AppendSession, name, counted)
-        reserve = FundYear.reserve
-        decisions: list[str] = []
-
-        def reserving(year: FundYear, grant: Any) -> None:
-            decisions.append(grant.grant_id)
-            reserve(year, grant)
-
-        monkeypatch.setattr(FundYear, "reserve", reserving)
-
-        def proposed(grant_id: str) -> tuple[list[str], list[str]]:
-            """What proposing on `other` decided and asked (the checks it sent)."""
-            calls.clear()
-            decisions.clear()
-            propose(other, grant_id)
-            return decisions[:], calls[:]
-
-        # the year, checked with the lock, the rest ahead of the one decision's events
-        assert proposed("G4") == (["G4"], ["changed", "expect_current"])
-        assert other.load(FundYear, 2030, "fund year").version == 7  # opened, A, G0-G4
-        # nothing changed under it this time: the next is decided first, as usual
-        assert proposed("G5") == (["G5"], ["changed", "expect_current"])
-        assert proposed("G6") == (["G6"], ["changed"])
-        propose(ledger, "G7")
-        assert proposed("G8") == (["G8", "G8"], ["changed"]), "overtaken: decided again"
-        monkeypatch.setattr(engine, "OVERTAKEN_LATELY_SECONDS", 0.0)
-        propose(ledger, "G9")
-        assert proposed("G10") == (["G10", "G10"], ["changed"]), "not lately"
+        yield other
     finally:
         other.close()
 
 
+def test_a_process_overtaken_lately_decides_once_under_the_lock(
+    ledger: Ledger, other: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process finds the year changed by the other at every append. A process
+    overtaken lately does not decide on its copies first, a decision it would take
+    again under the lock: there, the year is checked with the lock and brought current
+    with what came with the check, the decision taken once, and what else it read is
+    checked by the server ahead of the events, with no round trip awaited. Once a
+    commit finds nothing changed, or a second has passed, it decides first again, as
+    a single process does."""
+    calls: list[str] = []
+    for name in ("changed", "events_after", "expect_current"):
+        method = getattr(AppendSession, name)
+
+        def counted(self: Any, *args: Any, name: str = name, method: Any = method) -> Any:
+            calls.append(name)
+            return method(self, *args)
+
+        monkeypatch.setattr(AppendSession, name, counted)
+    reserve = FundYear.reserve
+    decisions: list[str] = []
+
+    def reserving(year: FundYear, grant: Any) -> None:
+        decisions.append(grant.grant_id)
+        reserve(year, grant)
+
+    monkeypatch.setattr(FundYear, "reserve", reserving)
+
+    def proposed(grant_id: str) -> tuple[list[str], list[str]]:
+        """What proposing on `other` decided and asked (the checks it sent)."""
+        calls.clear()
+        decisions.clear()
+        propose(other, grant_id)
+        return decisions[:], calls[:]
+
+    # the year, checked with the lock, the rest ahead of the one decision's events
+    assert proposed("G4") == (["G4"], ["changed", "expect_current"])
+    assert other.load(FundYear, 2030, "fund year").version == 7  # opened, A, G0-G4
+    # nothing changed under it this time: the next is decided first, as usual
+    assert proposed("G5") == (["G5"], ["changed", "expect_current"])
+    assert proposed("G6") == (["G6"], ["changed"])
+    propose(ledger, "G7")
+    assert proposed("G8") == (["G8", "G8"], ["changed"]), "overtaken: decided again"
+    monkeypatch.setattr(engine, "OVERTAKEN_LATELY_SECONDS", 0.0)
+    propose(ledger, "G9")
+    assert proposed("G10") == (["G10", "G10"], ["changed"]), "not lately"
+
+
 def test_a_guess_that_misses_what_changed_records_nothing_and_decides_again(
-    ledger: Ledger, db_url: str, test_settings: Settings
+    ledger: Ledger, other: Ledger, db_url: str
 ) -> None:
     """A process overtaken lately on the fund year decides under the lock on its copy
     of the talent, which the other process has just recorded as departed: the server
     finds that copy stale ahead of the grant's events, the transaction records
     nothing, and the decision taken again on what is current refuses the grant."""
-    other = open_ledger(db_url, test_settings)
-    try:
-        with acting_as("admin", "req-year"):
-            ledger.execute(c.OpenFundYear(2030, "CNY"))
-            ledger.execute(c.Appropriate(2030, "A", "settling_in", "cash", Decimal(10**6), "r"))
-        with acting_as("clerk", "req-talent"):
-            ledger.execute(
-                c.RegisterTalent("T1", "王芳", "master", "某院", date(2030, 1, 5), date(2033, 1, 4))
-            )
+    with acting_as("clerk", "req-depart"):
+        ledger.execute(c.DepartTalent("T1", date(2030, 6, 1), "left"))
+    with pytest.raises(TalentDeparted):
+        propose(other, "G4")
+    assert [g for g in ("G0", "G1", "G2", "G3", "G4") if grant_exists(db_url, g)] == [
+        "G0",
+        "G1",
+        "G2",
+        "G3",
+    ]
+    assert other.load(FundYear, 2030, "fund year").version == 6  # opened, A, G0-G3
 
-        def propose(where: Ledger, grant_id: str) -> None:
-            with acting_as("clerk", f"req-{grant_id}"):
-                where.execute(
-                    c.ProposeGrant(grant_id, "T1", 2030, "settling_in", Decimal(1), "p", "r")
-                )
 
-        propose(other, "G0")
-        propose(ledger, "G1")
-        propose(other, "G2")  # overtaken on the year: the next is decided under the lock
-        propose(ledger, "G3")
-        with acting_as("clerk", "req-depart"):
-            ledger.execute(c.DepartTalent("T1", date(2030, 6, 1), "left"))
-        with pytest.raises(TalentDeparted):
-            propose(other, "G4")
-        assert [g for g in ("G0", "G1", "G2", "G3", "G4") if grant_exists(db_url, g)] == [
-            "G0",
-            "G1",
-            "G2",
-            "G3",
-        ]
-        assert other.load(FundYear, 2030, "fund year").version == 6  # opened, A, G0-G3
-    finally:
-        other.close()
+def test_a_refusal_on_a_guess_stands_only_once_what_it_lacked_is_read(
+    ledger: Ledger, other: Ledger
+) -> None:
+    """Overtaken lately, a decision under the lock needing an aggregate this process
+    has never seen (`read_all`: registered by the other process) is refused for now:
+    it is read and the decision taken again, never answered as missing."""
+    with acting_as("clerk", "req-t2"):
+        ledger.execute(
+            c.RegisterTalent("T2", "李雷", "master", "某院", date(2030, 1, 5), date(2033, 1, 4))
+        )
+
+    def needs_t2(uow: UnitOfWork, _: object) -> str:
+        uow.read_all([(Talent, "T2")])
+        return uow.get(Talent, "T2", "talent").talent_id
+
+    with acting_as("clerk", "req-needs"):
+        assert other.run(needs_t2, None).value == "T2"
+
+
+def test_a_big_decision_on_a_guess_is_sent_ahead_the_usual_way(
+    ledger: Ledger, other: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overtaken lately, a decision handed `APPEND_CHUNK` aggregates under the lock is
+    stopped, nothing written, and taken the usual way: its events go ahead while it
+    decides (`_SentAhead`) instead of being decided whole holding the lock."""
+    monkeypatch.setattr(engine._Bounded, "every", 3)
+    monkeypatch.setattr(engine._SentAhead, "every", 3)
+    posted: list[int] = []
+    post = engine._SentAhead._post
+
+    def counted(sent: Any, statements: Any) -> None:
+        posted.append(1)
+        post(sent, statements)
+
+    monkeypatch.setattr(engine._SentAhead, "_post", counted)
+    steps = [
+        (appropriate.decide, c.Appropriate(2030, f"B{n}", "settling_in", "cash", D1, "r"))
+        for n in range(12)
+    ]
+    with acting_as("admin", "req-many"):
+        outcomes = other.run_atomic(steps)
+    assert posted, "sent ahead"
+    assert len({o.position for o in outcomes}) == 1
+    appropriations = other.load(FundYear, 2030, "fund year").appropriations
+    assert {f"B{n}" for n in range(12)} <= set(appropriations)
 
 
 def grant_exists(db_url: str, grant_id: str) -> bool:
