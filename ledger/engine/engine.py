@@ -615,12 +615,15 @@ class Engine(Application[UUID]):
         the decision, and what to read with the lock released first (a copy too far
         behind: then no decision was taken)."""
         changes = session.changed(hot, CATCH_UP_UNDER_LOCK)
-        overtaken.update(changes)
         versions = {i: c.version for i, c in changes.items()}
         if behind := self._catch_up(session, versions, changes, known, read_ahead):
+            overtaken.update(changes)
             return None, behind
         uow = UnitOfWork(self, known, watcher=_Bounded())
         attempt = run(uow)
+        # what it read of them: a group that read none (no proposal in it) is no
+        # reason to decide the next one under the lock
+        overtaken.update(changes.keys() & uow.read_versions.keys())
         if attempt.refused:
             uow, attempt, ahead = self._decide_again(
                 session, run, uow, attempt, known, read_ahead, overtaken

@@ -190,6 +190,29 @@ def test_a_process_overtaken_lately_decides_once_under_the_lock(
     assert proposed("G10") == (["G10", "G10"], ["changed"]), "not lately"
 
 
+def test_a_decision_on_a_guess_that_read_none_of_it_ends_the_guessing(
+    ledger: Ledger, other: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approval reads its grant, not the fund year: taken on a guess because the
+    year changed, it is no reason to take the next decision under the lock too."""
+    propose(ledger, "G4")  # the year changes under `other` again
+    calls: list[str] = []
+    for name in ("changed", "expect_current"):
+        method = getattr(AppendSession, name)
+
+        def counted(self: Any, *args: Any, name: str = name, method: Any = method) -> Any:
+            calls.append(name)
+            return method(self, *args)
+
+        monkeypatch.setattr(AppendSession, name, counted)
+    with acting_as("approver", "req-approve"):
+        other.execute(c.ApproveGrant("G0", "ok"))
+    assert calls == ["changed", "expect_current"]  # on the guess
+    calls.clear()
+    propose(other, "G5")
+    assert calls == ["changed"]  # decided on its copies first: the year had not changed
+
+
 def test_a_guess_that_misses_what_changed_records_nothing_and_decides_again(
     ledger: Ledger, other: Ledger, db_url: str
 ) -> None:
