@@ -513,34 +513,31 @@ class Engine(Application[UUID]):
         hot = self._overtaken_lately() if guess else {}
         decided: tuple[UnitOfWork, Attempt[T]] | None = None
         ahead: set[UUID] = set()
-        if not hot:
-            uow, attempt, done = self._decide_sending_ahead(run, known, answer)
-            if done is not None:
-                self._note_overtaken(overtaken)
-                return done
-            decided = uow, attempt
-            # A decision may rest on a fund year this process has never seen (taken to
-            # be missing), or on a copy far behind. Its first read replays all its
-            # events, seconds for a long year, which every writer of every process would
-            # wait out under the lock: it is read with the lock released, each at most
-            # once (so that writers elsewhere cannot keep it behind), and under the lock
-            # only what changed since is read.
-            ahead = _long_unseen(uow, attempt, known)
         read_ahead: set[UUID] = set()
         waited = 0.0
+        decide_first = not hot  # on this process's copies, with the lock released
         while True:
-            while ahead:
-                read_ahead |= ahead
-                unseen = decided[0].unseen if decided is not None else {}
-                bases = self._from_snapshots(self._bases(dict.fromkeys(ahead), known), unseen)
-                with store.reads() as reads:
-                    self._read_current(reads, bases, known)
+            if ahead or decide_first:
+                decide_first = False
+                if ahead:
+                    read_ahead |= ahead
+                    unseen = decided[0].unseen if decided is not None else {}
+                    bases = self._bases(dict.fromkeys(ahead), known)
+                    with store.reads() as reads:
+                        self._read_current(reads, self._from_snapshots(bases, unseen), known)
                 uow, attempt, done = self._decide_sending_ahead(run, known, answer)
                 if done is not None:
                     self._note_overtaken(overtaken)
                     return done
                 decided = uow, attempt
+                # A decision may rest on a fund year this process has never seen (taken
+                # to be missing), or on a copy far behind. Its first read replays all its
+                # events, seconds for a long year, which every writer of every process
+                # would wait out under the lock: it is read with the lock released, each
+                # at most once (so that writers elsewhere cannot keep it behind), and
+                # under the lock only what changed since is read.
                 ahead = _long_unseen(uow, attempt, known)
+                continue
             with store.append_session() as session:
                 if decided is None:
                     decided, ahead = self._decide_on_a_guess(
