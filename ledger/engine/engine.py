@@ -576,16 +576,7 @@ class Engine(Application[UUID]):
         brought current before deciding, under the lock."""
         if time.monotonic() - self._overtaken_at > OVERTAKEN_LATELY_SECONDS:
             return {}
-        cache = self.repository.cache
-        versions = {}
-        for aggregate_id in self._overtaken:
-            try:
-                cached = cache.get(aggregate_id) if cache is not None else None
-            except KeyError:
-                continue
-            if isinstance(cached, LedgerAggregate):
-                versions[aggregate_id] = cached.version
-        return versions
+        return {i: a.version for i in self._overtaken if (a := self._cached(i)) is not None}
 
     def _note_overtaken(self, overtaken: set[UUID]) -> None:
         """Remember what other writers changed under this commit's copies (nothing: the
@@ -822,20 +813,25 @@ class Engine(Application[UUID]):
 
     def cached_copy(self, aggregate_id: UUID) -> LedgerAggregate | None:
         """A copy of this process's latest copy of an aggregate, if it has one."""
-        cache = self.repository.cache
+        cached = self._cached(aggregate_id)
         try:
-            cached = cache.get(aggregate_id) if cache is not None else None
-            return cached.copy() if isinstance(cached, LedgerAggregate) else None
-        except (KeyError, RuntimeError):  # RuntimeError: raced a fast-forward in place
+            return cached.copy() if cached is not None else None
+        except RuntimeError:  # raced a fast-forward in place
             return None
 
     def has_copy(self, aggregate_id: UUID) -> bool:
         """Whether this process has a copy of an aggregate (without making one)."""
+        return self._cached(aggregate_id) is not None
+
+    def _cached(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        """This process's latest copy of an aggregate itself, if it has one: never to
+        be changed, only copied or read."""
         cache = self.repository.cache
         try:
-            return cache is not None and cache.get(aggregate_id) is not None
+            cached = cache.get(aggregate_id) if cache is not None else None
         except KeyError:
-            return False
+            return None
+        return cached if isinstance(cached, LedgerAggregate) else None
 
     def original(self, cls: type[A], aggregate_id: UUID) -> A:
         """An aggregate as it was created (version 1), read from the store."""
