@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import audit, batch, exports, keys, metrics, reads, tracing, treasury
+from api import audit, batch, exports, keys, metrics, reads, tracing, treasury, writer
 from api.console import pages as console
 from api.console.session import Sessions
 from api.examples import with_examples
@@ -250,6 +250,18 @@ def _documentation_pages(app: FastAPI) -> None:
         )
 
 
+def _close(app: FastAPI) -> None:
+    """Close what `lifespan` opened, the ledger last: the others use it."""
+    state = app.state
+    if state.writer is not None:
+        state.writer.close()
+    if state.worker is not None:
+        state.worker.stop()
+    if state.standby is not None:
+        state.standby.close()
+    state.ledger.close()
+
+
 def operation_id(route: APIRoute) -> str:
     """A route's operationId: its endpoint's name in camelCase (`list_grants` ->
     `listGrants`): stable, and what a generated client names its method after."""
@@ -268,7 +280,7 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         app.state.ledger = ledger
         app.state.settings = settings
         app.state.keys = KeyCache(datastore_of(ledger))
-        app.state.standby = standby = open_standby(settings, datastore_of(ledger), on_connect)
+        app.state.standby = open_standby(settings, datastore_of(ledger), on_connect)
         app.state.sessions = Sessions(master_key(settings))
         worker = ProjectionWorker(ledger) if settings.projections_in_process else None
         if worker is None:  # the reads still need the read models' tables
@@ -276,16 +288,13 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         if worker is not None:
             worker.start()
         app.state.worker = worker
+        app.state.writer = writer.link_from_env()
         pool_sampler = asyncio.create_task(metrics.sample_pool(datastore_of(ledger).pool))
         try:
             yield
         finally:
             pool_sampler.cancel()
-            if worker is not None:
-                worker.stop()
-            if standby is not None:
-                standby.close()
-            ledger.close()
+            _close(app)
             if traces is not None:
                 traces.shutdown()  # what is batched is sent
 

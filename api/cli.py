@@ -58,6 +58,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
     from api.protocol import HEAD_TIMEOUT_VARIABLE, HeadTimedProtocol  # noqa: PLC0415 - likewise
+    from api.writer import SOCKET_VARIABLE  # noqa: PLC0415 - likewise
+    from api.writer_process import WriterProcess  # noqa: PLC0415 - likewise
 
     url = database_url(settings)
     ledger = open_ledger(url, settings)
@@ -97,6 +99,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises SIGTERM once shut down; exiting instead lets atexit stop an
     # embedded PostgreSQL this process started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # one process writes, the API processes hand it their writes (`api.writer`)
+    writer = WriterProcess()
+    writer.start()
+    atexit.register(writer.stop)  # after uvicorn stopped the API processes
+    os.environ[SOCKET_VARIABLE] = writer.path
     print(f"the console: http://{args.host}:{args.port}/console/", flush=True)
     uvicorn.run(
         "api.app:app_from_env",

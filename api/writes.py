@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.operations import Operation, answer, presented
 from api.problems import problem_responses
 from api.routing import PathId, PathYear, ledger_of, roles
+from api.writer import WriterLink, forwarded
 from ledger.usecases.ledger import Ledger
 
 ALWAYS = (
@@ -57,15 +58,24 @@ def written(model: type[BaseModel], *, created: bool) -> dict[int | str, dict[st
     }
 
 
-async def perform(op: Operation, ledger: Ledger, ids: dict[str, Any], body: Any) -> JSONResponse:
-    """The decision runs in the group-commit writer and the request only awaits it: no
-    worker thread sits blocked for each write in flight. What needs a query (sealing a
-    name before, unsealing one after) runs in a worker thread, never in the writer."""
+async def perform(
+    op: Operation, ledger: Ledger, writer: WriterLink | None, ids: dict[str, Any], body: Any
+) -> JSONResponse:
+    """The decision runs in a group commit and the request only awaits it: no worker
+    thread sits blocked for each write in flight. Under `ledger serve`, that is the
+    writing process's (`api.writer`), else this process's own. What needs a query
+    (sealing a name before, unsealing one after) runs in a worker thread, never in a
+    group commit."""
     command = op.command_of(ids, body or op.body())
     if op.use_case.prepare is None:
         step = ledger.step(command)
     else:
         step = await run_in_threadpool(ledger.step, command)
+    if writer is not None and forwarded(op):
+        answered = await writer.perform(op, ids, step)
+        if answered is not None:
+            status, headers, content = answered
+            return JSONResponse(content, status_code=status, headers=headers)
     outcome = await asyncio.wrap_future(ledger.execute_later(step))
     if op.present_queries:
         outcome = await run_in_threadpool(presented, ledger, op, ids, outcome)
@@ -80,7 +90,7 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
     signature: `__signature__` declares them, since they differ per operation."""
 
     async def endpoint(request: Request, body: Any = None, **ids: Any) -> JSONResponse:
-        return await perform(op, ledger_of(request), ids, body)
+        return await perform(op, ledger_of(request), request.app.state.writer, ids, body)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [

@@ -3,6 +3,8 @@ one error of a read: nothing is recorded by either)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LedgerError(Exception):
     """A refusal: nothing was recorded."""
@@ -12,6 +14,18 @@ class LedgerError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole, whatever the subclass's constructor takes (an exception is
+        rebuilt from its `args` alone): a refusal crosses from the process that decided
+        to the one that answers."""
+        return _restored, (type(self), self.args, self.__dict__)
+
+
+def _restored(cls: type[LedgerError], args: tuple[Any, ...], state: dict[str, Any]) -> LedgerError:
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class NotFound(LedgerError):

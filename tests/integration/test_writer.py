@@ -1,0 +1,197 @@
+"""The writing process (`api.writer`): the API hands it its writes, answers what it
+decided exactly as a write decided in process, and decides writes itself while the
+writer cannot be reached.
+
+A real writer process (`WriterProcess`, as `ledger serve` starts it) on the test's
+database, and the app over HTTP, in process, told its socket as `ledger serve` tells
+its API processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE
+from api.writer_process import WriterProcess
+from ledger.adapters.postgres import datastore_of
+from ledger.domain import errors
+from ledger.entrypoints.runtime import Settings
+from tests.conftest import ROLE_KEYS, TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
+from tests.integration.scenario import (
+    Actors,
+    assert_problem,
+    assert_validation_error,
+    created,
+    grant_body,
+    open_year,
+    position,
+    talent_body,
+)
+
+pytestmark = pytest.mark.db
+
+
+class Local:
+    """The app's own group commit, counting the writes it decided (not sent to the
+    writer)."""
+
+    def __init__(self, app: Any) -> None:
+        self.decided = 0
+        ledger = app.state.ledger
+        own = ledger.execute_later
+
+        def execute_later(step: Any) -> Future[Any]:
+            self.decided += 1
+            return own(step)
+
+        ledger.execute_later = execute_later
+
+
+@pytest.fixture
+def writer(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WriterProcess]:
+    """A writer on the test's database, as `ledger serve` starts one."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", db_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LEDGER_MASTER_KEY", TEST_MASTER_KEY)
+    monkeypatch.setenv("LEDGER_SIGNING_KEY", TEST_SIGNING_KEY)
+    monkeypatch.setenv("LEDGER_POOL_SIZE", "2")
+    process = WriterProcess()
+    process.start()
+    monkeypatch.setenv(SOCKET_VARIABLE, process.path)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+Served = tuple[Actors, Local]
+
+
+class _As:
+    """A role's requests through the one client: a `TestClient` not entered runs each
+    request on an event loop of its own, and the writer's connection is made on the
+    one loop an API process runs."""
+
+    def __init__(self, client: TestClient, key: str) -> None:
+        self._client = client
+        self._auth = {"Authorization": f"Bearer {key}"}
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        return self._client.post(url, headers=self._auth, **kw)
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        return self._client.get(url, headers=self._auth, **kw)
+
+
+@pytest.fixture
+def served(writer: WriterProcess, test_settings: Settings) -> Iterator[Served]:
+    """Fund year 2024 and talent T-1, through an app that hands its writes to `writer`."""
+    app = create_app(test_settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        datastore = datastore_of(app.state.ledger)
+        keys = {name: install_key(datastore, name, roles) for name, roles in ROLE_KEYS.items()}
+        actors = Actors.of(lambda role: cast(TestClient, _As(client, keys[role or ""])))
+        open_year(actors)
+        local = Local(app)
+        created(actors.clerk.post("/v1/talents", json=talent_body()))
+        assert local.decided == 1  # its answer unseals a name: decided here (`forwarded`)
+        yield actors, local
+
+
+def test_the_writes_are_decided_by_the_writing_process(served: Served) -> None:
+    a, local = served
+    first = a.clerk.post("/v1/grants", json=grant_body("G-1", amount="100"))
+    second = a.clerk.post("/v1/grants", json=grant_body("G-2", amount="200"))
+    assert created(first)["grant_id"] == "G-1"
+    assert created(second)["amount"] == "200.00"
+    assert position(second) > position(first)
+    approved = a.approver.post("/v1/grants/G-1/approve", json={"note": "同意"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "approved"
+    assert local.decided == 1  # only the talent's registration
+    replay = a.clerk.post("/v1/grants", json=grant_body("G-1", amount="100"))
+    assert replay.status_code == 200
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert position(replay) >= position(first)
+    events = a.auditor.get("/v1/grants/G-1", params={"min_position": position(approved)})
+    assert events.status_code == 200, events.text
+    assert events.json()["status"] == "approved"
+
+
+def test_its_refusals_answer_and_are_kept_as_in_process(served: Served) -> None:
+    a, local = served
+    over = a.clerk.post("/v1/grants", json=grant_body("G-9", amount="999999999"))
+    assert_problem(over, 409, "budget_exceeded")
+    tiny = {
+        **grant_body("G-8", amount="0.05", programme="settling_in"),
+        "instalments": {"count": 10, "first_due_on": "2024-03-01", "interval_months": 1},
+    }
+    body = assert_validation_error(a.clerk.post("/v1/grants", json=tiny), "instalments.count")
+    assert body["errors"] == [
+        {
+            "loc": ["body", "instalments.count"],
+            "msg": "0.05 cannot be paid in 10 instalments of at least 0.01",
+            "type": "rule",
+        }
+    ]
+    assert local.decided == 1
+    kept = a.auditor.get("/v1/audit/refusals", params={"code": "budget_exceeded"})
+    assert [r["actor"] for r in kept.json()["items"]] == ["clerk"]
+
+
+def test_while_its_writer_is_down_the_api_decides_writes_itself(
+    served: Served, writer: WriterProcess
+) -> None:
+    a, local = served
+    created(a.clerk.post("/v1/grants", json=grant_body("G-1", amount="100")))
+    killed = writer.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    # sent before this process saw the writer gone, it cannot know whether the write
+    # was recorded: a 503, which the client retries as for any other
+    first = a.clerk.post("/v1/grants", json=grant_body("G-2", amount="100"))
+    if first.status_code == 503:
+        first = a.clerk.post("/v1/grants", json=grant_body("G-2", amount="100"))
+    created(first)
+    created(a.clerk.post("/v1/grants", json=grant_body("G-3", amount="100")))
+    assert local.decided == 1 + 2
+    deadline = time.monotonic() + 30  # `ledger serve` starts another
+    while writer.pid == killed or not Path(writer.path).exists():
+        assert time.monotonic() < deadline, "no writer was started again"
+        time.sleep(0.1)
+    time.sleep(RECONNECT_SECONDS)
+    created(a.clerk.post("/v1/grants", json=grant_body("G-4", amount="100")))
+    assert local.decided == 1 + 2  # sent to the new writer
+
+
+Refusal = Callable[[], errors.LedgerError]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: errors.BudgetExceeded("over the line"),
+        lambda: errors.ValidationFailed("instalments.count", "too many", "body"),
+        lambda: errors.StatementRejected(3, "amount", "not a number"),
+        lambda: errors.NotReached(42),
+    ],
+)
+def test_a_refusal_crosses_processes_whole(make: Refusal) -> None:
+    refusal = make()
+    again = pickle.loads(pickle.dumps(refusal))
+    assert type(again) is type(refusal)
+    assert again.args == refusal.args
+    assert vars(again) == vars(refusal)
+    assert again.code == refusal.code
