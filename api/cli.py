@@ -121,10 +121,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(commands: Subcommands, _: dict[str, Subcommands]) -> None:
-    serve = commands.add_parser("serve", help="run the HTTP API and the projection workers")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP API, its writing process and the projection workers"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
-    serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (and one writing process besides)"
+    )
     serve.add_argument(
         "--limit-concurrency",
         type=int,

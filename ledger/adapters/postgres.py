@@ -158,13 +158,17 @@ class LedgerRecorder(PostgresApplicationRecorder):
         # the library's `LOCK TABLE ... IN EXCLUSIVE MODE`, as the table's owner (see
         # the migrations "append-lock-as-owner" and "append-lock-wait"), after its lock
         # timeout, answering how long it was waited for
+        timeout = self.lock_table_statements[0]  # the library's SET LOCAL lock_timeout
+        assert isinstance(timeout, sql.Composable)
         self.lock_table_statements = [
-            self.lock_table_statements[0],
-            sql.SQL("SELECT ledger_lock_events_waited() AS waited"),
+            timeout.as_string(),
+            "SELECT ledger_lock_events_waited() AS waited",
         ]
         table = sql.SQL("{0}.{1}").format(
             sql.Identifier(self.datastore.schema), sql.Identifier(self.events_table_name)
         )
+        # The statements of every append are rendered once, here: psycopg renders a
+        # composed one again at each execution (docs/performance.md, "stop 32").
         # Each aggregate's version by one backward index probe (a GROUP BY would read
         # every event of a fund year, and the planner even scanned the table), and the
         # events after the version read by an index range scan (LATERAL, its ORDER BY
@@ -172,43 +176,57 @@ class LedgerRecorder(PostgresApplicationRecorder):
         # enough to read under the lock: only the aggregates that changed. The ids and
         # versions go as binary arrays, as the insert's columns do: formatting a run's
         # tens of thousands of ids as text costs more than the query.
-        self.changed_sql = sql.SQL(
-            "SELECT a.id AS originator_id, v.version, e.originator_version, e.topic, e.state "
-            "FROM unnest(%b::uuid[], %b::bigint[]) AS a(id, read) "
-            "CROSS JOIN LATERAL (SELECT coalesce((SELECT x.originator_version FROM {0} x "
-            "WHERE x.originator_id = a.id ORDER BY x.originator_version DESC LIMIT 1), 0) "
-            "AS version) v "
-            "LEFT JOIN LATERAL (SELECT e.originator_version, e.topic, e.state FROM {0} e "
-            "WHERE e.originator_id = a.id AND e.originator_version > a.read "
-            "AND v.version - a.read <= %s ORDER BY e.originator_version) e ON true "
-            "WHERE v.version <> a.read ORDER BY a.id, e.originator_version"
-        ).format(table)
+        self.changed_sql = (
+            sql.SQL(
+                "SELECT a.id AS originator_id, v.version, e.originator_version, e.topic, e.state "
+                "FROM unnest(%b::uuid[], %b::bigint[]) AS a(id, read) "
+                "CROSS JOIN LATERAL (SELECT coalesce((SELECT x.originator_version FROM {0} x "
+                "WHERE x.originator_id = a.id ORDER BY x.originator_version DESC LIMIT 1), 0) "
+                "AS version) v "
+                "LEFT JOIN LATERAL (SELECT e.originator_version, e.topic, e.state FROM {0} e "
+                "WHERE e.originator_id = a.id AND e.originator_version > a.read "
+                "AND v.version - a.read <= %s ORDER BY e.originator_version) e ON true "
+                "WHERE v.version <> a.read ORDER BY a.id, e.originator_version"
+            )
+            .format(table)
+            .as_string()
+        )
         # parallel arrays sent in binary: the library's composite-type array is
         # formatted as text in Python, escaping every byte of every event's state
         insert = (
             "INSERT INTO {0} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
         )
-        self.insert_sql = sql.SQL(insert + " RETURNING notification_id").format(table)
-        self.expect_sql = sql.SQL("SELECT {0}(%b::uuid[], %b::bigint[])").format(
-            sql.Identifier(EXPECT_CURRENT)
+        self.insert_sql = sql.SQL(insert + " RETURNING notification_id").format(table).as_string()
+        self.expect_sql = (
+            sql.SQL("SELECT {0}(%b::uuid[], %b::bigint[])")
+            .format(sql.Identifier(EXPECT_CURRENT))
+            .as_string()
         )
-        self.insert_snapshots_sql = sql.SQL(insert).format(
-            sql.SQL("{0}.{1}").format(
-                sql.Identifier(self.datastore.schema), sql.Identifier(SNAPSHOTS_TABLE)
+        self.insert_snapshots_sql = (
+            sql.SQL(insert)
+            .format(
+                sql.SQL("{0}.{1}").format(
+                    sql.Identifier(self.datastore.schema), sql.Identifier(SNAPSHOTS_TABLE)
+                )
             )
+            .as_string()
         )
         # an index range scan per aggregate, forced by the LATERAL subquery's ORDER BY
         # (without one the planner flattens it into a join): joined to the unnest,
         # the planner took a parallel scan of the whole table once it held some tens
         # of thousands of events, under the lock (docs/performance.md)
-        self.events_after_sql = sql.SQL(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%b::uuid[], %b::bigint[]) AS a(id, version) "
-            "CROSS JOIN LATERAL (SELECT * FROM {0} e WHERE e.originator_id = a.id "
-            "AND e.originator_version > a.version ORDER BY e.originator_version) e "
-            "ORDER BY e.originator_id, e.originator_version"
-        ).format(table)
+        self.events_after_sql = (
+            sql.SQL(
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                "FROM unnest(%b::uuid[], %b::bigint[]) AS a(id, version) "
+                "CROSS JOIN LATERAL (SELECT * FROM {0} e WHERE e.originator_id = a.id "
+                "AND e.originator_version > a.version ORDER BY e.originator_version) e "
+                "ORDER BY e.originator_id, e.originator_version"
+            )
+            .format(table)
+            .as_string()
+        )
 
     @contextmanager
     def append_session(self) -> Iterator[AppendSession]:

@@ -152,6 +152,16 @@ def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
     assert ready["status"] == "ready" and ready["head_position"] >= int(
         paid.headers["Ledger-Position"]
     )
+    # decided by the writing process, which stamped each event with who asked, and how
+    history = httpx.get(
+        f"{server.url}/v1/talents/T1/history",
+        params={"min_position": paid.headers["Ledger-Position"]},
+        headers={"Authorization": f"Bearer {keys['auditor']}"},
+    )
+    assert history.status_code == 200, history.text
+    stamped = {(e["event_type"], e["actor"], e["request_id"]) for e in history.json()["items"]}
+    assert ("Payment.Recorded", "e2e-treasury", "e2e-req-1") in stamped
+    assert ("Grant.Approved", "e2e-approver", "e2e-req-1") in stamped
 
     server.stop()
     assert server.proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
@@ -167,6 +177,9 @@ def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
         r["route"] == "/v1/grants/{grant_id}/approve" and r["actor"] == "e2e-approver"
         for r in requests
     )
+    assert [line["event"] for line in lines if line.get("logger") == "api.writer_process"] == [
+        "writer_started"
+    ]
     text = server.log.read_text()
     assert "李四" not in text
     assert not any(key in text for key in keys.values())
