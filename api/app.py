@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -106,6 +107,28 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+class _RequestIds:
+    """New request ids, 32 hex digits: this process's random half, then a count. Not
+    `uuid4`, whose read of the system's randomness hands the interpreter to another
+    thread for the length of a system call, every request (docs/performance.md)."""
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():  # a forked child counts on its own
+            self._start()
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+_new_request_id = _RequestIds()
+
+
 class RequestContext:
     """ASGI middleware: request id, body size limit, one log line per request."""
 
@@ -118,7 +141,7 @@ class RequestContext:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID_RE.fullmatch(given) else _new_request_id()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         request_id_cvar.set(request_id)
