@@ -106,6 +106,7 @@ class WriterLink:
     def __init__(self, path: str) -> None:
         self.path = path
         self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
         self._retry_at = 0.0
 
     async def perform(self, op: Operation, ids: dict[str, Any], step: Step) -> Answer | None:
@@ -124,16 +125,19 @@ class WriterLink:
     async def _connected(self) -> _Connection | None:
         if self._connection is not None and self._connection.transport is not None:
             return self._connection
-        if time.monotonic() < self._retry_at:
-            return None
-        loop = asyncio.get_running_loop()
-        try:
-            _, self._connection = await loop.create_unix_connection(_Connection, self.path)
-        except OSError as e:
-            self._connection = None
-            self._retry_at = time.monotonic() + RECONNECT_SECONDS
-            log.warning("writer_unreachable", error=str(e))
-        return self._connection
+        async with self._connecting:  # one connection, however many writes ask at once
+            if self._connection is not None and self._connection.transport is not None:
+                return self._connection
+            if time.monotonic() < self._retry_at:
+                return None
+            loop = asyncio.get_running_loop()
+            try:
+                _, self._connection = await loop.create_unix_connection(_Connection, self.path)
+            except OSError as e:
+                self._connection = None
+                self._retry_at = time.monotonic() + RECONNECT_SECONDS
+                log.warning("writer_unreachable", error=str(e))
+            return self._connection
 
     def close(self) -> None:
         if self._connection is not None and self._connection.transport is not None:

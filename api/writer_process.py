@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from eventsourcing.persistence import PersistenceError
+from structlog.contextvars import bound_contextvars
 
 from api import metrics
 from api.operations import Operation, answer, presented
@@ -30,13 +31,15 @@ from api.writer import LENGTH, RECONNECT_SECONDS, frame
 from ledger.domain.context import acting_as
 from ledger.domain.errors import LedgerError
 from ledger.entrypoints.logs import configure_logging
-from ledger.entrypoints.runtime import Settings, database_url, open_ledger
+from ledger.entrypoints.runtime import Settings, database_url, open_ledger, tune_collector
 from ledger.usecases.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
 
-def _answer(ledger: Ledger, op: Operation, ids: dict[str, Any], decided: Future[Any]) -> Any:
+def _answer(
+    ledger: Ledger, op: Operation, ids: dict[str, Any], request_id: str, decided: Future[Any]
+) -> Any:
     """What an API process is told of a decision: (True, its answer) or (False, the
     error to raise there)."""
     try:
@@ -46,7 +49,7 @@ def _answer(ledger: Ledger, op: Operation, ids: dict[str, Any], decided: Future[
     except UNAVAILABLE as e:
         return False, PersistenceError(str(e))
     except Exception:
-        log.exception("write_failed", op=op.name)
+        log.exception("write_failed", op=op.name, request_id=request_id)
         return False, RuntimeError("the writing process failed; its log says why")
 
 
@@ -56,8 +59,10 @@ def _serve_connection(ledger: Ledger, conn: socket.socket) -> None:
     sending = threading.Lock()
     reader = conn.makefile("rb")
 
-    def reply(number: int, op: Operation, ids: dict[str, Any], decided: Future[Any]) -> None:
-        answered = frame((number, *_answer(ledger, op, ids, decided)))
+    def reply(
+        number: int, op: Operation, ids: dict[str, Any], request_id: str, decided: Future[Any]
+    ) -> None:
+        answered = frame((number, *_answer(ledger, op, ids, request_id, decided)))
         with sending, suppress(OSError):  # an API process gone: nobody waits for it
             conn.sendall(answered)
 
@@ -66,15 +71,17 @@ def _serve_connection(ledger: Ledger, conn: socket.socket) -> None:
             message = reader.read(int.from_bytes(length, "big"))
             number, name, ids, command, actor, request_id = pickle.loads(message)  # noqa: S301
             op = OPERATIONS[name]
-            with acting_as(actor, request_id):  # the group commit runs it in this context
+            # the group commit runs it in this context: its events and log lines carry both
+            with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
                 decided = ledger.execute_later((op.use_case.decide, command))
-            decided.add_done_callback(partial(reply, number, op, ids))
+            decided.add_done_callback(partial(reply, number, op, ids, request_id))
 
 
 def serve(path: str, parent: int) -> None:
     """The writer process: listens on `path` until told to stop (SIGTERM) or its
     parent is gone, then finishes the writes it took and exits."""
     configure_logging()
+    tune_collector()  # its cache of aggregates is the largest heap of all
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: `ledger serve` stops it last
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -14,16 +14,17 @@ import pickle
 import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE
+from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE, WriterLink
 from api.writer_process import WriterProcess
 from ledger.adapters.postgres import datastore_of
 from ledger.domain import errors
@@ -49,6 +50,7 @@ class Local:
 
     def __init__(self, app: Any) -> None:
         self.decided = 0
+        self.link: WriterLink = app.state.writer
         ledger = app.state.ledger
         own = ledger.execute_later
 
@@ -149,6 +151,21 @@ def test_its_refusals_answer_and_are_kept_as_in_process(served: Served) -> None:
     assert local.decided == 1
     kept = a.auditor.get("/v1/audit/refusals", params={"code": "budget_exceeded"})
     assert [r["actor"] for r in kept.json()["items"]] == ["clerk"]
+
+
+def test_writes_asked_at_once_share_one_connection(served: Served, writer: WriterProcess) -> None:
+    a, local = served
+    local.link.close()  # the next write connects again
+
+    def propose(n: int) -> None:
+        created(a.clerk.post("/v1/grants", json=grant_body(f"G-{n}", amount="10")))
+
+    with ThreadPoolExecutor(8) as clients:  # one event loop serves them all at once
+        list(clients.map(propose, range(24)))
+    assert writer.pid is not None
+    listening_and_serving = psutil.Process(writer.pid).net_connections(kind="unix")
+    assert len(listening_and_serving) == 2
+    assert local.decided == 1
 
 
 def test_while_its_writer_is_down_the_api_decides_writes_itself(
