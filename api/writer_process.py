@@ -142,7 +142,9 @@ class WriterProcess:
         while not self._stopping.is_set():
             assert self._process is not None
             self._process.join()
-            if self._stopping.is_set():
+            # exited of itself when told to stop (the SIGTERM that `ledger serve`'s
+            # process group got, say), with what it took recorded: not started again
+            if self._stopping.is_set() or self._process.exitcode == 0:
                 return
             log.error("writer_exited", exitcode=self._process.exitcode)
             time.sleep(RECONNECT_SECONDS)
