@@ -80,14 +80,16 @@ class _Connection(asyncio.Protocol):
                 return
             number, ok, payload = pickle.loads(buffer[LENGTH:end])  # noqa: S301 - our writer
             del buffer[:end]
-            if (waiting := self._waiting.pop(number, None)) is not None:
+            waiting = self._waiting.pop(number, None)
+            if waiting is not None and not waiting.done():  # done: its request was cancelled
                 waiting.set_result((ok, payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         lost = PersistenceError("the writing process went away before answering; retry")
         for waiting in self._waiting.values():
-            waiting.set_exception(lost)
+            if not waiting.done():
+                waiting.set_exception(lost)
         self._waiting.clear()
 
     def send(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[bool, Any]]:
@@ -117,6 +119,8 @@ class WriterLink:
             return None
         message = (op.name, ids, step[1], actor_cvar.get(), request_id_cvar.get())
         ok, payload = await connection.send(message)
+        if ok is None:  # not taken (the writer is stopping): decided here
+            return None
         if not ok:
             raise payload
         answered: Answer = payload

@@ -12,11 +12,13 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
 from functools import partial
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -36,6 +38,16 @@ from ledger.usecases.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
+#: how `ledger serve` tells its writer to stop: SIGTERM and SIGINT reach the whole
+#: process group, while the API processes still have writes to hand it
+STOP_SIGNAL = signal.SIGUSR1
+#: a writer that dies sooner after starting is started again later (see WriterProcess)
+YOUNG_SECONDS = 10.0
+MAX_DELAY_SECONDS = 30.0
+#: the writer's answer to a write it did not take (it is stopping, or is of another
+#: release): the API process decides it itself
+NOT_TAKEN = (None, None)
+
 
 def _answer(
     ledger: Ledger, op: Operation, ids: dict[str, Any], request_id: str, decided: Future[Any]
@@ -53,42 +65,69 @@ def _answer(
         return False, RuntimeError("the writing process failed; its log says why")
 
 
-def _serve_connection(ledger: Ledger, conn: socket.socket) -> None:
-    """Each write an API process sends, decided in the next group; its answer sent
-    back as soon as its group is recorded."""
-    sending = threading.Lock()
-    reader = conn.makefile("rb")
+class _Connection:
+    """An API process's writes: each decided in the next group, its answer sent back
+    by a thread of the connection's own as soon as its group is recorded (an API
+    process slow to read holds up its own answers only, never the group commit)."""
 
-    def reply(
-        number: int, op: Operation, ids: dict[str, Any], request_id: str, decided: Future[Any]
-    ) -> None:
-        answered = frame((number, *_answer(ledger, op, ids, request_id, decided)))
-        with sending, suppress(OSError):  # an API process gone: nobody waits for it
-            conn.sendall(answered)
+    def __init__(self, ledger: Ledger, conn: socket.socket) -> None:
+        self._ledger = ledger
+        self._conn = conn
+        self._answers: SimpleQueue[tuple[int, Callable[[], Any]] | None] = SimpleQueue()
 
-    with conn, reader:
-        while length := reader.read(LENGTH):
-            message = reader.read(int.from_bytes(length, "big"))
-            number, name, ids, command, actor, request_id = pickle.loads(message)  # noqa: S301
+    def serve(self) -> None:
+        threading.Thread(target=self._send, name="writer-send", daemon=True).start()
+        try:
+            with self._conn.makefile("rb") as reader:
+                while length := reader.read(LENGTH):
+                    self._take(reader.read(int.from_bytes(length, "big")))
+        except Exception:  # a frame it cannot read: the API process sees it gone
+            log.exception("writer_connection_failed")
+        finally:
+            self._answers.put(None)  # the sender closes the connection after the rest
+
+    def _take(self, message: bytes) -> None:
+        number, name, ids, command, actor, request_id = pickle.loads(message)  # noqa: S301
+        try:
             op = OPERATIONS[name]
             # the group commit runs it in this context: its events and log lines carry both
             with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
-                decided = ledger.execute_later((op.use_case.decide, command))
-            decided.add_done_callback(partial(reply, number, op, ids, request_id))
+                decided = self._ledger.execute_later((op.use_case.decide, command))
+        except Exception:  # stopping, or an operation of another release: decided there
+            self._answers.put((number, lambda: NOT_TAKEN))
+            return
+        answer_it = partial(_answer, self._ledger, op, ids, request_id, decided)
+        decided.add_done_callback(lambda _: self._answers.put((number, answer_it)))
+
+    def _send(self) -> None:
+        with self._conn:
+            while (item := self._answers.get()) is not None:
+                number, answer_it = item
+                try:
+                    data = frame((number, *answer_it()))
+                except Exception:  # an answer that will not pickle
+                    log.exception("writer_answer_failed")
+                    data = frame((number, False, RuntimeError("the writing process failed")))
+                with suppress(OSError):  # the API process went away: nobody waits for it
+                    self._conn.sendall(data)
 
 
 def serve(path: str, parent: int) -> None:
-    """The writer process: listens on `path` until told to stop (SIGTERM) or its
-    parent is gone, then finishes the writes it took and exits."""
+    """The writer process: listens on `path` until `ledger serve` stops it (SIGUSR1)
+    or is gone, then finishes the writes it took and exits. SIGINT and SIGTERM, which
+    a terminal or a service manager sends to the whole process group, leave it
+    writing while the API processes finish what they serve; it goes last."""
     configure_logging()
     tune_collector()  # its cache of aggregates is the largest heap of all
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: `ledger serve` stops it last
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(STOP_SIGNAL, lambda *_: stopping.set())
     settings = Settings.from_env()
     ledger = open_ledger(database_url(settings), settings)
     ledger.start_group_commit(metrics.observe_group)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    Path(path + ".new").unlink(missing_ok=True)  # left by a writer that died starting
     listener.bind(path + ".new")
     listener.listen(64)
     listener.settimeout(0.5)
@@ -101,7 +140,8 @@ def serve(path: str, parent: int) -> None:
             except TimeoutError:
                 continue
             conn.settimeout(None)
-            threading.Thread(target=_serve_connection, args=(ledger, conn), daemon=True).start()
+            connection = _Connection(ledger, conn)
+            threading.Thread(target=connection.serve, name="writer-read", daemon=True).start()
     finally:
         listener.close()
         ledger.close()  # the writes taken are decided and answered first
@@ -109,13 +149,15 @@ def serve(path: str, parent: int) -> None:
 
 class WriterProcess:
     """`ledger serve`'s writer: started before the API processes, started again if it
-    dies, stopped after them."""
+    dies (after a second, twice as long each time it dies young, up to half a
+    minute), stopped after them."""
 
     def __init__(self) -> None:
         self._directory = Path(tempfile.mkdtemp(prefix="ledger-writer-"))  # mode 0700
         self.path = str(self._directory / "writer.sock")
         self._process: BaseProcess | None = None
         self._stopping = threading.Event()
+        self._spawning = threading.Lock()  # no writer started once `stop` began
 
     @property
     def pid(self) -> int | None:
@@ -126,36 +168,50 @@ class WriterProcess:
         threading.Thread(target=self._watch, name="writer-watch", daemon=True).start()
 
     def _spawn(self) -> None:
-        Path(self.path).unlink(missing_ok=True)
-        spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
-        self._process = spawn.Process(
-            target=serve, args=(self.path, os.getpid()), name="ledger-writer", daemon=True
-        )
-        self._process.start()
-        deadline = time.monotonic() + 60
-        while not Path(self.path).exists():
-            if not self._process.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the writing process did not start (its log says why)")
-            time.sleep(0.05)
+        with self._spawning:
+            if self._stopping.is_set():
+                return
+            Path(self.path).unlink(missing_ok=True)
+            spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
+            process = spawn.Process(
+                target=serve, args=(self.path, os.getpid()), name="ledger-writer", daemon=True
+            )
+            self._process = process
+            process.start()
+            deadline = time.monotonic() + 60
+            while not Path(self.path).exists():
+                if not process.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the writing process did not start (its log says why)")
+                time.sleep(0.05)
 
     def _watch(self) -> None:
-        while not self._stopping.is_set():
-            assert self._process is not None
-            self._process.join()
-            # exited of itself when told to stop (the SIGTERM that `ledger serve`'s
-            # process group got, say), with what it took recorded: not started again
-            if self._stopping.is_set() or self._process.exitcode == 0:
+        delay = RECONNECT_SECONDS
+        while True:
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            process.join()
+            if self._stopping.is_set():
                 return
-            log.error("writer_exited", exitcode=self._process.exitcode)
-            time.sleep(RECONNECT_SECONDS)
+            log.error("writer_exited", exitcode=process.exitcode)
+            died_young = time.monotonic() - started < YOUNG_SECONDS
+            delay = min(delay * 2, MAX_DELAY_SECONDS) if died_young else RECONNECT_SECONDS
+            if self._stopping.wait(delay):
+                return
             try:
                 self._spawn()
             except RuntimeError:
                 log.exception("writer_not_restarted")
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._process is not None and self._process.is_alive():
-            self._process.terminate()
-            self._process.join(30)
+        """Once the API processes are stopped: the writer records what it took, exits."""
+        with self._spawning:
+            self._stopping.set()
+        process = self._process
+        if process is not None and process.pid is not None and process.exitcode is None:
+            with suppress(ProcessLookupError):
+                os.kill(process.pid, STOP_SIGNAL)
+            process.join(30)
+            if process.exitcode is None:
+                process.kill()
         shutil.rmtree(self._directory, ignore_errors=True)

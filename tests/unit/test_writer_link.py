@@ -1,0 +1,51 @@
+"""An API process's side of the writer's connection (`api.writer`): a request given
+up (cancelled) while the writer decides does not cost the others their answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import PersistenceError
+
+from api.writer import _Connection, frame
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def _connected() -> _Connection:
+    connection = _Connection()
+    connection.connection_made(_Transport())  # type: ignore[arg-type]
+    return connection
+
+
+def test_an_answer_to_a_cancelled_request_is_dropped_and_the_rest_answered() -> None:
+    async def run() -> Any:
+        connection = _connected()
+        given_up = connection.send(("grant.propose", {}, None, "clerk", "r1"))
+        waiting = connection.send(("grant.propose", {}, None, "clerk", "r2"))
+        given_up.cancel()
+        connection.data_received(frame((1, True, "first")) + frame((2, True, "second")))
+        return await waiting
+
+    assert asyncio.run(run()) == (True, "second")
+
+
+def test_a_lost_writer_fails_every_waiting_request_but_a_cancelled_one() -> None:
+    async def run() -> None:
+        connection = _connected()
+        given_up = connection.send(("grant.propose", {}, None, "clerk", "r1"))
+        waiting = connection.send(("grant.propose", {}, None, "clerk", "r2"))
+        given_up.cancel()
+        connection.connection_lost(None)
+        with pytest.raises(PersistenceError):
+            await waiting
+
+    asyncio.run(run())
