@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import select
 import shutil
 import signal
 import socket
@@ -18,7 +19,6 @@ from contextlib import suppress
 from functools import partial
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -44,6 +44,8 @@ STOP_SIGNAL = signal.SIGUSR1
 #: a writer that dies sooner after starting is started again later (see WriterProcess)
 YOUNG_SECONDS = 10.0
 MAX_DELAY_SECONDS = 30.0
+#: how long an API process may leave its answers unread before it is cut off
+SEND_SECONDS = 5.0
 #: the writer's answer to a write it did not take (it is stopping, or is of another
 #: release): the API process decides it itself
 NOT_TAKEN = (None, None)
@@ -67,16 +69,17 @@ def _answer(
 
 class _Connection:
     """An API process's writes: each decided in the next group, its answer sent back
-    by a thread of the connection's own as soon as its group is recorded (an API
-    process slow to read holds up its own answers only, never the group commit)."""
+    by the group commit as soon as its group is recorded: handing each answer to a
+    thread of the connection's own cost more than the send (docs/performance.md,
+    "stop 32"). An API process that stops reading its answers for SEND_SECONDS is cut
+    off, so that it holds up the group commit no longer."""
 
     def __init__(self, ledger: Ledger, conn: socket.socket) -> None:
         self._ledger = ledger
         self._conn = conn
-        self._answers: SimpleQueue[tuple[int, Callable[[], Any]] | None] = SimpleQueue()
+        self._sending = threading.Lock()
 
     def serve(self) -> None:
-        threading.Thread(target=self._send, name="writer-send", daemon=True).start()
         try:
             with self._conn.makefile("rb") as reader:
                 while length := reader.read(LENGTH):
@@ -84,7 +87,8 @@ class _Connection:
         except Exception:  # a frame it cannot read: the API process sees it gone
             log.exception("writer_connection_failed")
         finally:
-            self._answers.put(None)  # the sender closes the connection after the rest
+            with self._sending:
+                self._conn.close()
 
     def _take(self, message: bytes) -> None:
         number, name, ids, command, actor, request_id = pickle.loads(message)  # noqa: S301
@@ -94,22 +98,37 @@ class _Connection:
             with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
                 decided = self._ledger.execute_later((op.use_case.decide, command))
         except Exception:  # stopping, or an operation of another release: decided there
-            self._answers.put((number, lambda: NOT_TAKEN))
+            self._send(number, lambda: NOT_TAKEN)
             return
         answer_it = partial(_answer, self._ledger, op, ids, request_id, decided)
-        decided.add_done_callback(lambda _: self._answers.put((number, answer_it)))
+        decided.add_done_callback(lambda _: self._send(number, answer_it))
 
-    def _send(self) -> None:
-        with self._conn:
-            while (item := self._answers.get()) is not None:
-                number, answer_it = item
-                try:
-                    data = frame((number, *answer_it()))
-                except Exception:  # an answer that will not pickle
-                    log.exception("writer_answer_failed")
-                    data = frame((number, False, RuntimeError("the writing process failed")))
-                with suppress(OSError):  # the API process went away: nobody waits for it
-                    self._conn.sendall(data)
+    def _send(self, number: int, answer_it: Callable[[], Any]) -> None:
+        try:
+            data = frame((number, *answer_it()))
+        except Exception:  # an answer that will not pickle
+            log.exception("writer_answer_failed")
+            data = frame((number, False, RuntimeError("the writing process failed")))
+        with self._sending:
+            try:
+                _send_within(self._conn, data, SEND_SECONDS)
+            except OSError:  # gone, or not reading: nobody waits for the rest either
+                with suppress(OSError):
+                    self._conn.shutdown(socket.SHUT_RDWR)
+
+
+def _send_within(conn: socket.socket, data: bytes, seconds: float) -> None:
+    """`sendall`, given up after `seconds` of a full buffer (`TimeoutError`), without
+    a timeout on the socket, which its reader blocks on."""
+    view = memoryview(data)
+    deadline = time.monotonic() + seconds
+    while view:
+        try:
+            view = view[conn.send(view, socket.MSG_DONTWAIT) :]
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [conn], [], remaining)[1]:
+                raise TimeoutError("the API process does not read its answers") from None
 
 
 def serve(path: str, parent: int) -> None:
