@@ -20,18 +20,20 @@ class _Transport:
         self.sent.append(data)
 
 
-def _connected() -> _Connection:
+def _two_sent_the_first_given_up() -> tuple[_Connection, asyncio.Future[Any]]:
+    """A connection with two writes sent, the first one's request cancelled; the second
+    one's answer, awaited."""
     connection = _Connection()
     connection.connection_made(_Transport())  # type: ignore[arg-type]
-    return connection
+    given_up = connection.send(("grant.propose", {}, None, "clerk", "r1"))
+    waiting = connection.send(("grant.propose", {}, None, "clerk", "r2"))
+    given_up.cancel()
+    return connection, waiting
 
 
 def test_an_answer_to_a_cancelled_request_is_dropped_and_the_rest_answered() -> None:
     async def run() -> Any:
-        connection = _connected()
-        given_up = connection.send(("grant.propose", {}, None, "clerk", "r1"))
-        waiting = connection.send(("grant.propose", {}, None, "clerk", "r2"))
-        given_up.cancel()
+        connection, waiting = _two_sent_the_first_given_up()
         connection.data_received(frame((1, True, "first")) + frame((2, True, "second")))
         return await waiting
 
@@ -40,10 +42,7 @@ def test_an_answer_to_a_cancelled_request_is_dropped_and_the_rest_answered() -> 
 
 def test_a_lost_writer_fails_every_waiting_request_but_a_cancelled_one() -> None:
     async def run() -> None:
-        connection = _connected()
-        given_up = connection.send(("grant.propose", {}, None, "clerk", "r1"))
-        waiting = connection.send(("grant.propose", {}, None, "clerk", "r2"))
-        given_up.cancel()
+        connection, waiting = _two_sent_the_first_given_up()
         connection.connection_lost(None)
         with pytest.raises(PersistenceError):
             await waiting
