@@ -58,6 +58,19 @@ def frame(message: Any) -> bytes:
     return len(data).to_bytes(LENGTH, "big") + data
 
 
+def unframe(buffer: bytearray) -> list[Any]:
+    """The whole frames at the start of `buffer`, taken out of it (the rest waits for
+    more bytes). Both ends are one program's processes: the frames are pickles."""
+    messages = []
+    while len(buffer) >= LENGTH:
+        end = LENGTH + int.from_bytes(buffer[:LENGTH], "big")
+        if len(buffer) < end:
+            break
+        messages.append(pickle.loads(buffer[LENGTH:end]))  # noqa: S301 - see above
+        del buffer[:end]
+    return messages
+
+
 # --- the API process's side ---------------------------------------------------------
 
 
@@ -67,19 +80,14 @@ class _Connection(asyncio.Protocol):
         self._waiting: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
         self._sent = 0
         self._buffer = bytearray()
+        self._outbox: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream's (uvloop's own class)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= LENGTH:
-            end = LENGTH + int.from_bytes(buffer[:LENGTH], "big")
-            if len(buffer) < end:
-                return
-            number, ok, payload = pickle.loads(buffer[LENGTH:end])  # noqa: S301 - our writer
-            del buffer[:end]
+        self._buffer += data
+        for number, ok, payload in unframe(self._buffer):
             waiting = self._waiting.pop(number, None)
             if waiting is not None and not waiting.done():  # done: its request was cancelled
                 waiting.set_result((ok, payload))
@@ -93,12 +101,21 @@ class _Connection(asyncio.Protocol):
         self._waiting.clear()
 
     def send(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[bool, Any]]:
-        assert self.transport is not None
+        """Sent with the others of this turn of the event loop, in one write: the
+        writer then takes them in one read, and into one group."""
+        loop = asyncio.get_running_loop()
         self._sent += 1
-        answered = asyncio.get_running_loop().create_future()
+        answered = loop.create_future()
         self._waiting[self._sent] = answered
-        self.transport.write(frame((self._sent, *message)))
+        if not self._outbox:
+            loop.call_soon(self._flush)
+        self._outbox.append(frame((self._sent, *message)))
         return answered
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self.transport is not None:  # else connection_lost failed their requests
+            self.transport.write(b"".join(frames))
 
 
 class WriterLink:

@@ -3,10 +3,11 @@ and stopped by `ledger serve`, deciding the writes its API processes send."""
 
 from __future__ import annotations
 
+import contextvars
 import multiprocessing
 import os
-import pickle
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -16,7 +17,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
-from functools import partial
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from api import metrics
 from api.operations import Operation, answer, presented
 from api.problems import UNAVAILABLE
 from api.resources import OPERATIONS
-from api.writer import LENGTH, RECONNECT_SECONDS, frame
+from api.writer import RECONNECT_SECONDS, frame, unframe
 from ledger.domain.context import acting_as
 from ledger.domain.errors import LedgerError
+from ledger.engine.group_commit import MAX_GROUP
 from ledger.entrypoints.logs import configure_logging
 from ledger.entrypoints.runtime import Settings, database_url, open_ledger, tune_collector
 from ledger.usecases.ledger import Ledger
@@ -46,14 +47,17 @@ YOUNG_SECONDS = 10.0
 MAX_DELAY_SECONDS = 30.0
 #: how long an API process may leave its answers unread before it is cut off
 SEND_SECONDS = 5.0
-#: the writer's answer to a write it did not take (it is stopping, or is of another
-#: release): the API process decides it itself
+#: the writer's answer to a write it did not take (of another release): the API
+#: process decides it itself
 NOT_TAKEN = (None, None)
+#: how long the writer waits for writes before it looks whether it should stop
+POLL_SECONDS = 0.5
+READ_BYTES = 1 << 20
 
 
 def _answer(
     ledger: Ledger, op: Operation, ids: dict[str, Any], request_id: str, decided: Future[Any]
-) -> Any:
+) -> tuple[bool, Any]:
     """What an API process is told of a decision: (True, its answer) or (False, the
     error to raise there)."""
     try:
@@ -68,63 +72,121 @@ def _answer(
 
 
 class _Connection:
-    """An API process's writes: each decided in the next group, its answer sent back
-    by the group commit as soon as its group is recorded: handing each answer to a
-    thread of the connection's own cost more than the send (docs/performance.md,
-    "stop 32"). An API process that stops reading its answers for SEND_SECONDS is cut
-    off, so that it holds up the group commit no longer."""
+    """An API process's end: its writes read as they come, its answers gathered and
+    sent at once when their group is recorded."""
 
-    def __init__(self, ledger: Ledger, conn: socket.socket) -> None:
-        self._ledger = ledger
-        self._conn = conn
-        self._sending = threading.Lock()
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._inbox = bytearray()
+        self.outbox = bytearray()
 
-    def serve(self) -> None:
+    def writes(self) -> list[Any] | None:
+        """The writes read now (None: the API process went away)."""
         try:
-            with self._conn.makefile("rb") as reader:
-                while length := reader.read(LENGTH):
-                    self._take(reader.read(int.from_bytes(length, "big")))
-        except Exception:  # a frame it cannot read: the API process sees it gone
-            log.exception("writer_connection_failed")
-        finally:
-            with self._sending:
-                self._conn.close()
+            data = self.sock.recv(READ_BYTES)
+        except BlockingIOError:
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self._inbox += data
+        return unframe(self._inbox)
 
-    def _take(self, message: bytes) -> None:
-        number, name, ids, command, actor, request_id = pickle.loads(message)  # noqa: S301
+    def answer(self, number: int, answered: tuple[Any, Any]) -> None:
         try:
-            op = OPERATIONS[name]
-            # the group commit runs it in this context: its events and log lines carry both
-            with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
-                decided = self._ledger.execute_later((op.use_case.decide, command))
-        except Exception:  # stopping, or an operation of another release: decided there
-            self._send(number, lambda: NOT_TAKEN)
-            return
-        answer_it = partial(_answer, self._ledger, op, ids, request_id, decided)
-        decided.add_done_callback(lambda _: self._send(number, answer_it))
-
-    def _send(self, number: int, answer_it: Callable[[], Any]) -> None:
-        try:
-            data = frame((number, *answer_it()))
+            data = frame((number, *answered))
         except Exception:  # an answer that will not pickle
             log.exception("writer_answer_failed")
             data = frame((number, False, RuntimeError("the writing process failed")))
-        with self._sending:
+        self.outbox += data
+
+
+class _Writer:
+    """One thread does it all: reads what the API processes sent, decides it as one
+    group and answers each process in one send. No thread of its own reads a
+    connection, nor is a group commit's thread handed the writes: each hand-over
+    between threads cost the interpreter, the append lock held meanwhile, and a
+    wake-up of the other thread per write (docs/performance.md, "stop 33")."""
+
+    def __init__(self, ledger: Ledger, listener: socket.socket) -> None:
+        self._ledger = ledger
+        self._listener = listener
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ)
+
+    def serve(self, running: Callable[[], bool]) -> None:
+        """Until `running()` is false; writes sent after the last group are not
+        answered (the API processes, stopped first, see the connection closed)."""
+        try:
+            while running():
+                taken = self._take(self._selector.select(POLL_SECONDS))
+                for start in range(0, len(taken), MAX_GROUP):
+                    self._decide(taken[start : start + MAX_GROUP])
+                self._flush({connection for connection, _ in taken})
+        finally:
+            for key in list(self._selector.get_map().values()):
+                if key.data is not None:
+                    self._drop(key.data)
+            self._selector.close()
+
+    def _take(
+        self, ready: list[tuple[selectors.SelectorKey, int]]
+    ) -> list[tuple[_Connection, Any]]:
+        taken = []
+        for key, _ in ready:
+            if key.fileobj is self._listener:
+                with suppress(BlockingIOError):
+                    sock, _ = self._listener.accept()
+                    self._selector.register(sock, selectors.EVENT_READ, _Connection(sock))
+                continue
+            connection: _Connection = key.data
+            writes = connection.writes()
+            if writes is None:
+                self._drop(connection)
+                continue
+            taken += [(connection, write) for write in writes]
+        return taken
+
+    def _decide(self, taken: list[tuple[_Connection, Any]]) -> None:
+        steps, asked = [], []
+        for connection, (number, name, ids, command, actor, request_id) in taken:
+            op = OPERATIONS.get(name)
+            if op is None:  # an operation of another release: decided there
+                connection.answer(number, NOT_TAKEN)
+                continue
+            # decided in this context: its events and log lines carry both
+            with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
+                steps.append((op.use_case.decide, command, contextvars.copy_context()))
+            asked.append((connection, number, op, ids, request_id))
+        decided = self._ledger.run_group(steps, metrics.observe_group) if steps else []
+        for (connection, number, op, ids, request_id), outcome in zip(asked, decided, strict=True):
+            connection.answer(number, _answer(self._ledger, op, ids, request_id, outcome))
+
+    def _flush(self, connections: set[_Connection]) -> None:
+        """Each connection's answers in one send. An API process that leaves them
+        unread for SEND_SECONDS is cut off, so that it holds up the writes no longer."""
+        for connection in connections:
+            data, connection.outbox = connection.outbox, bytearray()
             try:
-                _send_within(self._conn, data, SEND_SECONDS)
+                _send_within(connection.sock, data, SEND_SECONDS)
             except OSError:  # gone, or not reading: nobody waits for the rest either
-                with suppress(OSError):
-                    self._conn.shutdown(socket.SHUT_RDWR)
+                self._drop(connection)
+
+    def _drop(self, connection: _Connection) -> None:
+        with suppress(KeyError, ValueError):
+            self._selector.unregister(connection.sock)
+        connection.sock.close()
 
 
-def _send_within(conn: socket.socket, data: bytes, seconds: float) -> None:
-    """`sendall`, given up after `seconds` of a full buffer (`TimeoutError`), without
-    a timeout on the socket, which its reader blocks on."""
+def _send_within(conn: socket.socket, data: bytes | bytearray, seconds: float) -> None:
+    """`sendall`, given up after `seconds` of a full buffer (`TimeoutError`)."""
     view = memoryview(data)
     deadline = time.monotonic() + seconds
     while view:
         try:
-            view = view[conn.send(view, socket.MSG_DONTWAIT) :]
+            view = view[conn.send(view) :]
         except BlockingIOError:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([], [conn], [], remaining)[1]:
@@ -133,7 +195,7 @@ def _send_within(conn: socket.socket, data: bytes, seconds: float) -> None:
 
 def serve(path: str, parent: int) -> None:
     """The writer process: listens on `path` until `ledger serve` stops it (SIGUSR1)
-    or is gone, then finishes the writes it took and exits. SIGINT and SIGTERM, which
+    or is gone, then finishes the group it took and exits. SIGINT and SIGTERM, which
     a terminal or a service manager sends to the whole process group, leave it
     writing while the API processes finish what they serve; it goes last."""
     configure_logging()
@@ -144,26 +206,18 @@ def serve(path: str, parent: int) -> None:
     signal.signal(STOP_SIGNAL, lambda *_: stopping.set())
     settings = Settings.from_env()
     ledger = open_ledger(database_url(settings), settings)
-    ledger.start_group_commit(metrics.observe_group)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     Path(path + ".new").unlink(missing_ok=True)  # left by a writer that died starting
     listener.bind(path + ".new")
     listener.listen(64)
-    listener.settimeout(0.5)
+    listener.setblocking(False)
     os.replace(path + ".new", path)  # it appears listening
     log.info("writer_started", pid=os.getpid())
     try:
-        while not stopping.is_set() and os.getppid() == parent:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(None)
-            connection = _Connection(ledger, conn)
-            threading.Thread(target=connection.serve, name="writer-read", daemon=True).start()
+        _Writer(ledger, listener).serve(lambda: not stopping.is_set() and os.getppid() == parent)
     finally:
         listener.close()
-        ledger.close()  # the writes taken are decided and answered first
+        ledger.close()
 
 
 class WriterProcess:

@@ -49,12 +49,21 @@ class Table:
         """The columns besides the key, in order."""
         return tuple(c for c in self.columns if c not in self.key)
 
+    # Each statement is rendered once: psycopg renders a composed one again at every
+    # execution, a sixth of a live batch's time (docs/performance.md, "stop 33").
+
     @cached_property
-    def _select(self) -> sql.Composed:
-        return sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.values)),
-            sql.Identifier(self.name),
-            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key),
+    def _select(self) -> str:
+        return (
+            sql.SQL("SELECT {} FROM {} WHERE {}")
+            .format(
+                sql.SQL(", ").join(map(sql.Identifier, self.values)),
+                sql.Identifier(self.name),
+                sql.SQL(" AND ").join(
+                    sql.SQL("{} = %s").format(sql.Identifier(k)) for k in self.key
+                ),
+            )
+            .as_string()
         )
 
     def load(self, curs: Curs, key: Sequence[Any]) -> DictRow | None:
@@ -64,20 +73,41 @@ class Table:
         return row
 
     @cached_property
-    def upsert_statement(self) -> sql.Composed:
+    def upsert_statement(self) -> str:
         names = list(self.columns)
-        return sql.SQL(
-            "INSERT INTO {table} ({names}) VALUES ({values}) "
-            "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-        ).format(
-            table=sql.Identifier(self.name),
-            names=sql.SQL(", ").join(map(sql.Identifier, names)),
-            values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-            keys=sql.SQL(", ").join(map(sql.Identifier, self.key)),
-            updates=sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in self.values
-            ),
+        return (
+            sql.SQL(
+                "INSERT INTO {table} ({names}) VALUES ({values}) "
+                "ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+            )
+            .format(
+                table=sql.Identifier(self.name),
+                names=sql.SQL(", ").join(map(sql.Identifier, names)),
+                values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                keys=sql.SQL(", ").join(map(sql.Identifier, self.key)),
+                updates=sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in self.values
+                ),
+            )
+            .as_string()
         )
+
+    def copy_statement(self, binary: bool) -> str:
+        return self._copy_statements[binary]
+
+    @cached_property
+    def _copy_statements(self) -> dict[bool, str]:
+        columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        return {
+            binary: sql.SQL("COPY {} ({}) FROM STDIN {}")
+            .format(
+                sql.Identifier(self.name),
+                columns,
+                sql.SQL("(FORMAT BINARY)" if binary else ""),
+            )
+            .as_string()
+            for binary in (False, True)
+        }
 
 
 _COLUMN_TYPES: dict[str, list[int]] = {}
@@ -103,8 +133,8 @@ class Writes:
     reads nothing from a view's image once made, so the image may move on meanwhile."""
 
     def __init__(self) -> None:
-        self._copies: list[tuple[sql.Composed, bytes]] = []
-        self._upserts: list[tuple[sql.Composed, list[Sequence[Any]]]] = []
+        self._copies: list[tuple[str, bytes]] = []
+        self._upserts: list[tuple[str, list[Sequence[Any]]]] = []
 
     def copy(self, curs: Curs, table: Table, rows: Iterable[Sequence[Any]]) -> None:
         """Append rows (every column, in order) by COPY, several times faster than row
@@ -125,12 +155,7 @@ class Writes:
                 copy.set_types(types)
             for row in taken:
                 copy.write_row(row)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN {}").format(
-            sql.Identifier(table.name),
-            sql.SQL(", ").join(map(sql.Identifier, table.columns)),
-            sql.SQL("(FORMAT BINARY)" if binary else ""),
-        )
-        self._copies.append((statement, buffer.getvalue()))
+        self._copies.append((table.copy_statement(binary), buffer.getvalue()))
 
     def upsert(self, table: Table, rows: list[Sequence[Any]]) -> None:
         """Insert or replace rows (every column, in order) stored before this batch."""

@@ -59,14 +59,22 @@ STEP_DOWN_SECONDS = 3 * LEAD_RETRY_SECONDS
 
 NAMES = tuple(view.NAME for view in VIEWS)
 
-_NEXT_EVENTS = sql.SQL(
-    "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at, "
-    "hash FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-).format(sql.Identifier(EVENTS_TABLE))
-_FIRST_EVENT = sql.SQL(
-    "SELECT originator_id, originator_version, topic, state FROM {} "
-    "WHERE originator_id = %s AND originator_version = 1"
-).format(sql.Identifier(EVENTS_TABLE))
+_NEXT_EVENTS = (
+    sql.SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at, "
+        "hash FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+    )
+    .format(sql.Identifier(EVENTS_TABLE))
+    .as_string()
+)  # rendered once, as `projections.tables`
+_FIRST_EVENT = (
+    sql.SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {} "
+        "WHERE originator_id = %s AND originator_version = 1"
+    )
+    .format(sql.Identifier(EVENTS_TABLE))
+    .as_string()
+)
 
 
 def _try_lead(session: Connection[Any]) -> bool:
@@ -115,10 +123,14 @@ def _lock(curs: Curs, names: Iterable[str]) -> Tracked:
     return {r["name"]: (r["generation"], r["position"]) for r in curs.fetchall()}
 
 
-_ADVANCE = sql.SQL(
-    "WITH advanced AS (UPDATE projection_tracking SET position = %s WHERE name = ANY(%s)) "
-    "SELECT pg_notify({}, %s)"
-).format(sql.Literal(CHANNEL))
+_ADVANCE = (
+    sql.SQL(
+        "WITH advanced AS (UPDATE projection_tracking SET position = %s WHERE name = ANY(%s)) "
+        "SELECT pg_notify({}, %s)"
+    )
+    .format(sql.Literal(CHANNEL))
+    .as_string()
+)
 
 
 def _advance(curs: Curs, names: Sequence[str], position: int) -> None:

@@ -43,7 +43,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.domain.base import LedgerAggregate
 from ledger.domain.errors import LedgerError, NotFound
-from ledger.engine.group_commit import GroupCommitter, GroupObserver
+from ledger.engine.group_commit import Call, GroupCommitter, GroupObserver, commit_group
 from ledger.engine.outcome import Attempt, Committed, Outcome, refusal
 from ledger.engine.store import AppendSession, Changed, EventStore, Overtaken, Reads
 from ledger.engine.unit_of_work import UnitOfWork, ambient, run_in
@@ -440,6 +440,20 @@ class Engine(Application[UUID]):
         if self._committer is None:
             raise RuntimeError("group commit is not started")
         return self._committer.submit(partial(self.run, decide, command))
+
+    def run_group(
+        self,
+        steps: Sequence[tuple[Decide[Any, Any], Any, contextvars.Context]],
+        observe: GroupObserver | None = None,
+    ) -> list[Future[Outcome[Any]]]:
+        """Run decisions, each in its context, as one group commit in the calling thread:
+        for a process whose one thread gathers the group itself (`ledger serve`'s writer).
+        Their futures are done when it returns."""
+        group = [
+            Call(partial(self.run, decide, command), context) for decide, command, context in steps
+        ]
+        commit_group(self, group, observe)
+        return [call.future for call in group]
 
     def run_atomic(self, steps: Sequence[tuple[Decide[Any, Any], Any]]) -> list[Outcome[Any]]:
         """Run several decisions as one unit of work: all are recorded in one

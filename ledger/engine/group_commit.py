@@ -43,9 +43,11 @@ MAX_GROUP = 128
 
 
 @dataclass
-class _Item:
+class Call:
+    """A command's decision waiting for its group, run in its caller's context."""
+
     call: Callable[[], Any]
-    context: contextvars.Context
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -62,11 +64,23 @@ class _Leaked(Exception):
 GroupObserver = Callable[[int, float, float], None]
 
 
+def commit_group(app: Committing, group: list[Call], observe: GroupObserver | None) -> None:
+    """Decide `group` on one unit of work and record it in one transaction, in the
+    calling thread: each call's future holds its outcome or its refusal when this
+    returns (and already when it was recorded, before the process keeps its copies)."""
+    try:
+        _commit(app, group, observe)
+    except BaseException as e:  # the writer must outlive any failure
+        _fail(group, e)
+
+
 class GroupCommitter:
+    """A thread of its own committing the calls submitted meanwhile, group by group."""
+
     def __init__(self, app: Committing, observe: GroupObserver | None = None) -> None:
         self._app = app
         self._observe = observe
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -78,7 +92,7 @@ class GroupCommitter:
         """Run `call` (a use case, in the caller's context) in the next group."""
         if not self._thread.is_alive():
             raise RuntimeError("the group-commit writer has stopped")
-        item = _Item(call, contextvars.copy_context())
+        item = Call(call)
         self._queue.put(item)
         return item.future
 
@@ -102,74 +116,71 @@ class GroupCommitter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(item)
-            try:
-                self._commit(group)
-            except BaseException as e:  # the writer must outlive any failure
-                self._fail(group, e)
+            commit_group(self._app, group, self._observe)
 
-    def _commit(self, group: list[_Item]) -> None:
-        def attempt(uow: UnitOfWork) -> Attempt[tuple[dict[int, Any], dict[int, BaseException]]]:
-            refused: dict[int, BaseException] = {}
-            try:
-                done = self._run_all(uow, group, refused)
-            except _Leaked:
-                if len(group) > 1:
-                    raise
-                return Attempt(({}, refused), refused=True, record=False)
-            return Attempt((done, refused), refused=bool(refused))
 
-        started = time.perf_counter()
-
-        def answer(committed: Committed[tuple[dict[int, Any], dict[int, BaseException]]]) -> None:
-            if self._observe is not None:
-                self._observe(len(group), time.perf_counter() - started, committed.lock_waited)
-            done, refused = committed.value
-            positions = {id(event): position for event, position in committed.recorded}
-            for index, item in enumerate(group):
-                if index in refused:
-                    item.future.set_exception(refused[index])
-                    continue
-                outcome, events = done[index]
-                own = [positions[id(e)] for e in events]
-                item.future.set_result(
-                    replace(outcome, position=max(own, default=committed.position))
-                )
-
+def _commit(app: Committing, group: list[Call], observe: GroupObserver | None) -> None:
+    def attempt(uow: UnitOfWork) -> Attempt[tuple[dict[int, Any], dict[int, BaseException]]]:
+        refused: dict[int, BaseException] = {}
         try:
-            # each caller is answered as soon as the group is recorded
-            self._app.commit(attempt, answer)
+            done = _run_all(uow, group, refused)
         except _Leaked:
-            # A refused command changed the shared aggregates: each command runs
-            # alone, so that its refusal records nothing and touches no neighbour.
-            for item in group:
-                self._commit([item])
-        except Exception as e:  # the database failed, or too much contention
-            self._fail(group, e)
+            if len(group) > 1:
+                raise
+            return Attempt(({}, refused), refused=True, record=False)
+        return Attempt((done, refused), refused=bool(refused))
 
-    def _run_all(
-        self, uow: UnitOfWork, group: list[_Item], refused: dict[int, BaseException]
-    ) -> dict[int, tuple[Outcome[Any], list[Any]]]:
-        """Each command on the shared unit of work, with the events it added."""
-        done: dict[int, tuple[Outcome[Any], list[Any]]] = {}
+    started = time.perf_counter()
+
+    def answer(committed: Committed[tuple[dict[int, Any], dict[int, BaseException]]]) -> None:
+        if observe is not None:
+            observe(len(group), time.perf_counter() - started, committed.lock_waited)
+        done, refused = committed.value
+        positions = {id(event): position for event, position in committed.recorded}
         for index, item in enumerate(group):
-            mark = uow.mark()
-            try:
-                outcome = item.context.run(run_in, uow, item.call)
-            except LedgerError as e:
-                refused[index] = refusal(e)
-                uow.discard_created_since(mark)
-                if uow.changed_since(mark):
-                    raise _Leaked(index) from e
+            if index in refused:
+                item.future.set_exception(refused[index])
                 continue
-            except Exception as e:  # a bug in one command must not sink the others
-                refused[index] = e
-                raise _Leaked(index) from e
-            done[index] = (outcome, uow.events_since(mark))
-        return done
+            outcome, events = done[index]
+            own = [positions[id(e)] for e in events]
+            item.future.set_result(replace(outcome, position=max(own, default=committed.position)))
 
-    @staticmethod
-    def _fail(group: list[_Item], error: BaseException) -> None:
-        """Nothing was recorded: every caller still waiting hears `error`."""
+    try:
+        # each caller is answered as soon as the group is recorded
+        app.commit(attempt, answer)
+    except _Leaked:
+        # A refused command changed the shared aggregates: each command runs
+        # alone, so that its refusal records nothing and touches no neighbour.
         for item in group:
-            if not item.future.done():
-                item.future.set_exception(error)
+            _commit(app, [item], observe)
+    except Exception as e:  # the database failed, or too much contention
+        _fail(group, e)
+
+
+def _run_all(
+    uow: UnitOfWork, group: list[Call], refused: dict[int, BaseException]
+) -> dict[int, tuple[Outcome[Any], list[Any]]]:
+    """Each command on the shared unit of work, with the events it added."""
+    done: dict[int, tuple[Outcome[Any], list[Any]]] = {}
+    for index, item in enumerate(group):
+        mark = uow.mark()
+        try:
+            outcome = item.context.run(run_in, uow, item.call)
+        except LedgerError as e:
+            refused[index] = refusal(e)
+            uow.discard_created_since(mark)
+            if uow.changed_since(mark):
+                raise _Leaked(index) from e
+            continue
+        except Exception as e:  # a bug in one command must not sink the others
+            refused[index] = e
+            raise _Leaked(index) from e
+        done[index] = (outcome, uow.events_since(mark))
+    return done
+
+
+def _fail(group: list[Call], error: BaseException) -> None:
+    """Nothing was recorded: every caller still waiting hears `error`."""
+    for item in group:
+        if not item.future.done():
+            item.future.set_exception(error)

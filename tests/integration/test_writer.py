@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,12 +24,15 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
+from api import metrics, writer_process
 from api.app import create_app
-from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE, WriterLink
-from api.writer_process import WriterProcess
+from api.resources import OPERATIONS
+from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE, WriterLink, frame, unframe
+from api.writer_process import NOT_TAKEN, WriterProcess
 from ledger.adapters.postgres import datastore_of
 from ledger.domain import errors
 from ledger.entrypoints.runtime import Settings
+from ledger.usecases.ledger import Ledger
 from tests.conftest import ROLE_KEYS, TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
 from tests.integration.scenario import (
     Actors,
@@ -163,7 +167,9 @@ def test_writes_asked_at_once_share_one_connection(served: Served, writer: Write
     with ThreadPoolExecutor(8) as clients:  # one event loop serves them all at once
         list(clients.map(propose, range(24)))
     assert writer.pid is not None
-    listening_and_serving = psutil.Process(writer.pid).net_connections(kind="unix")
+    ours = str(Path(writer.path).parent)  # not its database's, when that is a socket
+    sockets = psutil.Process(writer.pid).net_connections(kind="unix")
+    listening_and_serving = [s for s in sockets if s.laddr.startswith(ours)]
     assert len(listening_and_serving) == 2
     assert local.decided == 1
 
@@ -208,6 +214,51 @@ def test_a_writer_killed_is_started_again_and_takes_the_writes(
     decided_here = local.decided
     created(a.clerk.post("/v1/grants", json=grant_body("G-3", amount="100")))
     assert local.decided == decided_here  # sent to the new writer
+
+
+def test_the_writes_read_at_once_are_one_group_answered_in_one_send(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's one thread reads what a connection sent, decides it as one group,
+    and answers it in one send; a write of an operation it does not know is handed
+    back (`NOT_TAKEN`), to be decided by the API process that sent it."""
+    groups: list[int] = []
+    monkeypatch.setattr(metrics, "observe_group", lambda size, *_: groups.append(size))
+    sends: list[list[Any]] = []
+    send = writer_process._send_within
+
+    def recorded(conn: socket.socket, data: bytes, seconds: float) -> None:
+        sends.append(unframe(bytearray(data)))
+        send(conn, data, seconds)
+
+    monkeypatch.setattr(writer_process, "_send_within", recorded)
+    path = str(tmp_path / "writer.sock")
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as api:
+        listener.bind(path)
+        listener.listen()
+        listener.setblocking(False)
+        api.connect(path)
+        op = OPERATIONS["fund_year.open"]
+        writes = [
+            (
+                n,
+                op.name,
+                {},
+                ledger.step(op.command_of({}, op.body(year=2030 + n, currency="CNY")))[1],
+            )
+            for n in range(3)
+        ]
+        writes.append((3, "fund_year.reopen", {}, None))  # of a later release, say
+        api.sendall(b"".join(frame((*write, "admin", f"r{n}")) for n, write in enumerate(writes)))
+        deadline = time.monotonic() + 10
+        writer_process._Writer(ledger, listener).serve(
+            lambda: not sends and time.monotonic() < deadline
+        )
+    assert groups == [3]
+    [answers] = sends
+    assert [n for n, *_ in answers] == [3, 0, 1, 2]  # the one it did not take, at once
+    assert tuple(answers[0][1:]) == NOT_TAKEN
+    assert [(ok, status) for _, ok, (status, *_) in answers[1:]] == [(True, 201)] * 3
 
 
 Refusal = Callable[[], errors.LedgerError]

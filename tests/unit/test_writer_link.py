@@ -1,5 +1,6 @@
-"""An API process's side of the writer's connection (`api.writer`): a request given
-up (cancelled) while the writer decides does not cost the others their answers."""
+"""An API process's side of the writer's connection (`api.writer`): the writes of one
+turn of the event loop go in one write, and a request given up (cancelled) while the
+writer decides does not cost the others their answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import PersistenceError
 
-from api.writer import _Connection, frame
+from api.writer import _Connection, frame, unframe
 
 
 class _Transport:
@@ -48,3 +49,20 @@ def test_a_lost_writer_fails_every_waiting_request_but_a_cancelled_one() -> None
             await waiting
 
     asyncio.run(run())
+
+
+def test_the_writes_of_one_turn_of_the_event_loop_go_in_one_write() -> None:
+    transport = _Transport()
+
+    async def run() -> None:
+        connection = _Connection()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        for n in range(3):
+            connection.send(("grant.propose", {}, n, "clerk", f"r{n}"))
+        assert transport.sent == []  # sent when the loop turns
+        await asyncio.sleep(0)
+        connection.send(("grant.propose", {}, 3, "clerk", "r3"))
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert [[m[3] for m in unframe(bytearray(sent))] for sent in transport.sent] == [[0, 1, 2], [3]]
