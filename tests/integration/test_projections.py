@@ -8,6 +8,7 @@ row for row what a rebuild from scratch produces, and every event is applied onc
 from __future__ import annotations
 
 import gc
+import itertools
 import random
 import threading
 import time
@@ -963,3 +964,25 @@ def test_a_waiting_worker_is_not_failing_for_what_it_met_before(
     waiting.start()
     until(lambda: not waiting.failing, "a waiting worker stayed failing")
     assert not waiting.leading
+
+
+def test_after_a_short_batch_a_leader_rests_four_times_as_long_as_it_took(
+    worker: ProjectionWorker, monkeypatch: Any
+) -> None:
+    """Under a steady stream of writes, batches of a few events would run back to back,
+    each a transaction and a statement per table: a leader rests after each at least
+    REST_PER_BATCH times as long as it took, so that it takes at most a fifth of its
+    time, and the next batch finds more events gathered."""
+    started: list[float] = []
+
+    def slow(limit: int = 0) -> int:
+        started.append(time.monotonic())
+        time.sleep(0.05)
+        return 1  # short of a full batch
+
+    monkeypatch.setattr(worker, "run_batch", slow)
+    worker.start()
+    until(lambda: len(started) >= 3, "the worker never led")
+    worker.stop()
+    rests = [later - earlier - 0.05 for earlier, later in itertools.pairwise(started)]
+    assert min(rests) >= 0.05 * worker_module.REST_PER_BATCH
