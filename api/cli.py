@@ -57,6 +57,7 @@ def _demo_keys(ledger: Ledger, data_dir: Path) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415 - only the server needs it
 
+    from api.children import Child, run_projections  # noqa: PLC0415 - likewise
     from api.protocol import HEAD_TIMEOUT_VARIABLE, HeadTimedProtocol  # noqa: PLC0415 - likewise
     from api.writer import SOCKET_VARIABLE  # noqa: PLC0415 - likewise
     from api.writer_process import WriterProcess  # noqa: PLC0415 - likewise
@@ -104,6 +105,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     writer.start()
     atexit.register(writer.stop)  # after uvicorn stopped the API processes
     os.environ[SOCKET_VARIABLE] = writer.path
+    if settings.projections_in_process:  # in a process of its own (`api.children`)
+        projections = Child("projections", run_projections)
+        projections.start()
+        atexit.register(projections.stop)
+        os.environ["LEDGER_PROJECTIONS"] = "separate"  # none in the API processes
     print(f"the console: http://{args.host}:{args.port}/console/", flush=True)
     uvicorn.run(
         "api.app:app_from_env",

@@ -1,23 +1,20 @@
 """The writing process itself (`api.writer` says why there is one): started, watched
-and stopped by `ledger serve`, deciding the writes its API processes send."""
+and stopped by `ledger serve` (`api.children`), deciding the writes its API processes
+send."""
 
 from __future__ import annotations
 
 import contextvars
-import multiprocessing
 import os
 import select
 import selectors
 import shutil
-import signal
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import suppress
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -26,25 +23,18 @@ from eventsourcing.persistence import PersistenceError
 from structlog.contextvars import bound_contextvars
 
 from api import metrics
+from api.children import Child, child_started
 from api.operations import Operation, answer, presented
 from api.problems import UNAVAILABLE
 from api.resources import OPERATIONS
-from api.writer import RECONNECT_SECONDS, frame, unframe
+from api.writer import frame, unframe
 from ledger.domain.context import acting_as
 from ledger.domain.errors import LedgerError
 from ledger.engine.group_commit import MAX_GROUP
-from ledger.entrypoints.logs import configure_logging
-from ledger.entrypoints.runtime import Settings, database_url, open_ledger, tune_collector
 from ledger.usecases.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
-#: how `ledger serve` tells its writer to stop: SIGTERM and SIGINT reach the whole
-#: process group, while the API processes still have writes to hand it
-STOP_SIGNAL = signal.SIGUSR1
-#: a writer that dies sooner after starting is started again later (see WriterProcess)
-YOUNG_SECONDS = 10.0
-MAX_DELAY_SECONDS = 30.0
 #: how long an API process may leave its answers unread before it is cut off
 SEND_SECONDS = 5.0
 #: the writer's answer to a write it did not take (of another release): the API
@@ -194,97 +184,35 @@ def _send_within(conn: socket.socket, data: bytes | bytearray, seconds: float) -
 
 
 def serve(path: str, parent: int) -> None:
-    """The writer process: listens on `path` until `ledger serve` stops it (SIGUSR1)
-    or is gone, then finishes the group it took and exits. SIGINT and SIGTERM, which
-    a terminal or a service manager sends to the whole process group, leave it
-    writing while the API processes finish what they serve; it goes last."""
-    configure_logging()
-    tune_collector()  # its cache of aggregates is the largest heap of all
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    stopping = threading.Event()
-    signal.signal(STOP_SIGNAL, lambda *_: stopping.set())
-    settings = Settings.from_env()
-    ledger = open_ledger(database_url(settings), settings)
+    """The writer process: listens on `path` until `ledger serve` stops it or is gone
+    (`api.children`), then finishes the group it took and exits."""
+    ledger, running = child_started("writer")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     Path(path + ".new").unlink(missing_ok=True)  # left by a writer that died starting
     listener.bind(path + ".new")
     listener.listen(64)
     listener.setblocking(False)
     os.replace(path + ".new", path)  # it appears listening
-    log.info("writer_started", pid=os.getpid())
     try:
-        _Writer(ledger, listener).serve(lambda: not stopping.is_set() and os.getppid() == parent)
+        _Writer(ledger, listener).serve(lambda: running(parent))
     finally:
         listener.close()
         ledger.close()
 
 
-class WriterProcess:
-    """`ledger serve`'s writer: started before the API processes, started again if it
-    dies (after a second, twice as long each time it dies young, up to half a
-    minute), stopped after them."""
+class WriterProcess(Child):
+    """`ledger serve`'s writer, listening in a directory only the server's user can
+    open (mode 0700)."""
 
     def __init__(self) -> None:
-        self._directory = Path(tempfile.mkdtemp(prefix="ledger-writer-"))  # mode 0700
+        self._directory = Path(tempfile.mkdtemp(prefix="ledger-writer-"))
         self.path = str(self._directory / "writer.sock")
-        self._process: BaseProcess | None = None
-        self._stopping = threading.Event()
-        self._spawning = threading.Lock()  # no writer started once `stop` began
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def start(self) -> None:
-        self._spawn()
-        threading.Thread(target=self._watch, name="writer-watch", daemon=True).start()
+        super().__init__("writer", serve, self.path, ready=Path(self.path).exists)
 
     def _spawn(self) -> None:
-        with self._spawning:
-            if self._stopping.is_set():
-                return
-            Path(self.path).unlink(missing_ok=True)
-            spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
-            process = spawn.Process(
-                target=serve, args=(self.path, os.getpid()), name="ledger-writer", daemon=True
-            )
-            self._process = process
-            process.start()
-            deadline = time.monotonic() + 60
-            while not Path(self.path).exists():
-                if not process.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("the writing process did not start (its log says why)")
-                time.sleep(0.05)
-
-    def _watch(self) -> None:
-        delay = RECONNECT_SECONDS
-        while True:
-            process = self._process
-            assert process is not None
-            started = time.monotonic()
-            process.join()
-            if self._stopping.is_set():
-                return
-            log.error("writer_exited", exitcode=process.exitcode)
-            died_young = time.monotonic() - started < YOUNG_SECONDS
-            delay = min(delay * 2, MAX_DELAY_SECONDS) if died_young else RECONNECT_SECONDS
-            if self._stopping.wait(delay):
-                return
-            try:
-                self._spawn()
-            except RuntimeError:
-                log.exception("writer_not_restarted")
+        Path(self.path).unlink(missing_ok=True)  # ready once the new one listens
+        super()._spawn()
 
     def stop(self) -> None:
-        """Once the API processes are stopped: the writer records what it took, exits."""
-        with self._spawning:
-            self._stopping.set()
-        process = self._process
-        if process is not None and process.pid is not None and process.exitcode is None:
-            with suppress(ProcessLookupError):
-                os.kill(process.pid, STOP_SIGNAL)
-            process.join(30)
-            if process.exitcode is None:
-                process.kill()
+        super().stop()
         shutil.rmtree(self._directory, ignore_errors=True)

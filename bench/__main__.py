@@ -211,9 +211,9 @@ def _answering(
 class Server:
     """`ledger serve`: API workers only with one `ledger projections run` beside it, as
     docs/deployment.md runs them (`projections="beside"`); API workers only (`"none"`:
-    a second API for reads shares the first's); or as it comes, each API process running
-    a projection worker of its own (`"in-process"`). Its log goes to
-    var/bench-{name}.log."""
+    a second API for reads shares the first's); or as it comes (`"in-process"`, the
+    setting's name: `ledger serve` then runs a projection worker in a process of its
+    own). Its log goes to var/bench-{name}.log."""
 
     def __init__(
         self,
@@ -706,7 +706,8 @@ def _closed_loop(base: str, step: Step) -> tuple[Load, float]:
 
 def measure_as_users_run_it(url: str, keys: dict[str, str]) -> dict[str, Any]:
     """W1 as a new user runs it: grant proposals from 32 connections to `ledger serve
-    --workers 2` as it comes (a projection worker in each API process), beside the
+    --workers 2` as it comes (its writer and projection worker in processes of their
+    own), beside the
     framework's ceiling measured the same way; then the ledger at half the rate it
     reached, from a constant-rate generator (latency from when each request was due)."""
     begin(f"ceiling: a FastAPI app validating and echoing proposals, {CLIENTS} connections")
@@ -715,7 +716,7 @@ def measure_as_users_run_it(url: str, keys: dict[str, str]) -> dict[str, Any]:
         framework, ceiling_rate = _closed_loop(ceiling.url, proposals(keys, secrets.token_hex(3)))
     finally:
         ceiling.stop()
-    begin("W1 as it comes: ledger serve --workers 2, projection workers in process")
+    begin("W1 as it comes: ledger serve --workers 2")
     server = Server(url, workers=2, name="default", projections="in-process")
     try:
         default, default_rate = _closed_loop(server.url, proposals(keys, secrets.token_hex(3)))

@@ -103,6 +103,17 @@ def ledger(db_url: str, test_settings: Settings) -> Iterator[Ledger]:
 
 
 @pytest.fixture
+def child_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment `ledger serve` hands the processes it starts (`api.children`),
+    on the test's database."""
+    monkeypatch.setenv("LEDGER_DATABASE_URL", db_url)
+    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LEDGER_MASTER_KEY", TEST_MASTER_KEY)
+    monkeypatch.setenv("LEDGER_SIGNING_KEY", TEST_SIGNING_KEY)
+    monkeypatch.setenv("LEDGER_POOL_SIZE", "2")
+
+
+@pytest.fixture
 def worker(ledger: Ledger) -> ProjectionWorker:
     return ProjectionWorker(ledger)
 

@@ -103,12 +103,25 @@ def tune_collector() -> None:
     image of every read model, a statement's report), and CPython's default cyclic
     collector walks them again every 700 allocations' worth of growth: measured, a
     fifth of a rebuild and half of a 1,000-operation batch. What start-up made (less
-    its garbage) is frozen out of its sight, and the young generation is collected
-    every 50,000 allocations. Reference counting still frees everything that is not
-    a cycle."""
+    its garbage) is frozen out of its sight, and so is what outlives each full
+    collection after it (`freeze_survivors`); the young generation is collected every
+    50,000 allocations. Reference counting still frees everything that is not a
+    cycle, frozen or not."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
+    gc.callbacks.append(freeze_survivors)
+
+
+def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """After a full collection, freeze what outlived it, so that the next one walks
+    only what came since: the writer's full collections walked its whole cache of
+    aggregates, 200 ms with every write waiting (docs/performance.md, "stop 33").
+    Frozen at the one moment no cyclic garbage is left; what is frozen is never
+    collected as a cycle should it become one, and the long-lived objects of a ledger
+    (its caches and what they evict, a view's image) make none."""
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
 
 
 def database_url(settings: Settings) -> str:

@@ -177,9 +177,16 @@ def test_a_grant_is_proposed_approved_and_paid_through_the_real_server(
         r["route"] == "/v1/grants/{grant_id}/approve" and r["actor"] == "e2e-approver"
         for r in requests
     )
-    assert [line["event"] for line in lines if line.get("logger") == "api.writer_process"] == [
-        "writer_started"
+    # its writer and its projection worker, once each, in processes of their own: the
+    # API processes run no projection worker
+    children = [line["event"] for line in lines if line.get("logger") == "api.children"]
+    assert sorted(children) == ["projections_started", "writer_started"]
+    workers = [line for line in lines if line.get("logger") == "projections.worker"]
+    assert [line["event"] for line in workers][:2] == [
+        "projection_worker_started",
+        "projection_worker_leading",
     ]
+    assert [line["event"] for line in workers].count("projection_worker_started") == 1
     text = server.log.read_text()
     assert "李四" not in text
     assert not any(key in text for key in keys.values())

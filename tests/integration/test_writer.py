@@ -33,7 +33,7 @@ from ledger.adapters.postgres import datastore_of
 from ledger.domain import errors
 from ledger.entrypoints.runtime import Settings
 from ledger.usecases.ledger import Ledger
-from tests.conftest import ROLE_KEYS, TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
+from tests.conftest import ROLE_KEYS, install_key
 from tests.integration.scenario import (
     Actors,
     assert_problem,
@@ -66,13 +66,8 @@ class Local:
 
 
 @pytest.fixture
-def writer(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WriterProcess]:
+def writer(child_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[WriterProcess]:
     """A writer on the test's database, as `ledger serve` starts one."""
-    monkeypatch.setenv("LEDGER_DATABASE_URL", db_url)
-    monkeypatch.setenv("LEDGER_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("LEDGER_MASTER_KEY", TEST_MASTER_KEY)
-    monkeypatch.setenv("LEDGER_SIGNING_KEY", TEST_SIGNING_KEY)
-    monkeypatch.setenv("LEDGER_POOL_SIZE", "2")
     process = WriterProcess()
     process.start()
     monkeypatch.setenv(SOCKET_VARIABLE, process.path)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from datetime import UTC, date, datetime
 
 import pytest
 
-from ledger.entrypoints.runtime import ConfigurationError, Settings, tune_collector
+from ledger.entrypoints.runtime import (
+    ConfigurationError,
+    Settings,
+    freeze_survivors,
+    tune_collector,
+)
 
 
-def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_startup_heap() -> None:
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_long_lived_heap() -> None:
     before = gc.get_threshold()
     tune_collector.cache_clear()  # whichever test ran `ledger` in this process first
     try:
@@ -21,7 +32,20 @@ def test_a_ledger_process_collects_cycles_rarely_and_never_walks_its_startup_hea
         gc.set_threshold(*before)
         tune_collector()  # once per process: a second call would freeze new garbage
         assert gc.get_threshold() == before
+        frozen = gc.get_freeze_count()
+        kept = [[n] for n in range(10_000)]  # long-lived, say a cache
+        gc.collect(1)
+        assert gc.get_freeze_count() == frozen  # a younger collection freezes nothing
+        cycle = _Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        # what outlived a full collection is out of the next one's way; its garbage is
+        # collected, not frozen
+        assert gc.get_freeze_count() >= frozen + len(kept)
+        assert gone() is None
     finally:
+        gc.callbacks.remove(freeze_survivors)
         gc.unfreeze()
         gc.set_threshold(*before)
 
