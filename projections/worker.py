@@ -46,13 +46,15 @@ MAX_IMAGE_ROWS = 2_000_000  # past this, a view starts again from an image loade
 RETRY_SECONDS = 1.0
 FAILING_AFTER = 3
 # After any batch short of full, the worker waits POLL_SECONDS, or REST_PER_BATCH times
-# as long as the batch took if that is longer: a batch of a few events costs nearly
-# what a batch of hundreds does (a transaction, the positions, a statement per table),
-# so it lets more gather rather than run back to back, and under load it takes at
-# most a fifth of its time, leaving the machine to the writes. Reads lag writes by
-# about the wait and the batch.
+# as long as the batch took if that is longer, up to MAX_REST_SECONDS: a batch of a
+# few events costs nearly what a batch of hundreds does (a transaction, the positions,
+# a statement per table), so it lets more gather rather than run back to back, and
+# under a steady load it takes at most a fifth of its time, leaving the machine to
+# the writes. A long batch (catching up) is not followed by a long rest. Reads lag
+# writes by about the wait and the batch.
 POLL_SECONDS = 0.02
 REST_PER_BATCH = 4
+MAX_REST_SECONDS = 0.1
 #: the advisory lock whose holder leads (`ProjectionWorker.run_forever`); a worker that
 #: does not lead tries again this often, and a leader checks its session as often
 LEAD_KEY = 7_242_025
@@ -417,7 +419,8 @@ class ProjectionWorker:
                 self.failures_in_a_row = 0
                 if applied < BATCH_SIZE:
                     took = time.monotonic() - started
-                    self._stop.wait(max(POLL_SECONDS, REST_PER_BATCH * took))
+                    rest = min(MAX_REST_SECONDS, REST_PER_BATCH * took)
+                    self._stop.wait(max(POLL_SECONDS, rest))
             return False
         finally:
             self.leading = False
