@@ -43,6 +43,8 @@ NOT_TAKEN = (None, None)
 #: how long the writer waits for writes before it looks whether it should stop
 POLL_SECONDS = 0.5
 READ_BYTES = 1 << 20
+#: a write as an API process sends it: number, operation, ids, command, actor, request id
+WRITE_FIELDS = 6
 
 
 def _answer(
@@ -72,7 +74,9 @@ class _Connection:
         self.outbox = bytearray()
 
     def writes(self) -> list[Any] | None:
-        """The writes read now (None: the API process went away)."""
+        """The writes read now; None when the API process went away, or sent what this
+        writer cannot read (then it sees the connection closed, its writes answered
+        503, and the writer serves the others)."""
         try:
             data = self.sock.recv(READ_BYTES)
         except BlockingIOError:
@@ -82,7 +86,14 @@ class _Connection:
         if not data:
             return None
         self._inbox += data
-        return unframe(self._inbox)
+        try:
+            writes = unframe(self._inbox)
+            if not all(isinstance(w, tuple) and len(w) == WRITE_FIELDS for w in writes):
+                raise ValueError("a write of another shape")
+        except Exception:
+            log.exception("writer_connection_failed")
+            return None
+        return writes
 
     def answer(self, number: int, answered: tuple[Any, Any]) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import time
@@ -254,6 +255,39 @@ def test_the_writes_read_at_once_are_one_group_answered_in_one_send(
     assert [n for n, *_ in answers] == [3, 0, 1, 2]  # the one it did not take, at once
     assert tuple(answers[0][1:]) == NOT_TAKEN
     assert [(ok, status) for _, ok, (status, *_) in answers[1:]] == [(True, 201)] * 3
+
+
+def test_a_connection_sending_what_the_writer_cannot_read_is_closed_the_others_served(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "writer.sock")
+    with (
+        socket.socket(socket.AF_UNIX) as listener,
+        socket.socket(socket.AF_UNIX) as garbled,
+        socket.socket(socket.AF_UNIX) as sound,
+    ):
+        listener.bind(path)
+        listener.listen()
+        listener.setblocking(False)
+        garbled.connect(path)
+        sound.connect(path)
+        garbled.sendall(len(b"not a pickle").to_bytes(4, "big") + b"not a pickle")
+        op = OPERATIONS["fund_year.open"]
+        command = ledger.step(op.command_of({}, op.body(year=2030, currency="CNY")))[1]
+        sound.sendall(frame((1, op.name, {}, command, "admin", "r1")))
+        answers: list[bytes] = []
+        deadline = time.monotonic() + 10
+
+        def running() -> bool:
+            if select.select([sound], [], [], 0)[0]:
+                answers.append(sound.recv(1 << 16))
+            return not answers and time.monotonic() < deadline
+
+        writer_process._Writer(ledger, listener).serve(running)
+        garbled.settimeout(10)
+        assert garbled.recv(1) == b""  # closed
+    [(number, ok, (status, *_))] = unframe(bytearray(answers[0]))
+    assert (number, ok, status) == (1, True, 201)
 
 
 Refusal = Callable[[], errors.LedgerError]
