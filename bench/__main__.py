@@ -707,9 +707,9 @@ def _closed_loop(base: str, step: Step) -> tuple[Load, float]:
 def measure_as_users_run_it(url: str, keys: dict[str, str]) -> dict[str, Any]:
     """W1 as a new user runs it: grant proposals from 32 connections to `ledger serve
     --workers 2` as it comes (its writer and projection worker in processes of their
-    own), beside the
-    framework's ceiling measured the same way; then the ledger at half the rate it
-    reached, from a constant-rate generator (latency from when each request was due)."""
+    own), beside the framework's ceiling measured the same way; then the ledger at half
+    the rate it reached, from a constant-rate generator (latency from when each request
+    was due)."""
     begin(f"ceiling: a FastAPI app validating and echoing proposals, {CLIENTS} connections")
     ceiling = Ceiling()
     try:

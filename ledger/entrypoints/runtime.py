@@ -118,8 +118,9 @@ def freeze_survivors(phase: str, info: dict[str, int]) -> None:
     only what came since: the writer's full collections walked its whole cache of
     aggregates, 200 ms with every write waiting (docs/performance.md, "stop 33").
     Frozen at the one moment no cyclic garbage is left; what is frozen is never
-    collected as a cycle should it become one, and the long-lived objects of a ledger
-    (its caches and what they evict, a view's image) make none."""
+    collected as a cycle should it become one. Reference counting frees the rest: the
+    aggregate cache (the library's `LRUCache`) unlinks what it evicts, leaving no
+    cycle behind."""
     if phase == "stop" and info["generation"] == 2:
         gc.freeze()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psutil
 import psycopg
@@ -17,7 +17,7 @@ from api.children import Child, run_projections
 from ledger.domain.context import acting_as
 from ledger.usecases.ledger import Ledger
 from tests import commands as c
-from tests.integration.test_projections import head, tracking
+from tests.integration.test_projections import head, tracking, until
 
 pytestmark = pytest.mark.db
 
@@ -27,13 +27,6 @@ def caught_up(db_url: str) -> bool:
         return tracking(db_url)[0] == head(db_url)
     except (psycopg.errors.UndefinedTable, ValueError):  # still making its tables
         return False
-
-
-def until(condition: Callable[[], bool], failure: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def test_the_projection_process_applies_events_and_is_started_again_when_killed(
     with acting_as("admin", "req-2"):
         ledger.execute(c.OpenFundYear(2025, "CNY"))
     until(lambda: caught_up(db_url), "the new one never caught up")
+    second = projections.pid
+    assert second is not None
     projections.stop()
-    assert not psutil.pid_exists(projections.pid or 0) or (
-        psutil.Process(projections.pid or 0).status() == psutil.STATUS_ZOMBIE
-    )
+    assert not psutil.pid_exists(second)  # stopped, and reaped
