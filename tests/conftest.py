@@ -13,6 +13,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -69,9 +70,9 @@ def _with_dbname(url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-@pytest.fixture
-def db_url(server_url: str) -> Iterator[str]:
-    """A new, empty database for this test."""
+@contextmanager
+def new_database(server_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on that server, dropped afterwards."""
     name = "ledger_test_" + secrets.token_hex(6)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -83,14 +84,26 @@ def db_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def test_settings(db_url: str) -> Settings:
+def db_url(server_url: str) -> Iterator[str]:
+    """A new, empty database for this test."""
+    with new_database(server_url) as url:
+        yield url
+
+
+def settings_for(url: str) -> Settings:
+    """A test ledger's settings on that database, with the test keys."""
     return Settings(
-        database_url=db_url,
+        database_url=url,
         data_dir=ROOT / "var",
         pool_size=4,
         master_key=TEST_MASTER_KEY,
         signing_key=TEST_SIGNING_KEY,
     )
+
+
+@pytest.fixture
+def test_settings(db_url: str) -> Settings:
+    return settings_for(db_url)
 
 
 @pytest.fixture

@@ -12,20 +12,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 from ledger.entrypoints.runtime import Settings
-from tests.conftest import _with_dbname
+from tests.conftest import new_database
 from tests.e2e.conftest import ROOT, Server, environment, run_ledger
 
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -74,23 +72,19 @@ def demo(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """`ledger serve --demo` on a database of this module's, with a year of 2026 added:
     a talent with a bank account, two approved grants due today, one paid in run DR-C1
     (settled from a pain.002), its bank statement reconciled, a checkpoint signed."""
-    name = "ledger_console_" + secrets.token_hex(6)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     tmp = tmp_path_factory.mktemp("console")
-    env = environment(_with_dbname(server_url, name), tmp / "var")
-    server = Server(env, tmp / "server.log", "--demo")
-    try:
-        keys = dict(
-            line.split("=", 1) for line in (tmp / "var" / "demo-keys.sh").read_text().split()
-        )
-        world = Demo(server, env, {role.lower(): key for role, key in keys.items()})
-        _add_2026(world)
-        yield world
-    finally:
-        server.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database(server_url) as url:
+        env = environment(url, tmp / "var")
+        server = Server(env, tmp / "server.log", "--demo")
+        try:
+            keys = dict(
+                line.split("=", 1) for line in (tmp / "var" / "demo-keys.sh").read_text().split()
+            )
+            world = Demo(server, env, {role.lower(): key for role, key in keys.items()})
+            _add_2026(world)
+            yield world
+        finally:
+            server.stop()
 
 
 def _add_2026(d: Demo) -> None:

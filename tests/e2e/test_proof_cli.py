@@ -23,12 +23,13 @@ import pytest
 
 import ledger.verifier
 from ledger.domain.context import acting_as
+from ledger.entrypoints.runtime import open_ledger
 from ledger.usecases.checkpoints import Signer, parse_signing_key
 from ledger.usecases.ledger import Ledger
 from ledger.verifier import chain_digest
 from tests import commands as c
-from tests.conftest import TEST_SIGNING_KEY
-from tests.e2e.conftest import ROOT
+from tests.conftest import TEST_SIGNING_KEY, new_database, settings_for
+from tests.e2e.conftest import ROOT, environment, run_ledger
 from tests.e2e.test_audit_cli import record_some_events
 from tests.tampering import delete_checkpoints, rewrite_and_rechain, tamper
 
@@ -61,10 +62,12 @@ def run_verify(
     )
 
 
-@pytest.fixture
-def key_file(tmp_path: Path, cli: Cli) -> Path:
-    path = tmp_path / "public-key"
-    path.write_text(ok(cli("audit", "public-key")))
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The public key as `ledger audit public-key` prints it (it reads no database)."""
+    path = tmp_path_factory.mktemp("key") / "public-key"
+    env = environment("postgresql://unused@127.0.0.1:1/unused", path.parent / "var")
+    path.write_text(ok(run_ledger(env, "audit", "public-key")))
     return path
 
 
@@ -130,20 +133,33 @@ def test_a_note_signed_by_another_key_is_refused(ledger: Ledger, cli: Cli, tmp_p
 # --- the bundle and ledger-verify -------------------------------------------------
 
 
-@pytest.fixture
-def bundle(ledger: Ledger, cli: Cli, tmp_path: Path) -> Path:
-    """A bundle of fund year 2024, closed, after a payment and its return and more."""
-    record_some_events(ledger)
-    with acting_as("treasury", "req-e"):
-        ledger.execute(c.RecordPayment("P2", "G1", Decimal(500), date(2024, 4, 1), "BR2"))
-        ledger.execute(c.ReturnPayment("P2", date(2024, 4, 9), "退回"))
-    with acting_as("admin", "req-f"):
-        ledger.execute(c.CloseFundYear(2024, "年终决算"))
-    ok(cli("audit", "checkpoint"))
-    path = tmp_path / "bundle.zip"
-    out = ok(cli("audit", "bundle", "--fund-year", "2024", "--out", str(path)))
+@pytest.fixture(scope="module")
+def made_bundle(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of fund year 2024, closed, after a payment and its return and more: made
+    once, on a database of its own, for the tests that read or attack copies of it."""
+    path = tmp_path_factory.mktemp("bundle") / "bundle.zip"
+    with new_database(server_url) as url:
+        app = open_ledger(url, settings_for(url))
+        try:
+            record_some_events(app)
+            with acting_as("treasury", "req-e"):
+                app.execute(c.RecordPayment("P2", "G1", Decimal(500), date(2024, 4, 1), "BR2"))
+                app.execute(c.ReturnPayment("P2", date(2024, 4, 9), "退回"))
+            with acting_as("admin", "req-f"):
+                app.execute(c.CloseFundYear(2024, "年终决算"))
+        finally:
+            app.close()
+        env = environment(url, path.parent / "var")
+        ok(run_ledger(env, "audit", "checkpoint"))
+        out = ok(run_ledger(env, "audit", "bundle", "--fund-year", "2024", "--out", str(path)))
     assert re.search(r"wrote .* \d+ events up to checkpoint 1", out), out
     return path
+
+
+@pytest.fixture
+def bundle(made_bundle: Path, tmp_path: Path) -> Path:
+    """This test's copy of the bundle."""
+    return Path(shutil.copy(made_bundle, tmp_path / "bundle.zip"))
 
 
 def test_a_bundle_holds_what_the_contract_lists(bundle: Path) -> None:

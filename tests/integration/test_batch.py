@@ -5,20 +5,15 @@ bad batches are 422."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import create_app
 from ledger.adapters.postgres import datastore_of
-from ledger.entrypoints.runtime import Settings
-from tests.conftest import TEST_MASTER_KEY, TEST_SIGNING_KEY, install_key
+from tests.conftest import install_key, new_database, settings_for
 from tests.integration.scenario import (
     YEAR,
     Actors,
@@ -39,7 +34,6 @@ from tests.integration.scenario import (
     waiver_body,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 Counter = Callable[[], int]
 Json = dict[str, Any]
 
@@ -124,22 +118,9 @@ def batch(client: TestClient, atomic: bool, *operations: Json) -> Any:
 def twin(server_url: str) -> Iterator[Api]:
     """`twin(role)`: a client of a second app on another fresh database, whose keys
     have the same names and roles as the `api` fixture's."""
-    name = "ledger_test_" + secrets.token_hex(6)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(server_url)
-    params["dbname"] = name
-    app = create_app(
-        Settings(
-            make_conninfo(**params),
-            data_dir=ROOT / "var",
-            pool_size=4,
-            master_key=TEST_MASTER_KEY,
-            signing_key=TEST_SIGNING_KEY,
-        )
-    )
     clients: list[TestClient] = []
-    try:
+    with new_database(server_url) as url:
+        app = create_app(settings_for(url))
         with TestClient(app, raise_server_exceptions=False):
             datastore = datastore_of(app.state.ledger)
             keys = {n: install_key(datastore, n, roles) for n, roles in TWIN_KEYS.items()}
@@ -154,9 +135,6 @@ def twin(server_url: str) -> Iterator[Api]:
             yield client
             for c in clients:
                 c.close()
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # Every operation, in batches of one role each, in an order where each batch only
