@@ -425,18 +425,20 @@ class UseCaseScenario:
         self.ledger.start_group_commit()
         gate, started = threading.Event(), threading.Event()
         recorder = self.ledger.recorder
-        real_session = recorder.append_session  # type: ignore[attr-defined]
-        sessions: list[int] = []
+        appends: list[str] = []
+        for name in ("append_session", "append_checked"):
+            real = getattr(recorder, name)
 
-        def append_session() -> Any:
-            sessions.append(1)
-            return real_session()
+            def counted(*args: Any, name: str = name, real: Any = real) -> Any:
+                appends.append(name)
+                return real(*args)
+
+            monkeypatch.setattr(recorder, name, counted)
 
         def hold(uow: UnitOfWork, _: None) -> None:
             started.set()
             gate.wait(10)
 
-        monkeypatch.setattr(recorder, "append_session", append_session)
         first = self.ledger.run_later(hold, None)
         started.wait(10)  # the writer is busy: the next two wait for it, as one group
         with acting_as("treasury", "req-group"):
@@ -455,7 +457,9 @@ class UseCaseScenario:
             "Grant.Paid",
             "Payment.Recorded",
         ]
-        assert len(sessions) == 2  # the held group's, and the pair's
+        # the held group's (decided on current copies, recorded in one statement), and
+        # the pair's (with a refusal, checked under the lock)
+        assert appends == ["append_checked", "append_session"]
 
     # --- the store's check ahead of the events (`AppendSession.expect_current`) ----
 

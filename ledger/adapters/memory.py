@@ -103,6 +103,20 @@ class MemoryRecorder(POPOApplicationRecorder):
             yield session
             session.end()
 
+    def append_checked(
+        self,
+        read_versions: Mapping[UUID, int],
+        stored: Sequence[StoredEvent],
+        snapshots: Sequence[StoredEvent],
+    ) -> tuple[list[int], float]:
+        with self._database_lock:
+            session = MemoryAppendSession(self)
+            session.expect_current(read_versions)
+            session.append(stored)
+            session.insert_snapshots(snapshots)
+            session.end()
+        return session.positions(), 0.0
+
 
 class MemoryFactory(POPOFactory):
     """eventsourcing's in-memory persistence, with the recorder above."""

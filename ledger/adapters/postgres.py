@@ -41,6 +41,8 @@ GENESIS_SQL = "\\x" + GENESIS.hex()
 LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "append-lock-wait")
 #: the server's check of what a decision read (migration "expect-current"), and its error
 EXPECT_CURRENT = "ledger_expect_current"
+#: the lock, that check and an append as one statement (migration "append-checked")
+APPEND_CHECKED = "ledger_append_checked"
 STALE = "a version read is no longer current"
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
@@ -203,6 +205,15 @@ class LedgerRecorder(PostgresApplicationRecorder):
             .format(sql.Identifier(EXPECT_CURRENT))
             .as_string()
         )
+        self.append_checked_sql = (
+            sql.SQL(
+                "SELECT * FROM {0}(%s, %b::uuid[], %b::bigint[], "
+                "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], "
+                "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
+            )
+            .format(sql.Identifier(APPEND_CHECKED))
+            .as_string()
+        )
         self.insert_snapshots_sql = (
             sql.SQL(insert)
             .format(
@@ -255,6 +266,30 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 # whatever failed (a statement, or the decision) left a transaction open
                 if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.rollback()
+
+    def append_checked(
+        self,
+        read_versions: Mapping[UUID, int],
+        stored: Sequence[StoredEvent],
+        snapshots: Sequence[StoredEvent],
+    ) -> tuple[list[int], float]:
+        """One statement, which is its own transaction (the pool's connections
+        autocommit): one round trip, and none awaited holding the lock."""
+        timeout = f"{self.datastore.lock_timeout}s"
+        read = (list(read_versions), list(read_versions.values()))
+        with self.datastore.get_connection() as conn:
+            try:
+                row = conn.execute(
+                    self.append_checked_sql,
+                    (timeout, *read, *_columns(stored), *_columns(snapshots)),
+                    prepare=True,
+                ).fetchone()
+            except SerializationFailure as e:
+                if e.diag.message_primary == STALE:
+                    raise Overtaken(STALE) from None
+                raise
+        assert row is not None
+        return list(row["positions"]), float(row["waited"])
 
     @contextmanager
     def reads(self) -> Iterator[Reads]:
@@ -578,6 +613,37 @@ MIGRATIONS: list[tuple[str, str]] = [
                 ) THEN
                     RAISE EXCEPTION '{STALE}' USING ERRCODE = 'serialization_failure';
                 END IF;
+            END $$;
+        """,  # noqa: S608 - DDL from constants, no values
+    ),
+    (
+        # A decision taken on a process's copies with the lock released, recorded in
+        # one statement and one transaction (`LedgerRecorder.append_checked`): the
+        # lock, the check of every version it read, its events and any snapshots. The
+        # six statements of an append session cost the writing process and the server
+        # more than the decision of a proposal (docs/performance.md, "stop 34").
+        "append-checked",
+        f"""
+        CREATE FUNCTION {APPEND_CHECKED}(
+            lock_timeout text, read_ids uuid[], read_versions bigint[],
+            ids uuid[], versions bigint[], topics text[], states bytea[],
+            snapshot_ids uuid[], snapshot_versions bigint[], snapshot_topics text[],
+            snapshot_states bytea[], OUT waited double precision, OUT positions bigint[])
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM set_config('lock_timeout', lock_timeout, true);
+                waited := {LOCK_WAITED};
+                PERFORM {EXPECT_CURRENT}(read_ids, read_versions);
+                WITH inserted AS (
+                    INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state)
+                    SELECT * FROM unnest(ids, versions, topics, states)
+                    RETURNING notification_id
+                )
+                SELECT coalesce(array_agg(notification_id ORDER BY notification_id), '{{}}')
+                INTO positions FROM inserted;
+                INSERT INTO {SNAPSHOTS_TABLE} (originator_id, originator_version, topic, state)
+                SELECT * FROM unnest(snapshot_ids, snapshot_versions, snapshot_topics,
+                                     snapshot_states);
             END $$;
         """,  # noqa: S608 - DDL from constants, no values
     ),

@@ -551,6 +551,13 @@ class Engine(Application[UUID]):
                 # at most once (so that writers elsewhere cannot keep it behind), and
                 # under the lock only what changed since is read.
                 ahead = _long_unseen(uow, attempt, known)
+                pending = sum(len(a.pending_events) for a in uow.aggregates)
+                if guess and not ahead and not attempt.refused and pending <= APPEND_CHUNK:
+                    if (done := self._record_checked(uow, attempt, answer)) is not None:
+                        return done
+                    # a copy it read was stale: decided again under the lock, once what
+                    # it read is current there
+                    hot, decided = dict(uow.read_versions), None
                 continue
             with store.append_session() as session:
                 if decided is None:
@@ -577,12 +584,33 @@ class Engine(Application[UUID]):
                         session.append(stored)
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
-                    waited += session.lock_waited()
                     break
                 waited += session.lock_waited()
         self._note_overtaken(overtaken)
-        # the positions are answered with the commit, which released the lock
+        # the lock's wait and the positions are answered with the commit, which released
+        # the lock: read before, the lock's answer would be a round trip awaited holding it
+        waited += session.lock_waited()
         return self._committed(uow, attempt, events, session.positions(), waited, answer)
+
+    def _record_checked(
+        self,
+        uow: UnitOfWork,
+        attempt: Attempt[T],
+        answer: Callable[[Committed[T]], None] | None,
+    ) -> Committed[T] | None:
+        """Record a decision taken on this process's copies, which are current unless
+        another process wrote since: the store takes the lock, checks every version
+        read and appends, in one statement, no answer awaited holding the lock. None
+        when a copy was stale: nothing was recorded."""
+        events = [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
+        stored = [self.mapper.to_stored_event(e) for e in events]  # at most one chunk
+        snapshots = self.snapshots_due(uow.aggregates, events)
+        try:
+            positions, waited = self.store.append_checked(uow.read_versions, stored, snapshots)
+        except Overtaken:
+            return None
+        self._note_overtaken(set())
+        return self._committed(uow, attempt, events, positions, waited, answer)
 
     def _overtaken_lately(self) -> dict[UUID, int]:
         """The versions of this process's copies of what other writers changed under

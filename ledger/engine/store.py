@@ -72,5 +72,16 @@ class EventStore(Protocol):
     def append_session(self) -> AbstractContextManager[AppendSession]:
         """A session holding the append lock until it ends."""
 
+    def append_checked(
+        self,
+        read_versions: Mapping[UUID, int],
+        stored: Sequence[StoredEvent],
+        snapshots: Sequence[StoredEvent],
+    ) -> tuple[list[int], float]:
+        """At once, as one append session would and in one statement: take the lock,
+        check that every version read is current (else record nothing and raise
+        `Overtaken`), append the events and snapshots. Answers the events' positions
+        and the seconds the lock was waited for."""
+
     def max_notification_id(self) -> int | None:
         """The position of the last event recorded, None when there is none."""
