@@ -3,6 +3,7 @@ an exit status a script or a service manager can test, never a traceback."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 
 from tests.e2e.conftest import run_ledger
@@ -18,8 +19,11 @@ def test_version() -> None:
 
 def test_a_database_it_cannot_reach_is_one_line_and_69(ledger_env: dict[str, str]) -> None:
     env = {**ledger_env, "LEDGER_DATABASE_URL": UNREACHABLE}
-    for command in (("keys", "list"), ("audit", "verify"), ("serve", "--port", "1")):
-        done = run_ledger(env, *command)
+    commands = [("keys", "list"), ("audit", "verify"), ("serve", "--port", "1")]
+    # at once: each gives up on the database after the pool's wait (5 s)
+    with ThreadPoolExecutor(len(commands)) as pool:
+        ended = list(pool.map(lambda command: run_ledger(env, *command), commands))
+    for command, done in zip(commands, ended, strict=True):
         assert done.returncode == 69, (command, done.stderr)
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, done.stderr
