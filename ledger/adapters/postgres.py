@@ -43,6 +43,10 @@ LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "appen
 EXPECT_CURRENT = "ledger_expect_current"
 #: the lock, that check and an append as one statement (migration "append-checked")
 APPEND_CHECKED = "ledger_append_checked"
+#: its arguments' types: the lock's timeout, the versions read, the events, the snapshots
+APPEND_CHECKED_ARGUMENTS = (
+    "text, uuid[], bigint[], uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], bytea[]"
+)
 STALE = "a version read is no longer current"
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
@@ -621,7 +625,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         # one statement and one transaction (`LedgerRecorder.append_checked`): the
         # lock, the check of every version it read, its events and any snapshots. The
         # six statements of an append session cost the writing process and the server
-        # more than the decision of a proposal (docs/performance.md, "stop 34").
+        # more than the decision of a proposal (docs/performance.md, "stop 34"). It must
+        # stay VOLATILE: its check then sees what was committed before the lock.
         "append-checked",
         f"""
         CREATE FUNCTION {APPEND_CHECKED}(
@@ -694,7 +699,12 @@ def grant_app_role(datastore: PostgresDatastore, role: str, read_models: Sequenc
                 sql.Identifier(datastore.schema), who
             )
         )
-        for function in ("ledger_lock_events()", "ledger_lock_events_waited()"):
+        for function in (
+            "ledger_lock_events()",
+            LOCK_WAITED,
+            f"{EXPECT_CURRENT}(uuid[], bigint[])",
+            f"{APPEND_CHECKED}({APPEND_CHECKED_ARGUMENTS})",
+        ):
             curs.execute(sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(who))
         # a temporary table named like one of the ledger's would stand in for it in the
         # owner's functions, which the application role calls

@@ -490,11 +490,15 @@ class Engine(Application[UUID]):
         what was recorded before the process keeps the new copies (a settlement's
         50,000 take a tenth of a second), so its callers need not wait for that.
 
-        `run` first decides on this process's copies, without a query. Then, holding
-        the append lock, every version it read is checked; what changed (or what a
-        refusal may have missed) is read there, and `run` decides again, until a
-        decision rests only on what is current. Under the lock nothing can change any
-        more, so that decision is recorded as it stands. A fund year this process has
+        `run` first decides on this process's copies, without a query. A decision
+        that is not refused is then recorded by one statement, which checks every
+        version it read (`_record_checked`); one found stale there records nothing and
+        is taken again under the lock, what it read brought current there first.
+        Otherwise (a refusal, a big decision), holding the append lock, every version
+        it read is checked; what changed (or what a refusal may have missed) is read
+        there, and `run` decides again, until a decision rests only on what is
+        current. Under the lock nothing can change any more, so that decision is
+        recorded as it stands. A fund year this process has
         never seen, or any copy more than CATCH_UP_UNDER_LOCK events behind, is read
         with the lock released (once per decision), and checked under it like any
         other. A big decision taken with the lock released sends its events as it
@@ -553,7 +557,8 @@ class Engine(Application[UUID]):
                 ahead = _long_unseen(uow, attempt, known)
                 pending = sum(len(a.pending_events) for a in uow.aggregates)
                 if guess and not ahead and not attempt.refused and pending <= APPEND_CHUNK:
-                    if (done := self._record_checked(uow, attempt, answer)) is not None:
+                    done = self._record_checked(uow, attempt, answer, overtaken)
+                    if done is not None:
                         return done
                     # a copy it read was stale: decided again under the lock, once what
                     # it read is current there
@@ -584,12 +589,11 @@ class Engine(Application[UUID]):
                         session.append(stored)
                     if snapshots := self.snapshots_due(uow.aggregates, events):
                         session.insert_snapshots(snapshots)
+                    waited += session.lock_waited()
                     break
                 waited += session.lock_waited()
         self._note_overtaken(overtaken)
-        # the lock's wait and the positions are answered with the commit, which released
-        # the lock: read before, the lock's answer would be a round trip awaited holding it
-        waited += session.lock_waited()
+        # the positions are answered with the commit, which released the lock
         return self._committed(uow, attempt, events, session.positions(), waited, answer)
 
     def _record_checked(
@@ -597,6 +601,7 @@ class Engine(Application[UUID]):
         uow: UnitOfWork,
         attempt: Attempt[T],
         answer: Callable[[Committed[T]], None] | None,
+        overtaken: set[UUID],
     ) -> Committed[T] | None:
         """Record a decision taken on this process's copies, which are current unless
         another process wrote since: the store takes the lock, checks every version
@@ -609,7 +614,7 @@ class Engine(Application[UUID]):
             positions, waited = self.store.append_checked(uow.read_versions, stored, snapshots)
         except Overtaken:
             return None
-        self._note_overtaken(set())
+        self._note_overtaken(overtaken)
         return self._committed(uow, attempt, events, positions, waited, answer)
 
     def _overtaken_lately(self) -> dict[UUID, int]:
@@ -647,13 +652,13 @@ class Engine(Application[UUID]):
         changes = session.changed(hot, CATCH_UP_UNDER_LOCK)
         versions = {i: c.version for i, c in changes.items()}
         if behind := self._catch_up(session, versions, changes, known, read_ahead):
-            overtaken.update(changes)
+            overtaken.update(i for i in changes if hot.get(i))  # not what it never had
             return None, behind
         uow = UnitOfWork(self, known, watcher=_Bounded())
         attempt = run(uow)
         # what it read of them: a group that read none (no proposal in it) is no
         # reason to decide the next one under the lock
-        overtaken.update(changes.keys() & uow.read_versions.keys())
+        overtaken.update(i for i in changes.keys() & uow.read_versions.keys() if hot.get(i))
         if attempt.refused:
             uow, attempt, ahead = self._decide_again(
                 session, run, uow, attempt, known, read_ahead, overtaken

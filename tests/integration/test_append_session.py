@@ -1,7 +1,9 @@
 """An append session (`LedgerRecorder.append_session`) begins and commits its own
 transaction inside a pipeline: whatever fails in it (a lock that times out, a
 decision that raises) records nothing and leaves no transaction open on a pooled
-connection, so the next write goes through."""
+connection, so the next write goes through. So too the one statement that records a
+decision on current copies (`LedgerRecorder.append_checked`): the first two tests
+run both ways, the session forced by taking every copy for stale."""
 
 from __future__ import annotations
 
@@ -32,13 +34,22 @@ from tests import commands as c
 pytestmark = [pytest.mark.db]
 
 
+@pytest.fixture(params=["one statement", "a session"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a decision on this process's copies is recorded: by the one statement, or,
+    every copy taken for stale, in an append session under the lock."""
+    if request.param == "a session":
+        monkeypatch.setattr(Engine, "_record_checked", lambda *args: None)
+    return str(request.param)
+
+
 def open_year(ledger: Ledger, year: int) -> None:
     with acting_as("admin", f"req-{year}"):
         ledger.execute(c.OpenFundYear(year, "CNY"))
 
 
 def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
-    db_url: str, test_settings: Settings, count_events: Callable[[], int]
+    db_url: str, test_settings: Settings, count_events: Callable[[], int], way: str
 ) -> None:
     ledger = open_ledger(db_url, replace(test_settings, lock_timeout_seconds=1))
     try:
@@ -68,20 +79,20 @@ def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
 
 
 def test_a_decision_that_raises_in_the_session_records_nothing(
-    ledger: Ledger, count_events: Callable[[], int], monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, count_events: Callable[[], int], monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
     open_year(ledger, 2024)
     with acting_as("admin", "req-a"):
         ledger.execute(c.Appropriate(2024, "A", "settling_in", "cash", Decimal(100), "r"))
 
     def raises(*args: object) -> list[object]:
-        raise RuntimeError("a bug, after the decision, inside the session")
+        raise RuntimeError("a bug, after the decision, before its events are recorded")
 
-    monkeypatch.setattr(Engine, "snapshots_due", raises)
-    with pytest.raises(RuntimeError, match="a bug"):
-        open_year(ledger, 2025)
+    with monkeypatch.context() as patched:
+        patched.setattr(Engine, "snapshots_due", raises)
+        with pytest.raises(RuntimeError, match="a bug"):
+            open_year(ledger, 2025)
     assert count_events() == 2
-    monkeypatch.undo()
     open_year(ledger, 2025)
     assert count_events() == 3
 

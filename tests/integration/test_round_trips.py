@@ -226,6 +226,23 @@ def test_a_guess_that_misses_what_changed_records_nothing_and_decides_again(
     assert other.load(FundYear, 2030, "fund year").version == 6  # opened, A, G0-G3
 
 
+def test_a_decision_on_a_copy_only_read_and_stale_records_nothing_and_is_refused(
+    ledger: Ledger, other: Ledger, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not overtaken lately, a process decides on its copies and records the decision
+    in one statement. Its copy of the talent, which the decision only reads, is stale
+    (the other process recorded the talent as departed): the server finds it so,
+    nothing is recorded, and the decision taken again under the lock refuses."""
+    monkeypatch.setattr(engine, "OVERTAKEN_LATELY_SECONDS", 0.0)
+    with acting_as("clerk", "req-depart"):
+        ledger.execute(c.DepartTalent("T1", date(2030, 6, 1), "left"))
+    calls = _counted(monkeypatch, "changed")
+    with pytest.raises(TalentDeparted):
+        propose(other, "G4")
+    assert calls[:2] == ["append_checked", "changed"]
+    assert not grant_exists(db_url, "G4")
+
+
 def test_a_refusal_on_a_guess_stands_only_once_what_it_lacked_is_read(
     ledger: Ledger, other: Ledger
 ) -> None:
