@@ -624,8 +624,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         # A decision taken on a process's copies with the lock released, recorded in
         # one statement and one transaction (`LedgerRecorder.append_checked`): the
         # lock, the check of every version it read, its events and any snapshots. The
-        # six statements of an append session cost the writing process and the server
-        # more than the decision of a proposal (docs/performance.md, "stop 34"). It must
+        # six statements of an append session cost the writing process more than the
+        # decision of a proposal (docs/performance.md, "stop 34"). It must
         # stay VOLATILE: its check then sees what was committed before the lock.
         "append-checked",
         f"""

@@ -169,6 +169,12 @@ def _long_unseen(uow: UnitOfWork, attempt: Attempt[Any], known: Mapping[UUID, ob
     return {i for i, cls in unseen.items() if cls.LONG_HISTORY}
 
 
+def _to_record(uow: UnitOfWork, attempt: Attempt[Any]) -> list[DomainEventProtocol[UUID]]:
+    """The events a decision adds, collected from its aggregates: none when it records
+    nothing (a refusal)."""
+    return [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
+
+
 def _encoded(
     mapper: Mapper[UUID], events: Sequence[DomainEventProtocol[UUID]]
 ) -> Iterator[list[StoredEvent]]:
@@ -580,11 +586,7 @@ class Engine(Application[UUID]):
                     # what `save` would do here (a fast-forwarding cache, snapshots of
                     # long histories), less its protocol checks of every aggregate (6 %
                     # of a batch's time), and in the session's transaction
-                    events = (
-                        [e for a in uow.aggregates for e in a.collect_events()]
-                        if attempt.record
-                        else []
-                    )
+                    events = _to_record(uow, attempt)
                     for stored in _encoded(self.mapper, events):
                         session.append(stored)
                     if snapshots := self.snapshots_due(uow.aggregates, events):
@@ -607,7 +609,7 @@ class Engine(Application[UUID]):
         another process wrote since: the store takes the lock, checks every version
         read and appends, in one statement, no answer awaited holding the lock. None
         when a copy was stale: nothing was recorded."""
-        events = [e for a in uow.aggregates for e in a.collect_events()] if attempt.record else []
+        events = _to_record(uow, attempt)
         stored = [self.mapper.to_stored_event(e) for e in events]  # at most one chunk
         snapshots = self.snapshots_due(uow.aggregates, events)
         try:

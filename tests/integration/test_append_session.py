@@ -35,12 +35,11 @@ pytestmark = [pytest.mark.db]
 
 
 @pytest.fixture(params=["one statement", "a session"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """How a decision on this process's copies is recorded: by the one statement, or,
     every copy taken for stale, in an append session under the lock."""
     if request.param == "a session":
         monkeypatch.setattr(Engine, "_record_checked", lambda *args: None)
-    return str(request.param)
 
 
 def open_year(ledger: Ledger, year: int) -> None:
@@ -48,8 +47,9 @@ def open_year(ledger: Ledger, year: int) -> None:
         ledger.execute(c.OpenFundYear(year, "CNY"))
 
 
+@pytest.mark.usefixtures("way")
 def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
-    db_url: str, test_settings: Settings, count_events: Callable[[], int], way: str
+    db_url: str, test_settings: Settings, count_events: Callable[[], int]
 ) -> None:
     ledger = open_ledger(db_url, replace(test_settings, lock_timeout_seconds=1))
     try:
@@ -78,8 +78,9 @@ def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
         ledger.close()
 
 
+@pytest.mark.usefixtures("way")
 def test_a_decision_that_raises_in_the_session_records_nothing(
-    ledger: Ledger, count_events: Callable[[], int], monkeypatch: pytest.MonkeyPatch, way: str
+    ledger: Ledger, count_events: Callable[[], int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     open_year(ledger, 2024)
     with acting_as("admin", "req-a"):
