@@ -22,12 +22,15 @@ LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP
 .PHONY: install browser run test lint bench audit docs examples screenshots lock clean
 
 # Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
-# any package it does not pin; --only-binary runs no one's setup.py. The project itself is
+# any package it does not pin; --only-binary runs no one's setup.py; --no-deps resolves
+# nothing (the lock names every package; pip check below proves it whole): pip 23.2's
+# resolver otherwise fetched a newer release for a dependency asking for an extra
+# (pip-audit's `CacheControl[filecache]`) and refused it, unpinned. The project itself is
 # then installed with nothing resolved or fetched. Anything an older install left in .venv
 # that the lock no longer names is removed.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes --only-binary :all: -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps --only-binary :all: -r $(LOCK)
 	$(BIN)/python -m pip freeze --all --exclude-editable | sed -E 's/[ =@].*//' \
 		| tr 'A-Z_.' 'a-z--' | sort > $(VENV)/.present
 	sed -nE 's/^([A-Za-z0-9_.-]+)==.*/\1/p' $(LOCK) | tr 'A-Z_.' 'a-z--' | sort > $(VENV)/.locked

