@@ -329,6 +329,9 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         version="1",
         description="Event-sourced ledger of a city's talent-attraction fund.",
         lifespan=lifespan,
+        # traces are `api.tracing`'s, when configured: FastAPI's own telemetry would
+        # otherwise look for OpenTelemetry providers at every request, to find none
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.router.route_class = LedgerRoute
     app.add_middleware(RequestContext)

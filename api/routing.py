@@ -84,6 +84,8 @@ class LedgerRoute(APIRoute):
     def refuse_unknown_parameters(self, request: Request) -> None:
         """A query parameter the route does not declare is a mistake (a misspelt filter
         would otherwise answer everything): a 422 naming it."""
+        if not request.scope["query_string"]:  # most requests: nothing to parse
+            return
         unknown = sorted(request.query_params.keys() - self._query_names)
         if unknown:
             raise ProblemError(
