@@ -142,10 +142,7 @@ def _append(app: Ledger, aggregates: list[LedgerAggregate]) -> int:
     """Append the aggregates' new events, with the snapshots the engine would take."""
     events = [e for a in aggregates for e in a.collect_events()]
     stored = [app.mapper.to_stored_event(e) for e in events]
-    with datastore_of(app).transaction(commit=True) as curs:
-        curs.execute(
-            sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE))
-        )
+    with datastore_of(app).transaction(commit=True) as curs:  # the COPY takes the lock
         for table, rows in (
             (EVENTS_TABLE, stored),
             (SNAPSHOTS_TABLE, app.snapshots_due(aggregates, events)),

@@ -39,6 +39,8 @@ REFUSALS_TABLE = "ledger_refusals"
 SNAPSHOTS_TABLE = "ledger_snapshots"
 GENESIS_SQL = "\\x" + GENESIS.hex()
 LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "append-lock-wait")
+#: what the append lock locks (migration "append-lock-own-table"): never holds a row
+APPEND_LOCK_TABLE = "ledger_append_lock"
 #: the server's check of what a decision read (migration "expect-current"), and its error
 EXPECT_CURRENT = "ledger_expect_current"
 #: the lock, that check and an append as one statement (migration "append-checked")
@@ -649,6 +651,56 @@ MIGRATIONS: list[tuple[str, str]] = [
                 INSERT INTO {SNAPSHOTS_TABLE} (originator_id, originator_version, topic, state)
                 SELECT * FROM unnest(snapshot_ids, snapshot_versions, snapshot_topics,
                                      snapshot_states);
+            END $$;
+        """,  # noqa: S608 - DDL from constants, no values
+    ),
+    (
+        # The append lock on a table of its own. `EXCLUSIVE` on the event table itself
+        # also waits for VACUUM and ANALYZE, autovacuum's included, which hold it in
+        # `SHARE UPDATE EXCLUSIVE` mode: every append stood still until PostgreSQL
+        # cancelled autovacuum, a `deadlock_timeout` (1 s) later, and the table was
+        # never vacuumed but by the anti-wraparound vacuum, which is not cancelled
+        # (docs/performance.md, "stop 35"). Inserts and vacuums of the event table share
+        # it. Every insert into the event table still takes the lock, before any row
+        # of the statement takes its position: the positions are taken, committed and
+        # chained in one order, whoever inserts. The chain's trigger then need not
+        # lock for each row.
+        "append-lock-own-table",
+        f"""
+        CREATE TABLE {APPEND_LOCK_TABLE} ();
+        CREATE FUNCTION ledger_append_lock() RETURNS trigger LANGUAGE plpgsql
+            SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            BEGIN
+                LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
+                RETURN NULL;
+            END $$;
+        CREATE TRIGGER ledger_events_append_lock BEFORE INSERT ON {EVENTS_TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_lock();
+        CREATE OR REPLACE FUNCTION ledger_lock_events() RETURNS void LANGUAGE plpgsql
+            SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            BEGIN
+                LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
+            END $$;
+        CREATE OR REPLACE FUNCTION {LOCK_WAITED} RETURNS double precision
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            BEGIN
+                LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
+                RETURN extract(epoch FROM clock_timestamp() - statement_timestamp());
+            END $$;
+        CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE last record;
+            BEGIN
+                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
+                    ORDER BY notification_id DESC LIMIT 1;
+                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
+                NEW.hash := sha256(
+                    coalesce(last.hash, '{GENESIS_SQL}')
+                    || convert_to(concat_ws('|', NEW.notification_id, NEW.originator_id,
+                                            NEW.originator_version, NEW.topic, ''), 'UTF8')
+                    || NEW.state
+                    || convert_to('|' || to_char(NEW.recorded_at AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'));
+                RETURN NEW;
             END $$;
         """,  # noqa: S608 - DDL from constants, no values
     ),

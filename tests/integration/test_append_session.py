@@ -8,6 +8,7 @@ run both ways, the session forced by taking every copy for stale."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError
 
-from ledger.adapters.postgres import AppendSession
+from ledger.adapters.postgres import APPEND_LOCK_TABLE, AppendSession
 from ledger.domain.budget import FundYear
 from ledger.domain.context import acting_as
 from ledger.domain.errors import InvalidState, NotFound
@@ -58,7 +59,7 @@ def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
 
         def hold_the_lock() -> None:
             with psycopg.connect(db_url) as conn, conn.transaction():
-                conn.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+                conn.execute(f"LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE")
                 held.set()
                 release.wait(10)
 
@@ -73,6 +74,25 @@ def test_a_lock_that_times_out_records_nothing_and_the_next_write_goes_through(
             holder.join()
         assert count_events() == 1
         open_year(ledger, 2025)  # on the same pool: no transaction was left open
+        assert count_events() == 2
+    finally:
+        ledger.close()
+
+
+@pytest.mark.usefixtures("way")
+def test_a_vacuum_of_the_history_holds_up_no_append(
+    db_url: str, test_settings: Settings, count_events: Callable[[], int]
+) -> None:
+    """VACUUM and ANALYZE, autovacuum's included, hold the event table in `SHARE UPDATE
+    EXCLUSIVE` mode meanwhile: appends go on, far within the lock's timeout."""
+    ledger = open_ledger(db_url, replace(test_settings, lock_timeout_seconds=1))
+    try:
+        open_year(ledger, 2024)
+        with psycopg.connect(db_url) as vacuum, vacuum.transaction():
+            vacuum.execute("LOCK TABLE ledger_events IN SHARE UPDATE EXCLUSIVE MODE")
+            started = time.monotonic()
+            open_year(ledger, 2025)
+            assert time.monotonic() - started < 0.5
         assert count_events() == 2
     finally:
         ledger.close()
@@ -167,11 +187,12 @@ D1 = Decimal(1)
 
 
 def lock_held(db_url: str) -> bool:
-    """Whether a session holds the append lock (the event table's exclusive lock)."""
+    """Whether a session holds the append lock."""
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_locks l JOIN pg_class t ON t.oid = l.relation "
-            "WHERE t.relname = 'ledger_events' AND l.mode = 'ExclusiveLock' AND l.granted"
+            "WHERE t.relname = %s AND l.mode = 'ExclusiveLock' AND l.granted",
+            (APPEND_LOCK_TABLE,),
         ).fetchone()
     return row is not None and row[0] == 1
 

@@ -40,6 +40,7 @@ from tests.integration.scenario import (
     position,
     recovery_body,
 )
+from tests.integration.test_projections import tracking, until
 from tests.tampering import tamper
 
 # ledger.adapters.chain.verify_chain leaves its named server cursor open (see
@@ -204,8 +205,10 @@ def _change_amount(db_url: str) -> int:
 
 
 def _change_topic(db_url: str) -> int:
-    """Relabel the first bank-reference claim (an aggregate nothing reads again)."""
+    """Relabel the first bank-reference claim (an aggregate nothing reads again), once
+    the read models folded it: relabelled before, the projection stops at it."""
     at = position_of(db_url, "BankReference.Claimed")
+    until(lambda: tracking(db_url)[0] >= at, "the read models did not fold the claim")
     tamper(
         db_url,
         "UPDATE ledger_events SET topic = topic || 'X' WHERE notification_id = %s",
@@ -371,6 +374,38 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
     assert instants == sorted(instants)
 
 
+def test_an_insert_of_its_own_waits_for_the_append_lock_before_taking_a_position(
+    ledger: Ledger, db_url: str
+) -> None:
+    """An INSERT that did not take the append lock first (the ledger's own appends do)
+    waits for it before any of its rows takes a position: the position it takes comes after
+    those of the append holding the lock, and the chain follows the positions."""
+    with acting_as("admin", "req-1"):
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+    row = events(db_url)[0]
+    columns = "originator_id, originator_version, topic, state"
+    insert = f"INSERT INTO ledger_events ({columns}) VALUES (%s, %s, %s, %s)"
+    inserted: list[int] = []
+
+    def insert_of_its_own() -> None:
+        with psycopg.connect(db_url) as conn:
+            taken = conn.execute(insert + " RETURNING notification_id", (uuid4(), 1, *row[3:5]))
+            inserted.extend(position for (position,) in taken)
+
+    with psycopg.connect(db_url) as holder, holder.transaction():
+        holder.execute("SELECT ledger_lock_events()")
+        other = threading.Thread(target=insert_of_its_own)
+        other.start()
+        other.join(0.5)
+        assert other.is_alive(), "the insert did not wait for the append lock"
+        holder.execute(insert, (uuid4(), 1, *row[3:5]))
+    other.join(10)
+    rows = events(db_url)
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert inserted == [3]  # taken once the lock was let go: after the holder's
+    assert [bytes(r[6]) for r in rows] == expected_chain(rows)
+
+
 # --- the migration chains events recorded before it ---------------------------------
 
 
@@ -378,10 +413,11 @@ def test_events_appended_by_concurrent_writers_form_one_chain(
 def ledger_before_the_hash_chain(
     db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Ledger]:
-    """A ledger migrated without the hash chain's steps, as an old release left it."""
-    chain = ("events-hash-chain", "events-hash-chain-digest-inline")
+    """A ledger migrated without the hash chain's steps (the last writes its trigger
+    again), as an old release left it."""
+    chain = ("events-hash-chain", "events-hash-chain-digest-inline", "append-lock-own-table")
     steps = [step for step in MIGRATIONS if step[0] not in chain]
-    assert len(steps) == len(MIGRATIONS) - 2
+    assert len(steps) == len(MIGRATIONS) - 3
     with monkeypatch.context() as m:
         m.setattr(ledger.entrypoints.runtime, "MIGRATIONS", steps)
         app = open_ledger(db_url, test_settings)

@@ -11,6 +11,7 @@ import psycopg
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledger.adapters.postgres import APPEND_LOCK_TABLE
 from tests.integration.scenario import Actors, open_year
 
 Api = Callable[[str | None], TestClient]
@@ -64,7 +65,7 @@ def test_the_append_lock_s_wait_is_measured_apart(api: Api, db_url: str) -> None
     admin = api("admin")
     before = _samples(auditor)
     with psycopg.connect(db_url) as other:  # a transaction until its rollback
-        other.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        other.execute(f"LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE")
         holder = threading.Timer(0.5, other.rollback)  # let go of it in half a second
         started = time.monotonic()
         holder.start()
