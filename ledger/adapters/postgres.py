@@ -346,6 +346,29 @@ def _grant_to_callers_of(function: str, grant: str) -> str:
         """  # noqa: S608 - DDL from constants, no values
 
 
+def _chain_trigger(first: str) -> str:
+    """The chain's trigger function, opening with `first`: each event hashed to the one
+    before it in position order (docs/design.md, "Integrity: the hash chain"), from
+    `ledger_event_digest` written out."""
+    return f"""
+        CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE last record;
+            BEGIN{first}
+                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
+                    ORDER BY notification_id DESC LIMIT 1;
+                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
+                NEW.hash := sha256(
+                    coalesce(last.hash, '{GENESIS_SQL}')
+                    || convert_to(concat_ws('|', NEW.notification_id, NEW.originator_id,
+                                            NEW.originator_version, NEW.topic, ''), 'UTF8')
+                    || NEW.state
+                    || convert_to('|' || to_char(NEW.recorded_at AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'));
+                RETURN NEW;
+            END $$;
+        """  # noqa: S608 - DDL from constants, no values
+
+
 # Each step runs once, recorded by name in ledger_schema; a step is never edited.
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -446,24 +469,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         # µs per row). The function stays: it states the digest, and tests hold the
         # trigger, it and `ledger.domain.chain.event_digest` to the same bytes.
         "events-hash-chain-digest-inline",
-        f"""
-        CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-            DECLARE last record;
-            BEGIN
-                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
-                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
-                    ORDER BY notification_id DESC LIMIT 1;
-                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
-                NEW.hash := sha256(
-                    coalesce(last.hash, '{GENESIS_SQL}')
-                    || convert_to(concat_ws('|', NEW.notification_id, NEW.originator_id,
-                                            NEW.originator_version, NEW.topic, ''), 'UTF8')
-                    || NEW.state
-                    || convert_to('|' || to_char(NEW.recorded_at AT TIME ZONE 'UTC',
-                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'));
-                RETURN NEW;
-            END $$;
-        """,  # noqa: S608 - DDL from constants, no values
+        _chain_trigger(f"\n                LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;"),
     ),
     (
         # Signed checkpoints (`ledger.adapters.checkpoints`), as immutable as the events.
@@ -660,11 +666,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         # `SHARE UPDATE EXCLUSIVE` mode: every append stood still until PostgreSQL
         # cancelled autovacuum, a `deadlock_timeout` (1 s) later, and the table was
         # never vacuumed but by the anti-wraparound vacuum, which is not cancelled
-        # (docs/performance.md, "stop 35"). Inserts and vacuums of the event table share
-        # it. Every insert into the event table still takes the lock, before any row
-        # of the statement takes its position: the positions are taken, committed and
-        # chained in one order, whoever inserts. The chain's trigger then need not
-        # lock for each row.
+        # (docs/performance.md, "stop 35"). A lock on a table of its own waits for
+        # nothing but other appends. Every insert into the event table still takes it,
+        # before any row of the statement takes its position (the statement's
+        # trigger): positions are taken, committed and chained in one order, whoever
+        # inserts. The chain's trigger then need not lock for each row, nor run as
+        # the owner.
         "append-lock-own-table",
         f"""
         CREATE TABLE {APPEND_LOCK_TABLE} ();
@@ -687,22 +694,8 @@ MIGRATIONS: list[tuple[str, str]] = [
                 LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
                 RETURN extract(epoch FROM clock_timestamp() - statement_timestamp());
             END $$;
-        CREATE OR REPLACE FUNCTION ledger_events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-            DECLARE last record;
-            BEGIN
-                SELECT hash, recorded_at INTO last FROM {EVENTS_TABLE}
-                    ORDER BY notification_id DESC LIMIT 1;
-                NEW.recorded_at := greatest(NEW.recorded_at, last.recorded_at);
-                NEW.hash := sha256(
-                    coalesce(last.hash, '{GENESIS_SQL}')
-                    || convert_to(concat_ws('|', NEW.notification_id, NEW.originator_id,
-                                            NEW.originator_version, NEW.topic, ''), 'UTF8')
-                    || NEW.state
-                    || convert_to('|' || to_char(NEW.recorded_at AT TIME ZONE 'UTC',
-                                                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'UTF8'));
-                RETURN NEW;
-            END $$;
-        """,  # noqa: S608 - DDL from constants, no values
+        """
+        + _chain_trigger(""),
     ),
 ]
 
