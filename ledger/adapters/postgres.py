@@ -1,8 +1,8 @@
 """The event store on PostgreSQL (`ledger.engine.store`): eventsourcing's recorder,
 made stricter, and the schema of everything the ledger stores besides read models.
 
-Events are appended in an `AppendSession`: a transaction holding the library's table
-lock (so positions follow commit order), in which the engine re-checks the version of
+Events are appended in an `AppendSession`: a transaction holding the append lock (so
+positions follow commit order), in which the engine re-checks the version of
 every aggregate a command read and decides again on what changed before it appends.
 This is what makes budget, payment and bank-reference rules race-free across threads
 and processes.
@@ -38,7 +38,8 @@ REFUSALS_TABLE = "ledger_refusals"
 # eventsourcing's name for the application's snapshot table (its name, then "_snapshots")
 SNAPSHOTS_TABLE = "ledger_snapshots"
 GENESIS_SQL = "\\x" + GENESIS.hex()
-LOCK_WAITED = "ledger_lock_events_waited()"  # the append lock (migration "append-lock-wait")
+#: the append lock, answering its wait (named when it locked the event table itself)
+LOCK_WAITED = "ledger_lock_events_waited()"
 #: what the append lock locks (migration "append-lock-own-table"): never holds a row
 APPEND_LOCK_TABLE = "ledger_append_lock"
 #: the server's check of what a decision read (migration "expect-current"), and its error
@@ -50,6 +51,7 @@ APPEND_CHECKED_ARGUMENTS = (
     "text, uuid[], bigint[], uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], bytea[]"
 )
 STALE = "a version read is no longer current"
+SNAPSHOT_INSERT = "events are appended in READ COMMITTED transactions only"
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
@@ -163,9 +165,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # the library's `LOCK TABLE ... IN EXCLUSIVE MODE`, as the table's owner (see
-        # the migrations "append-lock-as-owner" and "append-lock-wait"), after its lock
-        # timeout, answering how long it was waited for
+        # the append lock instead of the library's `LOCK TABLE ... IN EXCLUSIVE MODE`
+        # on the event table, as the owner (the migrations "append-lock-wait" and
+        # "append-lock-own-table"), after its lock timeout, answering how long it waited
         timeout = self.lock_table_statements[0]  # the library's SET LOCAL lock_timeout
         assert isinstance(timeout, sql.Composable)
         self.lock_table_statements = [
@@ -666,21 +668,29 @@ MIGRATIONS: list[tuple[str, str]] = [
         # `SHARE UPDATE EXCLUSIVE` mode: every append stood still until PostgreSQL
         # cancelled autovacuum, a `deadlock_timeout` (1 s) later, and the table was
         # never vacuumed but by the anti-wraparound vacuum, which is not cancelled
-        # (docs/performance.md, "stop 35"). A lock on a table of its own waits for
-        # nothing but other appends. Every insert into the event table still takes it,
-        # before any row of the statement takes its position (the statement's
-        # trigger): positions are taken, committed and chained in one order, whoever
-        # inserts. The chain's trigger then need not lock for each row, nor run as
-        # the owner.
+        # (docs/performance.md, "stop 35"). On a table of its own, the lock leaves
+        # VACUUM and ANALYZE of the history alone; vacuum no longer cuts empty pages
+        # off its end either, which takes the table whole for a moment. Every insert
+        # into the event table still takes the lock, before any row of the statement
+        # takes its position (the statement's trigger): positions are taken, committed
+        # and chained in one order, whoever inserts. Only in READ COMMITTED: a
+        # transaction reading one snapshot throughout would chain an event to one
+        # before the last. The chain's trigger then need not lock for each row, nor
+        # run as the owner. The lock functions keep their names for their callers.
         "append-lock-own-table",
         f"""
         CREATE TABLE {APPEND_LOCK_TABLE} ();
         CREATE FUNCTION ledger_append_lock() RETURNS trigger LANGUAGE plpgsql
             SECURITY DEFINER SET search_path = public, pg_temp AS $$
             BEGIN
+                IF current_setting('transaction_isolation') <> 'read committed' THEN
+                    RAISE EXCEPTION '{SNAPSHOT_INSERT}' USING ERRCODE = 'invalid_transaction_state';
+                END IF;
                 LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
                 RETURN NULL;
             END $$;
+        REVOKE ALL ON FUNCTION ledger_append_lock() FROM PUBLIC;
+        ALTER TABLE {EVENTS_TABLE} SET (vacuum_truncate = false);
         CREATE TRIGGER ledger_events_append_lock BEFORE INSERT ON {EVENTS_TABLE}
             FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_lock();
         CREATE OR REPLACE FUNCTION ledger_lock_events() RETURNS void LANGUAGE plpgsql

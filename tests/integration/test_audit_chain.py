@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from psycopg import IsolationLevel
 
 import ledger.entrypoints.runtime
 from ledger.adapters.postgres import MIGRATIONS
@@ -404,6 +405,26 @@ def test_an_insert_of_its_own_waits_for_the_append_lock_before_taking_a_position
     assert [r[0] for r in rows] == [1, 2, 3]
     assert inserted == [3]  # taken once the lock was let go: after the holder's
     assert [bytes(r[6]) for r in rows] == expected_chain(rows)
+
+
+@pytest.mark.parametrize("level", [IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE])
+def test_an_insert_in_a_transaction_of_one_snapshot_is_refused(
+    ledger: Ledger, db_url: str, level: IsolationLevel
+) -> None:
+    """Its snapshot is taken before it waits for the append lock: the chain's trigger
+    would link its event to whatever was last before the wait, not to the last event."""
+    with acting_as("admin", "req-1"):
+        ledger.execute(c.OpenFundYear(2024, "CNY"))
+    row = events(db_url)[0]
+    with psycopg.connect(db_url) as conn:
+        conn.isolation_level = level
+        with pytest.raises(psycopg.errors.InvalidTransactionState, match="READ COMMITTED"):
+            conn.execute(
+                "INSERT INTO ledger_events (originator_id, originator_version, topic, state) "
+                "VALUES (%s, %s, %s, %s)",
+                (uuid4(), 1, *row[3:5]),
+            )
+    assert len(events(db_url)) == 1
 
 
 # --- the migration chains events recorded before it ---------------------------------
