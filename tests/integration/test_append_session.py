@@ -130,15 +130,20 @@ def test_a_large_decision_goes_a_chunk_at_a_time_and_is_recorded_whole(
     sent_before_the_second: list[str] = []
 
     def encoding(event: Any) -> Any:
-        if len(encoded) == 2:
-            with psycopg.connect(db_url) as conn:
-                sent_before_the_second.extend(
-                    q
-                    for (q,) in conn.execute(
-                        "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND state IN ('active', 'idle in transaction')"
-                    )
-                )
+        if len(encoded) == 2:  # sent, the server may yet be busy with the one before
+            deadline = time.monotonic() + 5
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                while time.monotonic() < deadline and not any(
+                    q.startswith("INSERT INTO") for q in sent_before_the_second
+                ):
+                    sent_before_the_second[:] = [
+                        q
+                        for (q,) in conn.execute(
+                            "SELECT query FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND state IN ('active', 'idle in transaction')"
+                        )
+                    ]
+                    time.sleep(0.01)
         encoded.append(event)
         return encode(event)
 

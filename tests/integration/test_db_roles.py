@@ -18,9 +18,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from api.app import create_app
 from ledger.adapters.api_keys import issue_key
-from ledger.adapters.postgres import SchemaBehind, datastore_of
+from ledger.adapters.postgres import MIGRATIONS, SchemaBehind, datastore_of
 from ledger.domain.context import acting_as
 from ledger.domain.errors import ValidationFailed
+from ledger.entrypoints import runtime
 from ledger.entrypoints.runtime import Settings, open_ledger
 from projections.schema import ensure_schema, grant_read_models
 from projections.worker import ProjectionWorker
@@ -191,3 +192,31 @@ def test_a_role_granted_before_the_snapshots_migration_writes_snapshots_after_it
     life(app_url, as_app(app_url, test_settings))
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT originator_version FROM ledger_snapshots").fetchall() == [(2,)]
+
+
+def test_a_role_granted_before_the_lock_had_a_table_of_its_own_appends_after_it(
+    db_url: str, test_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release before locked the history itself, its chain's trigger as the owner;
+    an owner's command migrates, and the role granted by the earlier `db init` appends
+    under the new lock, every event chained."""
+    role = "ledger_app_" + secrets.token_hex(4)
+    with monkeypatch.context() as before:
+        steps = [step for step in MIGRATIONS if step[0] != "append-lock-own-table"]
+        before.setattr(runtime, "MIGRATIONS", steps)
+        owner = open_ledger(db_url, test_settings)
+        try:
+            ensure_schema(datastore_of(owner))
+            grant_read_models(datastore_of(owner), role)
+        finally:
+            owner.close()
+    try:
+        owner = open_ledger(db_url, test_settings)  # the owner's command, migrating
+        app_url = make_conninfo(db_url, user=role)
+        life(app_url, as_app(app_url, test_settings))
+        result = owner.notary.verify()
+        owner.close()
+        assert result.ok
+        assert result.events_checked > 8
+    finally:
+        drop_role(db_url, role)
