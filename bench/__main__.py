@@ -223,6 +223,18 @@ def _answering(
     raise RuntimeError(f"{what}: not within {seconds:.0f} s")
 
 
+def _every_worker_started(log: Path, workers: int, seconds: float = 120) -> None:
+    """Wait until each of uvicorn's `workers` logged its start in `log`. The first to
+    start answers alone until the others do, and a load begun then has every
+    connection accepted by it: the framework's ceiling measured 6,605-7,060 requests/s
+    on one worker against 10,792-11,947 on two (docs/performance.md, "stop 35")."""
+    deadline = time.monotonic() + seconds
+    while log.read_bytes().count(b"Application startup complete") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers: not started within {seconds:.0f} s ({log})")
+        time.sleep(0.1)
+
+
 class Server:
     """`ledger serve`: API workers only with one `ledger projections run` beside it, as
     docs/deployment.md runs them (`projections="beside"`); API workers only (`"none"`:
@@ -267,6 +279,7 @@ class Server:
         ]
         self.url = f"http://127.0.0.1:{self.port}"
         _answering(f"{self.url}/healthz", f"ledger serve starting (see var/bench-{name}.log)")
+        _every_worker_started(ROOT / "var" / f"bench-{name}.log", workers)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -700,17 +713,23 @@ class Ceiling:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         python = str(ROOT / ".venv" / "bin" / "python")
-        options = ["--workers", "2", "--no-access-log", "--log-level", "warning"]
+        options = ["--workers", "2", "--no-access-log", "--log-level", "info"]
+        log = ROOT / "var" / "bench-ceiling.log"
+        self.log = open(log, "wb")  # noqa: SIM115 - kept open
         self.proc = subprocess.Popen(  # noqa: S603 - our own app
             [python, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(self.port), *options],
             cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         _answering(f"{self.url}/openapi.json", "the ceiling app starting")
+        _every_worker_started(log, 2)
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(30)
+        self.log.close()
 
 
 def _closed_loop(base: str, step: Step) -> tuple[Load, float]:
