@@ -81,10 +81,9 @@ def server_url() -> str:
 
 def vacuumed(url: str) -> float:
     """VACUUM (ANALYZE) the whole database, then wait until no autovacuum worker runs;
-    answers the seconds it took. A bulk load or a rebuild leaves autovacuum minutes of
-    work (it is no longer cancelled by the append lock: docs/performance.md, "stop
-    35"), which would otherwise take a core from whichever measure runs next, a
-    ceiling as like as the ledger."""
+    answers the seconds it took. A bulk load or a rebuild leaves autovacuum work (it
+    is no longer cancelled by the appends: docs/performance.md, "stop 35"), which it
+    would otherwise do during whichever measure runs next."""
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE)")
