@@ -17,7 +17,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +36,13 @@ from api.problems import (
     with_problem_schemas,
 )
 from api.resources import RESOURCES
-from api.routing import LedgerRoute, authenticate, with_bearer_scheme
+from api.routing import (
+    LedgerRoute,
+    add_routes,
+    authenticate,
+    operation_id,
+    with_bearer_scheme,
+)
 from api.schemas import Health, Readiness
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
@@ -285,13 +290,6 @@ def _close(app: FastAPI) -> None:
     state.ledger.close()
 
 
-def operation_id(route: APIRoute) -> str:
-    """A route's operationId: its endpoint's name in camelCase (`list_grants` ->
-    `listGrants`): stable, and what a generated client names its method after."""
-    first, *rest = route.name.split("_")
-    return first + "".join(word.capitalize() for word in rest)
-
-
 def create_app(settings: Settings, traces: TracerProvider | None = None) -> FastAPI:
     """The API (and the console), tracing to `traces` if given (`api.tracing`)."""
     on_connect = tracing.traced_connections(traces) if traces else None
@@ -339,15 +337,8 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
         tracing.trace_requests(app, traces)
     install_problem_handlers(app)
     install_unavailable_handlers(app)
-    for resource in RESOURCES:
-        app.include_router(resource.router)
-    app.include_router(batch.router)
-    app.include_router(reads.router)
-    app.include_router(audit.router)
-    app.include_router(keys.router)
-    app.include_router(treasury.router)
-    app.include_router(exports.router)
-    app.include_router(metrics.router)
+    for module in (*RESOURCES, batch, reads, audit, keys, treasury, exports, metrics):
+        add_routes(app, module.router)
     _document_problems(app)
 
     _documentation_pages(app)

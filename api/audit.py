@@ -10,7 +10,7 @@ import base64
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg.rows import DictRow
@@ -20,7 +20,15 @@ from api import schemas as s
 from api.exports import built, streamed
 from api.lists import After, FundYearFilter, Limit, as_page, list_route, page_model
 from api.problems import ProblemError, problem_responses
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, SettingsDep, consistent, read, roles
+from api.routing import (
+    LedgerDep,
+    PrincipalDep,
+    SettingsDep,
+    consistent,
+    ledger_router,
+    read,
+    roles,
+)
 from api.schemas import Day
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
 from ledger.adapters.checkpoints import checkpoint_of
@@ -32,7 +40,7 @@ from projections.paging import Where, page
 from projections.waits import reach
 from projections.worker import NAMES
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
+router = ledger_router("audit")
 
 MAX_TREE = 2**62
 Base64 = Annotated[str, Field(description="base64 of 32 bytes")]

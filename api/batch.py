@@ -9,21 +9,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.operations import Ids, Operation, answer, presented
 from api.problems import error_body, problem_body, problem_json, problem_responses
 from api.resources import OPERATIONS
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, is_evidence, keep_evidence, roles
+from api.routing import (
+    LedgerDep,
+    PrincipalDep,
+    is_evidence,
+    keep_evidence,
+    ledger_router,
+    roles,
+)
 from api.writes import ALWAYS, written
 from ledger.domain.errors import LedgerError
 from ledger.domain.roles import ROLES, Principal
 from ledger.engine.engine import AtomicRefusal
 from ledger.usecases.ledger import Ledger
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["batch"])
+router = ledger_router("batch")
 
 MAX_OPERATIONS = 1000
 if TYPE_CHECKING:
@@ -101,7 +107,7 @@ def _run_one(ledger: Ledger, prepared: Prepared) -> dict[str, Any]:
         problem = error_body(e)
         return _result(problem["status"], problem)
     status, _, content = answer(op, outcome)
-    return _result(status, content, outcome.position)
+    return _result(status, content.model_dump(mode="json"), outcome.position)
 
 
 @router.post(
@@ -146,7 +152,7 @@ def run_batch(body: BatchIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     results = []
     for (op, ids, _), outcome in zip(ready, outcomes, strict=True):
         status, _, content = answer(op, presented(ledger, op, ids, outcome))
-        results.append(_result(status, content, outcome.position))
+        results.append(_result(status, content.model_dump(mode="json"), outcome.position))
     headers = {"Ledger-Position": str(max(o.position for o in outcomes))}
     return JSONResponse({"results": results}, headers=headers)
 

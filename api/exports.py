@@ -17,14 +17,14 @@ from functools import partial
 from typing import IO, Annotated, Any, Literal, TypeVar
 
 from eventsourcing.postgres import PostgresDatastore
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.lists import FundYearFilter, TalentFilter
 from api.problems import ProblemError
 from api.resources.grants import grant_filters
 from api.resources.payments import payment_filters
-from api.routing import LedgerRoute, PrincipalDep, ReadsDep, read, settings_of
+from api.routing import PrincipalDep, ReadsDep, ledger_router, read, settings_of
 from api.schemas import Day
 from ledger.adapters.spreadsheets import XLSX_MAX_ROWS, write_csv, write_xlsx
 from ledger.domain.values import YEARS
@@ -32,7 +32,7 @@ from ledger.domain.vocabulary import LANGS, Lang
 from projections import exports
 from projections.exports import EXPORTS, At, Extract
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["exports"])
+router = ledger_router("exports")
 T = TypeVar("T")
 
 EXPORTS_AT_ONCE = 2  # per process: each holds a pooled connection while it is built

@@ -7,14 +7,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.lists import After, Limit, as_page, page_model
 from api.problems import problem_responses
-from api.routing import LedgerDep, LedgerRoute, PrincipalDep, consistent, roles
+from api.routing import LedgerDep, PrincipalDep, consistent, ledger_router, roles
 from api.writes import ALWAYS, WRITE_HEADERS, linked, read_link
 from ledger.adapters.api_keys import (
     MAX_DAYS,
@@ -28,7 +28,7 @@ from ledger.adapters.postgres import datastore_of
 from ledger.domain.roles import ROLES
 from ledger.domain.values import ID_PATTERN
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["keys"])
+router = ledger_router("keys")
 
 Role = Annotated[
     str, Field(json_schema_extra={"enum": list(ROLES)}, pattern="^(" + "|".join(ROLES) + ")$")

@@ -11,11 +11,12 @@ database when scraped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,13 +30,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.problems import problem_responses
-from api.routing import ANY_ROLE, LedgerDep, LedgerRoute, PrincipalDep, roles
+from api.routing import ANY_ROLE, LedgerDep, PrincipalDep, ledger_router, roles
 from ledger.adapters.postgres import datastore_of, statements
 from ledger.usecases.ledger import Ledger
 from projections.waits import tracked_position
 from projections.worker import NAMES
 
-router = APIRouter(route_class=LedgerRoute, tags=["operations"])
+router = ledger_router("operations", prefix="")
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -82,9 +83,17 @@ OWN = (REQUESTS, LATENCY, GROUP_SIZE, APPEND_SECONDS, LOCK_WAIT, POOL)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    count, latency = _request_series(method, route, status)
+    count.inc()
+    latency.observe(seconds)
+
+
+@functools.cache
+def _request_series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """A route's series, found once: `labels` takes a lock and builds a key each time.
+    Routes are templates and statuses few, so the cache stays small."""
     labels = (method, route, str(status))
-    REQUESTS.labels(*labels).inc()
-    LATENCY.labels(*labels).observe(seconds)
+    return REQUESTS.labels(*labels), LATENCY.labels(*labels)
 
 
 def observe_group(size: int, seconds: float, lock_waited: float) -> None:

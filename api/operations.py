@@ -176,9 +176,16 @@ def written_headers(outcome: Outcome[Any]) -> dict[str, str]:
     return headers
 
 
-def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], Any]:
-    """Status, headers and JSON body of a presented outcome: 201 for a new resource,
-    200 for an action or a replay, always with the position to read after."""
+def answer(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], BaseModel]:
+    """Status, headers and body of a presented outcome: 201 for a new resource, 200 for
+    an action or a replay, always with the position to read after."""
     headers = written_headers(outcome)
     status = 201 if op.created and not outcome.replayed else 200
-    return status, headers, op.out.model_validate(outcome.value).model_dump(mode="json")
+    return status, headers, op.out.model_validate(outcome.value)
+
+
+def answer_json(op: Operation, outcome: Outcome[Any]) -> tuple[int, dict[str, str], bytes]:
+    """`answer` with its body as the JSON sent, written by pydantic at once (not made a
+    dict, to be written again by the response)."""
+    status, headers, body = answer(op, outcome)
+    return status, headers, body.model_dump_json().encode()

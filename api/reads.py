@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.lists import After, HistoryPage, Limit, as_page
-from api.routing import LedgerRoute, PrincipalDep, ReadsDep, read
+from api.routing import PrincipalDep, ReadsDep, ledger_router, read
 from projections import reads
 from projections.views.audit_trail import AuditTrail
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["audit"])
+router = ledger_router("audit")
 
 
 @read(router, "/events", HistoryPage, summary="List every event", views=(AuditTrail.NAME,))

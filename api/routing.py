@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import structlog
 from eventsourcing.postgres import PostgresDatastore
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi._compat import ModelField
 from fastapi.dependencies.utils import get_flat_params, request_params_to_args
 from fastapi.params import Param, ParamTypes
@@ -64,12 +64,36 @@ def with_bearer_scheme(openapi: dict[str, Any]) -> dict[str, Any]:
     return openapi
 
 
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId: its endpoint's name in camelCase (`list_grants` ->
+    `listGrants`): stable, and what a generated client names its method after."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def ledger_router(tag: str, *, prefix: str = "/v1") -> APIRouter:
+    """A router of API routes under `tag`, each checked by `LedgerRoute` and named by
+    `operation_id`, to be added to the app by `add_routes`."""
+    return APIRouter(
+        prefix=prefix, route_class=LedgerRoute, tags=[tag], generate_unique_id_function=operation_id
+    )
+
+
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """`router`'s routes as the app's own, not an inclusion. FastAPI matches an included
+    router by walking it anew at each request, and the one that matches twice; ours
+    add nothing on inclusion (the prefix, tags and route class are on each route), so
+    their routes are matched flat, in the same order, for less (docs/performance.md,
+    "stop 36")."""
+    app.router.routes.extend(router.routes)
+
+
 class LedgerRoute(APIRoute):
     @cached_property
     def _path_and_query(self) -> list[tuple[ModelField, ParamTypes]]:
-        """The route's path and query parameters, its dependencies' included. Its own
-        dependant: our routers are included without a prefix or dependencies of their
-        own, which FastAPI would keep on the inclusion instead."""
+        """The route's path and query parameters, its dependencies' included: its own
+        dependant's, the route being the app's own (`add_routes`), with no inclusion's
+        prefix or dependencies beside it."""
         return [
             (f, f.field_info.in_)
             for f in get_flat_params(self.dependant)

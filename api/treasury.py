@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from eventsourcing.postgres import PostgresDatastore
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -15,13 +15,13 @@ from api.problems import ProblemError, problem_responses
 from api.routing import (
     ANY_ROLE,
     LedgerDep,
-    LedgerRoute,
     PathId,
     PrincipalDep,
     Today,
     consistent,
     file_body,
     ledger_of,
+    ledger_router,
     read,
     roles,
     settings_of,
@@ -40,7 +40,7 @@ from projections.views.balances import Balances
 from projections.views.treasury import Treasury
 from projections.waits import reach
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["treasury and audit"])
+router = ledger_router("treasury and audit")
 
 #: the formats a statement may come in (`PARSERS`), by its media type and the media
 #: type's `profile` parameter

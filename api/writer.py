@@ -44,7 +44,7 @@ SOCKET_VARIABLE = "LEDGER_WRITER_SOCKET"
 #: after failing to reach the writer, how long an API process decides writes itself
 RECONNECT_SECONDS = 1.0
 LENGTH = 4
-Answer = tuple[int, dict[str, str], Any]  # status, headers, body
+Answer = tuple[int, dict[str, str], bytes]  # status, headers, JSON body
 
 
 def forwarded(op: Operation) -> bool:

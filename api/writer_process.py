@@ -4,7 +4,6 @@ send."""
 
 from __future__ import annotations
 
-import contextvars
 import os
 import select
 import selectors
@@ -20,15 +19,15 @@ from typing import Any
 
 import structlog
 from eventsourcing.persistence import PersistenceError
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars
 
 from api import metrics
 from api.children import Child, child_started
-from api.operations import Operation, answer, presented
+from api.operations import Operation, answer_json, presented
 from api.problems import UNAVAILABLE
 from api.resources import OPERATIONS
 from api.writer import frame, unframe
-from ledger.domain.context import acting_as
+from ledger.domain.context import context_acting_as
 from ledger.domain.errors import LedgerError
 from ledger.engine.group_commit import MAX_GROUP
 from ledger.usecases.ledger import Ledger
@@ -53,7 +52,7 @@ def _answer(
     """What an API process is told of a decision: (True, its answer) or (False, the
     error to raise there)."""
     try:
-        return True, answer(op, presented(ledger, op, ids, decided.result()))
+        return True, answer_json(op, presented(ledger, op, ids, decided.result()))
     except LedgerError as refusal:
         return False, refusal
     except UNAVAILABLE as e:
@@ -158,8 +157,9 @@ class _Writer:
                 connection.answer(number, NOT_TAKEN)
                 continue
             # decided in this context: its events and log lines carry both
-            with acting_as(actor, request_id), bound_contextvars(request_id=request_id):
-                steps.append((op.use_case.decide, command, contextvars.copy_context()))
+            context = context_acting_as(actor, request_id)
+            context.run(bind_contextvars, request_id=request_id)
+            steps.append((op.use_case.decide, command, context))
             asked.append((connection, number, op, ids, request_id))
         decided = self._ledger.run_group(steps, metrics.observe_group) if steps else []
         for (connection, number, op, ids, request_id), outcome in zip(asked, decided, strict=True):

@@ -8,14 +8,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.operations import Operation, answer, presented
+from api.operations import Operation, answer_json, presented
 from api.problems import problem_responses
 from api.routing import PathId, PathYear, ledger_of, roles
-from api.writer import WriterLink, forwarded
+from api.writer import Answer, WriterLink, forwarded
 from ledger.usecases.ledger import Ledger
 
 ALWAYS = (
@@ -60,7 +60,7 @@ def written(model: type[BaseModel], *, created: bool) -> dict[int | str, dict[st
 
 async def perform(
     op: Operation, ledger: Ledger, writer: WriterLink | None, ids: dict[str, Any], body: Any
-) -> JSONResponse:
+) -> Response:
     """The decision runs in a group commit and the request only awaits it: no worker
     thread sits blocked for each write in flight. Under `ledger serve`, that is the
     writing process's (`api.writer`), else this process's own. What needs a query
@@ -74,22 +74,25 @@ async def perform(
     if writer is not None and forwarded(op):
         answered = await writer.perform(op, ids, step)
         if answered is not None:
-            status, headers, content = answered
-            return JSONResponse(content, status_code=status, headers=headers)
+            return _response(answered)
     outcome = await asyncio.wrap_future(ledger.execute_later(step))
     if op.present_queries:
         outcome = await run_in_threadpool(presented, ledger, op, ids, outcome)
     else:
         outcome = presented(ledger, op, ids, outcome)
-    status, headers, content = answer(op, outcome)
-    return JSONResponse(content, status_code=status, headers=headers)
+    return _response(answer_json(op, outcome))
 
 
-def _endpoint(op: Operation) -> Callable[..., Awaitable[JSONResponse]]:
+def _response(answered: Answer) -> Response:
+    status, headers, body = answered
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
     """An endpoint taking the operation's path ids and body, as FastAPI reads a
     signature: `__signature__` declares them, since they differ per operation."""
 
-    async def endpoint(request: Request, body: Any = None, **ids: Any) -> JSONResponse:
+    async def endpoint(request: Request, body: Any = None, **ids: Any) -> Response:
         return await perform(op, ledger_of(request), request.app.state.writer, ids, body)
 
     keyword = inspect.Parameter.KEYWORD_ONLY

@@ -35,6 +35,7 @@ from api.console.session import (
     new_csrf_cookie,
 )
 from api.console.words import Words
+from api.routing import add_routes
 from ledger.adapters.api_keys import KeyCache
 from ledger.domain.context import request_id_cvar
 from ledger.domain.roles import Principal
@@ -592,5 +593,5 @@ async def download(visit: VisitDep, path: str) -> Response:
 
 def install(app: FastAPI) -> None:
     """Serve the console at `/console/`, its stylesheet at `/console/static/`."""
-    app.include_router(router)
+    add_routes(app, router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")

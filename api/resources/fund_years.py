@@ -6,18 +6,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Response
 from pydantic import Field
 
 from api.lists import After, HistoryPage, Limit, as_page, list_route
 from api.operations import Ids, Operation
 from api.routing import (
     AsOfQuery,
-    LedgerRoute,
     PathYear,
     PrincipalDep,
     ReadsDep,
     Today,
+    ledger_router,
     read,
 )
 from api.schemas import Day, Money, Out
@@ -31,7 +31,7 @@ from projections.views.balances import Balances
 from projections.views.journal import Journal
 from projections.views.treasury import Treasury
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["fund years"])
+router = ledger_router("fund years")
 
 
 FundYearStatus = Literal["open", "closed"]

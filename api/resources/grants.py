@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import Field
 
 from api.lists import FundYearFilter, ProgrammeFilter, TalentFilter, list_route
 from api.operations import Ids, Operation
-from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
+from api.routing import LedgerDep, PathId, PrincipalDep, ledger_router, read
 from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.domain.grants import Grant
@@ -21,7 +21,7 @@ from ledger.usecases.ledger import Ledger
 from projections import lists
 from projections.views.treasury import Treasury
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["grants"])
+router = ledger_router("grants")
 
 
 GrantStatus = Literal["proposed", "approved", "rejected", "revoked"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from api.lists import (
     DateFrom,
@@ -17,7 +17,7 @@ from api.lists import (
     list_route,
 )
 from api.operations import Operation
-from api.routing import LedgerDep, LedgerRoute, PathId, PrincipalDep, read
+from api.routing import LedgerDep, PathId, PrincipalDep, ledger_router, read
 from api.schemas import Money, Out
 from api.writes import add_writes
 from ledger.domain.payments import Payment
@@ -25,7 +25,7 @@ from ledger.usecases.payments import RecordPayment, ReturnPayment
 from projections import lists
 from projections.views.treasury import Treasury
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["payments"])
+router = ledger_router("payments")
 
 
 PaymentStatus = Literal["paid", "returned"]

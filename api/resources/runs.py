@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
@@ -19,11 +19,11 @@ from api.operations import Operation, body_model, written_headers
 from api.problems import ProblemError, problem_responses
 from api.routing import (
     LedgerDep,
-    LedgerRoute,
     PrincipalDep,
     SettingsDep,
     file_body,
     ledger_of,
+    ledger_router,
     read,
     roles,
 )
@@ -45,7 +45,7 @@ from ledger.usecases.runs import (
 from projections import lists, runs
 from projections.views.treasury import Treasury
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["disbursement runs"])
+router = ledger_router("disbursement runs")
 OPERATIONS: tuple[Operation, ...] = ()  # its writes take more than a JSON body: below
 
 RunStatus = Literal["prepared", "partially_settled", "settled"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import Field
 
 from api.lists import After, DateFrom, DateTo, HistoryPage, Limit, as_page, list_route
@@ -14,10 +14,10 @@ from api.operations import Ids, Operation
 from api.routing import (
     AsOfQuery,
     LedgerDep,
-    LedgerRoute,
     PathId,
     PrincipalDep,
     ReadsDep,
+    ledger_router,
     read,
 )
 from api.schemas import Money, Out
@@ -30,7 +30,7 @@ from projections import lists, reads
 from projections.views.audit_trail import AuditTrail
 from projections.views.balances import Balances
 
-router = APIRouter(prefix="/v1", route_class=LedgerRoute, tags=["talents"])
+router = ledger_router("talents")
 
 
 TalentStatus = Literal["active", "departed"]

@@ -13,6 +13,7 @@ import re
 import secrets
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,13 +159,16 @@ class KeyCache:
     """Keys seen in the last second, so a busy client costs at most one lookup a second
     per process. Short enough that a revocation or an expiry reaches every process
     within it without any signal between them; unknown keys are never cached, so a new
-    key works at once."""
+    key works at once. The requests that find a key expired together wait for one
+    lookup: each making its own, they updated the key's row in turn, each waiting for
+    the row lock of the one before (docs/performance.md, "stop 36")."""
 
     TTL_SECONDS = 1.0
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         self._datastore = datastore
         self._known: dict[str, tuple[Principal, float]] = {}
+        self._looking_up: dict[str, Future[Principal | None]] = {}
         self._lock = threading.Lock()
 
     def known(self, key: str) -> Principal | None:
@@ -177,10 +181,28 @@ class KeyCache:
         hit = self.known(key)
         if hit is not None:
             return hit
-        principal = authenticate(self._datastore, key)
+        digest = _digest(key)
         with self._lock:
-            if principal is None:
-                self._known.pop(_digest(key), None)
+            lookup = self._looking_up.get(digest)
+            if lookup is not None:  # another request looks it up: its answer is ours
+                waiting = True
             else:
-                self._known[_digest(key)] = (principal, time.monotonic() + self.TTL_SECONDS)
+                lookup = self._looking_up[digest] = Future()
+                waiting = False
+        if waiting:
+            return lookup.result()  # or raises what the lookup raised
+        try:
+            principal = authenticate(self._datastore, key)
+        except BaseException as e:
+            with self._lock:
+                del self._looking_up[digest]
+            lookup.set_exception(e)
+            raise
+        with self._lock:
+            del self._looking_up[digest]
+            if principal is None:
+                self._known.pop(digest, None)
+            else:
+                self._known[digest] = (principal, time.monotonic() + self.TTL_SECONDS)
+        lookup.set_result(principal)
         return principal

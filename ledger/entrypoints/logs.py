@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from functools import partial
-from typing import TextIO
+from typing import Any, TextIO
 
+import orjson
 import structlog
 
 _SHARED: list[structlog.typing.Processor] = [
@@ -21,6 +23,12 @@ _SHARED: list[structlog.typing.Processor] = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+def _json(event: Any, default: Callable[[Any], Any]) -> str:
+    """A line's JSON by orjson (a third of a line's cost by the stdlib's `json`), with
+    structlog's `default` for what orjson cannot write."""
+    return orjson.dumps(event, default=default).decode()
 
 
 class _Logger(structlog.WriteLogger):
@@ -35,9 +43,7 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if json
-        else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(_json) if json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*_SHARED, structlog.processors.format_exc_info, renderer],

@@ -4,17 +4,24 @@ issuing and revoking as events with their actor, no key with approver and treasu
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresDatastore
 from fastapi.testclient import TestClient
 
 import ledger.entrypoints.runtime
 from api.app import create_app
+from ledger.adapters import api_keys
+from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import MIGRATIONS, datastore_of
+from ledger.domain.roles import Principal
 from ledger.entrypoints.runtime import Settings, open_ledger
+from ledger.usecases.ledger import Ledger
 from tests.conftest import install_key
 from tests.integration.scenario import (
     Actors,
@@ -225,3 +232,42 @@ def test_duplicate_names_from_before_are_told_apart_by_the_upgrade(
     with psycopg.connect(db_url) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM api_keys ORDER BY seq")]
     assert names == ["ops", "ops-2"]
+
+
+def test_requests_finding_a_key_expired_together_wait_for_one_lookup(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each making its own, the lookups updated the key's row in turn, each waiting for
+    the row lock of the one before; and a lookup that fails fails them all, the next
+    request trying again."""
+    datastore = datastore_of(ledger)
+    key = install_key(datastore, "clerk-li", ["clerk"])
+    cache = KeyCache(datastore)
+    lookups: list[str] = []
+    failing = threading.Event()
+    lookup = api_keys.authenticate
+
+    def slow_lookup(store: PostgresDatastore, asked: str) -> Principal | None:
+        lookups.append(asked)
+        time.sleep(0.2)  # every other request asks meanwhile
+        if failing.is_set():
+            raise psycopg.OperationalError("the database went away")
+        return lookup(store, asked)
+
+    monkeypatch.setattr(api_keys, "authenticate", slow_lookup)
+    with ThreadPoolExecutor(16) as pool:
+        found = list(pool.map(lambda _: cache.authenticate(key), range(16)))
+    assert len(lookups) == 1
+    assert {p.name if p else None for p in found} == {"clerk-li"}
+
+    cache._known.clear()  # expired
+    failing.set()
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = [pool.submit(cache.authenticate, key) for _ in range(16)]
+        errors = [type(o.exception()).__name__ for o in outcomes]
+    assert len(lookups) == 2
+    assert errors == ["OperationalError"] * 16
+    failing.clear()
+    principal = cache.authenticate(key)
+    assert principal is not None and principal.name == "clerk-li"
+    assert len(lookups) == 3
