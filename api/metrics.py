@@ -91,7 +91,8 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 @functools.cache
 def _request_series(method: str, route: str, status: int) -> tuple[Any, Any]:
     """A route's series, found once: `labels` takes a lock and builds a key each time.
-    Routes are templates and statuses few, so the cache stays small."""
+    The cache holds what the metric holds anyway: routes are templates, and methods
+    and statuses few."""
     labels = (method, route, str(status))
     return REQUESTS.labels(*labels), LATENCY.labels(*labels)
 

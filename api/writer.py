@@ -43,6 +43,11 @@ log = structlog.get_logger(__name__)
 SOCKET_VARIABLE = "LEDGER_WRITER_SOCKET"
 #: after failing to reach the writer, how long an API process decides writes itself
 RECONNECT_SECONDS = 1.0
+#: what the writer's answers mean (2: the body as JSON bytes), sent with each write's
+#: operation: a writer and an API process whose releases answer differently hand each
+#: other's writes back "not taken" (a writer of an earlier release knows no such
+#: operation), and the API process decides them itself
+PROTOCOL = 2
 LENGTH = 4
 Answer = tuple[int, dict[str, str], bytes]  # status, headers, JSON body
 
@@ -51,6 +56,14 @@ def forwarded(op: Operation) -> bool:
     """Whether `op` is sent to the writer: not when presenting its answer queries the
     database (a talent's name unsealed), which would hold up the writer's next group."""
     return not op.present_queries
+
+
+def operation_taken(sent: Any) -> str | None:
+    """The name of the operation an API process sent, when it expects the answers this
+    release gives; else None."""
+    if isinstance(sent, tuple) and len(sent) == 2 and sent[1] == PROTOCOL:
+        return str(sent[0])
+    return None
 
 
 def frame(message: Any) -> bytes:
@@ -134,7 +147,7 @@ class WriterLink:
         connection = await self._connected()
         if connection is None:
             return None
-        message = (op.name, ids, step[1], actor_cvar.get(), request_id_cvar.get())
+        message = ((op.name, PROTOCOL), ids, step[1], actor_cvar.get(), request_id_cvar.get())
         ok, payload = await connection.send(message)
         if ok is None:  # not taken (the writer is stopping): decided here
             return None

@@ -26,7 +26,7 @@ from api.children import Child, child_started
 from api.operations import Operation, answer_json, presented
 from api.problems import UNAVAILABLE
 from api.resources import OPERATIONS
-from api.writer import frame, unframe
+from api.writer import frame, operation_taken, unframe
 from ledger.domain.context import context_acting_as
 from ledger.domain.errors import LedgerError
 from ledger.engine.group_commit import MAX_GROUP
@@ -151,9 +151,9 @@ class _Writer:
 
     def _decide(self, taken: list[tuple[_Connection, Any]]) -> None:
         steps, asked = [], []
-        for connection, (number, name, ids, command, actor, request_id) in taken:
-            op = OPERATIONS.get(name)
-            if op is None:  # an operation of another release: decided there
+        for connection, (number, sent, ids, command, actor, request_id) in taken:
+            op = OPERATIONS.get(operation_taken(sent) or "")
+            if op is None:  # of another release: decided there
                 connection.answer(number, NOT_TAKEN)
                 continue
             # decided in this context: its events and log lines carry both

@@ -183,12 +183,13 @@ class KeyCache:
             return hit
         digest = _digest(key)
         with self._lock:
+            seen = self._known.get(digest)  # by a lookup that ended since `known`
+            if seen is not None and seen[1] > time.monotonic():
+                return seen[0]
             lookup = self._looking_up.get(digest)
-            if lookup is not None:  # another request looks it up: its answer is ours
-                waiting = True
-            else:
+            waiting = lookup is not None  # another request looks it up: its answer is ours
+            if lookup is None:
                 lookup = self._looking_up[digest] = Future()
-                waiting = False
         if waiting:
             return lookup.result()  # or raises what the lookup raised
         try:

@@ -8,6 +8,7 @@ one format, and a request's `request_id` reaches every line of it.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -25,10 +26,20 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
+#: dataclasses go to structlog's `default` (their repr, which leaves out what is
+#: `repr=False`: a key, a secret), as the stdlib's `json` sent them
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_NON_STR_KEYS
+
+
 def _json(event: Any, default: Callable[[Any], Any]) -> str:
     """A line's JSON by orjson (a third of a line's cost by the stdlib's `json`), with
-    structlog's `default` for what orjson cannot write."""
-    return orjson.dumps(event, default=default).decode()
+    structlog's `default` for what orjson cannot write; what it refuses outright (an
+    integer past 64 bits, a lone surrogate) by the stdlib's, so that logging never
+    fails."""
+    try:
+        return orjson.dumps(event, default=default, option=_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(event, default=default, ensure_ascii=False)
 
 
 class _Logger(structlog.WriteLogger):

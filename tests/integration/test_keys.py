@@ -255,15 +255,21 @@ def test_requests_finding_a_key_expired_together_wait_for_one_lookup(
         return lookup(store, asked)
 
     monkeypatch.setattr(api_keys, "authenticate", slow_lookup)
+    together = threading.Barrier(16)
+
+    def asked(_: int) -> Principal | None:
+        together.wait()
+        return cache.authenticate(key)
+
     with ThreadPoolExecutor(16) as pool:
-        found = list(pool.map(lambda _: cache.authenticate(key), range(16)))
+        found = list(pool.map(asked, range(16)))
     assert len(lookups) == 1
     assert {p.name if p else None for p in found} == {"clerk-li"}
 
     cache._known.clear()  # expired
     failing.set()
     with ThreadPoolExecutor(16) as pool:
-        outcomes = [pool.submit(cache.authenticate, key) for _ in range(16)]
+        outcomes = [pool.submit(asked, n) for n in range(16)]
         errors = [type(o.exception()).__name__ for o in outcomes]
     assert len(lookups) == 2
     assert errors == ["OperationalError"] * 16

@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -109,6 +110,24 @@ def test_logs_are_json_lines_when_stderr_is_not_a_terminal(
     (access,) = _requests(lines)
     assert access["level"] == "info"
     assert access["timestamp"].endswith("Z")
+
+
+@dataclass(frozen=True)
+class _Held:
+    name: str
+    secret: str = field(repr=False)
+
+
+def test_any_value_can_be_logged_and_a_dataclass_only_as_its_repr(logs: Lines) -> None:
+    """Lines are written by orjson: what it would write its own way (a dataclass's every
+    field) goes to structlog's fallback, its repr; what it refuses, to the stdlib's."""
+    log = structlog.get_logger("tests")
+    log.info("held", held=_Held("zhao", "s3cr3t"), by_year={2030: "open"})
+    log.info("large", amount=2**70, text="中文")
+    held, large = logs()
+    assert held["held"] == "_Held(name='zhao')"
+    assert held["by_year"] == {"2030": "open"}
+    assert (large["amount"], large["text"]) == (2**70, "中文")
 
 
 def test_logs_are_readable_text_on_a_terminal(

@@ -28,7 +28,14 @@ from fastapi.testclient import TestClient
 from api import metrics, writer_process
 from api.app import create_app
 from api.resources import OPERATIONS
-from api.writer import RECONNECT_SECONDS, SOCKET_VARIABLE, WriterLink, frame, unframe
+from api.writer import (
+    PROTOCOL,
+    RECONNECT_SECONDS,
+    SOCKET_VARIABLE,
+    WriterLink,
+    frame,
+    unframe,
+)
 from api.writer_process import NOT_TAKEN, WriterProcess
 from ledger.adapters.postgres import datastore_of
 from ledger.domain import errors
@@ -217,7 +224,8 @@ def test_the_writes_read_at_once_are_one_group_answered_in_one_send(
 ) -> None:
     """The writer's one thread reads what a connection sent, decides it as one group,
     and answers it in one send; a write of an operation it does not know is handed
-    back (`NOT_TAKEN`), to be decided by the API process that sent it."""
+    back (`NOT_TAKEN`), to be decided by the API process that sent it, as is one sent by
+    an API process expecting answers of another release (`PROTOCOL`)."""
     groups: list[int] = []
     monkeypatch.setattr(metrics, "observe_group", lambda size, *_: groups.append(size))
     sends: list[list[Any]] = []
@@ -238,13 +246,18 @@ def test_the_writes_read_at_once_are_one_group_answered_in_one_send(
         writes = [
             (
                 n,
-                op.name,
+                (op.name, PROTOCOL),
                 {},
                 ledger.step(op.command_of({}, op.body(year=2030 + n, currency="CNY")))[1],
             )
             for n in range(3)
         ]
-        writes.append((3, "fund_year.reopen", {}, None))  # of a later release, say
+        command = writes[0][3]
+        writes += [
+            (3, ("fund_year.reopen", PROTOCOL), {}, None),  # of a later release, say
+            (4, op.name, {}, command),  # from an API process expecting a dict for a body
+            (5, (op.name, PROTOCOL + 1), {}, command),  # expecting what it will be next
+        ]
         api.sendall(b"".join(frame((*write, "admin", f"r{n}")) for n, write in enumerate(writes)))
         deadline = time.monotonic() + 10
         writer_process._Writer(ledger, listener).serve(
@@ -252,9 +265,9 @@ def test_the_writes_read_at_once_are_one_group_answered_in_one_send(
         )
     assert groups == [3]
     [answers] = sends
-    assert [n for n, *_ in answers] == [3, 0, 1, 2]  # the one it did not take, at once
-    assert tuple(answers[0][1:]) == NOT_TAKEN
-    assert [(ok, status) for _, ok, (status, *_) in answers[1:]] == [(True, 201)] * 3
+    assert [n for n, *_ in answers] == [3, 4, 5, 0, 1, 2]  # those it did not take, at once
+    assert [tuple(a[1:]) for a in answers[:3]] == [NOT_TAKEN] * 3
+    assert [(ok, status) for _, ok, (status, *_) in answers[3:]] == [(True, 201)] * 3
 
 
 def test_a_connection_sending_what_the_writer_cannot_read_is_closed_the_others_served(
@@ -274,7 +287,7 @@ def test_a_connection_sending_what_the_writer_cannot_read_is_closed_the_others_s
         garbled.sendall(len(b"not a pickle").to_bytes(4, "big") + b"not a pickle")
         op = OPERATIONS["fund_year.open"]
         command = ledger.step(op.command_of({}, op.body(year=2030, currency="CNY")))[1]
-        sound.sendall(frame((1, op.name, {}, command, "admin", "r1")))
+        sound.sendall(frame((1, (op.name, PROTOCOL), {}, command, "admin", "r1")))
         answers: list[bytes] = []
         deadline = time.monotonic() + 10
 
