@@ -149,7 +149,7 @@ class WriterLink:
             return None
         message = ((op.name, PROTOCOL), ids, step[1], actor_cvar.get(), request_id_cvar.get())
         ok, payload = await connection.send(message)
-        if ok is None:  # not taken (the writer is stopping): decided here
+        if ok is None:  # not taken (a writer of another release, or stopping): decided here
             return None
         if not ok:
             raise payload
