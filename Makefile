@@ -19,7 +19,7 @@ AUDIT_ARGS ?=
 LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
 	PIP_CONFIG_FILE=/dev/null
 
-.PHONY: install browser run test lint bench audit docs examples screenshots lock clean
+.PHONY: install browser run test lint bench profile audit docs examples screenshots lock clean
 
 # Installs exactly the lock: --require-hashes refuses any file whose sha256 is not in it and
 # any package it does not pin; --only-binary runs no one's setup.py; --no-deps resolves
@@ -72,6 +72,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# W1 as it comes, with each process's CPU a proposal (docs/performance.md).
+profile: install
+	$(BIN)/python -m bench.profile
 
 # The reference parts of docs/api.md and docs/cli.md, from the OpenAPI document and
 # the command's parser (a test fails when they lag the code).

@@ -80,8 +80,7 @@ def server_url() -> str:
     return str(server.get_uri("postgres"))
 
 
-def fresh_database(server: str) -> str:
-    name = "ledger_bench"
+def fresh_database(server: str, name: str = "ledger_bench") -> str:
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -1,0 +1,138 @@
+"""`make profile`: W1 as it comes, and what each process spends on a proposal.
+
+Runs `ledger serve --workers 2` as it comes on a fresh database of the bench's server
+(embedded under var/bench-pg, or LEDGER_BENCH_DATABASE_URL), sends grant proposals
+from 32 connections as `make bench` does, and prints each process's CPU a proposal
+(the API processes, the writer, the projection process, PostgreSQL's, this load
+generator) and how busy the machine was: the breakdown docs/performance.md reports,
+repeatable. The processes are found by what the server logs (each child's start,
+uvicorn's workers); their CPU is read from /proc, so this runs on Linux only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.__main__ import (
+    CLIENTS,
+    ROOT,
+    Server,
+    _settings,
+    fresh_database,
+    percentile,
+    proposals,
+    server_url,
+    setup_writes,
+)
+from bench.client import Load
+from ledger.adapters.api_keys import issue_key
+from ledger.entrypoints.runtime import open_ledger
+
+SECONDS = float(os.environ.get("LEDGER_PROFILE_SECONDS", "12"))
+WARM_UP_SECONDS = 3.0
+_UVICORN_WORKER = re.compile(r"Started server process \[(\d+)\]")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's CPU so far, user and system (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL process on the machine: the server's own and its backends."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _roles(log: Path) -> dict[int, str]:
+    """The server's processes by what its log says of them."""
+    roles = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") in ("writer_started", "projections_started"):
+            roles[int(record["pid"])] = record["event"].removesuffix("_started")
+        elif match := _UVICORN_WORKER.search(str(record.get("event", ""))):
+            roles[int(match[1])] = "api"
+    return roles
+
+
+def _machine() -> tuple[int, int]:
+    """All the machine's CPU ticks so far, and those idle or waiting for I/O."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def _rows(
+    before: dict[str, float], after: dict[str, float], proposals: int
+) -> Iterator[tuple[str, float]]:
+    for name, was in before.items():
+        yield name, (after[name] - was) / proposals * 1000
+
+
+def main() -> int:
+    url = fresh_database(server_url(), "ledger_profile")
+    ledger = open_ledger(url, _settings(url))
+    keys = {role: issue_key(ledger, f"profile-{role}", [role]).key for role in ("admin", "clerk")}
+    ledger.close()
+    server = Server(url, workers=2, name="profile", projections="in-process")
+    try:
+        setup_writes(server.url, keys)
+        warm_up = Load(server.url, CLIENTS, proposals(keys, secrets.token_hex(3)))
+        asyncio.run(warm_up.run(WARM_UP_SECONDS))
+        roles = _roles(ROOT / "var" / "bench-profile.log")
+        apis = sorted(pid for pid, role in roles.items() if role == "api")
+
+        def sample() -> dict[str, float]:
+            by_role = {f"API process {n}": _cpu_seconds(pid) for n, pid in enumerate(apis, start=1)}
+            for pid, role in roles.items():
+                if role != "api":
+                    by_role[f"{role} process"] = _cpu_seconds(pid)
+            by_role["PostgreSQL"] = sum(_cpu_seconds(pid) for pid in _postgres_pids())
+            by_role["load generator"] = time.process_time()
+            return by_role
+
+        load = Load(server.url, CLIENTS, proposals(keys, secrets.token_hex(3)))
+        before, machine_before = sample(), _machine()
+        wall = asyncio.run(load.run(SECONDS))
+        after, machine_after = sample(), _machine()
+    finally:
+        server.stop()
+    total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
+    print(
+        f"W1 as it comes: {load.events / wall:,.0f} proposals/s, p50 "
+        f"{percentile(load.latencies, 0.5):.1f} ms, p99 {percentile(load.latencies, 0.99):.1f}"
+        f" ms, {load.errors} errors; the machine {100 * (1 - idle / total):.1f} % busy"
+    )
+    rows = list(_rows(before, after, load.events))
+    print(f"{'CPU a proposal':<22}{'ms':>8}")
+    for name, ms in [*rows, ("all", sum(ms for _, ms in rows))]:
+        print(f"{name:<22}{ms:>8.3f}")
+    return 0 if load.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
