@@ -52,17 +52,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _postgres_pids() -> list[int]:
-    """Every PostgreSQL process on the machine: the server's own and its backends."""
-    pids = []
+def _postgres() -> dict[int, float]:
+    """The CPU so far of every PostgreSQL process on the machine, by process id."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+                    found[int(entry.name)] = _cpu_seconds(int(entry.name))
             except OSError:
                 continue
-    return pids
+    return found
+
+
+def _postgres_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """PostgreSQL's CPU between two readings: a backend started meanwhile counts whole,
+    one ended meanwhile is lost (its last figures went with it)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items() if cpu)
 
 
 def _roles(log: Path) -> dict[int, str]:
@@ -111,14 +117,13 @@ def main() -> int:
             for pid, role in roles.items():
                 if role != "api":
                     by_role[f"{role} process"] = _cpu_seconds(pid)
-            by_role["PostgreSQL"] = sum(_cpu_seconds(pid) for pid in _postgres_pids())
             by_role["load generator"] = time.process_time()
             return by_role
 
         load = Load(server.url, CLIENTS, proposals(keys, secrets.token_hex(3)))
-        before, machine_before = sample(), _machine()
+        before, postgres_before, machine_before = sample(), _postgres(), _machine()
         wall = asyncio.run(load.run(SECONDS))
-        after, machine_after = sample(), _machine()
+        after, postgres_after, machine_after = sample(), _postgres(), _machine()
     finally:
         server.stop()
     total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
@@ -128,6 +133,8 @@ def main() -> int:
         f" ms, {load.errors} errors; the machine {100 * (1 - idle / total):.1f} % busy"
     )
     rows = list(_rows(before, after, load.events))
+    postgres = _postgres_used(postgres_before, postgres_after)
+    rows.insert(-1, ("PostgreSQL", postgres / load.events * 1000))  # before the generator
     print(f"{'CPU a proposal':<22}{'ms':>8}")
     for name, ms in [*rows, ("all", sum(ms for _, ms in rows))]:
         print(f"{name:<22}{ms:>8.3f}")
