@@ -18,7 +18,6 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench.__main__ import (
@@ -92,13 +91,6 @@ def _machine() -> tuple[int, int]:
     return sum(ticks), ticks[3] + ticks[4]
 
 
-def _rows(
-    before: dict[str, float], after: dict[str, float], proposals: int
-) -> Iterator[tuple[str, float]]:
-    for name, was in before.items():
-        yield name, (after[name] - was) / proposals * 1000
-
-
 def main() -> int:
     url = fresh_database(server_url(), "ledger_profile")
     ledger = open_ledger(url, _settings(url))
@@ -117,12 +109,13 @@ def main() -> int:
             for pid, role in roles.items():
                 if role != "api":
                     by_role[f"{role} process"] = _cpu_seconds(pid)
-            by_role["load generator"] = time.process_time()
             return by_role
 
         load = Load(server.url, CLIENTS, proposals(keys, secrets.token_hex(3)))
         before, postgres_before, machine_before = sample(), _postgres(), _machine()
+        generator_before = time.process_time()
         wall = asyncio.run(load.run(SECONDS))
+        generator = time.process_time() - generator_before
         after, postgres_after, machine_after = sample(), _postgres(), _machine()
     finally:
         server.stop()
@@ -132,12 +125,14 @@ def main() -> int:
         f"{percentile(load.latencies, 0.5):.1f} ms, p99 {percentile(load.latencies, 0.99):.1f}"
         f" ms, {load.errors} errors; the machine {100 * (1 - idle / total):.1f} % busy"
     )
-    rows = list(_rows(before, after, load.events))
-    postgres = _postgres_used(postgres_before, postgres_after)
-    rows.insert(-1, ("PostgreSQL", postgres / load.events * 1000))  # before the generator
+    used = [
+        *((name, after[name] - was) for name, was in before.items()),
+        ("PostgreSQL", _postgres_used(postgres_before, postgres_after)),
+        ("load generator", generator),
+    ]
     print(f"{'CPU a proposal':<22}{'ms':>8}")
-    for name, ms in [*rows, ("all", sum(ms for _, ms in rows))]:
-        print(f"{name:<22}{ms:>8.3f}")
+    for name, seconds in [*used, ("all", sum(seconds for _, seconds in used))]:
+        print(f"{name:<22}{seconds / load.events * 1000:>8.3f}")
     return 0 if load.errors == 0 else 1
 
 

@@ -178,12 +178,9 @@ class KeyCache:
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
     def authenticate(self, key: str) -> Principal | None:
-        hit = self.known(key)
-        if hit is not None:
-            return hit
         digest = _digest(key)
         with self._lock:
-            seen = self._known.get(digest)  # by a lookup that ended since `known`
+            seen = self._known.get(digest)
             if seen is not None and seen[1] > time.monotonic():
                 return seen[0]
             lookup = self._looking_up.get(digest)
