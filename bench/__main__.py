@@ -697,7 +697,7 @@ class Ceiling:
         self.url = f"http://127.0.0.1:{self.port}"
         python = str(ROOT / ".venv" / "bin" / "python")
         options = ["--workers", "2", "--no-access-log", "--log-level", "info"]
-        log = ROOT / "var" / "bench-ceiling.log"
+        self.log_path = log = ROOT / "var" / "bench-ceiling.log"
         self.log = open(log, "wb")  # noqa: SIM115 - kept open
         self.proc = subprocess.Popen(  # noqa: S603 - our own app
             [python, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(self.port), *options],

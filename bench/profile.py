@@ -5,8 +5,10 @@ Runs `ledger serve --workers 2` as it comes on a fresh database of the bench's s
 from 32 connections as `make bench` does, and prints each process's CPU a proposal
 (the API processes, the writer, the projection process, PostgreSQL's, this load
 generator) and how busy the machine was: the breakdown docs/performance.md reports,
-repeatable. The processes are found by what the server logs (each child's start,
-uvicorn's workers); their CPU is read from /proc, so this runs on Linux only.
+repeatable. Then the framework's ceiling app at the rate the ledger reached: what
+uvicorn, FastAPI and the kernel alone cost a request at that rate. The processes are
+found by what the servers log (each child's start, uvicorn's workers); their CPU is
+read from /proc, so this runs on Linux only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from bench.__main__ import (
     CLIENTS,
     ROOT,
+    Ceiling,
     Server,
     _settings,
     fresh_database,
@@ -31,7 +34,7 @@ from bench.__main__ import (
     server_url,
     setup_writes,
 )
-from bench.client import Load
+from bench.client import ConstantRate, Load
 from ledger.adapters.api_keys import issue_key
 from ledger.entrypoints.runtime import open_ledger
 
@@ -133,7 +136,34 @@ def main() -> int:
     print(f"{'CPU a proposal':<22}{'ms':>8}")
     for name, seconds in [*used, ("all", sum(seconds for _, seconds in used))]:
         print(f"{name:<22}{seconds / load.events * 1000:>8.3f}")
-    return 0 if load.errors == 0 else 1
+    return 0 if load.errors == 0 and _framework_alone(load.events / wall, keys) else 1
+
+
+def _framework_alone(rate: float, keys: dict[str, str]) -> bool:
+    """The framework's ceiling app sent the same proposals at the rate the ledger
+    reached (constant-rate): what uvicorn, FastAPI and the kernel cost a request at that
+    rate, which is more than at their own ceiling, where each wake-up serves many."""
+    ceiling = Ceiling()
+    try:
+        pids = [int(pid) for pid in _UVICORN_WORKER.findall(ceiling.log_path.read_text())]
+        load = ConstantRate(ceiling.url, CLIENTS, rate, proposals(keys, secrets.token_hex(3)))
+        before, machine_before = [_cpu_seconds(pid) for pid in pids], _machine()
+        generator_before = time.process_time()
+        asyncio.run(load.run(SECONDS))
+        generator = time.process_time() - generator_before
+        after, machine_after = [_cpu_seconds(pid) for pid in pids], _machine()
+    finally:
+        ceiling.stop()
+    total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
+    answered = len(load.latencies)
+    print(
+        f"the framework alone at {rate:,.0f} requests/s (bench.ceiling_app, constant rate): "
+        f"the machine {100 * (1 - idle / total):.1f} % busy"
+    )
+    print(f"{'CPU a request':<22}{'ms':>8}")
+    print(f"{'its two processes':<22}{(sum(after) - sum(before)) / answered * 1000:>8.3f}")
+    print(f"{'load generator':<22}{generator / answered * 1000:>8.3f}")
+    return load.errors == 0
 
 
 if __name__ == "__main__":
