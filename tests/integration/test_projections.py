@@ -639,6 +639,28 @@ CRASHES = {
 }
 
 
+def test_a_batch_commits_without_waiting_for_the_disk_and_only_it(
+    ledger: Ledger, worker: ProjectionWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read models are derived: a batch's commit need not wait for the server's
+    flush (a crash loses it with its positions, and it is applied again), so that the
+    writer's commits do not queue behind it. The setting ends with the batch."""
+    run_scenario(ledger, scenario(2024, "sc-"))
+    seen: list[str] = []
+    send = Writes.send
+
+    def sending(writes: Writes, curs: Any) -> None:
+        seen.append(curs.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"])
+        send(writes, curs)
+
+    monkeypatch.setattr(Writes, "send", sending)
+    worker.run_batch(limit=5)
+    worker.rebuild()
+    assert len(seen) >= 2 and set(seen) == {"off"}
+    with datastore_of(ledger).transaction(commit=False) as curs:
+        assert curs.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+
+
 @pytest.mark.parametrize("resume", ["same-worker", "fresh-worker"])
 @pytest.mark.parametrize("crash", list(CRASHES))
 def test_a_worker_dying_mid_batch_rolls_back_and_the_next_catches_up(
