@@ -20,7 +20,9 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bench.__main__ import (
     CLIENTS,
@@ -42,6 +44,7 @@ SECONDS = float(os.environ.get("LEDGER_PROFILE_SECONDS", "12"))
 WARM_UP_SECONDS = 3.0
 _UVICORN_WORKER = re.compile(r"Started server process \[(\d+)\]")
 _TICK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -115,27 +118,15 @@ def main() -> int:
             return by_role
 
         load = Load(server.url, CLIENTS, proposals(keys, secrets.token_hex(3)))
-        before, postgres_before, machine_before = sample(), _postgres(), _machine()
-        generator_before = time.process_time()
-        wall = asyncio.run(load.run(SECONDS))
-        generator = time.process_time() - generator_before
-        after, postgres_after, machine_after = sample(), _postgres(), _machine()
+        wall, used, busy = _measured(lambda: asyncio.run(load.run(SECONDS)), sample)
     finally:
         server.stop()
-    total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
     print(
         f"W1 as it comes: {load.events / wall:,.0f} proposals/s, p50 "
         f"{percentile(load.latencies, 0.5):.1f} ms, p99 {percentile(load.latencies, 0.99):.1f}"
-        f" ms, {load.errors} errors; the machine {100 * (1 - idle / total):.1f} % busy"
+        f" ms, {load.errors} errors; the machine {100 * busy:.1f} % busy"
     )
-    used = [
-        *((name, after[name] - was) for name, was in before.items()),
-        ("PostgreSQL", _postgres_used(postgres_before, postgres_after)),
-        ("load generator", generator),
-    ]
-    print(f"{'CPU a proposal':<22}{'ms':>8}")
-    for name, seconds in [*used, ("all", sum(seconds for _, seconds in used))]:
-        print(f"{name:<22}{seconds / load.events * 1000:>8.3f}")
+    _print_used("CPU a proposal", used, load.events)
     return 0 if load.errors == 0 and _framework_alone(load.events / wall, keys) else 1
 
 
@@ -147,23 +138,44 @@ def _framework_alone(rate: float, keys: dict[str, str]) -> bool:
     try:
         pids = [int(pid) for pid in _UVICORN_WORKER.findall(ceiling.log_path.read_text())]
         load = ConstantRate(ceiling.url, CLIENTS, rate, proposals(keys, secrets.token_hex(3)))
-        before, machine_before = [_cpu_seconds(pid) for pid in pids], _machine()
-        generator_before = time.process_time()
-        asyncio.run(load.run(SECONDS))
-        generator = time.process_time() - generator_before
-        after, machine_after = [_cpu_seconds(pid) for pid in pids], _machine()
+
+        def sample() -> dict[str, float]:
+            return {"its two processes": sum(_cpu_seconds(pid) for pid in pids)}
+
+        _, used, busy = _measured(lambda: asyncio.run(load.run(SECONDS)), sample)
     finally:
         ceiling.stop()
-    total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
-    answered = len(load.latencies)
     print(
         f"the framework alone at {rate:,.0f} requests/s (bench.ceiling_app, constant rate): "
-        f"the machine {100 * (1 - idle / total):.1f} % busy"
+        f"the machine {100 * busy:.1f} % busy"
     )
-    print(f"{'CPU a request':<22}{'ms':>8}")
-    print(f"{'its two processes':<22}{(sum(after) - sum(before)) / answered * 1000:>8.3f}")
-    print(f"{'load generator':<22}{generator / answered * 1000:>8.3f}")
+    _print_used("CPU a request", used, len(load.latencies))
     return load.errors == 0
+
+
+def _measured(
+    run: Callable[[], T], sample: Callable[[], dict[str, float]]
+) -> tuple[T, list[tuple[str, float]], float]:
+    """What `run` answered; the CPU seconds that `sample`'s processes, PostgreSQL's and
+    this load generator used meanwhile; and the machine's busy share."""
+    before, postgres_before, machine_before = sample(), _postgres(), _machine()
+    generator_before = time.process_time()
+    answered = run()
+    generator = time.process_time() - generator_before
+    after, postgres_after, machine_after = sample(), _postgres(), _machine()
+    total, idle = (a - b for a, b in zip(machine_after, machine_before, strict=True))
+    used = [
+        *((name, after[name] - was) for name, was in before.items()),
+        ("PostgreSQL", _postgres_used(postgres_before, postgres_after)),
+        ("load generator", generator),
+    ]
+    return answered, used, 1 - idle / total
+
+
+def _print_used(title: str, used: list[tuple[str, float]], count: int) -> None:
+    print(f"{title:<22}{'ms':>8}")
+    for name, seconds in [*used, ("all", sum(seconds for _, seconds in used))]:
+        print(f"{name:<22}{seconds / count * 1000:>8.3f}")
 
 
 if __name__ == "__main__":
