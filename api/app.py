@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import os
 import re
@@ -47,7 +48,7 @@ from api.schemas import Health, Readiness
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import request_id_cvar
-from ledger.entrypoints.logs import configure_logging
+from ledger.entrypoints.logs import configure_logging, written_together
 from ledger.entrypoints.runtime import (
     Settings,
     database_url,
@@ -200,8 +201,7 @@ def _account(scope: Scope, status: int | None, seconds: float) -> None:
     """A request's log line and its metrics (by route template: a path as sent would
     make a series per id)."""
     route = getattr(scope.get("route"), "path", None)
-    log.info(
-        "request",
+    _lines.add(
         method=scope["method"],
         route=route or scope["path"],
         status=status,
@@ -209,6 +209,34 @@ def _account(scope: Scope, status: int | None, seconds: float) -> None:
         actor=_actor(scope),
     )
     metrics.observe_request(scope["method"], route or "unmatched", status or 500, seconds)
+
+
+class _RequestLines:
+    """Each request's line, logged once its turn of the event loop is over, with the
+    other requests' lines of that turn (`written_together`): the answers of a writer's
+    group end many requests in one turn. Rendered in its request's context, so it
+    carries the same `request_id`; its `timestamp` is when it is written, within that
+    turn. A process killed outright loses at most that turn's lines: the events carry
+    who asked and the request id for good (docs/performance.md, "stop 38")."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+
+    def add(self, **fields: Any) -> None:
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting.get(loop)
+        if waiting is None:
+            waiting = self._waiting[loop] = []
+            loop.call_soon(self._write, loop)
+        waiting.append((contextvars.copy_context(), fields))
+
+    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+        with written_together():
+            for context, fields in self._waiting.pop(loop):
+                context.run(log.info, "request", **fields)
+
+
+_lines = _RequestLines()
 
 
 def _actor(scope: Scope) -> str | None:

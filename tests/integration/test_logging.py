@@ -10,6 +10,8 @@ project's modules before and after, and restores structlog and the root logger.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import io
 import json
 import logging
@@ -21,7 +23,8 @@ from typing import Any
 import pytest
 import structlog
 
-from ledger.entrypoints.logs import configure_logging
+import api.app as app_module
+from ledger.entrypoints.logs import configure_logging, written_together
 from tests.integration.scenario import (
     Actors,
     Api,
@@ -277,3 +280,71 @@ def test_an_unexpected_error_is_a_500_problem_logged_with_its_request_id(
         if line.get("request_id") == request_id and "disk on fire" in json.dumps(line)
     ]
     assert failure, "the exception is logged with the request's request_id"
+
+
+class _Writes(io.StringIO):
+    """A captured stderr that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_lines_logged_together_are_written_in_one_write_in_order(
+    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+) -> None:
+    captured = _Writes()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging(json=True)
+    log = structlog.get_logger("tests")
+    log.info("alone")
+    with written_together():
+        log.info("first", n=1)
+        log.info("second", n=2)
+        assert len(captured.writes) == 1  # held until the end
+    log.info("after")
+    assert len(captured.writes) == 3
+    assert [json.loads(line)["event"] for line in captured.writes[1].splitlines()] == [
+        "first",
+        "second",
+    ]
+    assert [json.loads(line)["event"] for line in captured.getvalue().splitlines()] == [
+        "alone",
+        "first",
+        "second",
+        "after",
+    ]
+
+
+def test_the_request_lines_of_one_turn_are_written_together_each_with_its_request_id(
+    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+) -> None:
+    """The answers of a writer's group end many requests in one turn of the event loop:
+    their lines are logged when it is over, in one write, each in its request's context."""
+    captured = _Writes()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging(json=True)
+
+    def ended(request_id: str) -> None:  # what `RequestContext` does as a request ends
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        app_module._lines.add(method="POST", route="/v1/grants", status=201, actor="clerk")
+
+    async def turn() -> list[str]:
+        for request_id in ("r-1", "r-2", "r-3"):
+            contextvars.copy_context().run(ended, request_id)
+        written_in_turn = list(captured.writes)
+        await asyncio.sleep(0)  # the turn is over
+        return written_in_turn
+
+    assert asyncio.run(turn()) == []
+    (write,) = captured.writes
+    lines = [json.loads(line) for line in write.splitlines()]
+    assert [(line["event"], line["request_id"]) for line in lines] == [
+        ("request", "r-1"),
+        ("request", "r-2"),
+        ("request", "r-3"),
+    ]
