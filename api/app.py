@@ -193,47 +193,49 @@ class RequestContext:
                 response = problem_response("internal_error", "an unexpected error was logged")
                 await response(scope, receive, send_with_id)
         finally:
-            _account(scope, status, time.perf_counter() - started)
+            await _account(scope, status, time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
 
 
-def _account(scope: Scope, status: int | None, seconds: float) -> None:
+async def _account(scope: Scope, status: int | None, seconds: float) -> None:
     """A request's log line and its metrics (by route template: a path as sent would
     make a series per id)."""
     route = getattr(scope.get("route"), "path", None)
-    _lines.add(
+    metrics.observe_request(scope["method"], route or "unmatched", status or 500, seconds)
+    await _lines.log(
         method=scope["method"],
         route=route or scope["path"],
         status=status,
         duration_ms=round(seconds * 1000, 1),
         actor=_actor(scope),
     )
-    metrics.observe_request(scope["method"], route or "unmatched", status or 500, seconds)
 
 
 class _RequestLines:
-    """Each request's line, logged once its turn of the event loop is over, with the
-    other requests' lines of that turn (`written_together`): the answers of a writer's
-    group end many requests in one turn. Rendered in its request's context, so it
-    carries the same `request_id`; its `timestamp` is when it is written, within that
-    turn. A process killed outright loses at most that turn's lines: the events carry
-    who asked and the request id for good (docs/performance.md, "stop 38")."""
+    """The lines of the requests that end in one turn of the event loop, logged
+    together (`written_together`): the answers of a writer's group end many requests
+    in one turn. The first to end waits for the turn to be over, then logs every line
+    it gathered, each in its own request's context (the same `request_id`; its
+    `timestamp` is that moment) and before its own request returns: the others
+    returned already. A process killed outright may lose one turn's lines, never an
+    event (docs/performance.md, "stop 38")."""
 
     def __init__(self) -> None:
         self._waiting: dict[asyncio.AbstractEventLoop, list[Any]] = {}
 
-    def add(self, **fields: Any) -> None:
+    async def log(self, **fields: Any) -> None:
         loop = asyncio.get_running_loop()
-        waiting = self._waiting.get(loop)
-        if waiting is None:
-            waiting = self._waiting[loop] = []
-            loop.call_soon(self._write, loop)
-        waiting.append((contextvars.copy_context(), fields))
-
-    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
-        with written_together():
-            for context, fields in self._waiting.pop(loop):
-                context.run(log.info, "request", **fields)
+        line = (contextvars.copy_context(), fields)
+        if loop in self._waiting:  # the first of this turn logs it
+            self._waiting[loop].append(line)
+            return
+        self._waiting[loop] = [line]
+        try:
+            await asyncio.sleep(0)  # the others ending in this turn add theirs
+        finally:  # cancelled or not: nothing waits for a later turn
+            with written_together():
+                for context, gathered in self._waiting.pop(loop):
+                    context.run(log.info, "request", **gathered)
 
 
 _lines = _RequestLines()

@@ -11,7 +11,6 @@ project's modules before and after, and restores structlog and the root logger.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import io
 import json
 import logging
@@ -324,23 +323,24 @@ def test_the_request_lines_of_one_turn_are_written_together_each_with_its_reques
     monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
 ) -> None:
     """The answers of a writer's group end many requests in one turn of the event loop:
-    their lines are logged when it is over, in one write, each in its request's context."""
+    the first to end logs the lines of all of them once the turn is over, in one write,
+    each in its request's context, before it returns itself."""
     captured = _Writes()
     monkeypatch.setattr(sys, "stderr", captured)
     configure_logging(json=True)
 
-    def ended(request_id: str) -> None:  # what `RequestContext` does as a request ends
+    async def request(request_id: str) -> list[str]:  # as `RequestContext` ends one
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        app_module._lines.add(method="POST", route="/v1/grants", status=201, actor="clerk")
+        await app_module._lines.log(method="POST", route="/v1/grants", status=201, actor="c")
+        return list(captured.writes)  # what was written when it returned
 
-    async def turn() -> list[str]:
-        for request_id in ("r-1", "r-2", "r-3"):
-            contextvars.copy_context().run(ended, request_id)
-        written_in_turn = list(captured.writes)
-        await asyncio.sleep(0)  # the turn is over
-        return written_in_turn
+    async def turn() -> list[list[str]]:
+        ids = ("r-1", "r-2", "r-3")
+        return await asyncio.gather(*(asyncio.create_task(request(i)) for i in ids))
 
-    assert asyncio.run(turn()) == []
+    first, second, third = asyncio.run(turn())
+    assert second == third == []  # returned at once: the first logs their lines
+    assert first == captured.writes
     (write,) = captured.writes
     lines = [json.loads(line) for line in write.splitlines()]
     assert [(line["event"], line["request_id"]) for line in lines] == [
