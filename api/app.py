@@ -235,7 +235,10 @@ class _RequestLines:
         finally:  # cancelled or not: nothing waits for a later turn
             with written_together():
                 for context, gathered in self._waiting.pop(loop):
-                    context.run(log.info, "request", **gathered)
+                    try:
+                        context.run(log.info, "request", **gathered)
+                    except Exception:  # the others are still logged, this one's loss too
+                        context.run(log.exception, "request_line_failed")
 
 
 _lines = _RequestLines()

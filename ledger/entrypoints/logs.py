@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -64,14 +65,34 @@ class _Logger(structlog.WriteLogger):
 
     @staticmethod
     def write_held(held: list[tuple[_Logger, str]]) -> None:
-        """Held lines in one write to each file they go to, in the order logged."""
+        """Held lines to each file they go to, in the order logged, in writes of at
+        most `PIPE_BUF` bytes cut between lines: a pipe several processes write to
+        (a container's stderr, journald's) keeps each such write whole, and would
+        interleave a longer one with theirs."""
         by_file: dict[int, list[Any]] = {}
         for logger, message in held:
             by_file.setdefault(id(logger._file), [logger]).append(message)
         for logger, *messages in by_file.values():
             with logger._lock:
-                logger._write("\n".join(messages) + "\n")
-                logger._flush()
+                for chunk in _chunks(messages):
+                    logger._write(chunk)
+                    logger._flush()
+
+
+def _chunks(messages: list[str]) -> Iterator[str]:
+    """Lines joined into pieces of at most `PIPE_BUF` bytes (a longer line alone)."""
+    piece: list[str] = []
+    size = 0
+    for message in messages:
+        line = message + "\n"
+        length = len(line.encode())
+        if piece and size + length > select.PIPE_BUF:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        yield "".join(piece)
 
 
 _together = threading.local()
@@ -80,8 +101,12 @@ _together = threading.local()
 @contextmanager
 def written_together() -> Iterator[None]:
     """Our own lines this thread logs meanwhile are rendered as they come and written
-    at the end in one write: many lines rendered in a row find the logging code warm,
-    and cost one system call (docs/performance.md, "stop 38")."""
+    at the end, together: many lines rendered in a row find the logging code warm, and
+    cost a system call for each `PIPE_BUF` bytes, not each line (docs/performance.md,
+    "stop 38"). Inside another, its lines are the outer one's."""
+    if getattr(_together, "lines", None) is not None:
+        yield
+        return
     held: list[tuple[_Logger, str]] = []
     _together.lines = held
     try:

@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import logging
+import select
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -346,5 +347,75 @@ def test_the_request_lines_of_one_turn_are_written_together_each_with_its_reques
     assert [(line["event"], line["request_id"]) for line in lines] == [
         ("request", "r-1"),
         ("request", "r-2"),
+        ("request", "r-3"),
+    ]
+
+
+def test_lines_written_together_go_in_writes_a_pipe_keeps_whole(
+    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+) -> None:
+    """A pipe several processes write to keeps a write of up to PIPE_BUF bytes whole
+    and may interleave a longer one: a turn's lines are cut between lines into such
+    writes, and a line longer than that goes alone."""
+    captured = _Writes()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging(json=True)
+    log = structlog.get_logger("tests")
+    with written_together():
+        for n in range(60):
+            log.info("line", n=n, text="中文" * 20)
+        log.info("long", text="x" * (2 * select.PIPE_BUF))
+    assert len(captured.writes) > 2
+    for write in captured.writes:
+        assert write.endswith("\n")
+        assert len(write.encode()) <= select.PIPE_BUF or write.count("\n") == 1
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert [line.get("n") for line in lines] == [*range(60), None]
+
+
+def test_a_block_of_lines_together_inside_another_is_written_with_it(
+    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+) -> None:
+    captured = _Writes()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging(json=True)
+    log = structlog.get_logger("tests")
+    with written_together():
+        log.info("outer")
+        with written_together():
+            log.info("inner")
+        assert captured.writes == []
+    (write,) = captured.writes
+    assert [json.loads(line)["event"] for line in write.splitlines()] == ["outer", "inner"]
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+def test_a_request_line_that_cannot_be_written_costs_the_others_nothing(
+    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+) -> None:
+    captured = _Writes()
+    monkeypatch.setattr(sys, "stderr", captured)
+    configure_logging(json=True)
+
+    async def request(request_id: str, **fields: Any) -> None:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        await app_module._lines.log(method="GET", status=200, **fields)
+
+    async def turn() -> None:
+        await asyncio.gather(
+            asyncio.create_task(request("r-1")),
+            asyncio.create_task(request("r-2", route=_Unprintable())),
+            asyncio.create_task(request("r-3")),
+        )
+
+    asyncio.run(turn())  # nothing raised in the request that wrote the lines
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert [(line["event"], line["request_id"]) for line in lines] == [
+        ("request", "r-1"),
+        ("request_line_failed", "r-2"),
         ("request", "r-3"),
     ]
