@@ -294,12 +294,16 @@ class _Writes(io.StringIO):
         return super().write(text)
 
 
-def test_lines_logged_together_are_written_in_one_write_in_order(
-    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
-) -> None:
-    captured = _Writes()
-    monkeypatch.setattr(sys, "stderr", captured)
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO) -> _Writes:
+    """JSON logging configured on a captured stderr that keeps each write apart."""
+    writes = _Writes()
+    monkeypatch.setattr(sys, "stderr", writes)
     configure_logging(json=True)
+    return writes
+
+
+def test_lines_logged_together_are_written_in_one_write_in_order(captured: _Writes) -> None:
     log = structlog.get_logger("tests")
     log.info("alone")
     with written_together():
@@ -321,14 +325,11 @@ def test_lines_logged_together_are_written_in_one_write_in_order(
 
 
 def test_the_request_lines_of_one_turn_are_written_together_each_with_its_request_id(
-    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
+    captured: _Writes,
 ) -> None:
     """The answers of a writer's group end many requests in one turn of the event loop:
     the first to end logs the lines of all of them once the turn is over, in one write,
     each in its request's context, before it returns itself."""
-    captured = _Writes()
-    monkeypatch.setattr(sys, "stderr", captured)
-    configure_logging(json=True)
 
     async def request(request_id: str) -> list[str]:  # as `RequestContext` ends one
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -351,15 +352,10 @@ def test_the_request_lines_of_one_turn_are_written_together_each_with_its_reques
     ]
 
 
-def test_lines_written_together_go_in_writes_a_pipe_keeps_whole(
-    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
-) -> None:
+def test_lines_written_together_go_in_writes_a_pipe_keeps_whole(captured: _Writes) -> None:
     """A pipe several processes write to keeps a write of up to PIPE_BUF bytes whole
     and may interleave a longer one: a turn's lines are cut between lines into such
     writes, and a line longer than that goes alone."""
-    captured = _Writes()
-    monkeypatch.setattr(sys, "stderr", captured)
-    configure_logging(json=True)
     log = structlog.get_logger("tests")
     with written_together():
         for n in range(60):
@@ -373,12 +369,7 @@ def test_lines_written_together_go_in_writes_a_pipe_keeps_whole(
     assert [line.get("n") for line in lines] == [*range(60), None]
 
 
-def test_a_block_of_lines_together_inside_another_is_written_with_it(
-    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
-) -> None:
-    captured = _Writes()
-    monkeypatch.setattr(sys, "stderr", captured)
-    configure_logging(json=True)
+def test_a_block_of_lines_together_inside_another_is_written_with_it(captured: _Writes) -> None:
     log = structlog.get_logger("tests")
     with written_together():
         log.info("outer")
@@ -394,12 +385,7 @@ class _Unprintable:
         raise ValueError("no repr")
 
 
-def test_a_request_line_that_cannot_be_written_costs_the_others_nothing(
-    monkeypatch: pytest.MonkeyPatch, stderr: io.StringIO
-) -> None:
-    captured = _Writes()
-    monkeypatch.setattr(sys, "stderr", captured)
-    configure_logging(json=True)
+def test_a_request_line_that_cannot_be_written_costs_the_others_nothing(captured: _Writes) -> None:
 
     async def request(request_id: str, **fields: Any) -> None:
         structlog.contextvars.bind_contextvars(request_id=request_id)
