@@ -45,6 +45,7 @@ from api.routing import (
     with_bearer_scheme,
 )
 from api.schemas import Health, Readiness
+from api.writes import Writes
 from ledger.adapters.api_keys import KeyCache
 from ledger.adapters.postgres import datastore_of
 from ledger.domain.context import request_id_cvar
@@ -372,6 +373,7 @@ def create_app(settings: Settings, traces: TracerProvider | None = None) -> Fast
     install_unavailable_handlers(app)
     for module in (*RESOURCES, batch, reads, audit, keys, treasury, exports, metrics):
         add_routes(app, module.router)
+    app.router.middleware_stack = Writes(app.router)
     _document_problems(app)
 
     _documentation_pages(app)

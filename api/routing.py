@@ -147,8 +147,12 @@ class LedgerRoute(APIRoute):
         given = {ParamTypes.path: request.path_params, ParamTypes.query: request.query_params}
         return any(request_params_to_args([f], given[kind])[1] for f, kind in self._path_and_query)
 
+    def request_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """What answers a request once it is checked: FastAPI's own handler."""
+        return super().get_route_handler()
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = self.request_handler()
         allowed: list[str] = (self.openapi_extra or {}).get("x-roles", [])
         takes_body = self.body_field is not None
 

@@ -239,12 +239,18 @@ DEFAULT_LINES = (("settling_in", "cash", "100000"), ("housing", "in_kind", "5000
 
 def open_year(
     a: Actors, year: int = YEAR, lines: tuple[tuple[str, str, str], ...] = DEFAULT_LINES
-) -> None:
-    """Open `year` and appropriate each (programme, kind, amount) line once."""
-    created(a.admin.post("/v1/fund-years", json=fund_year_body(year)))
+) -> int:
+    """Open `year` and appropriate each (programme, kind, amount) line once; the
+    position of the last, for a read that must see them."""
+    opened = a.admin.post("/v1/fund-years", json=fund_year_body(year))
+    created(opened)
+    last = position(opened)
     for n, (programme, kind, amount) in enumerate(lines, 1):
         body = appropriation_body(f"AP-{year}-{n}", programme, kind, amount)
-        created(a.admin.post(f"/v1/fund-years/{year}/appropriations", json=body))
+        appropriated = a.admin.post(f"/v1/fund-years/{year}/appropriations", json=body)
+        created(appropriated)
+        last = position(appropriated)
+    return last
 
 
 def funded(api: Api, lines: tuple[tuple[str, str, str], ...] = DEFAULT_LINES) -> Actors:

@@ -291,9 +291,12 @@ def test_an_atomic_result_is_the_state_right_after_its_own_operation(api: Api) -
 # --- all or nothing ---------------------------------------------------------------------
 
 
+SMALL_BUDGET = (("settling_in", "cash", "1000"),)
+
+
 def _small_budget(api: Api) -> Actors:
     a = Actors.of(api)
-    open_year(a, YEAR, (("settling_in", "cash", "1000"),))
+    open_year(a, YEAR, SMALL_BUDGET)
     return a
 
 
@@ -308,7 +311,8 @@ BUDGET_BUSTER = [
 def test_an_atomic_batch_with_a_refused_operation_records_nothing(
     api: Api, count_events: Counter
 ) -> None:
-    a = _small_budget(api)
+    a = Actors.of(api)
+    budgeted = open_year(a, YEAR, SMALL_BUDGET)
     events = count_events()
 
     body = assert_problem(batch(a.clerk, True, *BUDGET_BUSTER), 409, "budget_exceeded")
@@ -318,7 +322,8 @@ def test_an_atomic_batch_with_a_refused_operation_records_nothing(
     assert count_events() == events
     assert_problem(a.auditor.get("/v1/talents/T-9"), 404, "not_found")
     assert_problem(a.auditor.get("/v1/grants/G-1"), 404, "not_found")
-    line = expect(a.auditor.get(f"/v1/fund-years/{YEAR}"), 200)["lines"][0]
+    year = expect(a.auditor.get(f"/v1/fund-years/{YEAR}?min_position={budgeted}"), 200)
+    line = year["lines"][0]
     assert line["committed"] == "0.00"
 
 
