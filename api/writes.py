@@ -101,10 +101,12 @@ class WriteRoute(LedgerRoute):
     cookies and its own telemetry's state, and wrap what it calls in a context of its
     own: more than half of what the app spent on a grant proposal
     (docs/performance.md, "stop 39"). This one validates with FastAPI's own functions,
-    so the ids, the body and their errors are FastAPI's to the letter; the OpenAPI
-    document is made from the endpoint's signature as for any route. `LedgerRoute`
-    has authorized the request, refused a query parameter and a body that is not
-    JSON before it gets here."""
+    so the ids, the body and their errors are FastAPI's (`tests/unit/test_write_handler.py`);
+    the OpenAPI document is made from the endpoint's signature as for any route. A
+    route with anything else to solve (a dependency, a query or header parameter) is
+    refused when it is built. `LedgerRoute` has authorized the request, refused a query
+    parameter and a body announced in another media type than JSON before it gets
+    here."""
 
     @cached_property
     def answer(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -115,14 +117,27 @@ class WriteRoute(LedgerRoute):
         endpoint = self.dependant.call
         path_params = self.dependant.path_params
         body_params = self.dependant.body_params
-        assert endpoint is not None and self.dependant.request_param_name == "request"
+        dependant = self.dependant
+        assert endpoint is not None and dependant.request_param_name == "request"
+        solved_elsewhere = (
+            dependant.dependencies,
+            dependant.query_params,
+            dependant.header_params,
+            dependant.cookie_params,
+            dependant.background_tasks_param_name,
+            dependant.response_param_name,
+        )
+        if any(solved_elsewhere):
+            raise TypeError(f"{self.path}: a write takes its ids and one JSON body only")
+        embed = self._embed_body_fields
 
         async def handle(request: Request) -> Response:
             ids, errors = request_params_to_args(path_params, request.path_params)
             received = await _json_body(request)
-            body, body_errors = await request_body_to_args(body_params, received, False)
+            body, body_errors = await request_body_to_args(body_params, received, embed)
             if errors or body_errors:
-                raise RequestValidationError([*errors, *body_errors], body=received)
+                given = None if received is PydanticUndefined else received
+                raise RequestValidationError([*errors, *body_errors], body=given)
             response: Response = await endpoint(request=request, **ids, **body)
             return response
 
@@ -143,7 +158,9 @@ class Writes:
     goes on to the router. It takes only what the router would give a write route: no
     route before one takes a path of its (`tests/unit/test_routing.py`). The app's
     routes are left as they are, for the OpenAPI document, the traces' route names
-    and the answers' `Allow`."""
+    and the answers' `Allow`. It passes by what the router and a route would apply
+    besides: a middleware of the router's own and a route's body limit (the app has
+    neither: `RequestContext` limits bodies) and FastAPI's telemetry (off)."""
 
     def __init__(self, router: APIRouter) -> None:
         writes = [route for route in router.routes if isinstance(route, WriteRoute)]
@@ -192,7 +209,7 @@ async def _json_body(request: Request) -> Any:
             "ctx": {"error": e.msg},
         }
         raise RequestValidationError([error], body=e.doc) from e
-    except ValueError as e:  # not in the encoding its first bytes name
+    except Exception as e:  # not text in the encoding it names, nested too deep...
         raise HTTPException(status_code=400, detail="There was an error parsing the body") from e
 
 

@@ -32,6 +32,7 @@ def _bodies(example: Any) -> list[bytes]:
     """The example's body, and what is wrong with a body in every way a client can."""
     bodies = [b"", b"null", b"[]", b"{}", b'{"unknown": 1}', b"{", b'"text"', b"\xff\xfe{}"]
     bodies += [b'{"a": "\x80"}', b"\xef\xbb\xbf{}", b"NaN", b'{"a": 1, "a": 2}']
+    bodies += [b"[" * 2000, b'{"a": ' * 2000]  # nested past the parser's recursion
     if isinstance(example, dict):
         bodies.append(json.dumps(example).encode())
         for field in example:  # each field a number, then missing
