@@ -114,10 +114,9 @@ class WriteRoute(LedgerRoute):
         return self.get_route_handler()
 
     def request_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.dependant.call
-        path_params = self.dependant.path_params
-        body_params = self.dependant.body_params
         dependant = self.dependant
+        endpoint, path_params = dependant.call, dependant.path_params
+        body_params = dependant.body_params
         assert endpoint is not None and dependant.request_param_name == "request"
         solved_elsewhere = (
             dependant.dependencies,
